@@ -1,0 +1,150 @@
+"""Typed configuration of one continual-learning trial: the single source of truth.
+
+YAML files are read through these models; unknown keys and impossible values are errors that name the
+file and the key (`ConfigError`), raised before any work starts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration problem, phrased as one line naming the file and the key."""
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WorldConfig(StrictModel):
+    """The embedded offline world: a base corpus and new-data stages, generated from a seed."""
+
+    seed: int = 0
+    num_stages: int = Field(3, ge=1, le=5, description="new-data stages in the stream")
+    base_entities: int = Field(120, ge=8, description="entities the base corpus teaches")
+    stage_entities: int = Field(24, ge=4, description="new entities each stage teaches")
+    vocab_size: int = Field(512, ge=300, le=65536, description="size of the locally trained BPE")
+
+
+class ModelConfig(StrictModel):
+    """The base model: an offline-ladder name (`raycl-tiny-s`), a local directory, or a hub id."""
+
+    name: str = "raycl-tiny-s"
+    pretrain_tokens_per_param: float = Field(
+        20.0, gt=0, description="pretraining budget of offline-ladder models (Chinchilla's 20 by default)"
+    )
+    trust_remote_code: bool = False
+
+
+class MethodConfig(StrictModel):
+    """How the trial updates the model: full fine-tuning (AdamW), LoRA adapters, or GaLore."""
+
+    name: Literal["full", "lora", "galore"] = "full"
+    lora_rank: int = Field(8, ge=1, description="higher rank: more trainable parameters and state")
+    lora_alpha: float = Field(16.0, gt=0)
+    lora_target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    galore_rank: int = Field(8, ge=1, description="rank of the gradient projection; at or above a matrix side saves nothing")
+    galore_update_proj_gap: int = Field(50, ge=1, description="steps between SVD refreshes of the projection")
+    galore_scale: float = Field(0.25, gt=0)
+    galore_proj_type: Literal["std", "reverse_std", "right", "left", "full"] = "std"
+    galore_target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+class TrainConfig(StrictModel):
+    """The optimisation of each stage."""
+
+    lr: float = Field(3e-3, gt=0, lt=1)
+    steps_per_stage: int = Field(60, ge=1)
+    batch_size: int = Field(16, ge=1)
+    seq_len: int = Field(128, ge=16)
+    warmup_steps: int = Field(5, ge=0, description="linear warm-up at the start of the stream")
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    cpu_threads: int = Field(
+        1, ge=1, description="torch threads on CPU; tiny models run fastest on one, and more than the cores slows every trial"
+    )
+
+
+class EvalConfig(StrictModel):
+    """When and how much the trial evaluates."""
+
+    every_steps: int = Field(0, ge=0, description="quick held-out loss check every K steps; 0: stage ends only")
+    quick_max_examples: int = Field(64, ge=1, description="examples per split in a quick check")
+    batch_size: int = Field(32, ge=1)
+
+
+class TrialConfig(StrictModel):
+    """Everything that defines one continual-learning trial."""
+
+    world: WorldConfig = WorldConfig()
+    model: ModelConfig = ModelConfig()
+    method: MethodConfig = MethodConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> TrialConfig:
+        if self.train.warmup_steps > self.train.steps_per_stage * self.world.num_stages:
+            raise ValueError("train.warmup_steps: longer than the whole stream")
+        return self
+
+    def with_overrides(self, overrides: dict[str, Any]) -> TrialConfig:
+        """A copy with dotted keys replaced, e.g. {"train.lr": 1e-3, "method.name": "lora"}."""
+        data = self.model_dump()
+        for dotted, value in overrides.items():
+            node = data
+            *parents, leaf = dotted.split(".")
+            for key in parents:
+                if not isinstance(node.get(key), dict):
+                    raise ConfigError(f"{dotted}: no such config section {key!r}")
+                node = node[key]
+            if leaf not in node:
+                raise ConfigError(f"{dotted}: no such config key")
+            node[leaf] = value
+        return validate_config(data, source="overrides")
+
+
+def format_validation_error(error: ValidationError, source: str) -> str:
+    """The first problem of a pydantic error as `source: dotted.key: message`."""
+    first = error.errors()[0]
+    key = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    message = first["msg"].removeprefix("Value error, ")
+    if message.startswith(f"{key}:"):
+        return f"{source}: {message}"
+    return f"{source}: {key}: {message}"
+
+
+def validate_config(data: dict[str, Any], source: str) -> TrialConfig:
+    try:
+        return TrialConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(format_validation_error(error, source)) from None
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """A YAML mapping from `path`, or a `ConfigError` naming the file."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML ({error})".replace("\n", " ")) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of config sections")
+    return data
+
+
+def load_config(path: Path | None) -> TrialConfig:
+    """The trial config in `path`, or the default offline-world trial when `path` is None."""
+    if path is None:
+        return TrialConfig()
+    return validate_config(read_yaml(path), source=str(path))

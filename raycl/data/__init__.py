@@ -1,0 +1,1 @@
+"""Data: turning text and conversations into token blocks and held-out examples."""

@@ -1,0 +1,60 @@
+"""Token-level plumbing shared by pretraining, the continual stream and evaluation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+Conversation = Sequence[dict[str, str]]
+
+
+def encode_conversation(tokenizer: PreTrainedTokenizerBase, conversation: Conversation) -> list[int]:
+    """Token ids of a chat rendered with the tokenizer's chat template (BOS included once)."""
+    return list(tokenizer.apply_chat_template(list(conversation), tokenize=True, return_dict=False))
+
+
+def encode_document(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
+    """Token ids of a plain document framed as `BOS text EOS`."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return [tokenizer.bos_token_id, *ids, tokenizer.eos_token_id]
+
+
+def pack_blocks(sequences: Sequence[Sequence[int]], block_size: int) -> torch.Tensor:
+    """Concatenate sequences and cut them into `(n, block_size)` training blocks.
+
+    The remainder shorter than a block is dropped; an error if not even one block fits.
+    """
+    flat = [token for sequence in sequences for token in sequence]
+    count = len(flat) // block_size
+    if count == 0:
+        raise ValueError(f"{len(flat)} tokens cannot fill one block of {block_size}")
+    return torch.tensor(flat[: count * block_size], dtype=torch.long).view(count, block_size)
+
+
+def batch_at(blocks: torch.Tensor, batch_size: int, step: int, seed: int) -> torch.Tensor:
+    """The batch of blocks used at `step`: epochs of seeded shuffles, a pure function of its inputs.
+
+    Being stateless, a resumed run draws exactly the batches an uninterrupted one would.
+    """
+    count = blocks.shape[0]
+    positions = torch.arange(step * batch_size, (step + 1) * batch_size)
+    epochs = positions // count
+    rows = torch.empty_like(positions)
+    for epoch in epochs.unique().tolist():
+        order = torch.randperm(count, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+        in_epoch = epochs == epoch
+        rows[in_epoch] = order[positions[in_epoch] % count]
+    return blocks[rows]
+
+
+def pad_batch(examples: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad examples into `(input_ids, attention_mask)`."""
+    width = max(len(example) for example in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, example in enumerate(examples):
+        ids[row, : len(example)] = torch.tensor(example, dtype=torch.long)
+        mask[row, : len(example)] = 1
+    return ids, mask

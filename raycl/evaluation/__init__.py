@@ -1,0 +1,1 @@
+"""Evaluation: held-out losses and the metrics derived from them."""

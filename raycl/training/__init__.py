@@ -1,0 +1,1 @@
+"""Training: the continual loop of one trial, its update methods and its checkpoints."""

@@ -1,0 +1,230 @@
+"""One continual-learning trial, top to bottom.
+
+Load the base model once, evaluate it (step 0), then for each stage of the stream: train on the
+stage, evaluate on the schedule, checkpoint at the stage boundary. A rerun with the same `out_dir`
+resumes after the last finished stage and ends with the same metrics.
+
+    raycl run --out runs/first                 # the default trial on the offline world
+    raycl run my_trial.yaml --out runs/mine    # any TrialConfig YAML
+
+Inside a Ray Train worker group (torch.distributed initialised) the model is wrapped in DDP and each
+rank trains on its slice of every batch; rank 0 writes checkpoints and the result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import resource
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from rich.progress import Progress
+
+from raycl.config import TrialConfig
+from raycl.data.stream import Stream, offline_stream
+from raycl.data.tokens import batch_at
+from raycl.evaluation import metrics
+from raycl.evaluation.heldout import heldout_loss
+from raycl.models import load_base_model
+from raycl.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, stage_checkpoint_dir
+from raycl.training.methods import optimizer_state_bytes, prepare_method
+from raycl.world.offline import load_world
+
+Report = Callable[[dict[str, float], Path | None], None]
+
+
+def resolve_device(choice: str) -> torch.device:
+    if choice == "auto":
+        choice = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(choice)
+
+
+def autocast_for(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on GPU; fp32 on CPU, where bf16 is many times slower (PROBES.md)."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    """Peak accelerator memory on GPU; the process's peak resident memory on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def learning_rate(config: TrialConfig, step: int) -> float:
+    """Linear warm-up over the first steps of the stream, then constant, as continual streams have no end."""
+    warmup = config.train.warmup_steps
+    return config.train.lr * min(1.0, (step + 1) / warmup) if warmup else config.train.lr
+
+
+def effective_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's weights as a plain model would have them (LoRA adapters merged into a copy)."""
+    if hasattr(model, "merge_and_unload"):
+        model = copy.deepcopy(model).merge_and_unload()
+    return model.state_dict()
+
+
+def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) -> dict[str, Any]:
+    """Run (or resume) the trial `config` in `out_dir`; return its result, also written to `result.json`."""
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    rank, world_size = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    device = resolve_device(config.train.device)
+    autocast = autocast_for(device)
+    torch.manual_seed(config.train.seed)
+    torch.set_num_threads(config.train.cpu_threads)
+
+    world = load_world(config.world)
+    base_model, tokenizer = load_base_model(config.model, world)
+    stream = offline_stream(world, tokenizer, config.train.seq_len)
+    initial_weights = {name: t.detach().clone() for name, t in base_model.state_dict().items() if t.ndim == 2}
+    prepared = prepare_method(base_model.to(device), config.method, config.train)
+    model, optimizer = prepared.model, prepared.optimizer
+    train_model = torch.nn.parallel.DistributedDataParallel(model) if world_size > 1 else model
+    model.train()
+
+    def evaluate(max_examples: int | None) -> tuple[list[float], float]:
+        def loss(examples: list[list[int]]) -> float:
+            return heldout_loss(
+                model,
+                examples[:max_examples],
+                pad_id=tokenizer.pad_token_id,
+                batch_size=config.eval.batch_size,
+                device=device,
+                autocast=autocast,
+            )
+
+        return [loss(stage.heldout) for stage in stream.stages], loss(stream.retention)
+
+    checkpoint = latest_checkpoint(out_dir)
+    if checkpoint is not None:
+        progress = load_checkpoint(checkpoint, model, optimizer)
+        resumed_after_stage = progress["stages_done"]
+    else:
+        eval_started = time.perf_counter()
+        row, retention = evaluate(None)
+        progress = {
+            "stages_done": 0,
+            "step": 0,
+            "stage_matrix": [row],
+            "retention_losses": [retention],
+            "curves": [],
+            "train_tokens": 0,
+            "train_time_s": 0.0,
+            "eval_time_s": time.perf_counter() - eval_started,
+            "stage_time_s": [],
+        }
+        resumed_after_stage = 0
+
+    def report_eval(full: bool, checkpoint_dir: Path | None = None) -> None:
+        row, retention = progress["stage_matrix"][-1], progress["retention_losses"][-1]
+        if not full:
+            row, retention = progress["curves"][-1]["stage_losses"], progress["curves"][-1]["base_loss"]
+        values = {
+            "stage": float(progress["stages_done"]),
+            "step": float(progress["step"]),
+            "new_loss": metrics.mean_new_loss(row),
+            "base_loss": retention,
+            "full_eval": float(full),
+        }
+        if full:
+            first_row, first_retention = progress["stage_matrix"][0], progress["retention_losses"][0]
+            values["learning"] = metrics.learning(metrics.mean_new_loss(first_row), values["new_loss"])
+            values["forgetting"] = metrics.forgetting(first_retention, retention)
+        if report is not None:
+            report(values, checkpoint_dir)
+
+    stages = stream.stages
+    steps = config.train.steps_per_stage
+    with Progress(transient=True, disable=rank != 0) as bar:
+        task = bar.add_task("training", total=len(stages) * steps, completed=progress["stages_done"] * steps)
+        for stage_index in range(progress["stages_done"], len(stages)):
+            stage = stages[stage_index]
+            stage_started = time.perf_counter()
+            for local_step in range(steps):
+                step_started = time.perf_counter()
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate(config, progress["step"])
+                batch = batch_at(stage.train_blocks, config.train.batch_size, local_step, config.train.seed + stage_index)
+                batch = batch[rank::world_size].to(device)
+                with autocast:
+                    loss = train_model(input_ids=batch, labels=batch).loss
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.grad_clip)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                progress["step"] += 1
+                progress["train_tokens"] += batch.numel() * world_size
+                progress["train_time_s"] += time.perf_counter() - step_started
+                bar.update(task, advance=1, description=f"stage {stage_index + 1}/{len(stages)} {stage.name} loss {loss.item():.3f}")
+
+                every = config.eval.every_steps
+                if every and progress["step"] % every == 0 and local_step + 1 < steps:
+                    eval_started = time.perf_counter()
+                    row, retention = evaluate(config.eval.quick_max_examples)
+                    progress["eval_time_s"] += time.perf_counter() - eval_started
+                    progress["curves"].append({"step": progress["step"], "stage_losses": row, "base_loss": retention})
+                    report_eval(full=False)
+
+            eval_started = time.perf_counter()
+            row, retention = evaluate(None)
+            progress["eval_time_s"] += time.perf_counter() - eval_started
+            progress["stage_matrix"].append(row)
+            progress["retention_losses"].append(retention)
+            progress["stages_done"] = stage_index + 1
+            progress["stage_time_s"].append(time.perf_counter() - stage_started)
+            checkpoint_dir = None
+            if rank == 0:
+                checkpoint_dir = save_checkpoint(stage_checkpoint_dir(out_dir, stage_index), model, optimizer, progress)
+            report_eval(full=True, checkpoint_dir=checkpoint_dir)
+
+    result = summarize(progress, config, stream)
+    drift = metrics.weight_drift(initial_weights, effective_weights(model))
+    result |= {
+        "drift": drift,
+        "drift_spread": metrics.drift_spread(drift),
+        "peak_memory_bytes": peak_memory_bytes(device),
+        "optimizer_state_bytes": optimizer_state_bytes(optimizer),
+        "num_params": sum(p.numel() for p in base_model.parameters()),
+        "method_info": prepared.info,
+        "wall_time_s": time.perf_counter() - started,
+        "resumed_after_stage": resumed_after_stage,
+    }
+    if rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "result.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def summarize(progress: dict[str, Any], config: TrialConfig, stream: Stream) -> dict[str, Any]:
+    """The trial's metrics from its progress record (pure: no model needed)."""
+    matrix = progress["stage_matrix"]
+    retention = progress["retention_losses"]
+    stream_time = progress["train_time_s"] + progress["eval_time_s"]
+    return {
+        "learning": metrics.learning(metrics.mean_new_loss(matrix[0]), metrics.mean_new_loss(matrix[-1])),
+        "forgetting": metrics.forgetting(retention[0], retention[-1]),
+        "stage_matrix": matrix,
+        "stage_names": [stage.name for stage in stream.stages],
+        "retention_losses": retention,
+        "bwt": metrics.backward_transfer(matrix),
+        "fwt": metrics.forward_transfer(matrix),
+        "stage_forgetting": metrics.stage_forgetting(matrix),
+        "average_final_loss": metrics.average_final_loss(matrix),
+        "tokens_per_s": progress["train_tokens"] / progress["train_time_s"],
+        "train_tokens": progress["train_tokens"],
+        "train_time_s": progress["train_time_s"],
+        "eval_time_s": progress["eval_time_s"],
+        "eval_time_fraction": progress["eval_time_s"] / stream_time,
+        "stage_time_s": progress["stage_time_s"],
+        "curves": progress["curves"],
+        "config": config.model_dump(mode="json"),
+    }

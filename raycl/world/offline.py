@@ -1,0 +1,56 @@
+"""Building (once) and loading the offline world a config describes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+from raycl.config import WorldConfig
+from raycl.world.cache import cached_build
+from raycl.world.corpus import WorldText, generate_world_text
+from raycl.world.tokenizer import train_tokenizer
+
+# Bump when the generator or the tokenizer recipe changes: old caches then rebuild.
+WORLD_VERSION = 1
+
+
+@dataclass(frozen=True)
+class World:
+    config: WorldConfig
+    text: WorldText
+    path: Path
+
+    @property
+    def id(self) -> str:
+        return self.path.name
+
+    @cached_property
+    def tokenizer(self) -> PreTrainedTokenizerFast:
+        return AutoTokenizer.from_pretrained(self.path / "tokenizer")
+
+
+def tokenizer_corpus(text: WorldText) -> list[str]:
+    """Every train text of the world, conversations flattened to their contents."""
+    domains = [text.base, *text.stages]
+    return [doc for domain in domains for doc in domain.train.documents] + [
+        message["content"] for domain in domains for chat in domain.train.conversations for message in chat
+    ]
+
+
+def load_world(config: WorldConfig) -> World:
+    """The world of `config`: text regenerated from its seed, tokenizer from the cache."""
+    text = generate_world_text(
+        seed=config.seed,
+        num_stages=config.num_stages,
+        base_entities=config.base_entities,
+        stage_entities=config.stage_entities,
+    )
+
+    def build(out: Path) -> None:
+        train_tokenizer(tokenizer_corpus(text), config.vocab_size, out / "tokenizer")
+
+    path = cached_build("worlds", config.model_dump() | {"version": WORLD_VERSION}, build)
+    return World(config=config, text=text, path=path)

@@ -1,0 +1,207 @@
+"""Tests of the synthetic world text (raycl.world.corpus)."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from raycl.world.corpus import (
+    _DOMAINS,
+    STAGE_DOMAINS,
+    Conversation,
+    Domain,
+    Split,
+    WorldText,
+    generate_world_text,
+)
+
+
+@pytest.fixture(scope="module")
+def world() -> WorldText:
+    """Every stage domain, default sizes (the base and first stages equal those of the default world)."""
+    return generate_world_text(num_stages=len(STAGE_DOMAINS))
+
+
+def _domains(world: WorldText) -> tuple[Domain, ...]:
+    return (world.base, *world.stages)
+
+
+def _chars(split: Split) -> int:
+    return sum(map(len, split.documents)) + sum(len(m["content"]) for c in split.conversations for m in c)
+
+
+def _sentences(split: Split) -> list[str]:
+    return [s for doc in split.documents for s in re.split(r"(?<=[.?!])\s+", doc)]
+
+
+def _answers(conversation: Conversation) -> list[str]:
+    return [m["content"] for m in conversation if m["role"] == "assistant"]
+
+
+def _mentions(text: str, value: str) -> bool:
+    """Whether ``text`` contains ``value`` as whole words (capitalised or not at a sentence start)."""
+    first = re.escape(value[0].lower()) + re.escape(value[0].upper())
+    return re.search(rf"\b[{first}]{re.escape(value[1:])}\b", text) is not None
+
+
+def _statements(split: Split) -> list[str]:
+    """Every unit of text that states one fact: document sentences and assistant answers."""
+    return _sentences(split) + [a for c in split.conversations for a in _answers(c)]
+
+
+def _by_entity(texts: list[str]) -> dict[str, list[str]]:
+    """Texts indexed by the capitalised words in them (entity names among them)."""
+    index: dict[str, list[str]] = {}
+    for text in texts:
+        for word in set(re.findall(r"\b[A-Z][a-z]+\b", text)):
+            index.setdefault(word, []).append(text)
+    return index
+
+
+def test_same_seed_gives_identical_world() -> None:
+    assert generate_world_text(seed=7) == generate_world_text(seed=7)
+
+
+def test_different_seeds_give_different_entities_and_facts() -> None:
+    a, b = generate_world_text(seed=0), generate_world_text(seed=1)
+    assert {e for e, _, _ in a.base.facts} != {e for e, _, _ in b.base.facts}
+    assert a.stages[0].facts != b.stages[0].facts
+    assert a.base.train != b.base.train
+
+
+def test_fewer_stages_give_a_prefix_of_the_world(world: WorldText) -> None:
+    small = generate_world_text(num_stages=2)
+    assert small.base == world.base
+    assert small.stages == world.stages[:2]
+
+
+def test_stage_domains_are_used_in_order(world: WorldText) -> None:
+    assert len(STAGE_DOMAINS) >= 5
+    assert "base" not in STAGE_DOMAINS
+    assert world.base.name == "base"
+    assert tuple(d.name for d in world.stages) == STAGE_DOMAINS
+
+
+def test_too_many_stages_raise_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="stage domains"):
+        generate_world_text(num_stages=len(STAGE_DOMAINS) + 1)
+
+
+def test_entity_names_are_invented_words_unique_across_domains(world: WorldText) -> None:
+    entities = [{e for e, _, _ in d.facts} for d in _domains(world)]
+    assert [len(es) for es in entities] == [120] + [24] * len(STAGE_DOMAINS)
+    everything = set().union(*entities)
+    assert len(everything) == sum(map(len, entities)), "an entity appears in two domains"
+    table_words = {
+        word
+        for relations in _DOMAINS.values()
+        for rel in relations
+        for texts in (rel.values, *rel.phrasings(heldout=False), *rel.phrasings(heldout=True))
+        for text in texts
+        for word in re.findall(r"[a-z]+", text.lower())
+    }
+    for name in everything:
+        assert re.fullmatch(r"[A-Z][a-z]{2,11}", name), name
+        assert name.lower() not in table_words, name
+
+
+def test_relation_tables_give_values_and_disjoint_phrasings() -> None:
+    assert set(_DOMAINS) == {"base", *STAGE_DOMAINS}
+    for domain, relations in _DOMAINS.items():
+        assert 4 <= len(relations) <= 6, domain
+        for rel in relations:
+            assert 8 <= len(rel.values) <= 15, rel.name
+            train_q, train_s = rel.phrasings(heldout=False)
+            heldout_q, heldout_s = rel.phrasings(heldout=True)
+            assert len(train_q) >= 3 and len(train_s) >= 3, rel.name
+            assert len(heldout_q) >= 2 and len(heldout_s) >= 2, rel.name
+            assert not set(train_q + train_s) & set(heldout_q + heldout_s), rel.name
+
+
+def test_each_entity_has_one_value_per_relation(world: WorldText) -> None:
+    for domain in _domains(world):
+        relations = [rel.name for rel in _DOMAINS[domain.name]]
+        by_entity: dict[str, list[str]] = {}
+        for entity, relation, value in domain.facts:
+            assert value in next(r.values for r in _DOMAINS[domain.name] if r.name == relation)
+            by_entity.setdefault(entity, []).append(relation)
+        assert all(rels == relations for rels in by_entity.values()), domain.name
+
+
+def test_every_fact_is_taught_in_train_and_probed_in_heldout(world: WorldText) -> None:
+    for domain in _domains(world):
+        train, heldout = _by_entity(_statements(domain.train)), _by_entity(_statements(domain.heldout))
+        for entity, _, value in domain.facts:
+            assert any(_mentions(s, value) for s in train[entity]), (domain.name, entity, value)
+            assert any(_mentions(s, value) for s in heldout[entity]), (domain.name, entity, value)
+
+
+def test_base_facts_are_seen_several_times_in_train(world: WorldText) -> None:
+    train = _by_entity(_statements(world.base.train))
+    for entity, _, value in world.base.facts:
+        assert sum(_mentions(s, value) for s in train[entity]) >= 4, (entity, value)
+
+
+def test_each_stage_fact_is_in_at_least_four_train_conversations(world: WorldText) -> None:
+    for stage in world.stages:
+        # Conversations indexed by entity, as the text of their answers.
+        answers = _by_entity([" ".join(_answers(c)) for c in stage.train.conversations])
+        for entity, _, value in stage.facts:
+            assert sum(_mentions(a, value) for a in answers[entity]) >= 4, (stage.name, entity, value)
+
+
+def test_heldout_text_never_appears_in_train(world: WorldText) -> None:
+    for domain in _domains(world):
+        train = "\n".join([*domain.train.documents, *(m["content"] for c in domain.train.conversations for m in c)])
+        heldout = _sentences(domain.heldout) + [m["content"] for c in domain.heldout.conversations for m in c]
+        assert heldout
+        for text in heldout:
+            assert text not in train, (domain.name, text)
+
+
+def test_conversations_alternate_roles_starting_with_user(world: WorldText) -> None:
+    for domain in _domains(world):
+        for split in (domain.train, domain.heldout):
+            for conversation in split.conversations:
+                assert 1 <= len(conversation) // 2 <= 3 and len(conversation) % 2 == 0, conversation
+                for i, message in enumerate(conversation):
+                    assert set(message) == {"role", "content"}
+                    assert message["role"] == ("user" if i % 2 == 0 else "assistant"), conversation
+                    assert message["content"].strip() and message["content"][-1] in ".?", message
+
+
+def test_base_has_prose_and_chats_and_one_heldout_of_each_per_entity(world: WorldText) -> None:
+    base = world.base
+    entities = {e for e, _, _ in base.facts}
+    assert len(base.train.documents) >= 3 * len(entities)
+    assert len(base.train.conversations) >= 2 * len(entities)
+    for doc in base.train.documents:
+        assert 3 <= len(re.split(r"(?<=\.)\s+", doc)) <= 6, doc
+    heldout = base.heldout
+    doc_entities = [e for doc in heldout.documents for e in entities if re.search(rf"\b{e}\b", doc)]
+    chat_entities = [e for c in heldout.conversations for e in entities if re.search(rf"\b{e}\b", c[0]["content"])]
+    assert sorted(doc_entities) == sorted(entities)
+    assert sorted(chat_entities) == sorted(entities)
+
+
+def test_stages_are_chat_only(world: WorldText) -> None:
+    for stage in world.stages:
+        assert stage.train.documents == () and stage.heldout.documents == ()
+        assert len(stage.train.conversations) >= 6 * 24
+
+
+def test_sizes_at_defaults(world: WorldText) -> None:
+    assert 150_000 <= _chars(world.base.train) <= 300_000
+    # One held-out document and chat per base entity must cover all 600 base facts.
+    assert 5_000 <= _chars(world.base.heldout) <= 40_000
+    for stage in world.stages:
+        assert 30_000 <= _chars(stage.train) <= 80_000, stage.name
+        assert 5_000 <= _chars(stage.heldout) <= 20_000, stage.name
+
+
+def test_generation_is_fast() -> None:
+    start = time.perf_counter()
+    generate_world_text(seed=3, num_stages=len(STAGE_DOMAINS))
+    assert time.perf_counter() - start < 1.0
