@@ -76,7 +76,9 @@ def _galore(model: nn.Module, method: MethodConfig, train: TrainConfig) -> Prepa
             "proj_type": method.galore_proj_type,
         },
     ]
-    optimizer = GaLoreAdamW(groups, lr=train.lr, betas=ADAM_BETAS, weight_decay=train.weight_decay)
+    optimizer = GaLoreAdamW(
+        groups, lr=train.lr, betas=ADAM_BETAS, weight_decay=train.weight_decay, no_deprecation_warning=True
+    )
     info = {
         "galore_projected_matrices": len(projected),
         "galore_projected_params": sum(p.numel() for p in projected),
@@ -102,8 +104,10 @@ def _state_bytes(value: Any) -> int:
         return value.numel() * value.element_size()
     if isinstance(value, (list, tuple)):
         return sum(_state_bytes(item) for item in value)
-    # GaLore keeps its projection (a matrix, or two for proj_type "full") in a projector object.
-    return _state_bytes(getattr(value, "ortho_matrix", None))
+    if hasattr(value, "ortho_matrix"):
+        # GaLore keeps its projection (a matrix, or two for proj_type "full") in a projector object.
+        return _state_bytes(value.ortho_matrix)
+    return 0
 
 
 def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:

@@ -1,0 +1,1 @@
+"""Pure analysis of sweep results: Pareto fronts, hypervolumes and scaling-law fits."""

@@ -1,0 +1,492 @@
+"""Scaling-law fitting for sweep results, the way careful Chinchilla replications do it.
+
+Method (Hoffmann et al. 2022, "Approach 3", as re-done by Besiroglu et al. 2024,
+"Chinchilla Scaling: A replication attempt"):
+
+* a law is a parametric expression, parsed safely with ``ast`` (numbers, names, ``+ - * /
+  **``, unary minus and ``exp``/``log``/``sqrt`` only); exact gradients come from
+  forward-mode differentiation of the parsed tree, so tight optimizer tolerances are
+  meaningful;
+* the objective is the Huber loss (delta 1e-3) of the log-space residuals
+  ``log(pred) - log(target)``, *summed* over points: log space weighs small and large
+  losses equally, and Huber makes the fit robust to outlying runs;
+* it is minimized with L-BFGS-B from every point of a grid of initial values, keeping the
+  best, because the landscape has many poor local minima; scale parameters (names
+  starting with an uppercase letter, e.g. ``E``, ``A``, ``B``) are optimized as log-values,
+  which keeps them positive and lets them span orders of magnitude;
+* uncertainty comes from a bootstrap over points (percentile 95% intervals), each refit
+  starting from the full-data optimum;
+* a law is judged by extrapolation: fit without the largest model size, predict it.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import product
+from typing import Any
+
+import numpy as np
+from scipy.optimize import minimize
+from threadpoolctl import threadpool_limits
+
+_PENALTY = 1e12  # objective value where the prediction is non-positive or non-finite
+_OPTIONS = {"ftol": 1e-12, "gtol": 1e-12, "maxiter": 10_000, "maxfun": 20_000}
+_DEFAULT_SCALE_GRID = (1e-2, 1.0, 1e2, 1e4)
+_DEFAULT_EXPONENT_GRID = (0.1, 0.5, 1.0)
+
+# A value and its gradient w.r.t. the parameter vector, shape (n_params, 1 or n_points),
+# or None when the value does not depend on any parameter.
+_Dual = tuple[Any, "np.ndarray | None"]
+
+
+def _add(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
+    if a is None:
+        return b
+    return a if b is None else a + b
+
+
+def _scale(g: np.ndarray | None, factor: Any) -> np.ndarray | None:
+    return None if g is None else g * factor
+
+
+# Forward-mode rules: (value, gradient) of each operation from those of its operands.
+def _negate(v: Any, g: np.ndarray | None) -> _Dual:
+    return -v, _scale(g, -1.0)
+
+
+def _exp(v: Any, g: np.ndarray | None) -> _Dual:
+    out = np.exp(v)
+    return out, _scale(g, out)
+
+
+def _log(v: Any, g: np.ndarray | None) -> _Dual:
+    return np.log(v), _scale(g, 1.0 / v)
+
+
+def _sqrt(v: Any, g: np.ndarray | None) -> _Dual:
+    out = np.sqrt(v)
+    return out, _scale(g, 0.5 / out)
+
+
+def _pow(a: Any, ga: np.ndarray | None, b: Any, gb: np.ndarray | None) -> _Dual:
+    out = a**b
+    d_base = None if ga is None else ga * (b * a ** (b - 1))
+    d_exponent = None if gb is None else gb * (out * np.log(a))
+    return out, _add(d_base, d_exponent)
+
+
+def _div(a: Any, ga: np.ndarray | None, b: Any, gb: np.ndarray | None) -> _Dual:
+    out = a / b
+    return out, _add(_scale(ga, 1.0 / b), _scale(gb, -out / b))
+
+
+_FUNCTIONS: dict[str, Callable[[Any, np.ndarray | None], _Dual]] = {
+    "exp": _exp,
+    "log": _log,
+    "sqrt": _sqrt,
+}
+_BINARY_RULES: dict[type, Callable[..., _Dual]] = {
+    ast.Add: lambda a, ga, b, gb: (a + b, _add(ga, gb)),
+    ast.Sub: lambda a, ga, b, gb: (a - b, _add(ga, _scale(gb, -1.0))),
+    ast.Mult: lambda a, ga, b, gb: (a * b, _add(_scale(ga, b), _scale(gb, a))),
+    ast.Div: _div,
+    ast.Pow: _pow,
+}
+
+
+def _reject(node: ast.AST, expression: str, what: str) -> ValueError:
+    token = ast.get_source_segment(expression, node) or type(node).__name__
+    return ValueError(f"{what} {token!r} in expression {expression!r}")
+
+
+def _validate(node: ast.AST, expression: str) -> None:
+    if isinstance(node, ast.Constant):
+        if type(node.value) not in (int, float):
+            raise _reject(node, expression, "unsupported constant")
+    elif isinstance(node, ast.Name):
+        if node.id in _FUNCTIONS:
+            raise _reject(node, expression, "function used as a name")
+    elif isinstance(node, ast.BinOp):
+        if type(node.op) not in _BINARY_RULES:
+            raise _reject(node, expression, f"unsupported operator {type(node.op).__name__} in")
+        _validate(node.left, expression)
+        _validate(node.right, expression)
+    elif isinstance(node, ast.UnaryOp):
+        if not isinstance(node.op, ast.USub):
+            raise _reject(node, expression, f"unsupported operator {type(node.op).__name__} in")
+        _validate(node.operand, expression)
+    elif isinstance(node, ast.Call):
+        if not isinstance(node.func, ast.Name):
+            raise _reject(node.func, expression, "unsupported callee")
+        if node.func.id not in _FUNCTIONS:
+            raise _reject(node.func, expression, "unsupported function")
+        if len(node.args) != 1 or node.keywords or isinstance(node.args[0], ast.Starred):
+            raise _reject(node, expression, "functions take exactly one argument:")
+        _validate(node.args[0], expression)
+    else:
+        raise _reject(node, expression, f"unsupported syntax ({type(node).__name__})")
+
+
+@functools.lru_cache(maxsize=None)
+def _parse(expression: str) -> ast.expr:
+    try:
+        tree = ast.parse(expression, mode="eval")
+    except SyntaxError as exc:
+        raise ValueError(f"cannot parse expression {expression!r}: {exc.msg}") from None
+    _validate(tree.body, expression)
+    return tree.body
+
+
+def _names(tree: ast.expr) -> tuple[str, ...]:
+    """Names in the expression (functions excluded), in order of first appearance."""
+    callees = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
+    nodes = [n for n in ast.walk(tree) if isinstance(n, ast.Name) and id(n) not in callees]
+    nodes.sort(key=lambda n: n.col_offset)
+    return tuple(dict.fromkeys(n.id for n in nodes))
+
+
+def _compile(node: ast.expr) -> Callable[[Mapping[str, _Dual]], _Dual]:
+    """Turn a validated tree into closures computing the value and its gradient."""
+    if isinstance(node, ast.Constant):
+        constant = (float(node.value), None)
+        return lambda env: constant
+    if isinstance(node, ast.Name):
+        name = node.id
+        return lambda env: env[name]
+    if isinstance(node, ast.UnaryOp):
+        operand = _compile(node.operand)
+        return lambda env: _negate(*operand(env))
+    if isinstance(node, ast.Call):
+        argument, function = _compile(node.args[0]), _FUNCTIONS[node.func.id]  # type: ignore
+        return lambda env: function(*argument(env))
+    assert isinstance(node, ast.BinOp)
+    left, right, rule = _compile(node.left), _compile(node.right), _BINARY_RULES[type(node.op)]
+    return lambda env: rule(*left(env), *right(env))
+
+
+@functools.lru_cache(maxsize=None)
+def _program(expression: str) -> Callable[[Mapping[str, _Dual]], _Dual]:
+    return _compile(_parse(expression))
+
+
+def _columns(
+    data: Mapping[str, Any], variables: Sequence[str]
+) -> tuple[dict[str, np.ndarray], int]:
+    missing = [v for v in variables if v not in data]
+    if missing:
+        raise ValueError(f"data lacks variable(s) {missing}")
+    columns = {v: np.asarray(data[v], dtype=float) for v in variables}
+    lengths = {c.shape for c in columns.values()}
+    if len(lengths) != 1 or len(next(iter(lengths))) != 1:
+        raise ValueError(f"variables must be 1-D arrays of equal length, got shapes {lengths}")
+    return columns, len(next(iter(columns.values())))
+
+
+@dataclass(frozen=True)
+class Law:
+    """A named parametric form ``expression`` in ``params`` (fitted) and ``variables`` (data)."""
+
+    name: str
+    expression: str
+    params: tuple[str, ...]
+    variables: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "params", tuple(self.params))
+        object.__setattr__(self, "variables", tuple(self.variables))
+        used = set(_names(_parse(self.expression)))
+        declared = set(self.params) | set(self.variables)
+        if not self.variables:
+            raise ValueError(f"{self.name}: a law needs at least one variable")
+        if len(declared) != len(self.params) + len(self.variables):
+            raise ValueError(f"{self.name}: a name is repeated or both a param and a variable")
+        if used != declared:
+            raise ValueError(
+                f"{self.name}: undeclared names {sorted(used - declared)}, "
+                f"unused names {sorted(declared - used)}"
+            )
+
+    def _evaluate(
+        self, theta: np.ndarray, columns: Mapping[str, np.ndarray], n: int, gradient: bool
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        eye = np.eye(len(self.params))
+        env: dict[str, _Dual] = {v: (columns[v], None) for v in self.variables}
+        for j, p in enumerate(self.params):
+            env[p] = (theta[j], eye[:, j : j + 1] if gradient else None)
+        with np.errstate(all="ignore"):
+            value, grad = _program(self.expression)(env)
+        value = np.broadcast_to(np.asarray(value, dtype=float), (n,))
+        if grad is not None:
+            grad = np.broadcast_to(grad, (len(self.params), n))
+        return value, grad
+
+    def predict(self, theta: np.ndarray, data: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Evaluate the law at parameter vector ``theta`` (ordered as ``params``)."""
+        theta = np.asarray(theta, dtype=float)
+        if theta.shape != (len(self.params),):
+            raise ValueError(f"{self.name}: theta must have shape ({len(self.params)},)")
+        columns, n = _columns(data, self.variables)
+        return self._evaluate(theta, columns, n, gradient=False)[0].copy()
+
+
+def law_from_expression(name: str, expression: str, params: Sequence[str]) -> Law:
+    """User-defined law: every name of ``expression`` not in ``params`` is a variable."""
+    variables = tuple(n for n in _names(_parse(expression)) if n not in set(params))
+    return Law(name, expression, tuple(params), variables)
+
+
+# Forgetting with pretraining-data injection (Bethune et al. 2025, "Scaling Laws for
+# Forgetting during Finetuning with Pretraining Data Injection", arXiv:2502.06042): the
+# loss increase on old data grows with new-data tokens D and shrinks with the effective
+# capacity (1 + B r) N, where r is the replay (injection) ratio.
+DATA_INJECTION = Law(
+    "data_injection", "A * D**b / ((1 + B*r) * N)**a", ("A", "a", "b", "B"), ("D", "r", "N")
+)
+# Shifted power law in model size (Kaplan et al. 2020; Hoffmann et al. 2022 at fixed D).
+SHIFTED_POWER_N = Law("shifted_power_n", "E + A / N**a", ("E", "A", "a"), ("N",))
+# Chinchilla parametric loss (Hoffmann et al. 2022, eq. 2).
+POWER_N_D = Law(
+    "power_n_d", "E + A / N**a + B / D**b", ("E", "A", "a", "B", "b"), ("N", "D")
+)
+
+
+@dataclass(frozen=True, eq=False)
+class FitResult:
+    """Best fit of ``law``; intervals are bootstrap percentile 95% intervals."""
+
+    law: Law
+    params: dict[str, float]
+    ci_low: dict[str, float]
+    ci_high: dict[str, float]
+    loss: float
+    n_points: int
+    samples: np.ndarray = field(repr=False)  # (bootstrap, n_params), columns = law.params
+
+    @property
+    def theta(self) -> np.ndarray:
+        return np.array([self.params[p] for p in self.law.params])
+
+    def predict(self, data: Mapping[str, np.ndarray]) -> np.ndarray:
+        return self.law.predict(self.theta, data)
+
+
+class _Objective:
+    """Summed Huber loss of log residuals as a function of the optimization vector ``z``.
+
+    ``z`` holds log-values for the scale parameters and raw values for the others.
+    """
+
+    def __init__(
+        self,
+        law: Law,
+        columns: Mapping[str, np.ndarray],
+        target: np.ndarray,
+        log_mask: np.ndarray,
+        delta: float,
+    ) -> None:
+        self.law, self.columns, self.log_mask, self.delta = law, columns, log_mask, delta
+        self.log_target = np.log(target)
+        self.n = len(target)
+
+    def theta(self, z: np.ndarray) -> np.ndarray:
+        with np.errstate(over="ignore"):
+            return np.where(self.log_mask, np.exp(z), z)
+
+    def __call__(self, z: np.ndarray) -> tuple[float, np.ndarray]:
+        theta = self.theta(z)
+        pred, grad = self.law._evaluate(theta, self.columns, self.n, gradient=True)
+        assert grad is not None
+        # min() is NaN when any prediction is; a sum is non-finite when any term is.
+        if not (pred.min() > 0 and np.isfinite(pred.sum() + grad.sum())):
+            return _PENALTY, np.zeros_like(z)
+        residual = np.log(pred) - self.log_target
+        size = np.abs(residual)
+        linear = self.delta * (size - 0.5 * self.delta)
+        huber = np.where(size <= self.delta, 0.5 * residual**2, linear)
+        d_theta = grad @ (np.clip(residual, -self.delta, self.delta) / pred)
+        return float(huber.sum()), np.where(self.log_mask, d_theta * theta, d_theta)
+
+    def minimize(self, z0: np.ndarray) -> tuple[float, np.ndarray]:
+        result = minimize(self, z0, jac=True, method="L-BFGS-B", options=_OPTIONS)
+        return float(result.fun), result.x
+
+
+def _start_grid(
+    law: Law, log_mask: np.ndarray, grid: Mapping[str, Sequence[float]] | None
+) -> list[np.ndarray]:
+    grid = dict(grid or {})
+    unknown = set(grid) - set(law.params)
+    if unknown:
+        raise ValueError(f"grid names unknown params {sorted(unknown)}")
+    axes = []
+    for p, is_log in zip(law.params, log_mask):
+        default = _DEFAULT_SCALE_GRID if is_log else _DEFAULT_EXPONENT_GRID
+        values = np.asarray(grid.get(p, default), dtype=float)
+        if is_log:
+            if np.any(values <= 0):
+                raise ValueError(f"grid for scale parameter {p!r} must be positive")
+            values = np.log(values)
+        axes.append(values)
+    return [np.array(z) for z in product(*axes)]
+
+
+def fit_law(
+    law: Law,
+    data: Mapping[str, np.ndarray],
+    target: np.ndarray,
+    *,
+    huber_delta: float = 1e-3,
+    grid: Mapping[str, Sequence[float]] | None = None,
+    bootstrap: int = 200,
+    seed: int = 0,
+    log_params: Collection[str] | None = None,
+) -> FitResult:
+    """Fit ``law`` to positive ``target`` values by multi-start L-BFGS-B (see module doc).
+
+    ``grid`` overrides the initial values of some parameters (natural units); the
+    default is {0.01, 1, 100, 1e4} for scale parameters and {0.1, 0.5, 1} for the others.
+    ``log_params`` are the parameters optimized in log space (hence positive); by default
+    those whose name starts with an uppercase letter. With ``bootstrap=0`` the intervals
+    are NaN and ``samples`` is empty.
+    """
+    columns, n = _columns(data, law.variables)
+    target = np.asarray(target, dtype=float)
+    if target.shape != (n,) or not np.all(np.isfinite(target) & (target > 0)):
+        raise ValueError(f"target must hold {n} positive finite values")
+    if log_params is None:
+        log_params = [p for p in law.params if p[:1].isupper()]
+    log_mask = np.array([p in set(log_params) for p in law.params])
+
+    starts = _start_grid(law, log_mask, grid)
+    objective = _Objective(law, columns, target, log_mask, huber_delta)
+    rng = np.random.default_rng(seed)
+    samples = np.empty((bootstrap, len(law.params)))
+    # L-BFGS-B calls BLAS on tiny arrays thousands of times; multi-threaded BLAS makes
+    # that several times slower, worst on a busy machine.
+    with threadpool_limits(limits=1, user_api="blas"):
+        best_loss, best_z = min((objective.minimize(z0) for z0 in starts), key=lambda r: r[0])
+        if best_loss >= _PENALTY:
+            raise ValueError(f"{law.name}: no initial value gives positive finite predictions")
+        for i in range(bootstrap):
+            idx = rng.integers(0, n, n)
+            resampled = _Objective(
+                law, {v: c[idx] for v, c in columns.items()}, target[idx], log_mask, huber_delta
+            )
+            samples[i] = resampled.theta(resampled.minimize(best_z)[1])
+    if bootstrap:
+        low, high = np.percentile(samples, [2.5, 97.5], axis=0)
+    else:
+        low = high = np.full(len(law.params), np.nan)
+
+    theta = objective.theta(best_z)
+    return FitResult(
+        law=law,
+        params=dict(zip(law.params, theta.tolist())),
+        ci_low=dict(zip(law.params, low.tolist())),
+        ci_high=dict(zip(law.params, high.tolist())),
+        loss=best_loss,
+        n_points=n,
+        samples=samples,
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class ExtrapolationResult:
+    """Fit without the largest ``size_variable`` value, evaluated on those held-out points."""
+
+    fit: FitResult
+    size_variable: str
+    held_out_size: float
+    held_out: np.ndarray  # boolean mask over the input points
+    predicted: np.ndarray
+    observed: np.ndarray
+    relative_errors: np.ndarray  # (predicted - observed) / observed, per held-out point
+    mean_abs_rel_error: float
+
+    @property
+    def law(self) -> Law:
+        return self.fit.law
+
+
+def extrapolation_check(
+    law: Law,
+    data: Mapping[str, np.ndarray],
+    target: np.ndarray,
+    size_variable: str = "N",
+    **fit_kwargs: Any,
+) -> ExtrapolationResult:
+    """Fit ``law`` on all but the largest size and report its error on the largest size."""
+    columns, n = _columns(data, tuple(dict.fromkeys((*law.variables, size_variable))))
+    target = np.asarray(target, dtype=float)
+    if target.shape != (n,):
+        raise ValueError(f"target must hold {n} values, got shape {target.shape}")
+    size = columns[size_variable]
+    if len(np.unique(size)) < 2:
+        raise ValueError(f"need at least 2 distinct values of {size_variable!r}")
+    held_out = size == size.max()
+    fit = fit_law(
+        law, {v: c[~held_out] for v, c in columns.items()}, target[~held_out], **fit_kwargs
+    )
+    predicted = fit.predict({v: c[held_out] for v, c in columns.items()})
+    observed = target[held_out]
+    errors = (predicted - observed) / observed
+    return ExtrapolationResult(
+        fit=fit,
+        size_variable=size_variable,
+        held_out_size=float(size.max()),
+        held_out=held_out,
+        predicted=predicted,
+        observed=observed,
+        relative_errors=errors,
+        mean_abs_rel_error=float(np.mean(np.abs(errors))),
+    )
+
+
+def compare_laws(
+    laws: Sequence[Law],
+    data: Mapping[str, np.ndarray],
+    target: np.ndarray,
+    size_variable: str = "N",
+    **fit_kwargs: Any,
+) -> list[ExtrapolationResult]:
+    """Extrapolation check of every law, best (lowest held-out error) first."""
+    results = [extrapolation_check(law, data, target, size_variable, **fit_kwargs) for law in laws]
+    return sorted(results, key=lambda r: r.mean_abs_rel_error)
+
+
+@dataclass(frozen=True, eq=False)
+class FitCurve:
+    """Data for plotting a fit against one variable, with a bootstrap 95% band."""
+
+    vary: str
+    x: np.ndarray
+    held: dict[str, float]  # the other variables, fixed at their median
+    prediction: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+
+
+def fit_curve(
+    fit: FitResult, data: Mapping[str, np.ndarray], vary: str, num: int = 100
+) -> FitCurve:
+    """Prediction of ``fit`` along ``vary`` (log-spaced when positive, else linear).
+
+    The band is the pointwise 2.5-97.5 percentile of the predictions of the bootstrap
+    parameter samples (NaN without samples).
+    """
+    if vary not in fit.law.variables:
+        raise ValueError(f"{vary!r} is not a variable of {fit.law.name}")
+    columns, _ = _columns(data, fit.law.variables)
+    lo, hi = columns[vary].min(), columns[vary].max()
+    x = np.geomspace(lo, hi, num) if lo > 0 else np.linspace(lo, hi, num)
+    held = {v: float(np.median(c)) for v, c in columns.items() if v != vary}
+    grid = {vary: x, **{v: np.full(num, m) for v, m in held.items()}}
+    if len(fit.samples):
+        curves = np.array([fit.law.predict(theta, grid) for theta in fit.samples])
+        low, high = np.percentile(curves, [2.5, 97.5], axis=0)
+    else:
+        low = high = np.full(num, np.nan)
+    return FitCurve(vary, x, held, fit.predict(grid), low, high)
