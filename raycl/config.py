@@ -58,7 +58,7 @@ class MethodConfig(StrictModel):
 class TrainConfig(StrictModel):
     """The optimisation of each stage."""
 
-    lr: float = Field(3e-3, gt=0, lt=1)
+    lr: float = Field(3e-4, gt=0, lt=1)
     steps_per_stage: int = Field(60, ge=1)
     batch_size: int = Field(16, ge=1)
     seq_len: int = Field(128, ge=16)
@@ -114,11 +114,10 @@ class TrialConfig(StrictModel):
 def format_validation_error(error: ValidationError, source: str) -> str:
     """The first problem of a pydantic error as `source: dotted.key: message`."""
     first = error.errors()[0]
-    key = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    key = ".".join(str(part) for part in first["loc"])
     message = first["msg"].removeprefix("Value error, ")
-    if message.startswith(f"{key}:"):
-        return f"{source}: {message}"
-    return f"{source}: {key}: {message}"
+    # Cross-field checks have no location of their own and name their keys in the message.
+    return f"{source}: {key}: {message}" if key else f"{source}: {message}"
 
 
 def validate_config(data: dict[str, Any], source: str) -> TrialConfig:

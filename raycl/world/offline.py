@@ -14,7 +14,7 @@ from raycl.world.corpus import WorldText, generate_world_text
 from raycl.world.tokenizer import train_tokenizer
 
 # Bump when the generator or the tokenizer recipe changes: old caches then rebuild.
-WORLD_VERSION = 2
+WORLD_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -33,11 +33,9 @@ class World:
 
 
 def tokenizer_corpus(text: WorldText) -> list[str]:
-    """Every train text of the world, conversations flattened to their contents."""
-    domains = [text.base, *text.stages]
-    return [doc for domain in domains for doc in domain.train.documents] + [
-        message["content"] for domain in domains for chat in domain.train.conversations for message in chat
-    ]
+    """The base domain's train text: like a real base model's, the tokenizer never saw the new data."""
+    base = text.base.train
+    return [*base.documents, *(message["content"] for chat in base.conversations for message in chat)]
 
 
 def load_world(config: WorldConfig) -> World:
@@ -52,5 +50,8 @@ def load_world(config: WorldConfig) -> World:
     def build(out: Path) -> None:
         train_tokenizer(tokenizer_corpus(text), config.vocab_size, out / "tokenizer")
 
-    path = cached_build("worlds", config.model_dump() | {"version": WORLD_VERSION}, build)
+    # Only what shapes the base side (text, tokenizer) keys the cache, so base models are shared by
+    # every stream length and stage size.
+    base_side = {"seed": config.seed, "base_entities": config.base_entities, "vocab_size": config.vocab_size}
+    path = cached_build("worlds", base_side | {"version": WORLD_VERSION}, build)
     return World(config=config, text=text, path=path)

@@ -1,0 +1,56 @@
+from pathlib import Path
+
+import pytest
+
+from raycl.config import ConfigError, TrialConfig, load_config
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "trial.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_no_file_gives_the_default_trial() -> None:
+    assert load_config(None) == TrialConfig()
+
+
+def test_yaml_sections_are_read(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, "method:\n  name: galore\n  galore_rank: 4\ntrain:\n  lr: 0.001\n"))
+    assert (config.method.name, config.method.galore_rank, config.train.lr) == ("galore", 4, 0.001)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("train:\n  learning_rate: 0.1\n", "trial.yaml: train.learning_rate: Extra inputs are not permitted"),
+        ("trian:\n  lr: 0.1\n", "trial.yaml: trian: Extra inputs are not permitted"),
+        ("train:\n  lr: -1\n", "trial.yaml: train.lr: Input should be greater than 0"),
+        ("method:\n  name: adapter\n", "trial.yaml: method.name: Input should be 'full', 'lora' or 'galore'"),
+        ("world:\n  num_stages: 9\n", "trial.yaml: world.num_stages: Input should be less than or equal to 5"),
+        ("train:\n  warmup_steps: 500\n", "trial.yaml: train.warmup_steps: longer than the whole stream"),
+        ("- just\n- a list\n", "trial.yaml: the top level must be a mapping"),
+        ("train: [unclosed\n", "trial.yaml: not valid YAML"),
+    ],
+)
+def test_bad_input_is_one_line_naming_file_and_key(tmp_path: Path, text: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text))
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(str(tmp_path))
+    assert expected in message
+
+
+def test_missing_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="nope.yaml: no such file"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_overrides_by_dotted_key() -> None:
+    config = TrialConfig().with_overrides({"train.lr": 1e-4, "method.name": "lora"})
+    assert (config.train.lr, config.method.name) == (1e-4, "lora")
+    with pytest.raises(ConfigError, match="train.rate: no such config key"):
+        TrialConfig().with_overrides({"train.rate": 1.0})
+    with pytest.raises(ConfigError, match="overrides: train.lr: Input should be less than 1"):
+        TrialConfig().with_overrides({"train.lr": 5.0})
