@@ -72,6 +72,30 @@ class TrainConfig(StrictModel):
     )
 
 
+class ReplayConfig(StrictModel):
+    """Replay of old data mixed into every training batch, and how it enters the loss."""
+
+    ratio: float = Field(0.0, ge=0, lt=1, description="fraction of each batch drawn from replay; 0 is plain fine-tuning")
+    source: Literal["base", "self_generated"] = Field(
+        "base", description="base: the base corpus (disjoint from the retention probe); self_generated: samples of the frozen base model"
+    )
+    loss: Literal["ntp", "kl"] = Field("ntp", description="next-token loss on replay rows, or KL(p_base || p_current) on them")
+    kl_weight: float = Field(1.0, ge=0, description="lambda of the KL penalty when loss is kl")
+    buffer_size: int | None = Field(None, ge=1, description="replay blocks kept; None keeps the whole source")
+    selection: Literal["random", "reservoir", "hardest", "easiest"] = Field(
+        "random", description="which blocks a finite buffer keeps; hardest/easiest rank by the base model's loss"
+    )
+    regenerate_every: int = Field(60, ge=1, description="self_generated: steps between fresh chunks of samples")
+    generated_per_chunk: int = Field(32, ge=1, description="self_generated: sequences sampled per chunk")
+
+
+class EWCConfig(StrictModel):
+    """Elastic weight consolidation: a diagonal-Fisher penalty anchoring weights important to the base corpus."""
+
+    weight: float = Field(0.0, ge=0, description="lambda; 0 turns EWC off")
+    fisher_batches: int = Field(16, ge=1, description="base-corpus batches for the Fisher estimate")
+
+
 class EvalConfig(StrictModel):
     """When and how much the trial evaluates."""
 
@@ -87,12 +111,20 @@ class TrialConfig(StrictModel):
     model: ModelConfig = ModelConfig()
     method: MethodConfig = MethodConfig()
     train: TrainConfig = TrainConfig()
+    replay: ReplayConfig = ReplayConfig()
+    ewc: EWCConfig = EWCConfig()
     eval: EvalConfig = EvalConfig()
 
     @model_validator(mode="after")
     def _check_combinations(self) -> TrialConfig:
         if self.train.warmup_steps > self.train.steps_per_stage * self.world.num_stages:
             raise ValueError("train.warmup_steps: longer than the whole stream")
+        replay_rows = round(self.replay.ratio * self.train.batch_size)
+        if self.replay.ratio > 0 and not 0 < replay_rows < self.train.batch_size:
+            raise ValueError(
+                f"replay.ratio: {self.replay.ratio} of a batch of {self.train.batch_size} rows is {replay_rows} replay rows; "
+                "need at least one replay row and one new row"
+            )
         return self
 
     def with_overrides(self, overrides: dict[str, Any]) -> TrialConfig:

@@ -9,6 +9,7 @@ from transformers import PreTrainedTokenizerBase
 
 from raycl.data.tokens import encode_conversation, encode_document, pack_blocks
 from raycl.world.corpus import Split
+from raycl.world.ladder import base_corpus_blocks
 from raycl.world.offline import World
 
 
@@ -23,6 +24,7 @@ class Stage:
 class Stream:
     stages: list[Stage]
     retention: list[list[int]]  # held-out examples of the original (pretraining) distribution
+    replay_pool: torch.Tensor  # (n, seq_len) train blocks of the original distribution, disjoint from `retention`
 
 
 def encode_split(tokenizer: PreTrainedTokenizerBase, split: Split, max_length: int) -> list[list[int]]:
@@ -42,4 +44,8 @@ def offline_stream(world: World, tokenizer: PreTrainedTokenizerBase, seq_len: in
         )
         for domain in world.text.stages
     ]
-    return Stream(stages=stages, retention=encode_split(tokenizer, world.text.base.heldout, seq_len))
+    return Stream(
+        stages=stages,
+        retention=encode_split(tokenizer, world.text.base.heldout, seq_len),
+        replay_pool=base_corpus_blocks(world.text.base, tokenizer, seq_len),
+    )

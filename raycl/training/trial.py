@@ -31,6 +31,8 @@ from raycl.data.stream import Stream, offline_stream
 from raycl.data.tokens import batch_at
 from raycl.evaluation import metrics
 from raycl.evaluation.heldout import heldout_loss
+from raycl.mitigation.penalties import EWC, kl_to_base
+from raycl.mitigation.replay import Replay
 from raycl.models import load_base_model
 from raycl.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, stage_checkpoint_dir
 from raycl.training.methods import optimizer_state_bytes, prepare_method
@@ -65,6 +67,11 @@ def learning_rate(config: TrialConfig, step: int) -> float:
     return config.train.lr * min(1.0, (step + 1) / warmup) if warmup else config.train.lr
 
 
+def next_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of each position's prediction of the next token; labels of -100 are skipped."""
+    return torch.nn.functional.cross_entropy(logits[:, :-1].float().transpose(1, 2), labels[:, 1:], ignore_index=-100)
+
+
 def effective_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The model's weights as a plain model would have them (LoRA adapters merged into a copy)."""
     if hasattr(model, "merge_and_unload"):
@@ -86,8 +93,15 @@ def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) 
     base_model, tokenizer = load_base_model(config.model, world)
     stream = offline_stream(world, tokenizer, config.train.seq_len)
     initial_weights = {name: t.detach().clone() for name, t in base_model.state_dict().items() if t.ndim == 2}
-    prepared = prepare_method(base_model.to(device), config.method, config.train)
+    base_model.to(device)
+    # A frozen copy of the base for KL targets, self-generated samples and loss-ranked selection.
+    frozen_base = copy.deepcopy(base_model).eval().requires_grad_(False) if config.replay.ratio > 0 else None
+    replay_rows = round(config.replay.ratio * config.train.batch_size)
+    replay = Replay(config.replay, stream.replay_pool, frozen_base, tokenizer, config.train.seed) if replay_rows else None
+    prepared = prepare_method(base_model, config.method, config.train)
     model, optimizer = prepared.model, prepared.optimizer
+    # The Fisher is measured at the base weights, before any checkpoint is restored over them.
+    ewc = EWC(model, stream.replay_pool, config.ewc.fisher_batches, config.train.seed) if config.ewc.weight else None
     train_model = torch.nn.parallel.DistributedDataParallel(model) if world_size > 1 else model
     model.train()
 
@@ -108,6 +122,7 @@ def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) 
     if checkpoint is not None:
         progress = load_checkpoint(checkpoint, model, optimizer)
         resumed_after_stage = progress["stages_done"]
+        resumed_generation_s = progress["replay_generation_s"]
     else:
         eval_started = time.perf_counter()
         row, retention = evaluate(None)
@@ -121,8 +136,11 @@ def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) 
             "train_time_s": 0.0,
             "eval_time_s": time.perf_counter() - eval_started,
             "stage_time_s": [],
+            "replay_generation_s": 0.0,
+            "config": config.model_dump(mode="json"),
         }
         resumed_after_stage = 0
+        resumed_generation_s = 0.0
 
     def report_eval(full: bool, checkpoint_dir: Path | None = None) -> None:
         row, retention = progress["stage_matrix"][-1], progress["retention_losses"][-1]
@@ -153,10 +171,24 @@ def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) 
                 step_started = time.perf_counter()
                 for group in optimizer.param_groups:
                     group["lr"] = learning_rate(config, progress["step"])
-                batch = batch_at(stage.train_blocks, config.train.batch_size, local_step, config.train.seed + stage_index)
-                batch = batch[rank::world_size].to(device)
+                new = batch_at(stage.train_blocks, config.train.batch_size - replay_rows, local_step, config.train.seed + stage_index)
+                new = new[rank::world_size]
+                old_ids = old_labels = new[:0]
+                if replay is not None:
+                    old_ids, old_labels = replay.batch(progress["step"], replay_rows, config.train.seq_len)
+                    old_ids, old_labels = old_ids[rank::world_size], old_labels[rank::world_size]
+                batch = torch.cat([new, old_ids]).to(device)
                 with autocast:
-                    loss = train_model(input_ids=batch, labels=batch).loss
+                    logits = train_model(input_ids=batch).logits
+                    if config.replay.loss == "kl" and len(old_ids):
+                        with torch.no_grad():
+                            base_logits = frozen_base(input_ids=batch[len(new) :]).logits
+                        kl = kl_to_base(logits[len(new) :], base_logits, old_labels.to(device))
+                        loss = next_token_loss(logits[: len(new)], batch[: len(new)]) + config.replay.kl_weight * kl
+                    else:
+                        loss = next_token_loss(logits, torch.cat([new, old_labels]).to(device))
+                    if ewc is not None:
+                        loss = loss + config.ewc.weight * ewc.penalty()
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.grad_clip)
                 optimizer.step()
@@ -164,6 +196,8 @@ def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) 
                 progress["step"] += 1
                 progress["train_tokens"] += batch.numel() * world_size
                 progress["train_time_s"] += time.perf_counter() - step_started
+                if replay is not None:
+                    progress["replay_generation_s"] = resumed_generation_s + replay.generation_time_s
                 bar.update(task, advance=1, description=f"stage {stage_index + 1}/{len(stages)} {stage.name} loss {loss.item():.3f}")
 
                 every = config.eval.every_steps
@@ -224,6 +258,7 @@ def summarize(progress: dict[str, Any], config: TrialConfig, stream: Stream) -> 
         "train_time_s": progress["train_time_s"],
         "eval_time_s": progress["eval_time_s"],
         "eval_time_fraction": progress["eval_time_s"] / stream_time,
+        "replay_generation_fraction": progress["replay_generation_s"] / stream_time,
         "stage_time_s": progress["stage_time_s"],
         "curves": progress["curves"],
         "config": config.model_dump(mode="json"),

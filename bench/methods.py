@@ -1,0 +1,120 @@
+"""Full fine-tuning vs LoRA vs GaLore on one stream, side by side, plus raycl's loop vs a bare loop.
+
+    python bench/methods.py                      # raycl-tiny-m, writes reports/methods.{md,json}
+    python bench/methods.py --model raycl-tiny-l
+
+Every number is measured in this one run on this machine, so the ratios compare like with like.
+GaLore runs at rank d/4, where it must keep at most half of AdamW's optimizer state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from raycl.config import TrialConfig
+from raycl.data.stream import offline_stream
+from raycl.data.tokens import batch_at
+from raycl.models import load_base_model
+from raycl.training.trial import run_trial
+from raycl.world.ladder import LADDER
+from raycl.world.offline import load_world
+
+REPORTS = Path(__file__).resolve().parent.parent / "reports"
+
+
+def bare_loop_tokens_per_s(config: TrialConfig, steps: int) -> float:
+    """Tokens/s of the plainest AdamW loop on the same model and batches: the floor raycl is held to."""
+    torch.set_num_threads(config.train.cpu_threads)
+    world = load_world(config.world)
+    model, tokenizer = load_base_model(config.model, world)
+    blocks = offline_stream(world, tokenizer, config.train.seq_len).stages[0].train_blocks
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.train.lr)
+    model.train()
+    started = time.perf_counter()
+    for step in range(steps):
+        batch = batch_at(blocks, config.train.batch_size, step, 0)
+        model(input_ids=batch, labels=batch).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return steps * blocks.shape[1] * config.train.batch_size / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="raycl-tiny-m", choices=sorted(LADDER))
+    parser.add_argument("--steps-per-stage", type=int, default=60)
+    args = parser.parse_args()
+
+    width = LADDER[args.model].hidden_size
+    base = TrialConfig().with_overrides({"model.name": args.model, "train.steps_per_stage": args.steps_per_stage})
+    methods = {
+        "full (AdamW)": {"method.name": "full"},
+        "LoRA r8": {"method.name": "lora", "method.lora_rank": 8},
+        f"GaLore r{width // 4} (d/4)": {"method.name": "galore", "method.galore_rank": width // 4},
+    }
+    results = {}
+    for label, overrides in methods.items():
+        with tempfile.TemporaryDirectory() as out:
+            results[label] = run_trial(base.with_overrides(overrides), Path(out))
+    bare = bare_loop_tokens_per_s(base, steps=args.steps_per_stage)
+
+    full = results["full (AdamW)"]
+    rows = [
+        {
+            "method": label,
+            "learning": r["learning"],
+            "forgetting": r["forgetting"],
+            "optimizer_state_bytes": r["optimizer_state_bytes"],
+            "state_vs_full": r["optimizer_state_bytes"] / full["optimizer_state_bytes"],
+            "trainable_params": r["method_info"]["trainable_params"],
+            "tokens_per_s": r["tokens_per_s"],
+            "speed_vs_full": r["tokens_per_s"] / full["tokens_per_s"],
+            "eval_time_fraction": r["eval_time_fraction"],
+        }
+        for label, r in results.items()
+    ]
+    report = {
+        "model": args.model,
+        "num_params": full["num_params"],
+        "steps_per_stage": args.steps_per_stage,
+        "stages": len(full["stage_matrix"]) - 1,
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}",
+        "bare_loop_tokens_per_s": bare,
+        "raycl_full_vs_bare_speed": full["tokens_per_s"] / bare,
+        "methods": rows,
+    }
+    REPORTS.mkdir(exist_ok=True)
+    (REPORTS / "methods.json").write_text(json.dumps(report, indent=2))
+    lines = [
+        f"# Methods benchmark: {args.model} ({full['num_params']:,} parameters)",
+        "",
+        f"One run of `python bench/methods.py --model {args.model}` on {report['machine']}:",
+        f"{report['stages']} stages x {args.steps_per_stage} steps of the offline world, default trial settings.",
+        "",
+        "| method | learning | forgetting (nats) | optimizer state | state vs full | trainable params | tokens/s | speed vs full |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['method']} | {row['learning']:.3f} | {row['forgetting']:+.3f} | "
+            f"{row['optimizer_state_bytes'] / 2**10:,.0f} KiB | {row['state_vs_full']:.2f} | "
+            f"{row['trainable_params']:,} | {row['tokens_per_s']:,.0f} | {row['speed_vs_full']:.2f} |"
+        )
+    lines += [
+        "",
+        f"raycl's trial loop (full) vs a bare PyTorch AdamW loop on the same model and batches: "
+        f"{full['tokens_per_s']:,.0f} vs {bare:,.0f} tokens/s, ratio {report['raycl_full_vs_bare_speed']:.2f}.",
+    ]
+    (REPORTS / "methods.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
