@@ -10,8 +10,6 @@ GaLore runs at rank d/4, where it must keep at most half of AdamW's optimizer st
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -26,7 +24,7 @@ from raycl.training.trial import run_trial
 from raycl.world.ladder import LADDER
 from raycl.world.offline import load_world
 
-REPORTS = Path(__file__).resolve().parent.parent / "reports"
+from report import machine, write_report
 
 
 def bare_loop_tokens_per_s(config: TrialConfig, steps: int) -> float:
@@ -85,35 +83,29 @@ def main() -> None:
         "num_params": full["num_params"],
         "steps_per_stage": args.steps_per_stage,
         "stages": len(full["stage_matrix"]) - 1,
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}",
+        "machine": machine(),
         "bare_loop_tokens_per_s": bare,
         "raycl_full_vs_bare_speed": full["tokens_per_s"] / bare,
         "methods": rows,
     }
-    REPORTS.mkdir(exist_ok=True)
-    (REPORTS / "methods.json").write_text(json.dumps(report, indent=2))
-    lines = [
-        f"# Methods benchmark: {args.model} ({full['num_params']:,} parameters)",
-        "",
-        f"One run of `python bench/methods.py --model {args.model}` on {report['machine']}:",
-        f"{report['stages']} stages x {args.steps_per_stage} steps of the offline world, default trial settings.",
-        "",
-        "| method | learning | forgetting (nats) | optimizer state | state vs full | trainable params | tokens/s | speed vs full |",
-        "|---|---|---|---|---|---|---|---|",
+    table = [
+        [row["method"], f"{row['learning']:.3f}", f"{row['forgetting']:+.3f}",
+         f"{row['optimizer_state_bytes'] / 2**10:,.0f} KiB", f"{row['state_vs_full']:.2f}",
+         f"{row['trainable_params']:,}", f"{row['tokens_per_s']:,.0f}", f"{row['speed_vs_full']:.2f}"]
+        for row in rows
     ]
-    for row in rows:
-        lines.append(
-            f"| {row['method']} | {row['learning']:.3f} | {row['forgetting']:+.3f} | "
-            f"{row['optimizer_state_bytes'] / 2**10:,.0f} KiB | {row['state_vs_full']:.2f} | "
-            f"{row['trainable_params']:,} | {row['tokens_per_s']:,.0f} | {row['speed_vs_full']:.2f} |"
-        )
-    lines += [
-        "",
-        f"raycl's trial loop (full) vs a bare PyTorch AdamW loop on the same model and batches: "
-        f"{full['tokens_per_s']:,.0f} vs {bare:,.0f} tokens/s, ratio {report['raycl_full_vs_bare_speed']:.2f}.",
-    ]
-    (REPORTS / "methods.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    print(write_report(
+        "methods",
+        f"Methods benchmark: {args.model} ({full['num_params']:,} parameters)",
+        [f"One run of `python bench/methods.py --model {args.model}` on {machine()}: "
+         f"{report['stages']} stages x {args.steps_per_stage} steps of the offline world, default trial settings."],
+        ["method", "learning", "forgetting (nats)", "optimizer state", "state vs full", "trainable params",
+         "tokens/s", "speed vs full"],
+        table,
+        [f"raycl's trial loop (full) vs a bare PyTorch AdamW loop on the same model and batches: "
+         f"{full['tokens_per_s']:,.0f} vs {bare:,.0f} tokens/s, ratio {report['raycl_full_vs_bare_speed']:.2f}."],
+        report,
+    ))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from raycl.data.stream_config import StreamConfig
+
 
 class ConfigError(ValueError):
     """A configuration problem, phrased as one line naming the file and the key."""
@@ -108,6 +110,7 @@ class TrialConfig(StrictModel):
     """Everything that defines one continual-learning trial."""
 
     world: WorldConfig = WorldConfig()
+    stream: StreamConfig | None = Field(None, description="a real dataset as the new data; None: the offline world's stages")
     model: ModelConfig = ModelConfig()
     method: MethodConfig = MethodConfig()
     train: TrainConfig = TrainConfig()
@@ -117,7 +120,8 @@ class TrialConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check_combinations(self) -> TrialConfig:
-        if self.train.warmup_steps > self.train.steps_per_stage * self.world.num_stages:
+        # A real dataset's stage count is known only once it is loaded.
+        if self.stream is None and self.train.warmup_steps > self.train.steps_per_stage * self.world.num_stages:
             raise ValueError("train.warmup_steps: longer than the whole stream")
         replay_rows = round(self.replay.ratio * self.train.batch_size)
         if self.replay.ratio > 0 and not 0 < replay_rows < self.train.batch_size:

@@ -46,11 +46,11 @@ def load_tokenizer(name: str, *, trust_remote_code: bool = False):
         raise _unavailable("tokenizer", name, error) from None
 
 
-def load_dataset(name: str, **kwargs: Any):
-    """`datasets.load_dataset(name, ...)`, failing fast when it needs an unreachable hub."""
+def load_dataset(path: str, name: str | None = None, **kwargs: Any):
+    """`datasets.load_dataset(path, name, ...)`, failing fast when it needs an unreachable hub."""
     import datasets
 
     try:
-        return datasets.load_dataset(name, **kwargs)
+        return datasets.load_dataset(path, name, **kwargs)
     except (OSError, datasets.exceptions.DatasetNotFoundError) as error:
-        raise _unavailable("dataset", name, error) from None
+        raise _unavailable("dataset", path, error) from None

@@ -27,6 +27,7 @@ import torch.distributed as dist
 from rich.progress import Progress
 
 from raycl.config import TrialConfig
+from raycl.data.build import build_stream
 from raycl.data.stream import Stream, offline_stream
 from raycl.data.tokens import batch_at
 from raycl.evaluation import metrics
@@ -36,7 +37,7 @@ from raycl.mitigation.replay import Replay
 from raycl.models import load_base_model
 from raycl.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, stage_checkpoint_dir
 from raycl.training.methods import optimizer_state_bytes, prepare_method
-from raycl.world.offline import load_world
+from raycl.world.offline import World, load_world
 
 Report = Callable[[dict[str, float], Path | None], None]
 
@@ -68,8 +69,26 @@ def learning_rate(config: TrialConfig, step: int) -> float:
 
 
 def next_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy of each position's prediction of the next token; labels of -100 are skipped."""
-    return torch.nn.functional.cross_entropy(logits[:, :-1].float().transpose(1, 2), labels[:, 1:], ignore_index=-100)
+    """Mean cross-entropy of each position's prediction of the next token; labels of -100 are skipped.
+
+    A batch with nothing to learn (a long user turn under assistant-only loss) gives 0, not NaN.
+    """
+    targets = labels[:, 1:]
+    if not (targets != -100).any():
+        return logits.sum() * 0.0
+    return torch.nn.functional.cross_entropy(logits[:, :-1].float().transpose(1, 2), targets, ignore_index=-100)
+
+
+def load_stream(config: TrialConfig, world: World, tokenizer) -> Stream:
+    """The offline world's stages, or a real dataset's (`stream:`), whose original distribution is
+    its own `stream.original` corpus or, without one, the offline world's base corpus."""
+    seq_len = config.train.seq_len
+    if config.stream is None:
+        return offline_stream(world, tokenizer, seq_len)
+    if config.stream.original is not None:
+        return build_stream(config.stream, tokenizer, seq_len)
+    offline = offline_stream(world, tokenizer, seq_len)
+    return build_stream(config.stream, tokenizer, seq_len, retention=offline.retention, replay_pool=offline.replay_pool)
 
 
 def effective_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -91,7 +110,7 @@ def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) 
 
     world = load_world(config.world)
     base_model, tokenizer = load_base_model(config.model, world)
-    stream = offline_stream(world, tokenizer, config.train.seq_len)
+    stream = load_stream(config, world, tokenizer)
     initial_weights = {name: t.detach().clone() for name, t in base_model.state_dict().items() if t.ndim == 2}
     base_model.to(device)
     # A frozen copy of the base for KL targets, self-generated samples and loss-ranked selection.
@@ -106,17 +125,18 @@ def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) 
     model.train()
 
     def evaluate(max_examples: int | None) -> tuple[list[float], float]:
-        def loss(examples: list[list[int]]) -> float:
+        def loss(examples: list[list[int]], labels: list[list[int]] | None = None) -> float:
             return heldout_loss(
                 model,
                 examples[:max_examples],
+                labels[:max_examples] if labels is not None else None,
                 pad_id=tokenizer.pad_token_id,
                 batch_size=config.eval.batch_size,
                 device=device,
                 autocast=autocast,
             )
 
-        return [loss(stage.heldout) for stage in stream.stages], loss(stream.retention)
+        return [loss(stage.heldout, stage.heldout_labels) for stage in stream.stages], loss(stream.retention)
 
     checkpoint = latest_checkpoint(out_dir)
     if checkpoint is not None:
@@ -171,8 +191,9 @@ def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) 
                 step_started = time.perf_counter()
                 for group in optimizer.param_groups:
                     group["lr"] = learning_rate(config, progress["step"])
-                new = batch_at(stage.train_blocks, config.train.batch_size - replay_rows, local_step, config.train.seed + stage_index)
-                new = new[rank::world_size]
+                new_rows, stage_seed = config.train.batch_size - replay_rows, config.train.seed + stage_index
+                new = batch_at(stage.train_blocks, new_rows, local_step, stage_seed)[rank::world_size]
+                new_labels = batch_at(stage.train_labels, new_rows, local_step, stage_seed)[rank::world_size]
                 old_ids = old_labels = new[:0]
                 if replay is not None:
                     old_ids, old_labels = replay.batch(progress["step"], replay_rows, config.train.seq_len)
@@ -184,9 +205,9 @@ def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) 
                         with torch.no_grad():
                             base_logits = frozen_base(input_ids=batch[len(new) :]).logits
                         kl = kl_to_base(logits[len(new) :], base_logits, old_labels.to(device))
-                        loss = next_token_loss(logits[: len(new)], batch[: len(new)]) + config.replay.kl_weight * kl
+                        loss = next_token_loss(logits[: len(new)], new_labels.to(device)) + config.replay.kl_weight * kl
                     else:
-                        loss = next_token_loss(logits, torch.cat([new, old_labels]).to(device))
+                        loss = next_token_loss(logits, torch.cat([new_labels, old_labels]).to(device))
                     if ewc is not None:
                         loss = loss + config.ewc.weight * ewc.penalty()
                 loss.backward()
@@ -261,5 +282,6 @@ def summarize(progress: dict[str, Any], config: TrialConfig, stream: Stream) -> 
         "replay_generation_fraction": progress["replay_generation_s"] / stream_time,
         "stage_time_s": progress["stage_time_s"],
         "curves": progress["curves"],
+        "data_summary": stream.summary.describe() if stream.summary else None,
         "config": config.model_dump(mode="json"),
     }

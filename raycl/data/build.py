@@ -1,0 +1,94 @@
+"""A continual stream from a real dataset: load, split into stages, hold out, encode, pack.
+
+`build_stream` returns a `raycl.data.stream.Stream` whose stages carry the labels of every block
+and held-out example (-100 where no loss), and the load's summary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from raycl.data.encoding import Encoded, check_assistant_masks, encode_example, pack_masked
+from raycl.data.formats import DataError
+from raycl.data.shapes import holdout, split_stages, window_spans
+from raycl.data.sources import Example, load_examples, load_replay_documents
+from raycl.data.stream import Stage, Stream
+from raycl.data.stream_config import ReplayCorpusConfig, StreamConfig, StreamShapeConfig
+from raycl.data.tokens import encode_document, pack_blocks
+
+
+def _stage(name: str, train: Sequence[Encoded], heldout: Sequence[Encoded], seq_len: int) -> Stage:
+    if sum(len(example.ids) for example in train) < seq_len:
+        raise DataError(f"stage {name!r}: its training examples cannot fill one block of {seq_len} tokens")
+    blocks, labels = pack_masked(train, seq_len)
+    return Stage(
+        name=name,
+        train_blocks=blocks,
+        heldout=[example.ids[:seq_len] for example in heldout],
+        train_labels=labels,
+        heldout_labels=[example.labels[:seq_len] for example in heldout],
+    )
+
+
+def _window_stages(encoded: Sequence[Encoded], shape: StreamShapeConfig, seq_len: int) -> list[Stage]:
+    """Rolling windows over the concatenated token stream; each window is cut into blocks, some held out."""
+    if shape.window < 2 * seq_len:
+        raise DataError(f"window: {shape.window} tokens hold fewer than two blocks of {seq_len} (one to train, one held out)")
+    ids = [token for example in encoded for token in example.ids]
+    labels = [label for example in encoded for label in example.labels]
+    stages = []
+    for index, (start, end) in enumerate(window_spans(len(ids), shape.window, shape.step)[: shape.max_stages]):
+        name = f"window{index + 1}"
+        blocks = [Encoded(ids[s : s + seq_len], labels[s : s + seq_len]) for s in range(start, end - seq_len + 1, seq_len)]
+        train, heldout = holdout(blocks, shape.heldout_fraction, shape.seed, key=name)
+        stages.append(_stage(name, train, heldout, seq_len))
+    return stages
+
+
+def original_distribution(
+    config: ReplayCorpusConfig, tokenizer: PreTrainedTokenizerBase, seq_len: int
+) -> tuple[list[list[int]], torch.Tensor]:
+    """(retention probe, replay pool) from the corpus: a seeded `heldout_fraction` of its documents
+    as probe examples cut to `seq_len`, the rest packed into blocks; the two never share a document."""
+    documents = load_replay_documents(config)
+    replay, heldout = holdout(documents, config.heldout_fraction, config.seed, key="original")
+    probe = [encode_document(tokenizer, document)[:seq_len] for document in heldout]
+    return probe, pack_blocks([encode_document(tokenizer, document) for document in replay], seq_len)
+
+
+def build_stream(
+    config: StreamConfig,
+    tokenizer: PreTrainedTokenizerBase,
+    seq_len: int,
+    retention: Sequence[Sequence[int]] | None = None,
+    replay_pool: torch.Tensor | None = None,
+) -> Stream:
+    """The stages of `config`, with the original distribution from `config.original` or, without it,
+    from `retention` and `replay_pool` (e.g. the offline world's, for its ladder models)."""
+    if (config.original is None) == (retention is None or replay_pool is None):
+        raise ValueError("give the original distribution in one way: stream.original, or retention with replay_pool")
+    examples, summary = load_examples(config.source, config.shape.required_fields)
+    if config.loss_on == "assistant":
+        if summary.format == "text":
+            raise DataError(f"{config.source.name}: loss_on: assistant needs conversations, and this source holds plain documents")
+        check_assistant_masks(tokenizer)
+
+    def encode(items: Sequence[Example]) -> list[Encoded]:
+        return [encode_example(tokenizer, example.content, config.loss_on) for example in items]
+
+    try:
+        if config.shape.by == "window":
+            stages = _window_stages(encode(examples), config.shape, seq_len)
+        else:
+            stages = []
+            for name, items in split_stages(examples, config.shape):
+                train, heldout = holdout(items, config.shape.heldout_fraction, config.shape.seed, key=name)
+                stages.append(_stage(name, encode(train), encode(heldout), seq_len))
+    except DataError as error:
+        raise DataError(f"{config.source.name}: {error}") from None
+    if config.original is not None:
+        retention, replay_pool = original_distribution(config.original, tokenizer, seq_len)
+    return Stream(stages=stages, retention=[list(ids) for ids in retention], replay_pool=replay_pool, summary=summary)

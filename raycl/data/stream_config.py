@@ -1,0 +1,147 @@
+"""Configuration of a real-data stream: its source, its shape, its loss, its original distribution.
+
+Kept free of torch and transformers (and of `raycl.config`, which imports this module for the
+trial's `stream:` section), so reading a config stays cheap and import cycles cannot form.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from raycl.data.formats import DataError, Format
+
+LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet", ".txt")
+LossOn = Literal["all", "assistant"]
+
+
+class StrictModel(BaseModel):
+    """As `raycl.config.StrictModel`: unknown keys are errors, values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataSourceConfig(StrictModel):
+    """Where a dataset comes from and how to read it: a local file or a `datasets` hub name."""
+
+    path: str | None = Field(None, description="local .jsonl/.json/.parquet/.txt file, relative to the working directory")
+    hub: str | None = Field(None, description="`datasets` hub name, e.g. lmsys/lmsys-chat-1m")
+    subset: str | None = Field(None, description="hub config name, e.g. `en` for allenai/c4")
+    split: str = "train"
+    streaming: bool = Field(True, description="hub only: stream rows instead of downloading the whole split")
+    limit: int | None = Field(None, ge=1, description="read only the first N rows")
+    format: Format | Literal["auto"] = Field("auto", description="auto: detected from the first valid rows")
+    fields: dict[str, str] = Field(
+        default_factory=dict, description="field-name overrides by canonical name, e.g. {instruction: question, output: answer}"
+    )
+    oasst_paths: Literal["best", "all"] = Field("best", description="oasst trees: best-ranked thread per tree, or every root-to-leaf path")
+    document_chars: int = Field(2000, ge=0, description=".txt files: whole lines grouped into documents of at most this many characters; 0: the whole file")
+    max_bad_fraction: float = Field(0.05, ge=0, le=1, description="share of malformed rows tolerated (skipped and counted); above it the load fails")
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> DataSourceConfig:
+        if (self.path is None) == (self.hub is None):
+            raise ValueError("give exactly one of `path` and `hub`")
+        if self.path is not None and Path(self.path).suffix not in LOCAL_SUFFIXES:
+            raise ValueError(f"path: {self.path}: not a {'/'.join(LOCAL_SUFFIXES)} file")
+        return self
+
+    @property
+    def name(self) -> str:
+        return self.path or f"{self.hub}[{self.split}]"
+
+
+class ReplayCorpusConfig(StrictModel):
+    """Documents of the original (pretraining) distribution: the replay source and the retention probe."""
+
+    paths: tuple[str, ...] = Field((), description="local files or directories of them (.txt, .jsonl, .json, .parquet)")
+    hub: str | None = Field(None, description="`datasets` hub name, e.g. allenai/c4, monology/pile-uncopyrighted")
+    subset: str | None = None
+    split: str = "train"
+    text_field: str = "text"
+    max_documents: int | None = Field(None, ge=1, description="first N documents of each file, or of the hub split (required for the hub)")
+    document_chars: int = Field(2000, ge=0, description=".txt files: whole lines grouped into documents of at most this many characters")
+    heldout_fraction: float = Field(0.1, gt=0, lt=1, description="share of documents held out (seeded) as the retention probe, never replayed")
+    seed: int = 0
+    max_bad_fraction: float = Field(0.05, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> ReplayCorpusConfig:
+        if bool(self.paths) == (self.hub is not None):
+            raise ValueError("give exactly one of `paths` and `hub`")
+        if self.hub is not None and self.max_documents is None:
+            raise ValueError("max_documents: required with `hub` (corpora such as C4 stream for days)")
+        return self
+
+    def sources(self) -> list[DataSourceConfig]:
+        """One text source per file (directories expanded, sorted) or the hub split."""
+        common = {
+            "format": "text",
+            "fields": {"text": self.text_field},
+            "limit": self.max_documents,
+            "document_chars": self.document_chars,
+            "max_bad_fraction": self.max_bad_fraction,
+        }
+        if self.hub is not None:
+            return [DataSourceConfig(hub=self.hub, subset=self.subset, split=self.split, **common)]
+        files: list[Path] = []
+        for entry in map(Path, self.paths):
+            if not entry.exists():
+                raise DataError(f"{entry}: no such file or directory")
+            if entry.is_dir():
+                found = sorted(p for p in entry.iterdir() if p.suffix in LOCAL_SUFFIXES)
+                if not found:
+                    raise DataError(f"{entry}: no {'/'.join(LOCAL_SUFFIXES)} files in this directory")
+                files += found
+            else:
+                files.append(entry)
+        return [DataSourceConfig(path=str(path), **common) for path in files]
+
+
+class StreamShapeConfig(StrictModel):
+    """How examples are split into stages, and how much of each stage is held out."""
+
+    by: Literal["count", "field", "time", "window"] = Field(
+        "count", description="count: equal parts in file order; field: one stage per value; time: equal parts in date order; window: rolling token windows"
+    )
+    stages: int = Field(3, ge=1, description="count/time: number of stages")
+    field: str | None = Field(None, description="field: the stage field (topic, source, language); time: the date field")
+    values: tuple[str, ...] | None = Field(None, description="field: the stages to keep, in this order (default: every value, in order of first appearance)")
+    window: int | None = Field(None, ge=2, description="window: tokens per stage")
+    step: int | None = Field(None, ge=1, description="window: tokens between the starts of consecutive stages (< window overlaps)")
+    max_stages: int | None = Field(None, ge=1, description="keep the first N stages")
+    examples_per_stage: int | None = Field(None, ge=2, description="keep the first N examples of each stage (before the held-out split)")
+    heldout_fraction: float = Field(0.1, gt=0, lt=1, description="share of each stage's examples (or windows' blocks) held out, seeded")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check_kind(self) -> StreamShapeConfig:
+        if self.by in ("field", "time") and self.field is None:
+            raise ValueError(f"field: required when by is {self.by}")
+        if self.by == "window" and (self.window is None or self.step is None):
+            raise ValueError("window, step: required when by is window")
+        if self.by != "window" and (self.window is not None or self.step is not None):
+            raise ValueError("window, step: only for by: window")
+        if self.by == "window" and self.examples_per_stage is not None:
+            raise ValueError("examples_per_stage: not for by: window (a window's size is in tokens)")
+        if self.values is not None and self.by != "field":
+            raise ValueError("values: only for by: field")
+        return self
+
+    @property
+    def required_fields(self) -> tuple[str, ...]:
+        """Row fields the shape reads: rows without them are malformed for this stream."""
+        return (self.field,) if self.by in ("field", "time") else ()
+
+
+class StreamConfig(StrictModel):
+    """A continual stream of real data: where it comes from, its stages, and which tokens train."""
+
+    source: DataSourceConfig
+    shape: StreamShapeConfig = StreamShapeConfig()
+    loss_on: LossOn = Field("all", description="all: every token; assistant: assistant turns (and their EOS) only")
+    original: ReplayCorpusConfig | None = Field(
+        None, description="documents of the original distribution: replay source and retention probe"
+    )
