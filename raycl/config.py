@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from raycl.data.stream_config import StreamConfig
+from raycl.evaluation.harness import BenchmarkConfig, is_world_stage_task
 
 
 class ConfigError(ValueError):
@@ -61,7 +62,7 @@ class TrainConfig(StrictModel):
     """The optimisation of each stage."""
 
     lr: float = Field(3e-4, gt=0, lt=1)
-    steps_per_stage: int = Field(60, ge=1)
+    steps_per_stage: int = Field(100, ge=1)
     batch_size: int = Field(16, ge=1)
     seq_len: int = Field(128, ge=16)
     warmup_steps: int = Field(5, ge=0, description="linear warm-up at the start of the stream")
@@ -104,6 +105,9 @@ class EvalConfig(StrictModel):
     every_steps: int = Field(0, ge=0, description="quick held-out loss check every K steps; 0: stage ends only")
     quick_max_examples: int = Field(64, ge=1, description="examples per split in a quick check")
     batch_size: int = Field(32, ge=1)
+    benchmarks: BenchmarkConfig = Field(
+        BenchmarkConfig(), description="lm-eval tasks at step 0 and every stage end (world probes by default)"
+    )
 
 
 class TrialConfig(StrictModel):
@@ -123,6 +127,11 @@ class TrialConfig(StrictModel):
         # A real dataset's stage count is known only once it is loaded.
         if self.stream is None and self.train.warmup_steps > self.train.steps_per_stage * self.world.num_stages:
             raise ValueError("train.warmup_steps: longer than the whole stream")
+        if self.stream is not None and any(is_world_stage_task(t) for t in self.eval.benchmarks.tasks):
+            raise ValueError(
+                "eval.benchmarks.tasks: the raycl_acquisition probes ask about the offline world's stages, "
+                "and a stream: trial trains on other data; list the tasks it should run"
+            )
         replay_rows = round(self.replay.ratio * self.train.batch_size)
         if self.replay.ratio > 0 and not 0 < replay_rows < self.train.batch_size:
             raise ValueError(

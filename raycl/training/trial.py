@@ -31,6 +31,7 @@ from raycl.data.build import build_stream
 from raycl.data.stream import Stream, offline_stream
 from raycl.data.tokens import batch_at
 from raycl.evaluation import metrics
+from raycl.evaluation.harness import benchmark_deltas, load_harness, prepare_task_dir, run_benchmarks
 from raycl.evaluation.heldout import heldout_loss
 from raycl.mitigation.penalties import EWC, kl_to_base
 from raycl.mitigation.replay import Replay
@@ -138,29 +139,43 @@ def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) 
 
         return [loss(stage.heldout, stage.heldout_labels) for stage in stream.stages], loss(stream.retention)
 
+    bench = config.eval.benchmarks
+    task_dir = prepare_task_dir(world, bench, out_dir / "benchmarks", tokenizer) if bench.tasks and rank == 0 else None
+    if task_dir:
+        load_harness(task_dir, bench)
+
+    def benchmarks(limit: int | None) -> dict[str, float]:
+        """lm-eval scores on rank 0 (the model is the same on every rank)."""
+        return run_benchmarks(model, tokenizer, bench, task_dir, limit) if task_dir else {}
+
     checkpoint = latest_checkpoint(out_dir)
     if checkpoint is not None:
         progress = load_checkpoint(checkpoint, model, optimizer)
         resumed_after_stage = progress["stages_done"]
         resumed_generation_s = progress["replay_generation_s"]
+        resumed_elapsed_s = progress["elapsed_s"]
     else:
         eval_started = time.perf_counter()
         row, retention = evaluate(None)
+        scores = benchmarks(bench.limit)
         progress = {
             "stages_done": 0,
             "step": 0,
             "stage_matrix": [row],
             "retention_losses": [retention],
+            "benchmarks": [scores],
             "curves": [],
             "train_tokens": 0,
             "train_time_s": 0.0,
             "eval_time_s": time.perf_counter() - eval_started,
             "stage_time_s": [],
             "replay_generation_s": 0.0,
+            "elapsed_s": 0.0,
             "config": config.model_dump(mode="json"),
         }
         resumed_after_stage = 0
         resumed_generation_s = 0.0
+        resumed_elapsed_s = 0.0
 
     def report_eval(full: bool, checkpoint_dir: Path | None = None) -> None:
         row, retention = progress["stage_matrix"][-1], progress["retention_losses"][-1]
@@ -177,6 +192,7 @@ def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) 
             first_row, first_retention = progress["stage_matrix"][0], progress["retention_losses"][0]
             values["learning"] = metrics.learning(metrics.mean_new_loss(first_row), values["new_loss"])
             values["forgetting"] = metrics.forgetting(first_retention, retention)
+            values |= {f"bench_{task}": score for task, score in progress["benchmarks"][-1].items() if "/" not in task}
         if report is not None:
             report(values, checkpoint_dir)
 
@@ -225,22 +241,28 @@ def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) 
                 if every and progress["step"] % every == 0 and local_step + 1 < steps:
                     eval_started = time.perf_counter()
                     row, retention = evaluate(config.eval.quick_max_examples)
+                    scores = benchmarks(bench.quick_limit) if bench.quick_limit else {}
                     progress["eval_time_s"] += time.perf_counter() - eval_started
-                    progress["curves"].append({"step": progress["step"], "stage_losses": row, "base_loss": retention})
+                    progress["curves"].append(
+                        {"step": progress["step"], "stage_losses": row, "base_loss": retention, "benchmarks": scores}
+                    )
                     report_eval(full=False)
 
             eval_started = time.perf_counter()
             row, retention = evaluate(None)
+            progress["benchmarks"].append(benchmarks(bench.limit))
             progress["eval_time_s"] += time.perf_counter() - eval_started
             progress["stage_matrix"].append(row)
             progress["retention_losses"].append(retention)
             progress["stages_done"] = stage_index + 1
             progress["stage_time_s"].append(time.perf_counter() - stage_started)
+            progress["elapsed_s"] = resumed_elapsed_s + time.perf_counter() - started
             checkpoint_dir = None
             if rank == 0:
                 checkpoint_dir = save_checkpoint(stage_checkpoint_dir(out_dir, stage_index), model, optimizer, progress)
             report_eval(full=True, checkpoint_dir=checkpoint_dir)
 
+    progress["elapsed_s"] = resumed_elapsed_s + time.perf_counter() - started
     result = summarize(progress, config, stream)
     drift = metrics.weight_drift(initial_weights, effective_weights(model))
     result |= {
@@ -250,7 +272,6 @@ def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) 
         "optimizer_state_bytes": optimizer_state_bytes(optimizer),
         "num_params": sum(p.numel() for p in base_model.parameters()),
         "method_info": prepared.info,
-        "wall_time_s": time.perf_counter() - started,
         "resumed_after_stage": resumed_after_stage,
     }
     if rank == 0:
@@ -263,7 +284,6 @@ def summarize(progress: dict[str, Any], config: TrialConfig, stream: Stream) -> 
     """The trial's metrics from its progress record (pure: no model needed)."""
     matrix = progress["stage_matrix"]
     retention = progress["retention_losses"]
-    stream_time = progress["train_time_s"] + progress["eval_time_s"]
     return {
         "learning": metrics.learning(metrics.mean_new_loss(matrix[0]), metrics.mean_new_loss(matrix[-1])),
         "forgetting": metrics.forgetting(retention[0], retention[-1]),
@@ -278,9 +298,12 @@ def summarize(progress: dict[str, Any], config: TrialConfig, stream: Stream) -> 
         "train_tokens": progress["train_tokens"],
         "train_time_s": progress["train_time_s"],
         "eval_time_s": progress["eval_time_s"],
-        "eval_time_fraction": progress["eval_time_s"] / stream_time,
-        "replay_generation_fraction": progress["replay_generation_s"] / stream_time,
+        "eval_time_fraction": progress["eval_time_s"] / progress["elapsed_s"],
+        "replay_generation_fraction": progress["replay_generation_s"] / progress["elapsed_s"],
+        "wall_time_s": progress["elapsed_s"],
         "stage_time_s": progress["stage_time_s"],
+        "benchmarks": progress["benchmarks"],
+        **benchmark_deltas(progress["benchmarks"][0], progress["benchmarks"][-1]),
         "curves": progress["curves"],
         "data_summary": stream.summary.describe() if stream.summary else None,
         "config": config.model_dump(mode="json"),

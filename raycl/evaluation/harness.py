@@ -1,0 +1,352 @@
+"""lm-eval benchmarks on a model in memory (inside a trial) or on a saved trial checkpoint.
+
+A *task directory* holds lm-eval task YAMLs with absolute `data_files` paths: the offline world's
+multiple-choice probes (`raycl.evaluation.probes`) and the packaged real-benchmark templates
+(`tasks/*.yaml`) pointed at the data files the config names. Both raycl and the `lm_eval` command
+line read it (`--include_path DIR`), and score the same tokens: neither passes `add_bos_token`
+(which would make lm-eval's rolling perplexity prepend a second BOS), and the world probes carry the
+tokenizer's BOS in their text, since this world's tokenizer never adds one by itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import random
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+from unittest import mock
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from raycl.evaluation.probes import ACQUISITION, RETENTION, acquisition_task, write_world_probes
+
+if TYPE_CHECKING:  # torch, transformers and lm-eval load only when an evaluation runs
+    import torch
+    from transformers import PreTrainedTokenizerBase
+
+    from raycl.config import TrialConfig
+    from raycl.world.offline import World
+
+TEMPLATES = Path(__file__).parent / "tasks"
+PROBE_TEMPLATE = "raycl_probe"
+# Real benchmarks shipped as templates: task name -> the jsonl fields its data file must have.
+REAL_TASKS: dict[str, tuple[str, ...]] = {
+    "raycl_arc_easy": ("query", "choices", "gold"),
+    "raycl_hellaswag": ("activity_label", "ctx", "endings", "label"),
+    "raycl_lambada": ("context", "continuation"),
+}
+# The score a task is known by (lm-eval's convention for HellaSwag is length-normalised accuracy).
+PRIMARY_METRIC = {"raycl_hellaswag": "acc_norm"}
+ACCURACY_METRICS = ("acc", "acc_norm", "exact_match")
+
+
+def _is_world_task(task: str) -> bool:
+    return task == RETENTION or is_world_stage_task(task)
+
+
+def is_world_stage_task(task: str) -> bool:
+    """Whether `task` probes the offline world's new-data stages."""
+    return task == ACQUISITION or task.startswith(ACQUISITION + "_")
+
+
+class BenchmarkConfig(BaseModel):
+    """Which lm-eval tasks a trial runs, on which data, and how many examples each time.
+
+    Importing it is light (pydantic and PyYAML only), so `raycl.config` can hold it.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tasks: tuple[str, ...] = Field(
+        (RETENTION, ACQUISITION),
+        description="raycl_retention (base facts), raycl_acquisition (one task per stage: "
+        "raycl_acquisition_<domain>), raycl_arc_easy / raycl_hellaswag / raycl_lambada (data from "
+        "task_paths), or any lm-eval task name (needs include_defaults and a reachable hub)",
+    )
+    task_paths: dict[str, str] = Field(
+        default_factory=dict, description="jsonl data file of each shipped real-benchmark task"
+    )
+    limit: int | None = Field(None, ge=1, description="first N examples per task at full evaluations; None: all")
+    quick_limit: int = Field(
+        0, ge=0, description="first N examples per task at the every-K-steps quick checks; 0: no benchmarks there"
+    )
+    batch_size: int = Field(64, ge=1)
+    questions_per_entity: int = Field(1, ge=1, le=5, description="world-probe facts asked per entity")
+    include_defaults: bool = Field(
+        False, description="also index lm-eval's own tasks (adds 11-17 s per task manager)"
+    )
+
+    @model_validator(mode="after")
+    def _check_tasks(self) -> BenchmarkConfig:
+        for task in self.task_paths:
+            if task not in REAL_TASKS:
+                raise ValueError(f"task_paths.{task}: not a shipped benchmark (one of {', '.join(REAL_TASKS)})")
+        for task in self.tasks:
+            if task in REAL_TASKS and task not in self.task_paths:
+                fields = ", ".join(REAL_TASKS[task])
+                raise ValueError(f"tasks: {task} needs task_paths.{task} (a jsonl file with {fields})")
+            if not (_is_world_task(task) or task in REAL_TASKS or self.include_defaults):
+                raise ValueError(f"tasks: {task} is not a raycl task; set include_defaults to use lm-eval's own tasks")
+        return self
+
+
+def _template(name: str) -> dict:
+    return yaml.safe_load((TEMPLATES / f"{name}.yaml").read_text())
+
+
+def _write_task(out: Path, spec: dict, data_file: Path) -> None:
+    # The datasets cache stays inside the task directory: one per trial, never in ~/.cache.
+    spec["dataset_kwargs"] = {
+        "data_files": {spec["test_split"]: str(data_file.resolve())},
+        "cache_dir": str((out / ".datasets").resolve()),
+    }
+    (out / f"{spec['task']}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+
+
+def _write_real_task(out: Path, task: str, data_file: str) -> None:
+    path = Path(data_file).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"task_paths.{task}: no such file {path}")
+    # Checked here: lm-eval would fail deep inside a template, with a message naming neither.
+    with path.open() as lines:
+        first = json.loads(next(line for line in lines if line.strip()))
+    missing = [field for field in REAL_TASKS[task] if field not in first]
+    if missing:
+        raise ValueError(f"task_paths.{task}: the rows of {path} lack {', '.join(missing)}")
+    _write_task(out, _template(task), path)
+
+
+def prepare_task_dir(
+    world: World, config: BenchmarkConfig, out: Path, tokenizer: PreTrainedTokenizerBase | None = None
+) -> Path:
+    """Write the world's probes (data and YAMLs) and the configured real-benchmark YAMLs to `out`.
+
+    `tokenizer` frames the probes' chats (default: the world's; pass the model's when it differs).
+    """
+    out = Path(out)
+    stage_tasks = [acquisition_task(domain.name) for domain in world.text.stages]
+    for task in config.tasks:
+        if task.startswith(ACQUISITION + "_") and task not in stage_tasks:
+            raise ValueError(f"tasks: {task} is not a stage of this world ({', '.join(stage_tasks)})")
+    probes = write_world_probes(world, tokenizer or world.tokenizer, out, config.questions_per_entity)
+    for task, data_file in probes.items():
+        spec = {"task": task} | ({"tag": [ACQUISITION]} if task in stage_tasks else {}) | _template(PROBE_TEMPLATE)
+        _write_task(out, spec, data_file)
+    for task, data_file in config.task_paths.items():
+        _write_real_task(out, task, data_file)
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_tasks(task_dir: str, yaml_stamp: tuple, include_defaults: bool, tasks: tuple[str, ...]) -> dict:
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=task_dir, include_defaults=include_defaults).load(list(tasks))
+
+
+def _load_tasks(task_dir: Path, include_defaults: bool, tasks: tuple[str, ...]) -> dict:
+    """lm-eval's tasks with their datasets, built once per task directory and kept while its YAMLs
+    are unchanged (lm-eval builds the requests anew at every evaluation): building them was a tenth
+    of a warm evaluation of the default probes, and indexing lm-eval's own tasks takes 11-17 s."""
+    task_dir = task_dir.resolve()
+    stamp = tuple((path.name, path.stat().st_mtime_ns) for path in sorted(task_dir.glob("*.yaml")))
+    return _cached_tasks(str(task_dir), stamp, include_defaults, tasks)
+
+
+def load_harness(task_dir: Path, config: BenchmarkConfig) -> None:
+    """Import lm-eval and build the tasks of `task_dir` once, ahead of the first evaluation: a
+    one-time load (about a second) that belongs to a trial's setup, not to its evaluations."""
+    import lm_eval.evaluator  # noqa: F401  (the import is the point)
+
+    with _quiet_lm_eval():
+        _load_tasks(Path(task_dir), config.include_defaults, config.tasks)
+
+
+@contextlib.contextmanager
+def _quiet_lm_eval() -> Iterator[None]:
+    """lm-eval's info logs and progress bars off for the duration (a trial has its own progress)."""
+    import datasets
+    import lm_eval.api.model
+    import lm_eval.api.task
+    import lm_eval.models.huggingface
+    from tqdm import tqdm
+
+    logger = logging.getLogger("lm_eval")
+    level, bars_were_on = logger.level, datasets.is_progress_bar_enabled()
+    logger.setLevel(logging.ERROR)
+    datasets.disable_progress_bars()
+
+    def silent(*args, **kwargs):
+        return tqdm(*args, **(kwargs | {"disable": True}))
+
+    # lm-eval offers no switch for the bars of request building, so its `tqdm` is replaced here.
+    with contextlib.ExitStack() as stack:
+        for module in (lm_eval.api.model, lm_eval.api.task, lm_eval.models.huggingface):
+            stack.enter_context(mock.patch.object(module, "tqdm", silent))
+        try:
+            yield
+        finally:
+            logger.setLevel(level)
+            if bars_were_on:
+                datasets.enable_progress_bars()
+
+
+@functools.cache
+def _hflm_class() -> type:
+    """lm-eval's `HFLM`, encoding each distinct string once per evaluation: it encodes a
+    multiple-choice context again with every choice, and encoding was 40% of an evaluation."""
+    from lm_eval.models.huggingface import HFLM
+
+    class EncodeOnceHFLM(HFLM):
+        def tok_encode(self, string, add_special_tokens=None, left_truncate_len=None, **kwargs) -> list[int]:
+            if kwargs:
+                return super().tok_encode(string, add_special_tokens, left_truncate_len, **kwargs)
+            encoded = self.__dict__.setdefault("_encoded", {})
+            key = (string, add_special_tokens, left_truncate_len)
+            if key not in encoded:
+                encoded[key] = super().tok_encode(string, add_special_tokens, left_truncate_len)
+            return list(encoded[key])
+
+    return EncodeOnceHFLM
+
+
+def _scores(results: Mapping, tasks: tuple[str, ...]) -> dict[str, float]:
+    """`{task: primary accuracy, "task/metric": other scores}` from lm-eval's results, plus the
+    item-weighted mean of the per-stage tasks as `raycl_acquisition` when it was asked for."""
+    scores: dict[str, float] = {}
+    for task, metrics in results["results"].items():
+        values = {key.split(",")[0]: value for key, value in metrics.items() if "," in key and "_stderr" not in key}
+        primary = PRIMARY_METRIC.get(task) or next((m for m in ACCURACY_METRICS if m in values), None)
+        if primary is not None:
+            scores[task] = float(values[primary])
+        scores |= {f"{task}/{m}": float(v) for m, v in values.items() if m != primary and isinstance(v, (int, float))}
+    if ACQUISITION in tasks:
+        counts = {task: n["effective"] for task, n in results["n-samples"].items() if task.startswith(ACQUISITION + "_")}
+        total = sum(counts.values())
+        scores[ACQUISITION] = sum(scores[task] * count for task, count in counts.items()) / total
+    return scores
+
+
+def run_benchmarks(
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    config: BenchmarkConfig,
+    task_dir: Path,
+    limit: int | None = None,
+) -> dict[str, float]:
+    """Score the in-memory `model` on `config.tasks` from `task_dir` (first `limit` examples each).
+
+    Returns `{task: accuracy}` (acc_norm for HellaSwag, acc otherwise), `raycl_acquisition` as the
+    mean over stages, and other scores as `task/metric` (e.g. `raycl_lambada/perplexity`). The
+    model's train/eval mode and the global random state are left as they were.
+    """
+    import torch
+    from lm_eval.evaluator import evaluate
+    from lm_eval.models.utils import resolve_max_length
+
+    was_training, random_state = model.training, random.getstate()
+    try:
+        with _quiet_lm_eval():
+            # lm-eval draws from Python's global random when it builds tasks (restored below, so a
+            # trial's randomness does not depend on when it evaluates).
+            loaded = _load_tasks(Path(task_dir), config.include_defaults, config.tasks)
+            device = next(model.parameters()).device
+            hflm = _hflm_class()
+            lm = hflm(
+                pretrained=model,
+                backend="causal",
+                tokenizer=tokenizer,
+                batch_size=config.batch_size,
+                # Resolved once here, as lm-eval would, instead of twice per request.
+                max_length=resolve_max_length(model.config, tokenizer, default=hflm._DEFAULT_MAX_LENGTH),
+                # fp32 weights on GPU run under bf16 autocast, as in training.
+                mixed_precision_dtype=torch.bfloat16 if device.type == "cuda" else None,
+            )
+            # `evaluate`, not `simple_evaluate`: the latter reseeds the global RNGs (the trial's),
+            # and collects environment info through subprocesses on every call (seconds).
+            results = evaluate(lm=lm, task_dict=loaded, limit=limit, bootstrap_iters=0, log_samples=False)
+    finally:
+        model.train(was_training)
+        random.setstate(random_state)
+    return _scores(results, config.tasks)
+
+
+def benchmark_deltas(before: Mapping[str, float], after: Mapping[str, float]) -> dict[str, float]:
+    """Accuracy change per task in points, `bench_<task>_delta = 100 * (after - before)`, and
+    `bench_max_drop`: the largest fall among the retention-type tasks (not acquisition, which a
+    stage is meant to raise), in points, 0 when none fell. Secondary `task/metric` scores are skipped.
+    """
+    tasks = [task for task in before if task in after and "/" not in task]
+    deltas = {f"bench_{task}_delta": 100.0 * (after[task] - before[task]) for task in tasks}
+    drops = [100.0 * (before[task] - after[task]) for task in tasks if not task.startswith(ACQUISITION)]
+    return deltas | {"bench_max_drop": max([0.0, *drops])}
+
+
+def load_checkpoint_config(checkpoint_dir: Path) -> TrialConfig:
+    """The trial config a stage checkpoint was trained under (kept in its `progress.json`)."""
+    from raycl.config import TrialConfig
+
+    progress = json.loads((Path(checkpoint_dir) / "progress.json").read_text())
+    return TrialConfig.model_validate(progress["config"])
+
+
+def export_checkpoint(checkpoint_dir: Path, config: TrialConfig, out: Path | None = None) -> Path:
+    """Write the checkpoint's model as a plain Hugging Face directory (weights, config, tokenizer)
+    that `from_pretrained` and `lm_eval --model hf` read; LoRA adapters are merged. Default `out`:
+    `checkpoint_dir/eval/hf`."""
+    from safetensors.torch import load_model
+
+    from raycl.models import load_base_model
+    from raycl.training.checkpoint import WEIGHTS
+    from raycl.training.methods import prepare_method
+    from raycl.world.offline import load_world
+
+    checkpoint_dir = Path(checkpoint_dir)
+    out = Path(out) if out is not None else checkpoint_dir / "eval" / "hf"
+    model, tokenizer = load_base_model(config.model, load_world(config.world))
+    if config.method.name == "lora":
+        # The checkpoint holds the adapter-wrapped model: rebuild the wrapping to load it, then merge.
+        model = prepare_method(model, config.method, config.train).model
+    load_model(model, str(checkpoint_dir / WEIGHTS))
+    if config.method.name == "lora":
+        model = model.merge_and_unload()
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def evaluate_checkpoint(
+    checkpoint_dir: Path,
+    tasks: list[str],
+    limit: int | None = None,
+    *,
+    batch_size: int = 64,
+    task_paths: Mapping[str, str] | None = None,
+    include_defaults: bool = False,
+    out: Path | None = None,
+    device: str = "cpu",
+) -> dict[str, float]:
+    """`raycl eval CHECKPOINT_DIR --tasks ...`: scores of a saved stage checkpoint, as `run_benchmarks`.
+
+    Writes the exported model to `out/hf` and the task directory to `out/tasks` (default `out`:
+    `checkpoint_dir/eval`); both can be handed to the `lm_eval` command line as they are.
+    """
+    from raycl import hub
+    from raycl.world.offline import load_world
+
+    checkpoint_dir = Path(checkpoint_dir)
+    out = Path(out) if out is not None else checkpoint_dir / "eval"
+    config = load_checkpoint_config(checkpoint_dir)
+    benchmarks = BenchmarkConfig(
+        tasks=tuple(tasks), task_paths=dict(task_paths or {}), batch_size=batch_size, include_defaults=include_defaults
+    )
+    hf_dir = export_checkpoint(checkpoint_dir, config, out / "hf")
+    model = hub.load_model(str(hf_dir)).to(device)
+    tokenizer = hub.load_tokenizer(str(hf_dir))
+    task_dir = prepare_task_dir(load_world(config.world), benchmarks, out / "tasks", tokenizer)
+    return run_benchmarks(model, tokenizer, benchmarks, task_dir, limit)
