@@ -83,5 +83,87 @@ def run(
     console.print(f"result: {out / 'result.json'}")
 
 
+@app.command()
+def sweep(
+    name: str = typer.Argument(..., help="search space: a name in search_spaces/ (smoke, methods, scaling_laws) or a YAML path"),
+    address: Optional[str] = typer.Option(None, "--address", help="join a running Ray cluster ('auto', HOST:PORT); default: start a local Ray"),
+    resume: bool = typer.Option(False, "--resume", help="finish a sweep whose driver died: finished trials kept, interrupted ones continued"),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI; default sqlite OUT_ROOT/NAME/mlflow.db"),
+    storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL; default sqlite OUT_ROOT/NAME/optuna.db"),
+    ray_storage: Optional[str] = typer.Option(None, "--ray-storage", help="Ray Tune/Train state and checkpoints, shared by all nodes on a cluster (s3://...); default OUT_ROOT/NAME/ray"),
+    out_root: Path = typer.Option(Path("runs"), "--out-root", help="where sweeps keep their files, one folder per sweep"),
+    worker_logs: bool = typer.Option(False, "--worker-logs", help="stream Ray worker output into this terminal"),
+) -> None:
+    """Run a sweep: Optuna proposes trials, Ray Tune schedules them, Ray Train runs them, MLflow records them."""
+    from raycl.config import ConfigError
+    from raycl.sweep import run_sweep
+
+    try:
+        run_sweep(
+            name,
+            address=address,
+            resume=resume,
+            tracking_uri=tracking_uri,
+            storage=storage,
+            ray_storage=ray_storage,
+            out_root=out_root,
+            show_worker_logs=worker_logs,
+            console=console,
+        )
+    except ConfigError as error:
+        fail(str(error))
+
+
+@app.command()
+def validate(
+    paths: Optional[list[Path]] = typer.Argument(None, help="search-space YAML files; default: every space in search_spaces/"),
+) -> None:
+    """Check search spaces without running anything; exit status 2 if any is malformed."""
+    from raycl.config import ConfigError
+    from raycl.sweep import validate_spaces
+
+    try:
+        checked = validate_spaces(paths or None)
+    except ConfigError as error:
+        fail(str(error))
+    for path, error in checked:
+        console.print(f"[green]ok[/green] {path}" if error is None else f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
+    if any(error for _, error in checked):
+        raise typer.Exit(2)
+
+
+@app.command("eval")
+def eval_(
+    checkpoint: Path = typer.Argument(..., help="a stage checkpoint directory (OUT/checkpoints/stage_NNN)"),
+    tasks: str = typer.Option("raycl_retention,raycl_acquisition", "--tasks", help="comma-separated lm-eval task names"),
+    limit: Optional[int] = typer.Option(None, "--limit", help="first N examples of each task"),
+    batch_size: int = typer.Option(64, "--batch-size"),
+    task_path: Optional[list[str]] = typer.Option(None, "--task-path", help="TASK=FILE for a shipped real benchmark"),
+    include_defaults: bool = typer.Option(False, "--include-defaults", help="also offer lm-eval's own tasks (needs the hub)"),
+) -> None:
+    """Score a saved stage checkpoint on lm-eval tasks (also exported to CHECKPOINT/eval/hf for lm_eval)."""
+    from pydantic import ValidationError
+
+    from raycl.evaluation.harness import evaluate_checkpoint
+
+    try:
+        scores = evaluate_checkpoint(
+            checkpoint,
+            tasks.split(","),
+            limit,
+            batch_size=batch_size,
+            task_paths=dict(pair.split("=", 1) for pair in task_path or []),
+            include_defaults=include_defaults,
+        )
+    except (ValidationError, ValueError, FileNotFoundError) as error:
+        fail(str(error).splitlines()[0])
+    table = Table(title=f"lm-eval scores of {checkpoint}")
+    table.add_column("task")
+    table.add_column("score", justify="right")
+    for name, value in scores.items():
+        table.add_row(name, f"{value:.4f}")
+    console.print(table)
+
+
 if __name__ == "__main__":
     app()

@@ -13,7 +13,7 @@ from raycl.training.trial import run_trial
 pytestmark = pytest.mark.slow
 
 FORGETFUL = TrialConfig.model_validate(
-    {"world": {"num_stages": 2}, "train": {"steps_per_stage": 40, "lr": 3e-3}}
+    {"world": {"num_stages": 2}, "train": {"steps_per_stage": 40, "lr": 3e-3}, "eval": {"benchmarks": {"tasks": []}}}
 )
 
 

@@ -22,8 +22,8 @@ from raycl.world.offline import load_world
 
 pytestmark = pytest.mark.slow
 
-# Two stages, enough steps to move the model, small enough to run in seconds.
-SMALL = {"world": {"num_stages": 2}, "train": {"steps_per_stage": 25}}
+# Two stages, enough steps to move the model, small enough to run in seconds (benchmarks have their own tests).
+SMALL = {"world": {"num_stages": 2}, "train": {"steps_per_stage": 25}, "eval": {"benchmarks": {"tasks": []}}}
 
 
 def small_config(**overrides) -> TrialConfig:

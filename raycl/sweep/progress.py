@@ -1,0 +1,144 @@
+"""A live table of a sweep's trials: state, parameters, objectives so far, and the Pareto set so far.
+
+On a terminal the table redraws in place; elsewhere (CI logs, pipes) each trial event is one line
+and the table is printed once at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from ray.tune import Callback
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from raycl.analysis.pareto import pareto_mask
+from raycl.sweep.space import SearchSpace
+from raycl.sweep.trainable import FINAL_KEY, NODE_KEY
+
+
+@dataclass
+class Row:
+    state: str
+    params: dict[str, Any]
+    metrics: dict[str, float] = field(default_factory=dict)
+    stage: int | None = None
+    node: str = ""
+    launched: bool = False  # run by this driver (not only shown from an earlier one)
+    trial_s: float | None = None  # the Tune trial's wall time, Train startup included
+    engine_s: float | None = None  # the engine's own wall time inside it
+
+
+class ProgressTable(Callback):
+    def __init__(self, space: SearchSpace, console: Console):
+        self.space = space
+        self.console = console
+        self.rows: dict[str, Row] = {}
+        self._live: Live | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles its callbacks into tuner.pkl (for Tuner.restore, which raycl does not use);
+        # a console holds a lock and cannot be pickled, so that copy goes without one.
+        return self.__dict__ | {"console": None, "_live": None}
+
+    def add_earlier(self, key: str, params: dict[str, Any], metrics: dict[str, float], state: str) -> None:
+        """A trial an earlier driver got to: shown; run again only if it was interrupted."""
+        self.rows[key] = Row(state=state, params=params, metrics=metrics)
+
+    def pareto_keys(self) -> set[str]:
+        objectives = list(self.space.objectives)
+        done = [
+            (key, row) for key, row in self.rows.items()
+            if row.state == "done" and all(name in row.metrics for name in objectives)
+            and all(c.satisfied(row.metrics) for c in self.space.parsed_constraints)
+        ]
+        if not done:
+            return set()
+        values = np.array([[row.metrics[name] for name in objectives] for _, row in done])
+        return {key for (key, _), on_front in zip(done, pareto_mask(values, self.space.directions)) if on_front}
+
+    def launched(self) -> list[str]:
+        return sorted(key for key, row in self.rows.items() if row.launched)
+
+    def trial_times(self) -> dict[str, dict[str, float]]:
+        """Trial and engine wall time of each trial this driver finished (for the overhead benchmark)."""
+        return {key: {"trial_s": row.trial_s, "engine_s": row.engine_s} for key, row in self.rows.items() if row.launched and row.trial_s is not None}
+
+    def render(self) -> Table:
+        table = Table(title=f"sweep {self.space.name}  (* Pareto set so far)")
+        param_names = list(self.space.parameters)
+        for column in ["trial", "state", *map(_short, param_names), *self.space.objectives, "stage", "node", "s", "*"]:
+            table.add_column(column, justify="right" if column not in ("trial", "state") else "left")
+        front = self.pareto_keys()
+        for key in sorted(self.rows):
+            row = self.rows[key]
+            params = [_fmt(row.params.get(name, "")) for name in param_names]
+            objectives = [_fmt(row.metrics.get(name, "")) for name in self.space.objectives]
+            seconds = "" if row.trial_s is None else f"{row.trial_s:.0f}"
+            stage = "" if row.stage is None else str(row.stage)
+            table.add_row(key, row.state, *params, *objectives, stage, row.node[:8], seconds, "*" if key in front else "")
+        return table
+
+    @contextlib.contextmanager
+    def live(self) -> Iterator[None]:
+        """Redraw the table in place while the sweep runs (a terminal), else print it once at the end."""
+        if not self.console.is_terminal:
+            try:
+                yield
+            finally:
+                # A log has no width to keep to, and the default 80 columns would truncate every cell.
+                Console(file=self.console.file, width=max(self.console.width, 160)).print(self.render())
+            return
+        with Live(self.render(), console=self.console, auto_refresh=False) as live:
+            self._live = live
+            try:
+                yield
+            finally:
+                live.update(self.render(), refresh=True)
+                self._live = None
+
+    def _changed(self, line: str) -> None:
+        if self._live is not None:
+            self._live.update(self.render(), refresh=True)
+        else:
+            self.console.print(line, highlight=False)
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        config = trial.config
+        resumed = config["key"] in self.rows
+        self.rows[config["key"]] = Row(state="running", params=config["params"], launched=True)
+        params = " ".join(f"{_short(name)}={_fmt(value)}" for name, value in config["params"].items())
+        self._changed(f"{config['key']} {'resumed' if resumed else 'started'}: {params}")
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        row = self.rows[trial.config["key"]]
+        row.metrics |= {name: result[name] for name in self.space.objectives if name in result}
+        if "stage" in result:
+            row.stage = int(result["stage"])
+        row.node = result.get(NODE_KEY, row.node)
+        if FINAL_KEY in result:
+            row.state = "done"
+            row.trial_s, row.engine_s = result["time_total_s"], result["wall_time_s"]
+            summary = ", ".join(f"{name}={_fmt(row.metrics.get(name, ''))}" for name in self.space.objectives)
+            self._changed(f"{trial.config['key']} done: {summary}")
+        elif self._live is not None:
+            self._live.update(self.render(), refresh=True)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.rows[trial.config["key"]].state = "failed"
+        self._changed(f"{trial.config['key']} failed: {trial.error_file or 'no error file'}")
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def _short(dotted: str) -> str:
+    """`train.lr` -> `lr`, `method.name` -> `method`: column headers fit an 80-column log."""
+    section, leaf = dotted.split(".")
+    return section if leaf == "name" else leaf

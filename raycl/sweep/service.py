@@ -1,0 +1,307 @@
+"""`raycl sweep NAME`: one search space in, a finished (or resumed) distributed sweep out.
+
+    raycl sweep smoke                                   # local Ray on this machine, results in runs/smoke/
+    raycl sweep scaling_laws --address auto \\
+        --storage postgresql://raycl@HEAD_IP/optuna --tracking-uri http://HEAD_IP:5000   # on a cluster
+    raycl sweep smoke --resume                          # after the driver was killed
+
+Order of work: validate the space (no Ray, MLflow or Optuna imported yet, so a bad file fails in
+a second and leaves nothing behind), take the sweep's lock, open the Optuna study and the MLflow
+parent run, connect to Ray, plan resources, run the remaining trials through Ray Tune, then put the
+Pareto frontier and hypervolume history on the parent run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock, Timeout
+from rich.console import Console
+
+from raycl.config import ConfigError
+from raycl.sweep.plan import ResourcePlan
+from raycl.sweep.space import SearchSpace, load_space
+
+# Ray Train knobs that cut the fixed cost of a Train run inside a Tune trial (PROBES.md: ~15 s ->
+# ~12 s); a value already in the environment wins.
+TRAIN_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2", "RAY_TRAIN_METRICS_ENABLED": "0"}
+LOCAL_ONLY_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}  # spot preemption only exists on clouds
+FORWARDED_ENV_PREFIXES = ("RAYCL_", "HF_", "MLFLOW_ALLOW_FILE_STORE")
+
+
+@dataclass(frozen=True)
+class SweepOutcome:
+    """What a sweep left behind, and what this invocation did."""
+
+    name: str
+    out_dir: Path
+    storage: str
+    tracking_uri: str
+    parent_run_id: str
+    completed: int
+    failed: int
+    pareto_keys: list[str]
+    hypervolume: float
+    launched: list[str]
+    wall_time_s: float
+    plan: ResourcePlan | None = None
+    trial_times: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def run_sweep(
+    name_or_path: str | Path,
+    *,
+    address: str | None = None,
+    resume: bool = False,
+    tracking_uri: str | None = None,
+    storage: str | None = None,
+    out_root: str | Path = "runs",
+    ray_storage: str | None = None,
+    num_cpus: int | None = None,
+    show_worker_logs: bool = False,
+    console: Console | None = None,
+) -> SweepOutcome:
+    """Run (or with `resume`, finish) the sweep `name_or_path` (a name in search_spaces/ or a YAML path).
+
+    address: a running Ray cluster ("auto", "ray://...", "HOST:PORT"); None starts a local Ray.
+    tracking_uri: MLflow store; default sqlite `OUT_ROOT/NAME/mlflow.db`, artifacts beside it.
+    storage: Optuna storage URL; default sqlite `OUT_ROOT/NAME/optuna.db`.
+    ray_storage: where Ray Tune/Train keep state and stage checkpoints; default `OUT_ROOT/NAME/ray`.
+        On a multi-node cluster this must be shared by every node (s3://..., NFS).
+    num_cpus: CPUs of a local Ray (default: all).
+    Raises `ConfigError` (one line naming the file and key) before creating anything.
+    """
+    started = time.perf_counter()
+    console = console or Console()
+    space = load_space(name_or_path)
+    out_dir = (Path(out_root) / space.name).resolve()
+    own_tracking = tracking_uri is None
+    storage = storage or f"sqlite:///{out_dir / 'optuna.db'}"
+    tracking_uri = tracking_uri or f"sqlite:///{out_dir / 'mlflow.db'}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(out_dir / ".driver.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise ConfigError(f"{out_dir}: another driver is running sweep {space.name!r} (lock {lock.lock_file})") from None
+    try:
+        return _run(
+            space,
+            out_dir=out_dir,
+            storage=storage,
+            tracking_uri=tracking_uri,
+            artifact_root=out_dir / "mlartifacts" if own_tracking else None,
+            ray_storage=ray_storage or str(out_dir / "ray"),
+            address=address,
+            resume=resume,
+            num_cpus=num_cpus,
+            show_worker_logs=show_worker_logs,
+            console=console,
+            started=started,
+        )
+    finally:
+        lock.release()
+
+
+def _run(space: SearchSpace, *, out_dir: Path, storage: str, tracking_uri: str, artifact_root: Path | None,
+         ray_storage: str, address: str | None, resume: bool, num_cpus: int | None, show_worker_logs: bool,
+         console: Console, started: float) -> SweepOutcome:
+    # Heavy imports only now that the space is known to be valid.
+    from optuna.trial import TrialState
+
+    from raycl.sweep.progress import ProgressTable
+    from raycl.sweep.redaction import redact_url
+    from raycl.sweep.study import completed_metrics, finished_trials, interrupted_trials, open_study, trial_key
+    from raycl.sweep.summary import summarize
+    from raycl.sweep.tracking import SweepTracker
+
+    study = open_study(space, storage, resume=resume)
+    interrupted = interrupted_trials(study)
+    finished = finished_trials(study)
+    to_run = max(0, space.budget.trials - len(finished))
+    tracker = SweepTracker(tracking_uri, space, artifact_root)
+    tracker.open_parent({
+        "raycl.optuna_storage": redact_url(storage),
+        "raycl.study": space.name,
+        "raycl.space_fingerprint": space.fingerprint(),
+        "raycl.sampler": space.sampler.name,
+        "raycl.seed": str(space.seed),
+        "raycl.objectives": ",".join(f"{k}:{v}" for k, v in space.objectives.items()),
+    })
+    console.print(
+        f"sweep {space.name}: {len(finished)} finished, {len(interrupted)} interrupted, {to_run} to run\n"
+        f"  optuna: {redact_url(storage)} (study {space.name})\n  mlflow: {redact_url(tracking_uri)} "
+        f"(experiment raycl-{space.name}, parent run {tracker.parent_id})",
+        highlight=False,
+    )
+    progress = ProgressTable(space, console)
+    for trial in finished:
+        state = "done" if trial.state == TrialState.COMPLETE else "failed"
+        progress.add_earlier(trial_key(trial.number), trial.params, completed_metrics(trial), state)
+    for trial in interrupted:
+        progress.add_earlier(trial_key(trial.number), trial.params, {}, "interrupted")
+
+    plan, launched, trial_times = None, [], {}
+    if to_run:
+        try:
+            plan, launched, trial_times = _launch(
+                space, study, interrupted, to_run, tracker, progress, out_dir=out_dir, ray_storage=ray_storage,
+                address=address, num_cpus=num_cpus, show_worker_logs=show_worker_logs, console=console,
+            )
+        except BaseException:
+            tracker.end_open_children("KILLED")
+            tracker.end_parent("KILLED")
+            raise
+        # Children still open belong to trials stopped mid-run (Ctrl-C); --resume reopens them.
+        tracker.end_open_children("KILLED")
+
+    complete = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.datetime_complete)
+    summary = summarize(
+        space,
+        keys=[trial_key(t.number) for t in complete],
+        metrics=[completed_metrics(t) for t in complete],
+        params=[t.params for t in complete],
+    )
+    tracker.log_frontier(summary)
+    failed = len(finished_trials(study)) - len(complete)
+    tracker.end_parent("FINISHED" if len(complete) + failed >= space.budget.trials else "KILLED")
+    reference = ", ".join(f"{name} {value:.4g}" for name, value in zip(summary.objectives, summary.reference))
+    console.print(
+        f"sweep {space.name}: {len(complete)} complete, {failed} failed; Pareto set {', '.join(summary.pareto_keys)}; "
+        f"hypervolume {summary.hypervolume:.4g} (reference: {reference}; {summary.reference_source})",
+        highlight=False,
+    )
+    return SweepOutcome(
+        name=space.name,
+        out_dir=out_dir,
+        storage=storage,
+        tracking_uri=tracking_uri,
+        parent_run_id=tracker.parent_id,
+        completed=len(complete),
+        failed=failed,
+        pareto_keys=summary.pareto_keys,
+        hypervolume=summary.hypervolume,
+        launched=launched,
+        wall_time_s=time.perf_counter() - started,
+        plan=plan,
+        trial_times=trial_times,
+    )
+
+
+def _launch(space: SearchSpace, study: Any, interrupted: list, to_run: int, tracker: Any, progress: Any, *,
+            out_dir: Path, ray_storage: str, address: str | None, num_cpus: int | None, show_worker_logs: bool,
+            console: Console) -> tuple[ResourcePlan, list[str], dict[str, dict[str, float]]]:
+    """Connect to Ray, plan, run `to_run` trials through Tune; always disconnect (and stop a local Ray)."""
+    import ray
+    from ray import tune
+    from ray.tune.logger import JsonLoggerCallback
+
+    from raycl.sweep.plan import NodeCapacity, plan_resources
+    from raycl.sweep.study import OptunaSearcher
+    from raycl.sweep.tracking import TrackingCallback
+    from raycl.sweep.trainable import TrialContext, tune_trainable
+
+    temp_dir = _connect_ray(address, num_cpus, show_worker_logs)
+    try:
+        nodes = [
+            NodeCapacity(node["NodeID"], node["Resources"].get("CPU", 0.0), node["Resources"].get("GPU", 0.0))
+            for node in ray.nodes() if node["Alive"]
+        ]
+        try:
+            plan = plan_resources(space.budget, nodes, elastic=address is not None)
+        except ValueError as error:
+            raise ConfigError(f"{space.source}: {error}") from None
+        console.print(plan.describe(to_run), highlight=False)
+
+        defaults = {} if "cpu_threads" in space.fixed.get("train", {}) else {"train.cpu_threads": plan.threads_per_worker}
+        searcher = OptunaSearcher(study, space, interrupted, defaults)
+        context = TrialContext(
+            sweep=space.name,
+            trials_dir=str(out_dir / "trials"),
+            train_storage=f"{ray_storage}/train",
+            plan=plan,
+            max_failures=space.budget.max_failures,
+        )
+        tuner = tune.Tuner(
+            tune_trainable(context),
+            tune_config=tune.TuneConfig(
+                num_samples=to_run,
+                search_alg=searcher,
+                max_concurrent_trials=plan.concurrency,
+                # The next trial reuses a finished trial's Tune actor (ray.tune and torch already
+                # imported); its Train workers are new processes either way.
+                reuse_actors=True,
+                trial_name_creator=lambda trial: trial.config["key"],
+                trial_dirname_creator=lambda trial: trial.config["key"],
+            ),
+            run_config=tune.RunConfig(
+                name=f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+                storage_path=f"{ray_storage}/tune",
+                verbose=0,
+                # Only Tune's JSON logger (the result grid reads it); CSV and TensorBoard add nothing here.
+                callbacks=[TrackingCallback(tracker), progress, JsonLoggerCallback()],
+                failure_config=tune.FailureConfig(max_failures=0),
+            ),
+        )
+        # Tune's own progress output would duplicate the live table; its default loggers give way to
+        # the JSON one above.
+        with _scoped_env({"RAY_AIR_NEW_OUTPUT": "0", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}), progress.live():
+            tuner.fit()
+        return plan, progress.launched(), progress.trial_times()
+    finally:
+        ray.shutdown()
+        if temp_dir is not None:
+            shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _scoped_env(values: dict[str, str]) -> Iterator[None]:
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _connect_ray(address: str | None, num_cpus: int | None, show_worker_logs: bool) -> str | None:
+    """Join the cluster at `address`, or start a private local Ray; returns the local Ray's temp dir."""
+    import ray
+
+    env = dict(TRAIN_ENV) | ({} if address else LOCAL_ONLY_ENV)
+    env |= {key: value for key, value in os.environ.items() if key.startswith(FORWARDED_ENV_PREFIXES) or key in env}
+    options: dict[str, Any] = {
+        "runtime_env": {"env_vars": env},
+        "log_to_driver": show_worker_logs,
+        "logging_level": logging.WARNING,
+    }
+    for name in ("ray.tune", "ray.train", "mlflow"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    if address:
+        try:
+            ray.init(address=address, **options)
+        except ConnectionError as error:
+            # Ray's own message is a page long; the usual cause on a fresh `ray start` is token auth.
+            raise ConfigError(
+                f"--address {address}: cannot connect to Ray ({str(error).splitlines()[0]}); is the cluster up, and if it "
+                "uses token auth, is RAY_AUTH_MODE=token set here as on the cluster?"
+            ) from None
+        return None
+    # A short private temp dir: Unix socket paths must stay under ~107 characters, and a cluster of
+    # our own must not become the one that another process's bare `ray.init()` attaches to.
+    temp_dir = tempfile.mkdtemp(prefix="raycl-ray-", dir="/tmp")
+    ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, _temp_dir=temp_dir, **options)
+    return temp_dir

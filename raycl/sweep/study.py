@@ -1,0 +1,159 @@
+"""The Optuna side of a sweep: the persistent study, its pinned sampler, and the Tune searcher over it.
+
+Optuna is driven by ask/tell rather than through `OptunaSearch`, so that run identity survives a
+killed driver: a trial left RUNNING by a dead driver is handed out again under the same number and
+parameters (its engine resumes from its stage checkpoints), instead of being failed and re-asked.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from ray.tune.search import Searcher
+
+from raycl.config import ConfigError
+from raycl.sweep.space import SamplerSpec, SearchSpace, is_reported_metric
+from raycl.sweep.trainable import FINAL_KEY, final_metrics
+
+FINGERPRINT_ATTR = "raycl.space_fingerprint"
+INVALID_ATTR = "raycl.invalid_config"
+_MAX_INVALID_ASKS = 100
+
+
+def trial_key(number: int) -> str:
+    """The stable name of Optuna trial `number` everywhere: out dir, Train run, MLflow tag."""
+    return f"t{number:04d}"
+
+
+def make_sampler(spec: SamplerSpec, seed: int) -> optuna.samplers.BaseSampler:
+    startup = {} if spec.n_startup_trials is None else {"n_startup_trials": spec.n_startup_trials}
+    if spec.name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, **startup)
+    if spec.name == "gp":
+        return optuna.samplers.GPSampler(seed=seed, **startup)
+    if spec.name == "nsga2":
+        population = {} if spec.population_size is None else {"population_size": spec.population_size}
+        return optuna.samplers.NSGAIISampler(seed=seed, **population)
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def storage_for(url: str) -> optuna.storages.BaseStorage:
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        # A dashboard reading the same file may hold the lock briefly; wait rather than fail.
+        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 30}})
+    return optuna.storages.RDBStorage(url)
+
+
+def open_study(space: SearchSpace, storage_url: str, *, resume: bool) -> optuna.Study:
+    """Create the study `space.name`, or load it to resume; refuse to mix two different spaces."""
+    storage = storage_for(storage_url)
+    exists = space.name in optuna.study.get_all_study_names(storage)
+    if exists and not resume:
+        raise ConfigError(f"{space.source}: study {space.name!r} already exists in {storage_url}; pass --resume to continue it")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Offset the seed by the trials already asked, so a resumed sweep does not replay the first draws.
+    previous = len(optuna.load_study(study_name=space.name, storage=storage).trials) if exists else 0
+    study = optuna.create_study(
+        study_name=space.name,
+        storage=storage,
+        directions=space.directions,
+        sampler=make_sampler(space.sampler, space.seed + previous),
+        load_if_exists=True,
+    )
+    recorded = study.user_attrs.get(FINGERPRINT_ATTR)
+    if recorded is None:
+        study.set_user_attr(FINGERPRINT_ATTR, space.fingerprint())
+        study.set_user_attr("raycl.objectives", list(space.objectives))
+    elif recorded != space.fingerprint():
+        raise ConfigError(
+            f"{space.source}: the search (objectives, constraints, parameters, fixed, sampler or seed) changed since "
+            f"study {space.name!r} started; only budget may change on --resume"
+        )
+    if [d.name.lower() for d in study.directions] != space.directions:
+        raise ConfigError(f"{space.source}: objectives: directions differ from the stored study's")
+    return study
+
+
+def interrupted_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Trials a dead driver left RUNNING; this driver holds the sweep's lock, so no one else runs them."""
+    return study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+
+
+def finished_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Trials of the budget that ran to an end (complete or failed); impossible samples excluded."""
+    finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL))
+    return [trial for trial in finished if INVALID_ATTR not in trial.user_attrs]
+
+
+class OptunaSearcher(Searcher):
+    """A Tune searcher that asks the study for parameters and tells it each trial's final objectives.
+
+    Each suggestion is `{"number", "key", "params", "trial_config"}`; interrupted trials are handed
+    out first, with their stored parameters. `defaults` (e.g. torch threads from the resource plan)
+    apply under the sampled parameters.
+    """
+
+    def __init__(
+        self, study: optuna.Study, space: SearchSpace, interrupted: list[FrozenTrial], defaults: dict[str, Any]
+    ):
+        super().__init__()
+        self._study = study
+        self._space = space
+        self._defaults = defaults
+        self._interrupted = [optuna.trial.Trial(study, frozen._trial_id) for frozen in interrupted]
+        self._live: dict[str, optuna.trial.Trial] = {}
+
+    def suggest(self, trial_id: str) -> dict[str, Any]:
+        for _ in range(_MAX_INVALID_ASKS):
+            trial = self._interrupted.pop(0) if self._interrupted else self._study.ask()
+            # Re-suggesting an interrupted trial returns its stored values (and fills any it lacks).
+            params = self._space.sample(trial)
+            try:
+                config = self._space.trial_config(self._defaults | params)
+            except ConfigError as error:
+                # Failed, but marked: an impossible sample is not a trial of the budget.
+                trial.set_user_attr(INVALID_ATTR, str(error))
+                self._study.tell(trial, state=TrialState.FAIL)
+                continue
+            self._live[trial_id] = trial
+            return {
+                "number": trial.number,
+                "key": trial_key(trial.number),
+                "params": params,
+                "trial_config": config.model_dump(mode="json"),
+            }
+        raise ConfigError(f"{self._space.source}: parameters: {_MAX_INVALID_ASKS} samples in a row gave invalid trial configs")
+
+    def save(self, checkpoint_path: str) -> None:
+        """Nothing to save: the study's storage is the searcher's state."""
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Nothing to restore: `run_sweep(resume=True)` reopens the study instead."""
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        trial = self._live.pop(trial_id, None)
+        if trial is None:
+            return
+        if error:
+            self._study.tell(trial, state=TrialState.FAIL)
+            return
+        if not result or FINAL_KEY not in result:
+            # Stopped before it finished (Ctrl-C, shutdown): stays RUNNING, and --resume continues it.
+            return
+        metrics = final_metrics(result)
+        for name, value in metrics.items():
+            trial.set_user_attr(name, value)
+        trial.set_user_attr("stage_matrix", result["stage_matrix"])
+        trial.set_user_attr("node_ids", result["node_ids"])
+        for constraint in self._space.parsed_constraints:
+            trial.set_constraint(str(constraint), constraint.value(metrics))
+        self._study.tell(trial, [metrics[name] for name in self._space.objectives])
+
+
+def completed_metrics(trial: FrozenTrial) -> dict[str, float]:
+    """The reported scalar metrics stored on a COMPLETE trial."""
+    return {name: value for name, value in trial.user_attrs.items() if is_reported_metric(name)}

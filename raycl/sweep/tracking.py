@@ -1,0 +1,183 @@
+"""MLflow records of a sweep: one parent run, one child run per trial, the frontier on the parent.
+
+Run identity is ours, not MLflow's: the parent is found by its `raycl.sweep` tag and a child by its
+`raycl.trial_id` tag before anything is created, so a resumed sweep reopens its runs instead of
+opening duplicates (MLflowLoggerCallback does open duplicates on restore, PROBES.md). All writes
+happen in the driver, through `MlflowClient`, so workers need no access to the tracking store.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+from ray.tune import Callback
+
+from raycl.sweep.redaction import loggable_params
+from raycl.sweep.space import SearchSpace
+from raycl.sweep.summary import FrontierSummary, frontier_csv, hypervolume_record, plot_frontier, plot_hypervolume
+from raycl.sweep.trainable import FINAL_KEY, final_metrics
+
+PARENT_TAG, TRIAL_TAG, FINAL_TAG, PARETO_TAG = "raycl.sweep", "raycl.trial_id", "raycl.final_logged", "raycl.pareto"
+EVAL_PREFIX = "eval/"
+
+
+class SweepTracker:
+    """Get-or-create runs by tag and log to them; every method is safe to repeat after a restart."""
+
+    def __init__(self, tracking_uri: str, space: SearchSpace, artifact_root: Path | None):
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.space = space
+        experiment_name = f"raycl-{space.name}"
+        experiment = self.client.get_experiment_by_name(experiment_name)
+        if experiment is None:
+            location = artifact_root.resolve().as_uri() if artifact_root else None
+            self.experiment_id = self.client.create_experiment(experiment_name, artifact_location=location)
+        else:
+            self.experiment_id = experiment.experiment_id
+        self.parent_id = ""
+        self._children: dict[str, str] = {}
+        self._last_step: dict[str, int] = {}
+
+    def _find(self, filter_string: str) -> str | None:
+        runs = self.client.search_runs([self.experiment_id], filter_string=filter_string, max_results=2)
+        if len(runs) > 1:
+            raise RuntimeError(f"MLflow holds two runs matching {filter_string}")
+        return runs[0].info.run_id if runs else None
+
+    def open_parent(self, tags: dict[str, str]) -> str:
+        """The sweep's parent run (created once), set RUNNING."""
+        found = self._find(f"tags.`{PARENT_TAG}` = '{self.space.name}' and tags.`raycl.role` = 'parent'")
+        if found is None:
+            found = self.client.create_run(
+                self.experiment_id,
+                run_name=self.space.name,
+                tags={PARENT_TAG: self.space.name, "raycl.role": "parent"} | tags,
+            ).info.run_id
+            self.client.log_text(found, Path(self.space.source).read_text(), "search_space.yaml")
+        else:
+            self.client.update_run(found, status="RUNNING")
+            self.client.log_batch(found, tags=[RunTag(key, value) for key, value in tags.items()])
+        self.parent_id = found
+        return found
+
+    def child(self, key: str) -> str | None:
+        if key not in self._children:
+            found = self._find(f"tags.`{TRIAL_TAG}` = '{key}' and tags.`mlflow.parentRunId` = '{self.parent_id}'")
+            if found is None:
+                return None
+            self._children[key] = found
+        return self._children[key]
+
+    def open_child(self, config: dict[str, Any]) -> str:
+        """The trial's child run: created with its params on first start, reopened on a resume."""
+        key = config["key"]
+        run_id = self.child(key)
+        if run_id is None:
+            run_id = self.client.create_run(
+                self.experiment_id,
+                run_name=key,
+                tags={
+                    "mlflow.parentRunId": self.parent_id,
+                    TRIAL_TAG: key,
+                    PARENT_TAG: self.space.name,
+                    "raycl.optuna_number": str(config["number"]),
+                    "raycl.searched": ",".join(config["params"]),
+                },
+            ).info.run_id
+            params = loggable_params(config["trial_config"])
+            self.client.log_batch(run_id, params=[Param(name, value) for name, value in params.items()])
+            self.client.log_dict(run_id, config["trial_config"], "trial_config.json")
+            self._children[key] = run_id
+            self._last_step[key] = -1
+        else:
+            self.client.update_run(run_id, status="RUNNING")
+            history = self.client.get_metric_history(run_id, f"{EVAL_PREFIX}new_loss")
+            self._last_step[key] = max((metric.step for metric in history), default=-1)
+        return run_id
+
+    def log_eval(self, key: str, result: dict[str, Any]) -> None:
+        """One evaluation's metrics as curves; steps already logged (before a resume) are skipped."""
+        step = int(result["step"])
+        if step <= self._last_step.get(key, -1):
+            return
+        now = int(time.time() * 1000)
+        names = ("stage", "new_loss", "base_loss", "learning", "forgetting", "full_eval")
+        metrics = [Metric(f"{EVAL_PREFIX}{name}", float(result[name]), now, step) for name in names if name in result]
+        self.client.log_batch(self.child(key), metrics=metrics)
+        self._last_step[key] = step
+
+    def log_final(self, key: str, result: dict[str, Any]) -> None:
+        """Final objectives and metrics, the stage matrix, and where the workers ran (once per trial)."""
+        run_id = self.child(key)
+        if self.client.get_run(run_id).data.tags.get(FINAL_TAG) != "true":
+            now = int(time.time() * 1000)
+            metrics = [Metric(name, value, now, 0) for name, value in final_metrics(result).items()]
+            self.client.log_batch(run_id, metrics=metrics, tags=[RunTag("raycl.node_ids", ",".join(result["node_ids"]))])
+            matrix = {name: result[name] for name in ("stage_names", "stage_matrix", "retention_losses", "stage_forgetting")}
+            self.client.log_dict(run_id, matrix, "stage_matrix.json")
+            self.client.set_tag(run_id, FINAL_TAG, "true")
+        self.client.set_terminated(run_id, status="FINISHED")
+
+    def end_child(self, key: str, status: str) -> None:
+        run_id = self.child(key)
+        if run_id is not None:
+            self.client.set_terminated(run_id, status=status)
+
+    def end_open_children(self, status: str) -> None:
+        for key, run_id in self._children.items():
+            if self.client.get_run(run_id).info.status == "RUNNING":
+                self.end_child(key, status)
+
+    def log_frontier(self, summary: FrontierSummary) -> None:
+        """Pareto tags on every child; on the parent the frontier (table, plot) and the hypervolume history."""
+        for key, on_front, feasible in zip(summary.keys, summary.pareto, summary.feasible):
+            run_id = self.child(key)
+            if run_id is not None:
+                tags = [RunTag(PARETO_TAG, str(on_front).lower()), RunTag("raycl.feasible", str(feasible).lower())]
+                self.client.log_batch(run_id, tags=tags)
+        parent = self.parent_id
+        self.client.log_text(parent, frontier_csv(summary, pareto_only=True), "pareto/frontier.csv")
+        self.client.log_text(parent, frontier_csv(summary, pareto_only=False), "pareto/trials.csv")
+        self.client.log_dict(parent, hypervolume_record(summary), "pareto/hypervolume.json")
+        if summary.keys:
+            self.client.log_figure(parent, plot_frontier(summary), "pareto/frontier.png")
+            self.client.log_figure(parent, plot_hypervolume(summary), "pareto/hypervolume.png")
+        tags = [
+            RunTag("raycl.pareto_trials", ",".join(summary.pareto_keys)),
+            RunTag("raycl.hv_reference", ",".join(f"{n}={v:.6g}" for n, v in zip(summary.objectives, summary.reference))),
+        ]
+        # One point per summary, at the number of complete trials: the whole history lives in the
+        # artifact, because a resumed sweep's default reference moves and old points cannot be redrawn.
+        steps = {metric.step for metric in self.client.get_metric_history(parent, "hypervolume")}
+        point = [] if len(summary.keys) in steps else [Metric("hypervolume", summary.hypervolume, int(time.time() * 1000), len(summary.keys))]
+        self.client.log_batch(parent, metrics=point, tags=tags)
+
+    def end_parent(self, status: str) -> None:
+        self.client.set_terminated(self.parent_id, status=status)
+
+
+class TrackingCallback(Callback):
+    """Forwards Tune's trial events to the tracker (driver side)."""
+
+    def __init__(self, tracker: SweepTracker):
+        self.tracker = tracker
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.tracker.open_child(trial.config)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        key = trial.config["key"]
+        if FINAL_KEY in result:
+            # Logged here, before Tune tells Optuna in on_trial_complete: a COMPLETE study trial
+            # always has its finished child run.
+            self.tracker.log_final(key, result)
+        elif "step" in result:
+            self.tracker.log_eval(key, result)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.tracker.end_child(trial.config["key"], "FAILED")
+

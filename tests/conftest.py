@@ -1,0 +1,37 @@
+"""Fixtures shared by every test: one offline-world cache per session, and the GPU marker's skip."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def raycl_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """RAYCL_CACHE for the whole session, so the world and base models are built once and shared.
+
+    Set RAYCL_TEST_CACHE to a directory to keep the cache between sessions (it is never deleted).
+    Ray workers started by the tests inherit the variable.
+    """
+    path = Path(os.environ.get("RAYCL_TEST_CACHE") or tmp_path_factory.mktemp("raycl-cache"))
+    previous = os.environ.get("RAYCL_CACHE")
+    os.environ["RAYCL_CACHE"] = str(path)
+    yield path
+    if previous is None:
+        os.environ.pop("RAYCL_CACHE", None)
+    else:
+        os.environ["RAYCL_CACHE"] = previous
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    gpu_items = [item for item in items if "gpu" in item.keywords]
+    if not gpu_items:
+        return
+    import torch  # only when a GPU test was collected: importing torch costs seconds
+
+    if not torch.cuda.is_available():
+        skip = pytest.mark.skip(reason="needs a CUDA device")
+        for item in gpu_items:
+            item.add_marker(skip)

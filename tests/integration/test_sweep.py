@@ -1,0 +1,200 @@
+"""End-to-end sweeps on a real two-node Ray cluster (head + 1 node, one CPU each, on this machine).
+
+Real engine trials on the tiny offline world, a real Optuna sqlite study and a real MLflow sqlite
+store; the assertions are on what the sweep leaves behind. The second test kills the driver mid-sweep
+and resumes it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from raycl.analysis.pareto import pareto_mask
+from raycl.sweep import SweepOutcome, run_sweep
+from raycl.sweep.space import SHIPPED_DIR
+
+pytestmark = pytest.mark.slow
+
+DRIVER = "import sys; from raycl.sweep import run_sweep; run_sweep(sys.argv[1], address=sys.argv[2], out_root=sys.argv[3])"
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[object]:
+    """Head and one worker node with one CPU each: two concurrent 1-worker trials must use both."""
+    from ray.cluster_utils import Cluster
+
+    # A private, short Ray temp dir: Unix socket paths stay short, and the address file this test
+    # cluster writes is not the one other Ray users on the machine read.
+    temp_dir = tempfile.mkdtemp(prefix="rcl-", dir="/tmp")
+    previous = os.environ.get("RAY_TMPDIR")
+    os.environ["RAY_TMPDIR"] = temp_dir
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    try:
+        cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        yield cluster
+    finally:
+        cluster.shutdown()
+        if previous is None:
+            os.environ.pop("RAY_TMPDIR", None)
+        else:
+            os.environ["RAY_TMPDIR"] = previous
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def node_ids(cluster) -> set[str]:
+    return {node.node_id for node in [cluster.head_node, *cluster.worker_nodes]}
+
+
+def mlflow_runs(outcome: SweepOutcome):
+    client = MlflowClient(tracking_uri=outcome.tracking_uri)
+    experiment = client.get_experiment_by_name(f"raycl-{outcome.name}")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    parents = [run for run in runs if run.data.tags.get("raycl.role") == "parent"]
+    children = [run for run in runs if "mlflow.parentRunId" in run.data.tags]
+    return client, parents, children
+
+
+def assert_sweep_complete(outcome: SweepOutcome, trials: int, tmp_path: Path, stages: int = 2, steps_per_stage: int = 10) -> list:
+    """One parent, one child per trial, a Pareto set that the children's metrics reproduce, a full study."""
+    study = optuna.load_study(study_name=outcome.name, storage=outcome.storage)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * trials
+    assert outcome.completed == trials and outcome.failed == 0
+
+    client, parents, children = mlflow_runs(outcome)
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent.info.run_id == outcome.parent_run_id and parent.info.status == "FINISHED"
+    keys = [child.data.tags["raycl.trial_id"] for child in children]
+    assert sorted(keys) == [f"t{i:04d}" for i in range(trials)]  # exactly one child per trial
+    assert {child.data.tags["mlflow.parentRunId"] for child in children} == {parent.info.run_id}
+    assert {child.info.status for child in children} == {"FINISHED"}
+
+    values = np.array([[child.data.metrics["learning"], child.data.metrics["forgetting"]] for child in children])
+    recomputed = {key for key, on_front in zip(keys, pareto_mask(values, ["maximize", "minimize"])) if on_front}
+    assert recomputed == set(parent.data.tags["raycl.pareto_trials"].split(","))
+    assert recomputed == {key for key, child in zip(keys, children) if child.data.tags["raycl.pareto"] == "true"}
+    assert recomputed == set(outcome.pareto_keys) == {f"t{t.number:04d}" for t in study.best_trials}
+
+    artifacts = {item.path for item in client.list_artifacts(parent.info.run_id, "pareto")}
+    assert artifacts == {
+        "pareto/frontier.csv", "pareto/trials.csv", "pareto/frontier.png", "pareto/hypervolume.json", "pareto/hypervolume.png"
+    }
+    record = json.loads(Path(client.download_artifacts(parent.info.run_id, "pareto/hypervolume.json", str(tmp_path))).read_text())
+    assert len(record["history"]) == trials and len(record["reference"]) == 2
+    assert all(a <= b for a, b in itertools.pairwise(record["history"]))
+    assert record["history"][-1] == pytest.approx(parent.data.metrics["hypervolume"])
+    assert parent.data.tags["raycl.hv_reference"].count("=") == 2
+
+    for child in children:
+        run_id = child.info.run_id
+        # One evaluation curve point per stage end, none logged twice (also across a resume).
+        expected_steps = [steps_per_stage * (stage + 1) for stage in range(stages)]
+        assert [m.step for m in client.get_metric_history(run_id, "eval/new_loss")] == expected_steps
+        assert child.data.params["train.lr"] and child.data.params["model.name"] == "raycl-tiny-s"
+        matrix = json.loads(Path(client.download_artifacts(run_id, "stage_matrix.json", str(tmp_path / run_id))).read_text())
+        assert len(matrix["stage_matrix"]) == stages + 1  # before training, then after each stage
+    return children
+
+
+def test_smoke_sweep_runs_on_both_nodes_and_records_everything(cluster, tmp_path: Path) -> None:
+    outcome = run_sweep("smoke", address=cluster.address, out_root=tmp_path / "runs")
+
+    assert outcome.plan.concurrency == 2 and outcome.plan.cpus_per_worker == 0.98
+    assert outcome.launched == ["t0000", "t0001", "t0002", "t0003"]
+    assert set(outcome.trial_times) == set(outcome.launched)
+    children = assert_sweep_complete(outcome, trials=4, tmp_path=tmp_path)
+    placed = {node for child in children for node in child.data.tags["raycl.node_ids"].split(",")}
+    assert placed == node_ids(cluster)
+    assert (tmp_path / "runs" / "smoke" / "optuna.db").is_file()
+    assert sorted(p.name for p in (tmp_path / "runs" / "smoke" / "trials").iterdir()) == outcome.launched
+
+
+def wait_for(predicate, driver: subprocess.Popen, log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if driver.poll() is not None:
+            pytest.fail(f"driver exited early ({driver.returncode}):\n{log.read_text()[-3000:]}")
+        if predicate():
+            return
+        time.sleep(0.5)
+    pytest.fail(f"timed out; driver log:\n{log.read_text()[-3000:]}")
+
+
+def test_resume_after_the_driver_was_killed(cluster, tmp_path: Path) -> None:
+    space = yaml.safe_load((SHIPPED_DIR / "smoke.yaml").read_text())
+    space["budget"]["trials"] = 3
+    # Three longer stages leave a window in which a running trial has a stage checkpoint in Ray's storage.
+    space["fixed"]["world"]["num_stages"] = 3
+    space["fixed"]["train"]["steps_per_stage"] = 30
+    path = tmp_path / "resumable.yaml"
+    path.write_text(yaml.safe_dump(space, sort_keys=False))
+    out_root = tmp_path / "runs"
+    sweep_dir = out_root / "resumable"
+    storage = f"sqlite:///{sweep_dir / 'optuna.db'}"
+    log = tmp_path / "driver.log"
+
+    def trials(state: TrialState) -> list:
+        if "sweep resumable:" not in log.read_text():  # printed once the driver has opened the study
+            return []
+        return optuna.load_study(study_name="resumable", storage=storage).get_trials(states=(state,))
+
+    def ray_checkpoint_stage(key: str) -> int:
+        """Stages done by the newest stage checkpoint Ray Train registered for trial `key` (0 if none)."""
+        run_dir = sweep_dir / "ray" / "train" / f"resumable-{key}"
+        snapshot = run_dir / "checkpoint_manager_snapshot.json"
+        registered = snapshot.read_text() if snapshot.exists() else ""
+        stages = [int(d.name.removeprefix("stage_")) + 1 for d in run_dir.glob("stage_*") if d.name in registered]
+        return max(stages, default=0)
+
+    def one_finished_and_one_checkpointed() -> bool:
+        finished = trials(TrialState.COMPLETE)
+        return bool(finished) and any(ray_checkpoint_stage(f"t{t.number:04d}") for t in trials(TrialState.RUNNING))
+
+    with log.open("w") as output:
+        driver = subprocess.Popen(
+            [sys.executable, "-c", DRIVER, str(path), cluster.address, str(out_root)], stdout=output, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_for(one_finished_and_one_checkpointed, driver, log, timeout=300)
+    finally:
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+    finished_before = {t.number: (t.values, t.datetime_complete) for t in trials(TrialState.COMPLETE)}
+    interrupted = {f"t{t.number:04d}" for t in trials(TrialState.RUNNING)}
+    # As if the interrupted trials resumed on other machines: their engine checkpoints are gone, so
+    # the stage checkpoint each registered with Ray Train must come back from Ray's storage.
+    expected_stage = {key: ray_checkpoint_stage(key) for key in interrupted}
+    assert any(expected_stage.values())
+    for key in interrupted:
+        shutil.rmtree(sweep_dir / "trials" / key / "checkpoints", ignore_errors=True)
+
+    outcome = run_sweep(path, address=cluster.address, out_root=out_root, resume=True)
+
+    assert_sweep_complete(outcome, trials=3, tmp_path=tmp_path, stages=3, steps_per_stage=30)
+    study = optuna.load_study(study_name="resumable", storage=storage)
+    for number, (values, completed_at) in finished_before.items():
+        assert (study.trials[number].values, study.trials[number].datetime_complete) == (values, completed_at)
+    # Finished trials were not run again; interrupted ones continued under their own numbers, from
+    # the stage they had reached.
+    assert not set(outcome.launched) & {f"t{n:04d}" for n in finished_before}
+    assert interrupted <= set(outcome.launched)
+    for key, stage in expected_stage.items():
+        assert json.loads((sweep_dir / "trials" / key / "result.json").read_text())["resumed_after_stage"] == stage

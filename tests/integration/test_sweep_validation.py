@@ -1,0 +1,95 @@
+"""A malformed search space stops `run_sweep` within seconds, in one line, leaving nothing behind."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from raycl.config import ConfigError
+from raycl.sweep import run_sweep
+from raycl.sweep.space import SHIPPED_DIR
+
+MALFORMED = {
+    "unknown_key": (lambda s: s["budget"].update(concurrncy=2), "budget.concurrncy: unknown key"),
+    "empty_range": (lambda s: s["parameters"]["train.lr"].update(high=1.0e-3), "parameters.train.lr.high: empty range"),
+    "missing_condition": (
+        lambda s: s["parameters"]["method.lora_rank"].update(when={"method.nam": "lora"}),
+        "parameters.method.lora_rank.when.method.nam: condition on a parameter that is not searched",
+    ),
+}
+
+
+def malformed_space(tmp_path: Path, case: str) -> Path:
+    space = yaml.safe_load((SHIPPED_DIR / "smoke.yaml").read_text())
+    MALFORMED[case][0](space)
+    path = tmp_path / f"{case}.yaml"
+    path.write_text(yaml.safe_dump(space, sort_keys=False))
+    return path
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_malformed_space_creates_no_study_and_no_run(tmp_path: Path, case: str) -> None:
+    path = malformed_space(tmp_path, case)
+    out_root = tmp_path / "runs"
+    with pytest.raises(ConfigError) as caught:
+        run_sweep(path, out_root=out_root)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: {MALFORMED[case][1]}")
+    assert "\n" not in message
+    assert not out_root.exists()  # no optuna.db, no mlflow.db, no Ray storage
+    assert not list(Path.cwd().glob("mlruns")) and not (Path.cwd() / "mlflow.db").exists()
+
+
+def test_malformed_space_fails_in_a_fresh_process_within_five_seconds(tmp_path: Path) -> None:
+    path = malformed_space(tmp_path, "empty_range")
+    script = (
+        "import sys\n"
+        "from raycl.config import ConfigError\n"
+        "from raycl.sweep import run_sweep\n"
+        "try:\n"
+        f"    run_sweep({str(path)!r}, out_root={str(tmp_path / 'runs')!r})\n"
+        "except ConfigError as error:\n"
+        "    print(error)\n"
+        "    print(sorted(m for m in ('ray', 'mlflow', 'optuna', 'torch') if m in sys.modules))\n"
+    )
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=60)
+    elapsed = time.perf_counter() - started
+    assert done.returncode == 0, done.stderr
+    error_line, heavy_modules = done.stdout.strip().splitlines()
+    assert error_line.startswith(f"{path}: parameters.train.lr.high: empty range")
+    assert heavy_modules == "[]"  # validation ran before Ray, MLflow, Optuna or torch were imported
+    assert elapsed < 5.0
+    assert not (tmp_path / "runs").exists()
+
+
+def test_cli_validate_checks_every_shipped_space_and_rejects_a_bad_one(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from raycl.cli import app
+
+    runner = CliRunner()
+    shipped = runner.invoke(app, ["validate"])
+    assert shipped.exit_code == 0, shipped.output
+    assert {line.split("/")[-1] for line in shipped.output.splitlines()} >= {"smoke.yaml", "methods.yaml", "scaling_laws.yaml"}
+    bad = malformed_space(tmp_path, "unknown_key")
+    rejected = runner.invoke(app, ["validate", str(bad)])
+    assert rejected.exit_code == 2
+    assert "budget.concurrncy: unknown key" in rejected.output
+
+
+def test_cli_sweep_reports_a_malformed_space_in_one_line(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from raycl.cli import app
+
+    bad = malformed_space(tmp_path, "missing_condition")
+    result = CliRunner().invoke(app, ["sweep", str(bad), "--out-root", str(tmp_path / "runs")])
+    assert result.exit_code == 2
+    assert result.output.startswith("error: ") and str(bad) in result.output
+    assert not (tmp_path / "runs").exists()
