@@ -41,6 +41,8 @@ REPORTED_METRICS = (
     "num_params",
     "wall_time_s",
     "replay_generation_fraction",
+    "train_tokens",
+    "new_tokens",
 )
 # Benchmark scores and retention deltas: bench_<task>, bench_<task>_delta (points), bench_max_drop.
 BENCHMARK_PREFIX = "bench_"

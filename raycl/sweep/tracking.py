@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
 from raycl.sweep.redaction import loggable_params
-from raycl.sweep.space import SearchSpace
+from raycl.sweep.space import BENCHMARK_PREFIX, SearchSpace
 from raycl.sweep.summary import FrontierSummary, frontier_csv, hypervolume_record, plot_frontier, plot_hypervolume
 from raycl.sweep.trainable import FINAL_KEY, final_metrics
 
@@ -106,6 +106,8 @@ class SweepTracker:
             return
         now = int(time.time() * 1000)
         names = ("stage", "new_loss", "base_loss", "learning", "forgetting", "full_eval")
+        # Benchmark scores arrive with the full evaluations at stage ends.
+        names += tuple(name for name in result if name.startswith(BENCHMARK_PREFIX))
         metrics = [Metric(f"{EVAL_PREFIX}{name}", float(result[name]), now, step) for name in names if name in result]
         self.client.log_batch(self.child(key), metrics=metrics)
         self._last_step[key] = step

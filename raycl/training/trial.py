@@ -166,6 +166,7 @@ def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) 
             "benchmarks": [scores],
             "curves": [],
             "train_tokens": 0,
+            "new_tokens": 0,
             "train_time_s": 0.0,
             "eval_time_s": time.perf_counter() - eval_started,
             "stage_time_s": [],
@@ -232,6 +233,7 @@ def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) 
                 optimizer.zero_grad(set_to_none=True)
                 progress["step"] += 1
                 progress["train_tokens"] += batch.numel() * world_size
+                progress["new_tokens"] += new.numel() * world_size
                 progress["train_time_s"] += time.perf_counter() - step_started
                 if replay is not None:
                     progress["replay_generation_s"] = resumed_generation_s + replay.generation_time_s
@@ -296,6 +298,7 @@ def summarize(progress: dict[str, Any], config: TrialConfig, stream: Stream) -> 
         "average_final_loss": metrics.average_final_loss(matrix),
         "tokens_per_s": progress["train_tokens"] / progress["train_time_s"],
         "train_tokens": progress["train_tokens"],
+        "new_tokens": progress["new_tokens"],
         "train_time_s": progress["train_time_s"],
         "eval_time_s": progress["eval_time_s"],
         "eval_time_fraction": progress["eval_time_s"] / progress["elapsed_s"],
