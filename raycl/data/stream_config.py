@@ -9,13 +9,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from raycl.data.formats import DataError, Format
 
 LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet", ".txt")
 LossOn = Literal["all", "assistant"]
 
+
+
+def _absolute_path(path: str) -> str:
+    """`path` made absolute against the working directory where the config is read: a sweep's
+    trials run in directories of their own, where a relative path would point elsewhere."""
+    return str(Path(path).expanduser().absolute())
 
 class StrictModel(BaseModel):
     """As `raycl.config.StrictModel`: unknown keys are errors, values are frozen."""
@@ -27,6 +33,11 @@ class DataSourceConfig(StrictModel):
     """Where a dataset comes from and how to read it: a local file or a `datasets` hub name."""
 
     path: str | None = Field(None, description="local .jsonl/.json/.parquet/.txt file, relative to the working directory")
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, path: str | None) -> str | None:
+        return _absolute_path(path) if path is not None else None
     hub: str | None = Field(None, description="`datasets` hub name, e.g. lmsys/lmsys-chat-1m")
     subset: str | None = Field(None, description="hub config name, e.g. `en` for allenai/c4")
     split: str = "train"
@@ -57,6 +68,11 @@ class ReplayCorpusConfig(StrictModel):
     """Documents of the original (pretraining) distribution: the replay source and the retention probe."""
 
     paths: tuple[str, ...] = Field((), description="local files or directories of them (.txt, .jsonl, .json, .parquet)")
+
+    @field_validator("paths")
+    @classmethod
+    def _absolute(cls, paths: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(map(_absolute_path, paths))
     hub: str | None = Field(None, description="`datasets` hub name, e.g. allenai/c4, monology/pile-uncopyrighted")
     subset: str | None = None
     split: str = "train"
