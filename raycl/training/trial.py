@@ -139,6 +139,21 @@ def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) 
 
         return [loss(stage.heldout, stage.heldout_labels) for stage in stream.stages], loss(stream.retention)
 
+    def step_loss(new: torch.Tensor, new_labels: torch.Tensor, old: torch.Tensor, old_labels: torch.Tensor) -> torch.Tensor:
+        """One forward over new and replay rows: next-token loss on both, or on the new rows with
+        KL to the base on the replay rows; plus the EWC penalty."""
+        logits = train_model(input_ids=torch.cat([new, old])).logits
+        if config.replay.loss == "kl" and len(old):
+            with torch.no_grad():
+                base_logits = frozen_base(input_ids=old).logits
+            kl = kl_to_base(logits[len(new) :], base_logits, old_labels)
+            loss = next_token_loss(logits[: len(new)], new_labels) + config.replay.kl_weight * kl
+        else:
+            loss = next_token_loss(logits, torch.cat([new_labels, old_labels]))
+        if ewc is not None:
+            loss = loss + config.ewc.weight * ewc.penalty()
+        return loss
+
     bench = config.eval.benchmarks
     task_dir = prepare_task_dir(world, bench, out_dir / "benchmarks", tokenizer) if bench.tasks and rank == 0 else None
     if task_dir:
@@ -151,9 +166,10 @@ def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) 
     checkpoint = latest_checkpoint(out_dir)
     if checkpoint is not None:
         progress = load_checkpoint(checkpoint, model, optimizer)
-        resumed_after_stage = progress["stages_done"]
-        resumed_generation_s = progress["replay_generation_s"]
-        resumed_elapsed_s = progress["elapsed_s"]
+        # The clocks go on from where the checkpoint left them.
+        started -= progress["elapsed_s"]
+        if replay is not None:
+            replay.generation_time_s = progress["replay_generation_s"]
     else:
         eval_started = time.perf_counter()
         row, retention = evaluate(None)
@@ -174,9 +190,7 @@ def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) 
             "elapsed_s": 0.0,
             "config": config.model_dump(mode="json"),
         }
-        resumed_after_stage = 0
-        resumed_generation_s = 0.0
-        resumed_elapsed_s = 0.0
+    resumed_after_stage = progress["stages_done"]
 
     def report_eval(full: bool, checkpoint_dir: Path | None = None) -> None:
         row, retention = progress["stage_matrix"][-1], progress["retention_losses"][-1]
@@ -211,32 +225,21 @@ def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) 
                 new_rows, stage_seed = config.train.batch_size - replay_rows, config.train.seed + stage_index
                 new = batch_at(stage.train_blocks, new_rows, local_step, stage_seed)[rank::world_size]
                 new_labels = batch_at(stage.train_labels, new_rows, local_step, stage_seed)[rank::world_size]
-                old_ids = old_labels = new[:0]
+                old, old_labels = new[:0], new_labels[:0]
                 if replay is not None:
-                    old_ids, old_labels = replay.batch(progress["step"], replay_rows, config.train.seq_len)
-                    old_ids, old_labels = old_ids[rank::world_size], old_labels[rank::world_size]
-                batch = torch.cat([new, old_ids]).to(device)
+                    old, old_labels = (t[rank::world_size] for t in replay.batch(progress["step"], replay_rows, config.train.seq_len))
                 with autocast:
-                    logits = train_model(input_ids=batch).logits
-                    if config.replay.loss == "kl" and len(old_ids):
-                        with torch.no_grad():
-                            base_logits = frozen_base(input_ids=batch[len(new) :]).logits
-                        kl = kl_to_base(logits[len(new) :], base_logits, old_labels.to(device))
-                        loss = next_token_loss(logits[: len(new)], new_labels.to(device)) + config.replay.kl_weight * kl
-                    else:
-                        loss = next_token_loss(logits, torch.cat([new_labels, old_labels]).to(device))
-                    if ewc is not None:
-                        loss = loss + config.ewc.weight * ewc.penalty()
+                    loss = step_loss(new.to(device), new_labels.to(device), old.to(device), old_labels.to(device))
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.grad_clip)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 progress["step"] += 1
-                progress["train_tokens"] += batch.numel() * world_size
+                progress["train_tokens"] += (new.numel() + old.numel()) * world_size
                 progress["new_tokens"] += new.numel() * world_size
                 progress["train_time_s"] += time.perf_counter() - step_started
                 if replay is not None:
-                    progress["replay_generation_s"] = resumed_generation_s + replay.generation_time_s
+                    progress["replay_generation_s"] = replay.generation_time_s
                 bar.update(task, advance=1, description=f"stage {stage_index + 1}/{len(stages)} {stage.name} loss {loss.item():.3f}")
 
                 every = config.eval.every_steps
@@ -258,13 +261,13 @@ def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) 
             progress["retention_losses"].append(retention)
             progress["stages_done"] = stage_index + 1
             progress["stage_time_s"].append(time.perf_counter() - stage_started)
-            progress["elapsed_s"] = resumed_elapsed_s + time.perf_counter() - started
+            progress["elapsed_s"] = time.perf_counter() - started
             checkpoint_dir = None
             if rank == 0:
                 checkpoint_dir = save_checkpoint(stage_checkpoint_dir(out_dir, stage_index), model, optimizer, progress)
             report_eval(full=True, checkpoint_dir=checkpoint_dir)
 
-    progress["elapsed_s"] = resumed_elapsed_s + time.perf_counter() - started
+    progress["elapsed_s"] = time.perf_counter() - started
     result = summarize(progress, config, stream)
     drift = metrics.weight_drift(initial_weights, effective_weights(model))
     result |= {
