@@ -1,4 +1,5 @@
-"""Fixtures shared by every test: one offline-world cache per session, and the GPU marker's skip."""
+"""Fixtures shared by every test: one offline-world cache per session, one torch thread, and the GPU
+marker's skip."""
 
 from __future__ import annotations
 
@@ -23,6 +24,18 @@ def raycl_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
         os.environ.pop("RAYCL_CACHE", None)
     else:
         os.environ["RAYCL_CACHE"] = previous
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_thread() -> None:
+    """Tiny models run fastest on one thread; two on a shared 2-core box ran many times slower
+    (PROBES.md). Trials set their own `train.cpu_threads`; this covers code the tests drive directly."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

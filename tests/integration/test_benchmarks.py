@@ -34,15 +34,6 @@ REAL_FILES = {
 needs_shared = pytest.mark.skipif(not SHARED_EVAL.is_dir(), reason="no /work/shared/data/eval on this machine")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """A default trial trains on one thread; timings below are compared with its steps."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def train_steps(model, blocks: torch.Tensor, steps: int, lr: float) -> float:
     """Plain AdamW on a stage's blocks (batch 16 x 128, as a default trial); seconds per step."""
     model.train()

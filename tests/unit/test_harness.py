@@ -36,15 +36,6 @@ from raycl.world.offline import World, load_world
 STAGE_TASKS = ["raycl_acquisition_astronomy", "raycl_acquisition_cuisine", "raycl_acquisition_zoology"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; two on a shared 2-core box ran 50x slower (PROBES.md)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def world() -> World:
     return load_world(WorldConfig())
