@@ -91,7 +91,8 @@ def main() -> None:
     table = [
         [row["method"], f"{row['learning']:.3f}", f"{row['forgetting']:+.3f}",
          f"{row['optimizer_state_bytes'] / 2**10:,.0f} KiB", f"{row['state_vs_full']:.2f}",
-         f"{row['trainable_params']:,}", f"{row['tokens_per_s']:,.0f}", f"{row['speed_vs_full']:.2f}"]
+         f"{row['trainable_params']:,}", f"{row['tokens_per_s']:,.0f}", f"{row['speed_vs_full']:.2f}",
+         f"{row['eval_time_fraction']:.1%}"]
         for row in rows
     ]
     print(write_report(
@@ -100,7 +101,7 @@ def main() -> None:
         [f"One run of `python bench/methods.py --model {args.model}` on {machine()}: "
          f"{report['stages']} stages x {args.steps_per_stage} steps of the offline world, default trial settings."],
         ["method", "learning", "forgetting (nats)", "optimizer state", "state vs full", "trainable params",
-         "tokens/s", "speed vs full"],
+         "tokens/s", "speed vs full", "evaluation share of wall time"],
         table,
         [f"raycl's trial loop (full) vs a bare PyTorch AdamW loop on the same model and batches: "
          f"{full['tokens_per_s']:,.0f} vs {bare:,.0f} tokens/s, ratio {report['raycl_full_vs_bare_speed']:.2f}."],
