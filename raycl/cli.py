@@ -42,6 +42,14 @@ def result_table(result: dict[str, Any]) -> Table:
         ("evaluation share of time", f"{result['eval_time_fraction']:.1%}"),
         ("wall time", f"{result['wall_time_s']:.1f} s"),
     ]
+    info = result["method_info"]
+    if "galore_projected_matrices" in info:
+        rows.append((
+            "GaLore projection",
+            f"{info['galore_saving_matrices']} of {info['galore_projected_matrices']} matrices compressed "
+            f"({info['galore_projected_params']:,} params projected)",
+        ))
+    rows.append(("trainable parameters", f"{info['trainable_params']:,}"))
     for name, value in rows:
         table.add_row(name, value)
     return table
@@ -80,6 +88,8 @@ def run(
         fail(str(error))
     console.print(matrix_table(result))
     console.print(result_table(result))
+    if result["method_info"].get("galore_saving_matrices") == 0:
+        console.print("[yellow]warning:[/yellow] method.galore_rank is at or above every projected matrix's smaller side: GaLore saved no memory")
     console.print(f"result: {out / 'result.json'}")
 
 
@@ -163,6 +173,29 @@ def eval_(
     for name, value in scores.items():
         table.add_row(name, f"{value:.4f}")
     console.print(table)
+
+
+@app.command()
+def report(
+    name: str = typer.Argument(..., help="the sweep's name: its folder under OUT_ROOT"),
+    out_root: Path = typer.Option(Path("runs"), "--out-root", help="where sweeps keep their files, one folder per sweep"),
+    reports_dir: Path = typer.Option(Path("reports"), "--reports-dir", help="the report goes to REPORTS_DIR/NAME/"),
+    laws: Optional[Path] = typer.Option(None, "--laws", help="YAML list of extra laws {name, target, expression, params}; default search_spaces/laws/NAME.yaml if present"),
+    bootstrap: int = typer.Option(200, "--bootstrap", help="bootstrap resamples per fit (0: no intervals)"),
+) -> None:
+    """Report a finished sweep: Pareto front, hypervolume, scaling-law fits, figures (also logged on its MLflow parent run)."""
+    from raycl.analysis.report import build_report
+
+    try:
+        outcome = build_report(name, out_root=out_root, reports_dir=reports_dir, laws_file=laws, bootstrap=bootstrap)
+    except ValueError as error:
+        fail(str(error))
+    console.print(
+        f"report of {name}: {outcome.complete} complete, {outcome.failed} failed trials; Pareto set {', '.join(outcome.pareto_keys)}\n"
+        f"  {outcome.directory / 'report.html'} (and report.md, pareto.csv, fits.json)\n"
+        f"  logged on MLflow parent run {outcome.parent_run_id} under report/",
+        highlight=False,
+    )
 
 
 if __name__ == "__main__":
