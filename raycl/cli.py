@@ -187,7 +187,10 @@ def report(
     from raycl.analysis.report import build_report
 
     try:
-        outcome = build_report(name, out_root=out_root, reports_dir=reports_dir, laws_file=laws, bootstrap=bootstrap)
+        outcome = build_report(
+            name, out_root=out_root, reports_dir=reports_dir, laws_file=laws, bootstrap=bootstrap,
+            progress=lambda line: console.print(line, highlight=False),
+        )
     except ValueError as error:
         fail(str(error))
     console.print(

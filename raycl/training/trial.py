@@ -118,6 +118,8 @@ def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) 
     frozen_base = copy.deepcopy(base_model).eval().requires_grad_(False) if config.replay.ratio > 0 else None
     replay_rows = round(config.replay.ratio * config.train.batch_size)
     replay = Replay(config.replay, stream.replay_pool, frozen_base, tokenizer, config.train.seed) if replay_rows else None
+    # Counted before LoRA injects its adapters into the base model in place.
+    num_params = sum(p.numel() for p in base_model.parameters())
     prepared = prepare_method(base_model, config.method, config.train)
     model, optimizer = prepared.model, prepared.optimizer
     # The Fisher is measured at the base weights, before any checkpoint is restored over them.
@@ -275,7 +277,7 @@ def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) 
         "drift_spread": metrics.drift_spread(drift),
         "peak_memory_bytes": peak_memory_bytes(device),
         "optimizer_state_bytes": optimizer_state_bytes(optimizer),
-        "num_params": sum(p.numel() for p in base_model.parameters()),
+        "num_params": num_params,
         "method_info": prepared.info,
         "resumed_after_stage": resumed_after_stage,
     }

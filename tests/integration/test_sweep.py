@@ -7,9 +7,11 @@ and resumes it.
 
 from __future__ import annotations
 
+import csv
 import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -114,8 +116,15 @@ def assert_sweep_complete(outcome: SweepOutcome, trials: int, tmp_path: Path, st
     return children
 
 
-def test_smoke_sweep_runs_on_both_nodes_and_records_everything(cluster, tmp_path: Path) -> None:
-    outcome = run_sweep("smoke", address=cluster.address, out_root=tmp_path / "runs")
+@pytest.fixture(scope="module")
+def smoke_sweep(cluster, tmp_path_factory: pytest.TempPathFactory) -> tuple[SweepOutcome, Path]:
+    """The smoke sweep, run once on the two-node cluster for every test that reads it; and its out-root."""
+    out_root = tmp_path_factory.mktemp("smoke") / "runs"
+    return run_sweep("smoke", address=cluster.address, out_root=out_root), out_root
+
+
+def test_smoke_sweep_runs_on_both_nodes_and_records_everything(cluster, smoke_sweep, tmp_path: Path) -> None:
+    outcome, out_root = smoke_sweep
 
     assert outcome.plan.concurrency == 2 and outcome.plan.cpus_per_worker == 0.98
     assert outcome.launched == ["t0000", "t0001", "t0002", "t0003"]
@@ -123,8 +132,45 @@ def test_smoke_sweep_runs_on_both_nodes_and_records_everything(cluster, tmp_path
     children = assert_sweep_complete(outcome, trials=4, tmp_path=tmp_path)
     placed = {node for child in children for node in child.data.tags["raycl.node_ids"].split(",")}
     assert placed == node_ids(cluster)
-    assert (tmp_path / "runs" / "smoke" / "optuna.db").is_file()
-    assert sorted(p.name for p in (tmp_path / "runs" / "smoke" / "trials").iterdir()) == outcome.launched
+    assert (out_root / "smoke" / "optuna.db").is_file()
+    assert sorted(p.name for p in (out_root / "smoke" / "trials").iterdir()) == outcome.launched
+
+
+def test_report_of_the_smoke_sweep(smoke_sweep, tmp_path: Path) -> None:
+    """`raycl report smoke`: self-contained HTML, Markdown with its PNGs, the sweep's Pareto set, all on MLflow too."""
+    outcome, out_root = smoke_sweep
+    reports = tmp_path / "reports"
+    done = subprocess.run(
+        [sys.executable, "-m", "raycl.cli", "report", "smoke", "--out-root", str(out_root), "--reports-dir", str(reports),
+         "--bootstrap", "20"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    directory = reports / "smoke"
+    assert {"report.html", "report.md", "pareto.csv", "fits.json"} <= {p.name for p in directory.iterdir()}
+
+    page = (directory / "report.html").read_text()
+    assert not re.search(r"<script|<link|@import|url\(|(src|href)\s*=\s*[\"'](?!data:)", page, re.IGNORECASE)
+    sources = re.findall(r"<img[^>]*\ssrc=\"([^\"]*)\"", page)
+    assert len(sources) == page.count("<img") >= 5 and all(s.startswith("data:image/png;base64,") for s in sources)
+    linked = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", (directory / "report.md").read_text())
+    assert len(linked) == len(sources) and all((directory / name).is_file() and "/" not in name for name in linked)
+
+    client, parents, children = mlflow_runs(outcome)
+    parent = parents[0]
+    with (directory / "pareto.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted(row["trial"] for row in rows) == sorted(child.data.tags["raycl.trial_id"] for child in children)
+    on_front = {row["trial"] for row in rows if row["pareto"] == "True"}
+    assert on_front == set(parent.data.tags["raycl.pareto_trials"].split(",")) == set(outcome.pareto_keys)
+
+    fits = json.loads((directory / "fits.json").read_text())
+    base_size = min(child.data.metrics["num_params"] for child in children)  # LoRA trials count their adapters too
+    for target in ("forgetting", "learning"):  # one model size: the report says why there is no fit
+        assert fits["targets"][target]["laws"] == [] and fits["targets"][target]["model_sizes"] == [base_size]
+        assert any("at least 2 needed" in note for note in fits["targets"][target]["notes"])
+    logged = {item.path for item in client.list_artifacts(parent.info.run_id, "report")}
+    assert {f"report/{name}" for name in ("report.html", "report.md", "pareto.csv", "fits.json", "pareto.png")} <= logged
 
 
 def wait_for(predicate, driver: subprocess.Popen, log: Path, timeout: float) -> None:

@@ -110,3 +110,11 @@ def test_a_local_model_directory_loads_by_path(tmp_path: Path) -> None:
     result = run_trial(small_config(**{"model.name": str(tmp_path / "mine"), "train.steps_per_stage": 2, "train.warmup_steps": 0}), tmp_path / "t")
     assert result["num_params"] == sum(p.numel() for p in model.parameters())
     assert result["stage_matrix"][0] == pytest.approx(run_trial(small_config(**{"train.steps_per_stage": 2, "train.warmup_steps": 0}), tmp_path / "u")["stage_matrix"][0])
+
+
+def test_lora_trial_reports_the_base_models_size_not_its_adapters(tmp_path: Path) -> None:
+    model, _ = load_base_model(ModelConfig(), load_world(TrialConfig().world))
+    quick = {"train.steps_per_stage": 2, "train.warmup_steps": 0}
+    lora = run_trial(small_config(**{"method.name": "lora", **quick}), tmp_path / "lora")
+    assert lora["num_params"] == sum(p.numel() for p in model.parameters())
+    assert lora["method_info"]["trainable_params"] == lora["method_info"]["lora_adapted_params"] > 0

@@ -1,0 +1,443 @@
+"""`raycl report NAME`: a finished sweep's frontier, scaling-law fits and figures, written and logged.
+
+    raycl sweep smoke && raycl report smoke              # reports/smoke/report.html, report.md, ...
+    raycl report scaling_laws --bootstrap 500 --laws my_laws.yaml
+
+The sweep is read where `raycl sweep` left it. MLflow (OUT_ROOT/NAME/mlflow.db) holds every trial's
+config, final metrics, curves and stage matrix, whichever node the trial ran on; the Optuna study
+(optuna.db beside it, when present) gives the trial states and the completion order that the sweep's
+hypervolume history used, and fills any final metric a child run lacks. The trial folders
+(OUT_ROOT/NAME/trials/) only stand in for stage matrices that MLflow's artifact store no longer has,
+e.g. after the out-root was copied elsewhere.
+
+Written to REPORTS_DIR/NAME/: report.html (self-contained), report.md with its PNGs, pareto.csv
+(every finished trial, with `feasible` and `pareto` columns) and fits.json; all of it is also logged
+on the sweep's MLflow parent run under `report/`, and each fitted parameter as a metric
+`fit.TARGET.LAW.PARAM` (plus `fit.TARGET.LAW.heldout_error`, the mean |relative error| on the
+largest size).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from raycl.analysis import figures, render, scaling
+from raycl.analysis.fits import FitResult
+from raycl.analysis.render import Block, Heading, Image, Table, Text
+from raycl.sweep.space import SHIPPED_DIR, SearchSpace, is_reported_metric, load_space
+
+# Names written by raycl.sweep.tracking (not imported: it pulls in Ray).
+_PARENT_FILTER = "tags.`raycl.role` = 'parent'"
+_NUMBER_TAG, _KEY_TAG, _SEARCHED_TAG = "raycl.optuna_number", "raycl.trial_id", "raycl.searched"
+_FINAL_TAG, _PARETO_TAG = "raycl.final_logged", "raycl.pareto_trials"
+_PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+_STAGE_KEYS = ("stage_names", "stage_matrix", "retention_losses", "stage_forgetting")
+FINISHED_STATES = ("COMPLETE", "FAIL")
+CONVENTIONS = (
+    "learning = 1 - ppl_after / ppl_before on held-out new data (higher is better); forgetting = loss_after - "
+    "loss_before on held-out base data, in nats (lower is better; <= 0 means the base loss did not rise)."
+)
+
+
+@dataclass(frozen=True, eq=False)
+class SweepData:
+    """A sweep as read back: its space, the parent run and one row per finished trial."""
+
+    name: str
+    space: SearchSpace
+    parent_run_id: str
+    recorded_pareto: list[str]  # the Pareto set the sweep put on its parent run
+    # Complete trials in completion order, then failed ones: config (dotted keys), final metrics, and
+    # under "sampled" the searched parameters as sampled (a conditional one only where its condition held).
+    rows: list[dict[str, Any]]
+    curves: dict[str, dict[str, list[tuple[int, float]]]]  # trial -> metric -> (step, value)
+    stage_records: dict[str, dict[str, Any]]  # trial -> stage_matrix.json
+
+    @property
+    def complete(self) -> list[dict[str, Any]]:
+        return [row for row in self.rows if row["state"] == "COMPLETE"]
+
+
+@dataclass(frozen=True)
+class ReportOutcome:
+    directory: Path
+    files: list[Path]
+    parent_run_id: str
+    pareto_keys: list[str]
+    complete: int
+    failed: int
+
+
+def _parse_param(text: str) -> Any:
+    """An MLflow param (always a string) back as the int, float, bool or None it was; text otherwise."""
+    special = {"True": True, "False": False, "None": None}
+    if text in special:
+        return special[text]
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+@contextlib.contextmanager
+def _quiet_artifacts() -> Iterator[None]:
+    """No MLflow progress bar per artifact download (one per trial would flood the terminal)."""
+    saved = os.environ.get(_PROGRESS_BAR)
+    os.environ[_PROGRESS_BAR] = "false"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(_PROGRESS_BAR)
+        else:
+            os.environ[_PROGRESS_BAR] = saved
+
+
+def _study_trials(path: Path, name: str) -> dict[int, Any]:
+    """Optuna trial number -> frozen trial, or {} without a study file."""
+    if not path.is_file():
+        return {}
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{path.resolve()}")
+    return {trial.number: trial for trial in study.get_trials(deepcopy=False)}
+
+
+def _artifact(client: Any, run_id: str, path: str, scratch: str) -> str | None:
+    """A run's artifact as text, or None where the artifact store lacks it (e.g. a copied out-root)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return Path(client.download_artifacts(run_id, path, scratch)).read_text()
+    except (MlflowException, OSError):
+        return None
+
+
+def _space(client: Any, parent_id: str, name: str, scratch: str) -> SearchSpace:
+    """The space the sweep ran with (its copy on the parent run), else search_spaces/NAME.yaml."""
+    text = _artifact(client, parent_id, "search_space.yaml", scratch)
+    return load_space(name) if text is None else SearchSpace.model_validate(yaml.safe_load(text))
+
+
+def _stage_record(client: Any, run_id: str, trial_dir: Path, scratch: str) -> dict[str, Any] | None:
+    """The trial's stage_matrix.json, else the same fields from its result.json when this machine has it."""
+    text = _artifact(client, run_id, "stage_matrix.json", scratch)
+    if text is not None:
+        return json.loads(text)
+    result = trial_dir / "result.json"
+    if not result.is_file():
+        return None
+    data = json.loads(result.read_text())
+    return {key: data[key] for key in _STAGE_KEYS if key in data}
+
+
+def _row(child: Any, trial: Any) -> tuple[dict[str, Any], float]:
+    """A child run (and its study trial, if any) as a table row, with its completion time."""
+    if trial is not None:
+        state = trial.state.name
+        finished = trial.datetime_complete.timestamp() if trial.datetime_complete else 0.0
+        sampled = dict(trial.params)
+        study_metrics = {k: v for k, v in trial.user_attrs.items() if is_reported_metric(k)}
+    else:
+        logged = child.info.status == "FINISHED" and child.data.tags.get(_FINAL_TAG) == "true"
+        state = "COMPLETE" if logged else {"FAILED": "FAIL"}.get(child.info.status, child.info.status)
+        finished = (child.info.end_time or 0) / 1000
+        names = [n for n in child.data.tags.get(_SEARCHED_TAG, "").split(",") if n]
+        sampled = {n: _parse_param(child.data.params[n]) for n in names if n in child.data.params}
+        study_metrics = {}
+    config = {key: _parse_param(value) for key, value in child.data.params.items()}
+    metrics = {k: v for k, v in child.data.metrics.items() if not k.startswith("eval/")}
+    row = {"trial": child.data.tags[_KEY_TAG], "state": state, **config, **sampled, **study_metrics, **metrics}
+    return row | {"sampled": sampled}, finished
+
+
+def _prepend_start(curves: dict[str, list[tuple[int, float]]], record: dict[str, Any]) -> None:
+    """Add step 0 from the stage matrix's first row, defined as the logged curves are (mean over stages)."""
+    start = {"eval/new_loss": float(np.mean(record["stage_matrix"][0])), "eval/base_loss": record["retention_losses"][0]}
+    for metric, value in start.items():
+        if metric in curves and not any(step == 0 for step, _ in curves[metric]):
+            curves[metric].insert(0, (0, float(value)))
+
+
+def load_sweep(name: str, out_root: str | Path = "runs") -> SweepData:
+    """Read sweep `name` from OUT_ROOT/NAME; a one-line ValueError when there is no such sweep."""
+    from mlflow.tracking import MlflowClient
+
+    sweep_dir = Path(out_root) / name
+    db = sweep_dir / "mlflow.db"
+    if not db.is_file():
+        raise ValueError(f"{db}: no such sweep (run `raycl sweep {name}` first, or pass --out-root)")
+    client = MlflowClient(tracking_uri=f"sqlite:///{db.resolve()}")
+    experiment = client.get_experiment_by_name(f"raycl-{name}")
+    parents = client.search_runs([experiment.experiment_id], filter_string=_PARENT_FILTER) if experiment else []
+    if not parents:
+        raise ValueError(f"{db}: no parent run of sweep {name!r} in MLflow experiment raycl-{name}")
+    parent = parents[0]
+    children = client.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'", max_results=50_000
+    )
+    study = _study_trials(sweep_dir / "optuna.db", name)
+    rows, completed_at, curves, stage_records = [], {}, {}, {}
+    with tempfile.TemporaryDirectory() as scratch, _quiet_artifacts():
+        space = _space(client, parent.info.run_id, name, scratch)
+        for child in children:
+            key, run_id = child.data.tags[_KEY_TAG], child.info.run_id
+            row, completed_at[key] = _row(child, study.get(int(child.data.tags[_NUMBER_TAG])))
+            if row["state"] not in FINISHED_STATES:
+                continue  # interrupted: `raycl sweep --resume` finishes it
+            rows.append(row)
+            curves[key] = {m: [(p.step, p.value) for p in client.get_metric_history(run_id, m)] for m in figures.CURVE_METRICS}
+            record = _stage_record(client, run_id, sweep_dir / "trials" / key, scratch) if row["state"] == "COMPLETE" else None
+            if record is not None:
+                stage_records[key] = record
+                _prepend_start(curves[key], record)
+    rows.sort(key=lambda row: (row["state"] != "COMPLETE", completed_at[row["trial"]], row["trial"]))
+    recorded = parent.data.tags.get(_PARETO_TAG, "")
+    return SweepData(
+        name=name,
+        space=space,
+        parent_run_id=parent.info.run_id,
+        recorded_pareto=recorded.split(",") if recorded else [],
+        rows=rows,
+        curves=curves,
+        stage_records=stage_records,
+    )
+
+
+def default_laws_file(name: str) -> Path | None:
+    """search_spaces/laws/NAME.yaml (working directory first, then the repository's), if it exists.
+
+    A subfolder, because every search_spaces/*.yaml is validated as a search space.
+    """
+    for directory in (Path.cwd() / "search_spaces", SHIPPED_DIR):
+        candidate = directory / "laws" / f"{name}.yaml"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}" if np.isfinite(value) else ""
+    return "" if value is None else str(value)
+
+
+def pareto_csv(rows: list[dict[str, Any]], objectives: list[str], feasible: dict[str, bool], pareto: set[str],
+               parameters: list[str]) -> str:
+    """Every finished trial: key, state, objectives, feasible, pareto, model size and tokens, sampled params."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    extra = ["num_params", "new_tokens", "train_tokens"]
+    writer.writerow(["trial", "state", *objectives, "feasible", "pareto", "model_size", *extra, *parameters])
+    for row, size in zip(rows, scaling.model_sizes(rows).tolist()):
+        key = row["trial"]
+        cells = [*(row.get(name) for name in objectives), feasible.get(key, False), key in pareto, size,
+                 *(row.get(name) for name in extra), *(row["sampled"].get(p) for p in parameters)]
+        writer.writerow([key, row["state"], *("" if c is None or (isinstance(c, float) and np.isnan(c)) else c for c in cells)])
+    return buffer.getvalue()
+
+
+def _interval(fit: FitResult, name: str) -> str:
+    low, high = fit.ci_low[name], fit.ci_high[name]
+    band = f" [{low:.3g}, {high:.3g}]" if np.isfinite(low) and np.isfinite(high) else ""
+    return f"{name}={fit.params[name]:.4g}{band}"
+
+
+def _fit_blocks(fits: dict[str, scaling.TargetFits], bootstrap: int) -> list[Block]:
+    blocks: list[Block] = [
+        Heading("Scaling laws"),
+        Text(f"Symbols: {', '.join(f'{s} = {c}' for s, c in scaling.SYMBOLS.items())}. Each law is fitted by "
+             "minimizing the summed Huber loss (delta 1e-3) of log-space residuals with L-BFGS-B from a grid of "
+             f"initial values; intervals are bootstrap 95% percentile intervals over {bootstrap} resamples of the "
+             "trials. Extrapolation check: refit without the largest model size, predict it; laws are ranked by "
+             "that held-out error (mean |relative error|)."),
+    ]
+    for target, result in fits.items():
+        used = len(result.keys)
+        blocks += [Heading(target, 3), Text(
+            f"{used} of {result.trials} finished trials fitted ({result.excluded_nonpositive} excluded for "
+            f"{target} <= 0, {result.excluded_incomplete} failed or lacking a variable); model sizes: "
+            f"{', '.join(f'{s:.3g}' for s in result.sizes) or 'none'}.")]
+        blocks += [Text(note) for note in result.notes]
+        if not result.laws:
+            continue
+        table = []
+        for law_fit in result.laws:
+            extrapolation = law_fit.extrapolation
+            table.append([
+                law_fit.law.name,
+                law_fit.law.expression,
+                ", ".join(_interval(law_fit.fit, p) for p in law_fit.law.params) if law_fit.fit else "",
+                f"{extrapolation.held_out_size:.3g}" if extrapolation else "",
+                f"{extrapolation.mean_abs_rel_error:.1%}" if extrapolation else "",
+                "; ".join(law_fit.notes),
+            ])
+        header = ["law", "expression", "parameters (all trials) [95% CI]", "held-out N", "held-out error", "notes"]
+        blocks.append(Table(header, table))
+        panels = [figures.fit_figure(result, law_fit) for law_fit in result.laws if law_fit.fit is not None]
+        if panels:
+            blocks.append(Image(f"fits_{target}", render.png(render.draw_fits(panels)),
+                                f"{target}: each law's fit without the largest size (with a held-out check; else on all "
+                                "trials) and its 95% bootstrap band; points rescaled by the law to the other variables' "
+                                "medians; stars: the held-out largest size."))
+    return blocks
+
+
+def _frontier_blocks(sweep: SweepData, feasible: list[bool], sizes: list[float]) -> tuple[list[Block], set[str]]:
+    """Pareto figure and table (with two objectives or more), hypervolume history; and the Pareto set."""
+    space, complete = sweep.space, sweep.complete
+    objectives, parameters = dict(space.objectives), list(space.parameters)
+    blocks: list[Block] = []
+    pareto: set[str] = set()
+    if len(objectives) >= 2:
+        front = figures.pareto_figure(complete, objectives, feasible)
+        pareto = {key for key, on_front in zip(front.keys, front.pareto) if on_front}
+        blocks += [Heading("Pareto front"),
+                   Image("pareto", render.png(render.draw_pareto(front)),
+                         "All complete trials coloured by model size; circled: the Pareto set.")]
+        if sweep.recorded_pareto and pareto != set(sweep.recorded_pareto):
+            blocks.append(Text(f"Note: the sweep recorded the Pareto set {', '.join(sweep.recorded_pareto)}; recomputed "
+                               "from the stored metrics it differs (was the sweep resumed since?)."))
+        table = [[row["trial"], *(_format(row.get(k)) for k in objectives), _format(size),
+                  *(_format(row["sampled"].get(p)) for p in parameters)]
+                 for row, size in zip(complete, sizes) if row["trial"] in pareto]
+        blocks.append(Table(["trial", *objectives, "model size", *parameters], table))
+    history = figures.hypervolume_figure(complete, objectives, feasible, space.reference_point)
+    final = history.history[-1] if len(history.history) else 0.0
+    blocks += [Heading("Hypervolume"), Text(f"Final hypervolume {final:.4g} over {len(complete)} complete trials."),
+               Image("hypervolume", render.png(render.draw_hypervolume(history)),
+                     "Hypervolume of the first n complete trials, in completion order, against the reference point.")]
+    return blocks, pareto
+
+
+def _trial_blocks(sweep: SweepData, pareto: set[str], sizes: list[float]) -> list[Block]:
+    """Stage matrices of the Pareto trials and every trial's learning curves."""
+    blocks: list[Block] = [Heading("Stage matrices of the Pareto trials")]
+    maps = [figures.stage_heatmap(key, sweep.stage_records[key]) for key in sorted(pareto) if key in sweep.stage_records]
+    if maps:
+        blocks += [Text("R[i][j]: held-out loss on stage j after training stage i (row 'before': the base model; beside "
+                        "each row, the held-out loss on the base data). Values rising down a column are forgetting of that "
+                        "stage; the diagonal is learning."),
+                   Image("stage_matrices", render.png(render.draw_heatmaps(maps)), "Stage matrices, one per Pareto trial.")]
+    else:
+        blocks.append(Text("No stage matrix available for the Pareto trials."))
+    keys = [row["trial"] for row in sweep.complete]
+    panels = figures.learning_curves({key: sweep.curves.get(key, {}) for key in keys}, dict(zip(keys, sizes)), sorted(pareto))
+    return blocks + [Heading("Learning curves"), Image("learning_curves", render.png(render.draw_curves(panels)),
+                                                       "Held-out loss on the new data and on the base data at each evaluation.")]
+
+
+def _sensitivity_blocks(sweep: SweepData) -> list[Block]:
+    space, objectives, parameters = sweep.space, list(sweep.space.objectives), list(sweep.space.parameters)
+    log_parameters = [name for name, p in space.parameters.items() if p.type == "log_uniform" or p.log]
+    choices = {name: p.choices for name, p in space.parameters.items() if p.choices}
+    sampled = [{"trial": row["trial"], **row["sampled"], **{o: row.get(o) for o in objectives}} for row in sweep.complete]
+    panels = figures.sensitivity(sampled, objectives, parameters, log_parameters, choices)
+    rho = {(p.objective, p.parameter): p.rank_correlation for p in panels}
+    return [Heading("Sensitivity"),
+            Text("Each objective against each searched parameter over the complete trials that set it; Spearman rank "
+                 "correlation for numeric parameters."),
+            Table(["parameter", *(f"Spearman ρ with {o}" for o in objectives)],
+                  [[p, *(_format(rho[(o, p)]) for o in objectives)] for p in parameters]),
+            Image("sensitivity", render.png(render.draw_sensitivity(panels)), "Objectives against searched parameters.")]
+
+
+def build_blocks(
+    sweep: SweepData, fits: dict[str, scaling.TargetFits], bootstrap: int
+) -> tuple[list[Block], set[str], dict[str, bool]]:
+    """The report's content, the Pareto set it found and each complete trial's feasibility."""
+    space, complete = sweep.space, sweep.complete
+    feasible = [all(c.satisfied(row) for c in space.parsed_constraints) for row in complete]
+    sizes = scaling.model_sizes(complete).tolist()
+    blocks: list[Block] = [
+        Text(f"{space.description} {len(complete)} complete and {len(sweep.rows) - len(complete)} failed trials; model sizes "
+             f"{', '.join(f'{s:.3g}' for s in sorted(set(sizes)) if np.isfinite(s)) or 'unknown'}; objectives "
+             f"{', '.join(f'{k} ({v})' for k, v in space.objectives.items())}."),
+        Text(CONVENTIONS),
+    ]
+    if not complete:
+        return [*blocks, Text("No complete trial: nothing to draw.")], set(), {}
+    frontier, pareto = _frontier_blocks(sweep, feasible, sizes)
+    blocks += [*frontier, *_fit_blocks(fits, bootstrap), *_trial_blocks(sweep, pareto, sizes), *_sensitivity_blocks(sweep)]
+    return blocks, pareto, dict(zip((row["trial"] for row in complete), feasible))
+
+
+def _fit_metrics(fits: dict[str, scaling.TargetFits]) -> dict[str, float]:
+    metrics = {}
+    for target, result in fits.items():
+        for law_fit in result.laws:
+            prefix = f"fit.{target}.{law_fit.law.name}"
+            if law_fit.fit is not None:
+                metrics |= {f"{prefix}.{name}": value for name, value in law_fit.fit.params.items()}
+            if law_fit.extrapolation is not None:
+                metrics[f"{prefix}.heldout_error"] = law_fit.extrapolation.mean_abs_rel_error
+    return {name: value for name, value in metrics.items() if np.isfinite(value)}
+
+
+def log_report(tracking_uri: str, parent_run_id: str, directory: Path, metrics: dict[str, float]) -> None:
+    """The report's files under `report/` on the parent run, and the fitted parameters as metrics."""
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    client.log_artifacts(parent_run_id, str(directory), "report")
+    now = int(time.time() * 1000)
+    client.log_batch(parent_run_id, metrics=[Metric(name, value, now, 0) for name, value in metrics.items()])
+
+
+def build_report(
+    name: str,
+    *,
+    out_root: str | Path = "runs",
+    reports_dir: str | Path = "reports",
+    laws_file: str | Path | None = None,
+    bootstrap: int = 200,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> ReportOutcome:
+    """Read sweep `name`, fit its laws, write REPORTS_DIR/NAME/ and log it on the parent run.
+
+    Laws: the defaults of `raycl.analysis.scaling` plus those of `laws_file` (default
+    search_spaces/laws/NAME.yaml when it exists). Raises a one-line ValueError for a missing sweep or
+    a malformed laws file, before writing anything.
+    """
+    if bootstrap < 0:
+        raise ValueError(f"--bootstrap must be >= 0, got {bootstrap}")
+    laws_file = laws_file or default_laws_file(name)
+    specs = scaling.default_laws() + (scaling.load_laws(laws_file) if laws_file else [])
+    sweep = load_sweep(name, out_root)
+    fits = scaling.fit_sweep(sweep.rows, specs, bootstrap=bootstrap, seed=seed, progress=progress)
+    blocks, pareto_keys, feasible = build_blocks(sweep, fits, bootstrap)
+    directory = Path(reports_dir) / name
+    files = render.write_report(directory, f"Sweep report: {name}", blocks)
+    csv_path, fits_path = directory / "pareto.csv", directory / "fits.json"
+    csv_path.write_text(pareto_csv(sweep.rows, list(sweep.space.objectives), feasible, pareto_keys, list(sweep.space.parameters)))
+    record = {"sweep": name, "bootstrap": bootstrap, "seed": seed, "laws_file": str(laws_file) if laws_file else None}
+    fits_path.write_text(json.dumps(record | scaling.fits_record(fits), indent=2))
+    tracking_uri = f"sqlite:///{(Path(out_root) / name / 'mlflow.db').resolve()}"
+    log_report(tracking_uri, sweep.parent_run_id, directory, _fit_metrics(fits))
+    complete = len(sweep.complete)
+    return ReportOutcome(
+        directory=directory,
+        files=[*files, csv_path, fits_path],
+        parent_run_id=sweep.parent_run_id,
+        pareto_keys=sorted(pareto_keys),
+        complete=complete,
+        failed=len(sweep.rows) - complete,
+    )
