@@ -10,18 +10,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from raycl.data.stream_config import StreamConfig
 from raycl.evaluation.harness import BenchmarkConfig, is_world_stage_task
+from raycl.schema import StrictModel
 
 
 class ConfigError(ValueError):
     """A configuration problem, phrased as one line naming the file and the key."""
-
-
-class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class WorldConfig(StrictModel):

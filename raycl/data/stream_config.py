@@ -9,9 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from raycl.data.formats import DataError, Format
+from raycl.schema import StrictModel
 
 LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet", ".txt")
 LossOn = Literal["all", "assistant"]
@@ -23,10 +24,6 @@ def _absolute_path(path: str) -> str:
     trials run in directories of their own, where a relative path would point elsewhere."""
     return str(Path(path).expanduser().absolute())
 
-class StrictModel(BaseModel):
-    """As `raycl.config.StrictModel`: unknown keys are errors, values are frozen."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class DataSourceConfig(StrictModel):

@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING
 from unittest import mock
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from raycl.evaluation.probes import ACQUISITION, RETENTION, acquisition_task, write_world_probes
+from raycl.schema import StrictModel
 
 if TYPE_CHECKING:  # torch, transformers and lm-eval load only when an evaluation runs
     import torch
@@ -54,13 +55,11 @@ def is_world_stage_task(task: str) -> bool:
     return task == ACQUISITION or task.startswith(ACQUISITION + "_")
 
 
-class BenchmarkConfig(BaseModel):
+class BenchmarkConfig(StrictModel):
     """Which lm-eval tasks a trial runs, on which data, and how many examples each time.
 
     Importing it is light (pydantic and PyYAML only), so `raycl.config` can hold it.
     """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     tasks: tuple[str, ...] = Field(
         (RETENTION, ACQUISITION),

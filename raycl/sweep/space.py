@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import Field, PrivateAttr, ValidationError
 
 from raycl.config import ConfigError, TrialConfig, read_yaml
+from raycl.schema import StrictModel
 
 Scalar = bool | int | float | str
 Direction = Literal["maximize", "minimize"]
@@ -62,10 +63,6 @@ def _benchmark_metric_known(name: str, base: TrialConfig) -> bool:
 SAMPLER_OPTIONS = {"tpe": {"n_startup_trials"}, "gp": {"n_startup_trials"}, "nsga2": {"population_size"}, "random": set()}
 SHIPPED_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
 _CONSTRAINT = re.compile(r"^\s*([A-Za-z_]\w*)\s*(<=|>=)\s*([-+0-9.eE]+)\s*$")
-
-
-class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Parameter(StrictModel):
