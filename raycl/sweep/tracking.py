@@ -73,7 +73,7 @@ class SweepTracker:
         return self._children[key]
 
     def open_child(self, config: dict[str, Any]) -> str:
-        """The trial's child run: created with its params on first start, reopened on a resume."""
+        """The trial's child run: created on first start, reopened on a resume; its params logged either way."""
         key = config["key"]
         run_id = self.child(key)
         if run_id is None:
@@ -88,15 +88,17 @@ class SweepTracker:
                     "raycl.searched": ",".join(config["params"]),
                 },
             ).info.run_id
-            params = loggable_params(config["trial_config"])
-            self.client.log_batch(run_id, params=[Param(name, value) for name, value in params.items()])
-            self.client.log_dict(run_id, config["trial_config"], "trial_config.json")
             self._children[key] = run_id
             self._last_step[key] = -1
         else:
             self.client.update_run(run_id, status="RUNNING")
             history = self.client.get_metric_history(run_id, f"{EVAL_PREFIX}new_loss")
             self._last_step[key] = max((metric.step for metric in history), default=-1)
+        # On every open, not only the first: a driver killed between creating the run and logging
+        # these left a run without them. MLflow accepts a param logged again with the same value.
+        params = loggable_params(config["trial_config"])
+        self.client.log_batch(run_id, params=[Param(name, value) for name, value in params.items()])
+        self.client.log_dict(run_id, config["trial_config"], "trial_config.json")
         return run_id
 
     def log_eval(self, key: str, result: dict[str, Any]) -> None:
