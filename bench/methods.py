@@ -19,7 +19,7 @@ import torch
 from raycl.config import TrialConfig
 from raycl.data.stream import offline_stream
 from raycl.data.tokens import batch_at
-from raycl.models import load_base_model
+from raycl.models.loading import load_base_model
 from raycl.training.trial import run_trial
 from raycl.world.ladder import LADDER
 from raycl.world.offline import load_world

@@ -39,7 +39,7 @@ down. Two trials starting together split the 2 cores between four such process s
 
 def warm_cache(space_name: str, scratch: Path) -> float:
     """Run one trial of the space's base config directly (no Ray), so world and base model are cached."""
-    from raycl.sweep.space import load_space
+    from raycl.config.space import load_space
     from raycl.training.trial import run_trial
 
     started = time.perf_counter()

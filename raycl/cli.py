@@ -74,7 +74,7 @@ def run(
 ) -> None:
     """Run one continual-learning trial locally, without Ray (resumes if OUT has checkpoints)."""
     from raycl.config import ConfigError, load_config
-    from raycl.hub import HubUnavailableError
+    from raycl.models.hub import HubUnavailableError
 
     try:
         trial_config = load_config(config)
@@ -130,7 +130,7 @@ def validate(
 ) -> None:
     """Check search spaces without running anything; exit status 2 if any is malformed."""
     from raycl.config import ConfigError
-    from raycl.sweep import validate_spaces
+    from raycl.config.space import validate_spaces
 
     try:
         checked = validate_spaces(paths or None)

@@ -37,7 +37,8 @@ import yaml
 from raycl.analysis import figures, render, scaling
 from raycl.analysis.fits import FitResult
 from raycl.analysis.render import Block, Heading, Image, Table, Text
-from raycl.sweep.space import SHIPPED_DIR, SearchSpace, is_reported_metric, load_space
+from raycl.config.result import is_reported_metric
+from raycl.config.space import SHIPPED_DIR, SearchSpace, load_space
 
 # Names written by raycl.sweep.tracking (not imported: it pulls in Ray).
 _PARENT_FILTER = "tags.`raycl.role` = 'parent'"
@@ -345,8 +346,8 @@ def _trial_blocks(sweep: SweepData, pareto: set[str], sizes: list[float]) -> lis
 
 def _sensitivity_blocks(sweep: SweepData) -> list[Block]:
     space, objectives, parameters = sweep.space, list(sweep.space.objectives), list(sweep.space.parameters)
-    log_parameters = [name for name, p in space.parameters.items() if p.type == "log_uniform" or p.log]
-    choices = {name: p.choices for name, p in space.parameters.items() if p.choices}
+    log_parameters = [name for name, p in space.parameters.items() if p.log_scale]
+    choices = {name: p.choices for name, p in space.parameters.items() if p.type == "categorical"}
     sampled = [{"trial": row["trial"], **row["sampled"], **{o: row.get(o) for o in objectives}} for row in sweep.complete]
     panels = figures.sensitivity(sampled, objectives, parameters, log_parameters, choices)
     rho = {(p.objective, p.parameter): p.rank_correlation for p in panels}
@@ -363,7 +364,7 @@ def build_blocks(
 ) -> tuple[list[Block], set[str], dict[str, bool]]:
     """The report's content, the Pareto set it found and each complete trial's feasibility."""
     space, complete = sweep.space, sweep.complete
-    feasible = [all(c.satisfied(row) for c in space.parsed_constraints) for row in complete]
+    feasible = [all(c.satisfied(row) for c in space.constraints) for row in complete]
     sizes = scaling.model_sizes(complete).tolist()
     blocks: list[Block] = [
         Text(f"{space.description} {len(complete)} complete and {len(sweep.rows) - len(complete)} failed trials; model sizes "

@@ -16,7 +16,7 @@ from raycl.data.formats import DataError
 from raycl.data.shapes import holdout, split_stages, window_spans
 from raycl.data.sources import Example, load_examples, load_replay_documents
 from raycl.data.stream import Stage, Stream
-from raycl.data.stream_config import ReplayCorpusConfig, StreamConfig, StreamShapeConfig
+from raycl.config.stream import ReplayCorpusConfig, StreamConfig, StreamShapeConfig
 from raycl.data.tokens import encode_document, pack_blocks
 
 

@@ -16,7 +16,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from raycl.data.formats import Conversation
-from raycl.data.stream_config import LossOn
+from raycl.config.stream import LossOn
 from raycl.data.tokens import encode_conversation, encode_document, pack_blocks
 
 IGNORE_INDEX = -100

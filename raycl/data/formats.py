@@ -14,10 +14,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from raycl.config.stream import FORMATS, Format
+
 Message = dict[str, str]
 Conversation = list[Message]
-Format = Literal["messages", "sharegpt", "oasst", "instruction", "transcript", "text"]
-FORMATS: tuple[Format, ...] = ("messages", "sharegpt", "oasst", "instruction", "transcript", "text")
 
 ROLES = {
     "system": "system",

@@ -17,7 +17,7 @@ import torch
 
 from raycl.data.formats import DataError
 from raycl.data.sources import Example
-from raycl.data.stream_config import StreamShapeConfig
+from raycl.config.stream import StreamShapeConfig
 
 T = TypeVar("T")
 

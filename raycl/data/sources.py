@@ -1,7 +1,7 @@
 """Loading conversations and documents from local files or the hub, with bad-row accounting.
 
 Local files: `.jsonl`, `.json` (an array of records, or JSON lines), `.parquet`, and `.txt` (plain
-text, cut into documents of whole lines). Hub datasets go through `raycl.hub.load_dataset`, streamed
+text, cut into documents of whole lines). Hub datasets go through `raycl.models.hub.load_dataset`, streamed
 and cut to the first `limit` rows. Malformed rows are skipped and counted by reason in a
 `LoadSummary`; above `max_bad_fraction` the load fails with one line naming the first bad row.
 """
@@ -18,7 +18,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from raycl import hub
+from raycl.models import hub
 from raycl.data.formats import (
     DEFAULT_FIELDS,
     DETECT_ROWS,
@@ -34,7 +34,7 @@ from raycl.data.formats import (
     oasst_message,
     oasst_threads,
 )
-from raycl.data.stream_config import DataSourceConfig, ReplayCorpusConfig
+from raycl.config.stream import LOCAL_SUFFIXES, DataSourceConfig, ReplayCorpusConfig
 
 log = logging.getLogger(__name__)
 
@@ -262,6 +262,31 @@ def load_documents(config: DataSourceConfig) -> tuple[list[str], LoadSummary]:
     return [example.content for example in examples], summary
 
 
+def corpus_sources(config: ReplayCorpusConfig) -> list[DataSourceConfig]:
+    """One text source per file of the corpus (directories expanded, sorted), or its hub split."""
+    common = {
+        "format": "text",
+        "fields": {"text": config.text_field},
+        "limit": config.max_documents,
+        "document_chars": config.document_chars,
+        "max_bad_fraction": config.max_bad_fraction,
+    }
+    if config.hub is not None:
+        return [DataSourceConfig(hub=config.hub, subset=config.subset, split=config.split, **common)]
+    files: list[Path] = []
+    for entry in map(Path, config.paths):
+        if not entry.exists():
+            raise DataError(f"{entry}: no such file or directory")
+        if entry.is_dir():
+            found = sorted(p for p in entry.iterdir() if p.suffix in LOCAL_SUFFIXES)
+            if not found:
+                raise DataError(f"{entry}: no {'/'.join(LOCAL_SUFFIXES)} files in this directory")
+            files += found
+        else:
+            files.append(entry)
+    return [DataSourceConfig(path=str(path), **common) for path in files]
+
+
 def load_replay_documents(config: ReplayCorpusConfig) -> list[str]:
     """Every document of the replay corpus, file after file (the first `max_documents` of each)."""
-    return [document for source in config.sources() for document in load_documents(source)[0]]
+    return [document for source in corpus_sources(config) for document in load_documents(source)[0]]

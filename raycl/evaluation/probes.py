@@ -17,6 +17,7 @@ import random
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from raycl.config.benchmarks import ACQUISITION, RETENTION
 from raycl.world.corpus import _DOMAINS, Domain
 
 if TYPE_CHECKING:
@@ -25,8 +26,6 @@ if TYPE_CHECKING:
     from raycl.world.offline import World
 
 NUM_CHOICES = 4
-RETENTION = "raycl_retention"
-ACQUISITION = "raycl_acquisition"
 
 
 def acquisition_task(domain_name: str) -> str:

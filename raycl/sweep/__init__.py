@@ -2,6 +2,6 @@
 study, MLflow records and the live progress table. `run_sweep` and `validate_spaces` are the entry points."""
 
 from raycl.sweep.service import SweepOutcome, run_sweep
-from raycl.sweep.space import validate_spaces
+from raycl.config.space import validate_spaces
 
 __all__ = ["SweepOutcome", "run_sweep", "validate_spaces"]

@@ -13,7 +13,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from raycl.sweep.space import Budget
+from raycl.config.space import Budget
 
 TRIAL_CPU = 0.01
 

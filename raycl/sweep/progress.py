@@ -18,7 +18,7 @@ from rich.live import Live
 from rich.table import Table
 
 from raycl.analysis.pareto import pareto_mask
-from raycl.sweep.space import SearchSpace
+from raycl.config.space import SearchSpace
 from raycl.sweep.trainable import FINAL_KEY, NODE_KEY
 
 
@@ -55,7 +55,7 @@ class ProgressTable(Callback):
         done = [
             (key, row) for key, row in self.rows.items()
             if row.state == "done" and all(name in row.metrics for name in objectives)
-            and all(c.satisfied(row.metrics) for c in self.space.parsed_constraints)
+            and all(c.satisfied(row.metrics) for c in self.space.constraints)
         ]
         if not done:
             return set()

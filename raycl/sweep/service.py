@@ -29,7 +29,7 @@ from rich.console import Console
 
 from raycl.config import ConfigError
 from raycl.sweep.plan import ResourcePlan
-from raycl.sweep.space import SearchSpace, load_space
+from raycl.config.space import SearchSpace, load_space
 
 # Ray Train knobs that cut the fixed cost of a Train run inside a Tune trial (PROBES.md: ~15 s ->
 # ~12 s); a value already in the environment wins.
@@ -222,7 +222,7 @@ def _launch(space: SearchSpace, study: Any, interrupted: list, to_run: int, trac
             raise ConfigError(f"{space.source}: {error}") from None
         console.print(plan.describe(to_run), highlight=False)
 
-        defaults = {} if "cpu_threads" in space.fixed.get("train", {}) else {"train.cpu_threads": plan.threads_per_worker}
+        defaults = {} if space.fixes("train.cpu_threads") else {"train.cpu_threads": plan.threads_per_worker}
         searcher = OptunaSearcher(study, space, interrupted, defaults)
         context = TrialContext(
             sweep=space.name,

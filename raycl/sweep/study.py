@@ -15,7 +15,8 @@ from optuna.trial import FrozenTrial, TrialState
 from ray.tune.search import Searcher
 
 from raycl.config import ConfigError
-from raycl.sweep.space import SamplerSpec, SearchSpace, is_reported_metric
+from raycl.config.result import is_reported_metric
+from raycl.config.space import SamplerSpec, SearchSpace
 from raycl.sweep.trainable import FINAL_KEY, final_metrics
 
 FINGERPRINT_ATTR = "raycl.space_fingerprint"
@@ -149,7 +150,7 @@ class OptunaSearcher(Searcher):
             trial.set_user_attr(name, value)
         trial.set_user_attr("stage_matrix", result["stage_matrix"])
         trial.set_user_attr("node_ids", result["node_ids"])
-        for constraint in self._space.parsed_constraints:
+        for constraint in self._space.constraints:
             trial.set_constraint(str(constraint), constraint.value(metrics))
         self._study.tell(trial, [metrics[name] for name in self._space.objectives])
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from raycl.analysis.pareto import default_reference, hypervolume_history, pareto_mask
-from raycl.sweep.space import SearchSpace
+from raycl.config.space import SearchSpace
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ def summarize(
     """The frontier of completed trials given in completion order (`metrics` holds each trial's finals)."""
     objectives = list(space.objectives)
     values = np.array([[m[name] for name in objectives] for m in metrics], dtype=float).reshape(len(metrics), len(objectives))
-    feasible = [all(c.satisfied(m) for c in space.parsed_constraints) for m in metrics]
+    feasible = [all(c.satisfied(m) for c in space.constraints) for m in metrics]
     candidates = values.copy()
     candidates[~np.array(feasible, dtype=bool)] = np.nan
     if space.reference_point is not None:

@@ -17,7 +17,8 @@ from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
 from raycl.sweep.redaction import loggable_params
-from raycl.sweep.space import BENCHMARK_PREFIX, SearchSpace
+from raycl.config.result import BENCHMARK_PREFIX
+from raycl.config.space import SearchSpace
 from raycl.sweep.summary import FrontierSummary, frontier_csv, hypervolume_record, plot_frontier, plot_hypervolume
 from raycl.sweep.trainable import FINAL_KEY, final_metrics
 

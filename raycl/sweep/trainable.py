@@ -22,7 +22,7 @@ from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from raycl.sweep.plan import ResourcePlan
-from raycl.sweep.space import is_reported_metric
+from raycl.config.result import is_reported_metric
 
 FINAL_KEY = "raycl_final"
 NODE_KEY = "raycl_node_id"

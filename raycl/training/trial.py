@@ -35,7 +35,7 @@ from raycl.evaluation.harness import benchmark_deltas, load_harness, prepare_tas
 from raycl.evaluation.heldout import heldout_loss
 from raycl.mitigation.penalties import EWC, kl_to_base
 from raycl.mitigation.replay import Replay
-from raycl.models import load_base_model
+from raycl.models.loading import load_base_model
 from raycl.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, stage_checkpoint_dir
 from raycl.training.methods import optimizer_state_bytes, prepare_method
 from raycl.world.offline import World, load_world

@@ -16,7 +16,7 @@ import yaml
 from raycl.data.build import build_stream
 from raycl.data.shapes import split_by_field
 from raycl.data.sources import load_examples, load_replay_documents
-from raycl.data.stream_config import DataSourceConfig, ReplayCorpusConfig, StreamConfig
+from raycl.config.stream import DataSourceConfig, ReplayCorpusConfig, StreamConfig
 from raycl.world.tokenizer import train_tokenizer
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -30,7 +30,7 @@ from optuna.trial import TrialState
 
 from raycl.analysis.pareto import pareto_mask
 from raycl.sweep import SweepOutcome, run_sweep
-from raycl.sweep.space import SHIPPED_DIR
+from raycl.config.space import SHIPPED_DIR
 
 pytestmark = pytest.mark.slow
 

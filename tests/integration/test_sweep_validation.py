@@ -12,7 +12,7 @@ import yaml
 
 from raycl.config import ConfigError
 from raycl.sweep import run_sweep
-from raycl.sweep.space import SHIPPED_DIR
+from raycl.config.space import SHIPPED_DIR
 
 MALFORMED = {
     "unknown_key": (lambda s: s["budget"].update(concurrncy=2), "budget.concurrncy: unknown key"),

@@ -23,10 +23,12 @@ def test_yaml_sections_are_read(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("train:\n  learning_rate: 0.1\n", "trial.yaml: train.learning_rate: Extra inputs are not permitted"),
-        ("trian:\n  lr: 0.1\n", "trial.yaml: trian: Extra inputs are not permitted"),
+        ("train:\n  learning_rate: 0.1\n", "trial.yaml: train.learning_rate: unknown key"),
+        ("trian:\n  lr: 0.1\n", "trial.yaml: trian: unknown key"),
         ("train:\n  lr: -1\n", "trial.yaml: train.lr: Input should be greater than 0"),
-        ("method:\n  name: adapter\n", "trial.yaml: method.name: Input should be 'full', 'lora' or 'galore'"),
+        ("method:\n  name: adapter\n", "trial.yaml: method.name: 'adapter' is not one of 'full', 'lora', 'galore'"),
+        ("method:\n  name: galore\n  lora_rank: 4\n", "trial.yaml: method.lora_rank: not used by a galore method"),
+        ("train:\n  lr: 0.1\n  lr: 0.2\n", "trial.yaml: line 3: key 'lr' is given twice"),
         ("world:\n  num_stages: 9\n", "trial.yaml: world.num_stages: Input should be less than or equal to 5"),
         ("train:\n  warmup_steps: 500\n", "trial.yaml: train.warmup_steps: longer than the whole stream"),
         ("- just\n- a list\n", "trial.yaml: the top level must be a mapping"),
@@ -50,7 +52,17 @@ def test_missing_file_is_named(tmp_path: Path) -> None:
 def test_overrides_by_dotted_key() -> None:
     config = TrialConfig().with_overrides({"train.lr": 1e-4, "method.name": "lora"})
     assert (config.train.lr, config.method.name) == (1e-4, "lora")
-    with pytest.raises(ConfigError, match="train.rate: no such config key"):
+    with pytest.raises(ConfigError, match="train.rate: unknown key"):
         TrialConfig().with_overrides({"train.rate": 1.0})
     with pytest.raises(ConfigError, match="overrides: train.lr: Input should be less than 1"):
         TrialConfig().with_overrides({"train.lr": 5.0})
+
+
+def test_switching_method_by_override_leaves_no_other_methods_defaults() -> None:
+    lora = TrialConfig().with_overrides({"method.name": "galore"}).with_overrides({"method.name": "lora", "method.lora_rank": 2})
+    assert (lora.method.name, lora.method.lora_rank) == ("lora", 2)
+    assert "galore_rank" not in lora.method.model_dump()
+    # A key set for one method is an error under another, not silently ignored.
+    galore = TrialConfig().with_overrides({"method.name": "galore", "method.galore_rank": 4})
+    with pytest.raises(ConfigError, match="method.galore_rank: not used by a lora method"):
+        galore.with_overrides({"method.name": "lora"})

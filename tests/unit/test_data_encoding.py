@@ -15,7 +15,7 @@ from raycl.data.build import build_stream
 from raycl.data.encoding import IGNORE_INDEX, Encoded, encode_example, pack_masked
 from raycl.data.formats import DataError
 from raycl.data.stream import Stage
-from raycl.data.stream_config import StreamConfig
+from raycl.config.stream import StreamConfig
 from raycl.data.tokens import batch_at, encode_conversation, encode_document
 from raycl.world.tokenizer import ASSISTANT, train_tokenizer
 

@@ -18,7 +18,7 @@ from raycl.data.shapes import (
     window_spans,
 )
 from raycl.data.sources import Example
-from raycl.data.stream_config import StreamShapeConfig
+from raycl.config.stream import StreamShapeConfig
 
 
 def examples(**columns: list) -> list[Example]:

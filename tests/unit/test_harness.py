@@ -27,7 +27,7 @@ from raycl.evaluation.harness import (
     run_benchmarks,
 )
 from raycl.evaluation.probes import domain_probes
-from raycl.models import load_base_model
+from raycl.models.loading import load_base_model
 from raycl.training.checkpoint import save_checkpoint
 from raycl.training.methods import prepare_method
 from raycl.world.corpus import _DOMAINS
@@ -263,7 +263,7 @@ def test_exported_checkpoint_computes_what_the_trained_model_computed(world, tmp
     base = tmp_path / "base"
     tiny_model(world).save_pretrained(base)
     world.tokenizer.save_pretrained(base)
-    config = TrialConfig.model_validate({"model": {"name": str(base)}, "method": {"name": method, "lora_rank": 2}})
+    config = TrialConfig.model_validate({"model": {"name": str(base)}, "method": {"name": method} | ({"lora_rank": 2} if method == "lora" else {})})
     model, _ = load_base_model(config.model, world)
     prepared = prepare_method(model, config.method, config.train)
     with torch.no_grad():

@@ -3,7 +3,7 @@ import pytest
 import torch
 from transformers import LlamaForCausalLM
 
-from raycl.config import MethodConfig, TrainConfig
+from raycl.config import FullMethod, GaLoreMethod, LoraMethod, MethodConfig, TrainConfig
 from raycl.training.methods import optimizer_state_bytes, prepare_method
 from raycl.world.ladder import LADDER, llama_config
 from raycl.world.tokenizer import train_tokenizer
@@ -29,9 +29,9 @@ def state_bytes_after_steps(tokenizer, rung: str, method: MethodConfig) -> tuple
 
 def test_lora_and_galore_keep_less_optimizer_state_than_adamw(tokenizer) -> None:
     # raycl-tiny-m has d = 64; GaLore at rank d/4 must keep at most half of AdamW's state.
-    full, full_info = state_bytes_after_steps(tokenizer, "raycl-tiny-m", MethodConfig(name="full"))
-    lora, lora_info = state_bytes_after_steps(tokenizer, "raycl-tiny-m", MethodConfig(name="lora", lora_rank=8))
-    galore, galore_info = state_bytes_after_steps(tokenizer, "raycl-tiny-m", MethodConfig(name="galore", galore_rank=16))
+    full, full_info = state_bytes_after_steps(tokenizer, "raycl-tiny-m", FullMethod())
+    lora, lora_info = state_bytes_after_steps(tokenizer, "raycl-tiny-m", LoraMethod(name="lora", lora_rank=8))
+    galore, galore_info = state_bytes_after_steps(tokenizer, "raycl-tiny-m", GaLoreMethod(name="galore", galore_rank=16))
     # AdamW: two fp32 moments per parameter, plus a 4-byte step counter per tensor.
     assert 0 < full - 2 * 4 * full_info["trainable_params"] < 4 * 100
     assert lora < full and galore <= full / 2
@@ -41,14 +41,14 @@ def test_lora_and_galore_keep_less_optimizer_state_than_adamw(tokenizer) -> None
 
 
 def test_galore_reports_a_rank_that_saves_nothing(tokenizer) -> None:
-    _, info = state_bytes_after_steps(tokenizer, "raycl-tiny-s", MethodConfig(name="galore", galore_rank=32))
+    _, info = state_bytes_after_steps(tokenizer, "raycl-tiny-s", GaLoreMethod(name="galore", galore_rank=32))
     assert info["galore_projected_matrices"] == 14
     assert info["galore_saving_matrices"] == 0  # rank 32 >= d = 32: a silent no-op, made visible
 
 
 def test_target_modules_that_match_nothing_are_an_error(tokenizer) -> None:
-    bad = MethodConfig(name="galore", galore_target_modules=("query_key_value",))
+    bad = GaLoreMethod(name="galore", galore_target_modules=("query_key_value",))
     with pytest.raises(ValueError, match="method.galore_target_modules"):
         state_bytes_after_steps(tokenizer, "raycl-tiny-s", bad)
     with pytest.raises(ValueError, match="method.lora_target_modules"):
-        state_bytes_after_steps(tokenizer, "raycl-tiny-s", MethodConfig(name="lora", lora_target_modules=("dense",)))
+        state_bytes_after_steps(tokenizer, "raycl-tiny-s", LoraMethod(name="lora", lora_target_modules=("dense",)))

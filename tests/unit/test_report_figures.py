@@ -11,7 +11,7 @@ from raycl.analysis.fits import law_from_expression
 from raycl.analysis.pareto import hypervolume
 from raycl.analysis.report import SweepData, build_blocks, pareto_csv
 from raycl.analysis.scaling import LawSpec, fit_sweep, fit_target
-from raycl.sweep.space import load_space
+from raycl.config.space import load_space
 
 OBJECTIVES = {"learning": "maximize", "forgetting": "minimize"}
 # learning, forgetting: t0..t2 non-dominated; t3 dominated by t1; t4 would dominate all but is infeasible.

@@ -1,22 +1,21 @@
 """Configuration of a real-data stream: its source, its shape, its loss, its original distribution.
 
-Kept free of torch and transformers (and of `raycl.config`, which imports this module for the
-trial's `stream:` section), so reading a config stays cheap and import cycles cannot form.
+Pydantic only, so reading a config stays cheap; loading the data is `raycl.data`'s concern.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 
-from raycl.data.formats import DataError, Format
-from raycl.schema import StrictModel
+from raycl.config.base import StrictModel
 
 LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet", ".txt")
 LossOn = Literal["all", "assistant"]
-
+Format = Literal["messages", "sharegpt", "oasst", "instruction", "transcript", "text"]
+FORMATS: tuple[Format, ...] = get_args(Format)
 
 
 def _absolute_path(path: str) -> str:
@@ -87,30 +86,6 @@ class ReplayCorpusConfig(StrictModel):
         if self.hub is not None and self.max_documents is None:
             raise ValueError("max_documents: required with `hub` (corpora such as C4 stream for days)")
         return self
-
-    def sources(self) -> list[DataSourceConfig]:
-        """One text source per file (directories expanded, sorted) or the hub split."""
-        common = {
-            "format": "text",
-            "fields": {"text": self.text_field},
-            "limit": self.max_documents,
-            "document_chars": self.document_chars,
-            "max_bad_fraction": self.max_bad_fraction,
-        }
-        if self.hub is not None:
-            return [DataSourceConfig(hub=self.hub, subset=self.subset, split=self.split, **common)]
-        files: list[Path] = []
-        for entry in map(Path, self.paths):
-            if not entry.exists():
-                raise DataError(f"{entry}: no such file or directory")
-            if entry.is_dir():
-                found = sorted(p for p in entry.iterdir() if p.suffix in LOCAL_SUFFIXES)
-                if not found:
-                    raise DataError(f"{entry}: no {'/'.join(LOCAL_SUFFIXES)} files in this directory")
-                files += found
-            else:
-                files.append(entry)
-        return [DataSourceConfig(path=str(path), **common) for path in files]
 
 
 class StreamShapeConfig(StrictModel):

@@ -7,18 +7,14 @@ file and the key (`ConfigError`), raised before any work starts.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
-import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import BaseModel, Discriminator, Field, Tag, model_validator
+from pydantic.fields import FieldInfo
 
-from raycl.data.stream_config import StreamConfig
-from raycl.evaluation.harness import BenchmarkConfig, is_world_stage_task
-from raycl.schema import StrictModel
-
-
-class ConfigError(ValueError):
-    """A configuration problem, phrased as one line naming the file and the key."""
+from raycl.config.base import ConfigError, StrictModel, read_yaml, validate
+from raycl.config.benchmarks import BenchmarkConfig, is_world_stage_task
+from raycl.config.stream import StreamConfig
 
 
 class WorldConfig(StrictModel):
@@ -41,18 +37,47 @@ class ModelConfig(StrictModel):
     trust_remote_code: bool = False
 
 
-class MethodConfig(StrictModel):
-    """How the trial updates the model: full fine-tuning (AdamW), LoRA adapters, or GaLore."""
+_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
-    name: Literal["full", "lora", "galore"] = "full"
+
+class FullMethod(StrictModel):
+    """Full fine-tuning: AdamW on every weight."""
+
+    name: Literal["full"] = "full"
+
+
+class LoraMethod(StrictModel):
+    """LoRA adapters (peft) on the named modules; the base weights stay frozen."""
+
+    name: Literal["lora"]
     lora_rank: int = Field(8, ge=1, description="higher rank: more trainable parameters and state")
     lora_alpha: float = Field(16.0, gt=0)
-    lora_target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    lora_target_modules: tuple[str, ...] = _PROJECTIONS
+
+
+class GaLoreMethod(StrictModel):
+    """GaLore (galore-torch): AdamW state kept in a low-rank projection of each named matrix's gradient."""
+
+    name: Literal["galore"]
     galore_rank: int = Field(8, ge=1, description="rank of the gradient projection; at or above a matrix side saves nothing")
     galore_update_proj_gap: int = Field(50, ge=1, description="steps between SVD refreshes of the projection")
     galore_scale: float = Field(0.25, gt=0)
     galore_proj_type: Literal["std", "reverse_std", "right", "left", "full"] = "std"
-    galore_target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    galore_target_modules: tuple[str, ...] = _PROJECTIONS
+
+
+def _method_name(value: Any) -> str:
+    # `method: {}` (or no section) means full fine-tuning, as it always has.
+    name = value.get("name", "full") if isinstance(value, dict) else value.name
+    return f"method:name={name}"
+
+
+# How the trial updates the model; a key of another method (lora_rank under galore) is an error.
+MethodConfig = Annotated[
+    Annotated[FullMethod, Tag("method:name=full")] | Annotated[LoraMethod, Tag("method:name=lora")] | Annotated[GaLoreMethod, Tag("method:name=galore")],
+    Discriminator(_method_name),
+]
+METHODS: tuple[type[StrictModel], ...] = (FullMethod, LoraMethod, GaLoreMethod)
 
 
 class TrainConfig(StrictModel):
@@ -113,7 +138,7 @@ class TrialConfig(StrictModel):
     world: WorldConfig = WorldConfig()
     stream: StreamConfig | None = Field(None, description="a real dataset as the new data; None: the offline world's stages")
     model: ModelConfig = ModelConfig()
-    method: MethodConfig = MethodConfig()
+    method: MethodConfig = FullMethod()
     train: TrainConfig = TrainConfig()
     replay: ReplayConfig = ReplayConfig()
     ewc: EWCConfig = EWCConfig()
@@ -138,50 +163,41 @@ class TrialConfig(StrictModel):
         return self
 
     def with_overrides(self, overrides: dict[str, Any]) -> TrialConfig:
-        """A copy with dotted keys replaced, e.g. {"train.lr": 1e-3, "method.name": "lora"}."""
-        data = self.model_dump()
+        """A copy with dotted keys replaced, e.g. {"train.lr": 1e-3, "method.name": "lora"}.
+
+        Built from the keys that were set, so a switch of `method.name` leaves no other method's defaults behind.
+        """
+        data = self.model_dump(exclude_unset=True)
         for dotted, value in overrides.items():
             node = data
             *parents, leaf = dotted.split(".")
             for key in parents:
-                if not isinstance(node.get(key), dict):
-                    raise ConfigError(f"{dotted}: no such config section {key!r}")
-                node = node[key]
-            if leaf not in node:
-                raise ConfigError(f"{dotted}: no such config key")
+                node = node.setdefault(key, {})
+                if not isinstance(node, dict):
+                    raise ConfigError(f"{dotted}: {key} is not a config section")
             node[leaf] = value
         return validate_config(data, source="overrides")
 
 
-def format_validation_error(error: ValidationError, source: str) -> str:
-    """The first problem of a pydantic error as `source: dotted.key: message`."""
-    first = error.errors()[0]
-    key = ".".join(str(part) for part in first["loc"])
-    message = first["msg"].removeprefix("Value error, ")
-    # Cross-field checks have no location of their own and name their keys in the message.
-    return f"{source}: {key}: {message}" if key else f"{source}: {message}"
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The config models an annotation admits: the model itself, or each model of a union (optional, tagged)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [model for arg in get_args(annotation) for model in _models_in(arg)]
+
+
+def config_field(dotted: str) -> FieldInfo | None:
+    """The field behind a dotted `TrialConfig` key (`train.lr`, `stream.shape.stages`; under `method.`,
+    a field of any method), or None when there is no such key."""
+    *sections, leaf = dotted.split(".")
+    models: list[type[BaseModel]] = [TrialConfig] if sections else []
+    for name in sections:
+        models = [inner for model in models if name in model.model_fields for inner in _models_in(model.model_fields[name].annotation)]
+    return next((model.model_fields[leaf] for model in models if leaf in model.model_fields), None)
 
 
 def validate_config(data: dict[str, Any], source: str) -> TrialConfig:
-    try:
-        return TrialConfig.model_validate(data)
-    except ValidationError as error:
-        raise ConfigError(format_validation_error(error, source)) from None
-
-
-def read_yaml(path: Path) -> dict[str, Any]:
-    """A YAML mapping from `path`, or a `ConfigError` naming the file."""
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML ({error})".replace("\n", " ")) from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of config sections")
-    return data
+    return validate(TrialConfig, data, source)
 
 
 def load_config(path: Path | None) -> TrialConfig:

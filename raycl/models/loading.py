@@ -6,7 +6,7 @@ from pathlib import Path
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from raycl import hub
+from raycl.models import hub
 from raycl.config import ModelConfig
 from raycl.world.ladder import LADDER, ladder_model_dir
 from raycl.world.offline import World

@@ -1,0 +1,105 @@
+"""What a trial reports: the fields of `result.json`, and from them the names a sweep may optimise.
+
+Three nested records, each the part of the one before that travels further:
+- `StageRecord`: the stage matrix and its per-stage views (MLflow's `stage_matrix.json`);
+- `TrialSummary`: that plus every scalar metric (what Tune, Optuna and MLflow receive);
+- `TrialResult`: that plus curves, timings, drift and the config (`result.json`).
+A field annotated `Reported` is a metric that objectives and constraints may name; benchmark metrics
+(`bench_<task>`, `bench_<task>_delta`, `bench_max_drop`) join them under their prefix.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Reported:
+    """Marks a scalar field of `TrialSummary` as a metric a sweep may optimise or constrain."""
+
+
+Reported = Annotated[float, _Reported()]
+BENCHMARK_PREFIX = "bench_"
+
+
+class StageRecord(BaseModel):
+    """Held-out losses by stage, as MLflow keeps them beside each child run."""
+
+    stage_names: list[str]
+    stage_matrix: list[list[float]] = Field(description="R[i][j]: held-out loss on stage j after stage i; row 0 before training")
+    retention_losses: list[float] = Field(description="held-out loss on the original distribution after each row")
+    stage_forgetting: list[float] = Field(description="per stage: final loss minus the best loss after training it")
+
+
+class TrialSummary(StageRecord):
+    """A finished trial as the sweep sees it: its reported metrics and its stage record.
+
+    Extra fields are benchmark metrics, named `bench_...`.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    learning: Reported = Field(description="1 - ppl_after / ppl_before on held-out new data (higher is better)")
+    forgetting: Reported = Field(description="loss_after - loss_before on held-out original data, in nats")
+    bwt: Reported = Field(description="backward transfer: mean of R[j+1][j] - R[T][j]")
+    fwt: Reported = Field(description="forward transfer: mean of R[0][j] - R[j][j]")
+    average_final_loss: Reported = Field(description="mean held-out loss over the stages after the last one")
+    drift_spread: Reported = Field(description="spread across layers of the relative weight drift")
+    tokens_per_s: Reported
+    eval_time_fraction: Reported = Field(description="share of the trial's wall time spent evaluating")
+    replay_generation_fraction: Reported = Field(description="share of wall time spent sampling self-generated replay")
+    peak_memory_bytes: Reported
+    optimizer_state_bytes: Reported
+    num_params: Reported = Field(description="the base model's parameters, before any adapter")
+    wall_time_s: Reported
+    train_tokens: Reported = Field(description="tokens trained on, replay rows included")
+    new_tokens: Reported = Field(description="tokens of new data trained on")
+
+    @model_validator(mode="after")
+    def _extras_are_benchmarks(self) -> TrialSummary:
+        for name in self.model_extra or {}:
+            if not name.startswith(BENCHMARK_PREFIX):
+                raise ValueError(f"{name}: not a field of a trial result")
+        return self
+
+    @classmethod
+    def of(cls, report: dict[str, Any]) -> TrialSummary:
+        """The summary inside a larger record (a Tune result, a trial result), other keys ignored."""
+        return cls.model_validate({k: v for k, v in report.items() if k in cls.model_fields or k.startswith(BENCHMARK_PREFIX)})
+
+    def metrics(self) -> dict[str, float]:
+        """Every reported scalar metric by name, benchmark metrics included."""
+        reported = {name: float(getattr(self, name)) for name in REPORTED_METRICS}
+        return reported | {name: float(value) for name, value in (self.model_extra or {}).items()}
+
+    def stage_record(self) -> StageRecord:
+        return StageRecord.model_validate(self.model_dump(include=set(StageRecord.model_fields)))
+
+
+class TrialResult(TrialSummary):
+    """Everything a trial writes to `result.json`."""
+
+    train_time_s: float
+    eval_time_s: float
+    stage_time_s: list[float]
+    benchmarks: list[dict[str, float]] = Field(description="lm-eval scores at step 0 and after each stage")
+    curves: list[dict[str, Any]] = Field(description="quick evaluations between stage ends")
+    data_summary: dict[str, Any] | None = Field(description="rows read and skipped, for a real-data stream")
+    config: dict[str, Any] = Field(description="the trial config, as JSON")
+    drift: dict[str, float] = Field(description="relative weight drift of each 2-D weight")
+    method_info: dict[str, Any]
+    resumed_after_stage: int
+
+    def summary(self) -> TrialSummary:
+        return TrialSummary.of(self.model_dump())
+
+
+REPORTED_METRICS: tuple[str, ...] = tuple(
+    name for name, field in TrialSummary.model_fields.items() if any(isinstance(m, _Reported) for m in field.metadata)
+)
+
+
+def is_reported_metric(name: str) -> bool:
+    """Whether a trial's summary carries `name` as a scalar metric the sweep records."""
+    return name in REPORTED_METRICS or name.startswith(BENCHMARK_PREFIX)
