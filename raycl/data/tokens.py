@@ -8,6 +8,8 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 Conversation = Sequence[dict[str, str]]
+# The label of a token no loss is computed on (the `transformers` and `torch` convention).
+IGNORE_INDEX = -100
 
 
 def encode_conversation(tokenizer: PreTrainedTokenizerBase, conversation: Conversation) -> list[int]:

@@ -12,7 +12,8 @@ import yaml
 
 from raycl.config import TrialConfig
 from raycl.data.build import build_stream
-from raycl.data.encoding import IGNORE_INDEX, Encoded, encode_example, pack_masked
+from raycl.data.encoding import Encoded, encode_example, pack_masked
+from raycl.data.tokens import IGNORE_INDEX
 from raycl.data.formats import DataError
 from raycl.data.stream import Stage
 from raycl.config.stream import StreamConfig
