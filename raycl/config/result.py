@@ -85,7 +85,7 @@ class TrialResult(TrialSummary):
     stage_time_s: list[float]
     benchmarks: list[dict[str, float]] = Field(description="lm-eval scores at step 0 and after each stage")
     curves: list[dict[str, Any]] = Field(description="quick evaluations between stage ends")
-    data_summary: dict[str, Any] | None = Field(description="rows read and skipped, for a real-data stream")
+    data_summary: str | None = Field(description="rows read and skipped, for a real-data stream")
     config: dict[str, Any] = Field(description="the trial config, as JSON")
     drift: dict[str, float] = Field(description="relative weight drift of each 2-D weight")
     method_info: dict[str, Any]

@@ -34,7 +34,7 @@ from raycl.data.build import build_stream
 from raycl.data.stream import Stream
 from raycl.data.tokens import IGNORE_INDEX, batch_at
 from raycl.evaluation import metrics
-from raycl.evaluation.harness import benchmark_deltas, load_harness, prepare_task_dir, run_benchmarks
+from raycl.evaluation.harness import benchmark_deltas, load_harness, run_benchmarks, shared_task_dir
 from raycl.evaluation.heldout import heldout_loss
 from raycl.mitigation.penalties import EWC, kl_to_base
 from raycl.mitigation.replay import Replay
@@ -220,7 +220,7 @@ def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) 
 
     # lm-eval scores on rank 0 (the model is the same on every rank).
     bench = config.eval.benchmarks
-    task_dir = prepare_task_dir(world, bench, out_dir / "benchmarks", tokenizer) if bench.tasks and rank == 0 else None
+    task_dir = shared_task_dir(world, bench, tokenizer) if bench.tasks and rank == 0 else None
     if task_dir:
         load_harness(task_dir, bench)
 
@@ -237,7 +237,7 @@ def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) 
     else:
         progress = TrialProgress(config=config.model_dump(mode="json"))
         eval_started = time.perf_counter()
-        row, retention = evaluate(model, stream, config, tokenizer.pad_token_id, device, None)
+        row, retention = evaluate(model, stream, config, tokenizer.pad_token_id, device, config.eval.max_examples)
         progress.stage_matrix.append(row)
         progress.retention_losses.append(retention)
         progress.benchmarks.append(benchmarks(bench.limit))
@@ -287,7 +287,7 @@ def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) 
                         report(eval_metrics(progress, full=False), None)
 
             eval_started = time.perf_counter()
-            row, retention = evaluate(model, stream, config, tokenizer.pad_token_id, device, None)
+            row, retention = evaluate(model, stream, config, tokenizer.pad_token_id, device, config.eval.max_examples)
             progress.benchmarks.append(benchmarks(bench.limit))
             progress.eval_time_s += time.perf_counter() - eval_started
             progress.stage_matrix.append(row)
