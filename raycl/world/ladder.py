@@ -20,8 +20,10 @@ one `save_pretrained` directory per budget, each with a `pretrain.json` record (
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -40,7 +42,12 @@ from rich.progress import (
 )
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
-from raycl.data.tokens import batch_at, encode_conversation, encode_document, pack_blocks
+from raycl.data.tokens import (
+    batch_at,
+    encode_conversation,
+    encode_document,
+    pack_blocks,
+)
 from raycl.evaluation.heldout import heldout_loss
 from raycl.world.cache import cached_build
 from raycl.world.corpus import Domain, Split
@@ -176,7 +183,7 @@ def check_rung(name: str) -> Rung:
 
 @dataclass
 class _Run:
-    """A model being pretrained and where it is in its schedule."""
+    """A model being pretrained, its optimizer and the loss of every step it took."""
 
     model: LlamaForCausalLM
     optimizer: torch.optim.Optimizer
@@ -263,8 +270,12 @@ def pretrain_ladder_rung(
 
 
 def pretrain_record(model_dir: Path) -> dict:
-    """What pretraining a ladder model took and reached: parameter counts (embedding, non-embedding,
-    total), pretraining tokens and tokens per parameter, final train loss, held-out base loss."""
+    """What pretraining the ladder model in `model_dir` took and reached.
+
+    Keys: `embedding_params`, `non_embedding_params`, `total_params`, `tokens_per_param`,
+    `pretrain_tokens`, `steps`, `peak_lr`, `final_train_loss` (mean of the last 20 steps) and
+    `heldout_base_loss` (nats per token on the base held-out split).
+    """
     return json.loads((Path(model_dir) / "pretrain.json").read_text())
 
 
@@ -288,12 +299,12 @@ def ladder_rung_dir(
 ) -> Path:
     """The cache entry of rung `name`: every budget's model, pretrained on first use.
 
-    Its `rung.json` records the build minutes.
+    Its `rung.json` records the build's wall and CPU minutes.
     """
     rung = check_rung(name)
 
     def build(out: Path) -> None:
-        start = time.perf_counter()
+        start, cpu_start, load_start = time.perf_counter(), time.process_time(), os.getloadavg()[0]
         torch.manual_seed(recipe.seed)
         model = LlamaForCausalLM(llama_config(rung, tokenizer))
         counts = parameter_counts(model)
@@ -303,9 +314,19 @@ def ladder_rung_dir(
         pretrain_ladder_rung(model, blocks, heldout, recipe, peak_lr(rung, recipe), out, label, tokenizer.pad_token_id)
         for budget in recipe.budgets:
             tokenizer.save_pretrained(out / budget_dirname(budget))
-        minutes = (time.perf_counter() - start) / 60
-        (out / "rung.json").write_text(json.dumps({"name": name, "build_minutes": minutes, "threads": torch.get_num_threads()} | counts, indent=2))
-        Console().print(f"pretrained {label}: {minutes:.1f} min on {torch.get_num_threads()} thread(s)")
+        # CPU minutes barely move when other jobs share the cores; wall minutes do (load average).
+        build = {
+            "name": name,
+            "build_minutes": (time.perf_counter() - start) / 60,
+            "build_cpu_minutes": (time.process_time() - cpu_start) / 60,
+            "threads": torch.get_num_threads(),
+            "load_average": [load_start, os.getloadavg()[0]],
+        }
+        (out / "rung.json").write_text(json.dumps(build | counts, indent=2))
+        Console().print(
+            f"pretrained {label}: {build['build_minutes']:.1f} min ({build['build_cpu_minutes']:.1f} CPU min) "
+            f"on {build['threads']} thread(s)"
+        )
 
     return cached_build("models", ladder_spec(name, world_id, recipe), build)
 
@@ -321,3 +342,27 @@ def ladder_model_dir(
     check_rung(name)
     check_budget(tokens_per_param, recipe.budgets)
     return ladder_rung_dir(name, base, tokenizer, world_id, recipe) / budget_dirname(tokens_per_param)
+
+
+def ladder_violations(losses: dict[str, dict[float, float]]) -> list[str]:
+    """Where held-out loss fails to fall along an axis of the ladder, as sentences.
+
+    `losses` maps each rung (smallest first) to its loss at each budget. Loss should fall with size
+    at every budget and with budget at every size.
+    """
+    problems = []
+    names = list(losses)
+    for smaller, bigger in itertools.pairwise(names):
+        for budget, loss in losses[bigger].items():
+            if loss >= losses[smaller][budget]:
+                problems.append(
+                    f"at {budget:g} tokens/param {bigger} ({loss:.3f}) is not below {smaller} ({losses[smaller][budget]:.3f})"
+                )
+    for name, by_budget in losses.items():
+        budgets = sorted(by_budget)
+        for fewer, more in itertools.pairwise(budgets):
+            if by_budget[more] >= by_budget[fewer]:
+                problems.append(
+                    f"{name} at {more:g} tokens/param ({by_budget[more]:.3f}) is not below {fewer:g} ({by_budget[fewer]:.3f})"
+                )
+    return problems

@@ -17,6 +17,7 @@ from raycl.world.ladder import (
     cooldown_steps,
     ladder_model_dir,
     ladder_rung_dir,
+    ladder_violations,
     llama_config,
     parameter_counts,
     peak_lr,
@@ -130,3 +131,13 @@ def test_tiny_ladder_build_saves_every_budget_and_more_tokens_help(tmp_path, mon
     assert json.loads((rung_dir / "rung.json").read_text())["build_minutes"] > 0
     # A second call finds the cache entry instead of pretraining again.
     assert ladder_rung_dir("raycl-tiny-xs", text.base, tokenizer, "tiny-world", recipe) == rung_dir
+
+
+def test_ladder_violations_name_each_axis_where_loss_does_not_fall() -> None:
+    good = {"a": {10.0: 3.0, 20.0: 2.5}, "b": {10.0: 2.0, 20.0: 1.5}}
+    assert ladder_violations(good) == []
+    bad = {"a": {10.0: 3.0, 20.0: 2.5}, "b": {10.0: 2.0, 20.0: 2.6}}
+    assert ladder_violations(bad) == [
+        "at 20 tokens/param b (2.600) is not below a (2.500)",
+        "b at 20 tokens/param (2.600) is not below 10 (2.000)",
+    ]
