@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from raycl.world.corpus import generate_world_text
@@ -131,6 +132,11 @@ def test_tiny_ladder_build_saves_every_budget_and_more_tokens_help(tmp_path, mon
     assert json.loads((rung_dir / "rung.json").read_text())["build_minutes"] > 0
     # A second call finds the cache entry instead of pretraining again.
     assert ladder_rung_dir("raycl-tiny-xs", text.base, tokenizer, "tiny-world", recipe) == rung_dir
+    # The cool-down branch at 5 tokens/param is the very model a standalone run to 5 would give.
+    alone = ladder_rung_dir("raycl-tiny-xs", text.base, tokenizer, "tiny-world", PretrainRecipe(budgets=(5.0,)))
+    branched = LlamaForCausalLM.from_pretrained(rung_dir / budget_dirname(5.0)).state_dict()
+    standalone = LlamaForCausalLM.from_pretrained(alone / budget_dirname(5.0)).state_dict()
+    assert all(torch.equal(branched[key], standalone[key]) for key in branched)
 
 
 def test_ladder_violations_name_each_axis_where_loss_does_not_fall() -> None:
