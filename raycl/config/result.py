@@ -20,6 +20,7 @@ class _Reported:
 
 
 Reported = Annotated[float, _Reported()]
+ReportedWhereKnown = Annotated[float | None, _Reported()]  # None where it does not apply
 BENCHMARK_PREFIX = "bench_"
 
 
@@ -61,6 +62,8 @@ class TrialSummary(StageRecord):
     num_params_non_embedding: Reported = Field(description="the base model's parameters outside its token embeddings and output head")
     wall_time_s: Reported
     train_tokens: Reported = Field(description="tokens trained on, replay rows included")
+    base_pretrain_tokens: ReportedWhereKnown = Field(None, description="tokens the base model was pretrained on (ladder models)")
+    base_pretrain_loss: ReportedWhereKnown = Field(None, description="the base model's final pretraining loss (ladder models)")
     new_tokens: Reported = Field(description="tokens of new data trained on")
 
     @model_validator(mode="after")
@@ -77,7 +80,7 @@ class TrialSummary(StageRecord):
 
     def metrics(self) -> dict[str, float]:
         """Every reported scalar metric by name, benchmark metrics included."""
-        reported = {name: float(getattr(self, name)) for name in REPORTED_METRICS}
+        reported = {name: float(getattr(self, name)) for name in REPORTED_METRICS if getattr(self, name) is not None}
         return reported | {name: float(value) for name, value in (self.model_extra or {}).items()}
 
     def stage_record(self) -> StageRecord:

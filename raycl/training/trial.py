@@ -38,9 +38,10 @@ from raycl.evaluation.harness import benchmark_deltas, load_harness, run_benchma
 from raycl.evaluation.heldout import heldout_loss
 from raycl.mitigation.penalties import EWC, kl_to_base
 from raycl.mitigation.replay import Replay
-from raycl.models.loading import load_base_model
+from raycl.models.loading import load_base_model, pretraining_facts
 from raycl.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, stage_checkpoint_dir
 from raycl.training.methods import optimizer_state_bytes, prepare_method
+from raycl.world.ladder import parameter_counts
 from raycl.world.offline import World, load_world
 from raycl.world.stream import offline_stream
 
@@ -120,13 +121,6 @@ def load_stream(config: TrialConfig, world: World, tokenizer) -> Stream:
 def needs_frozen_base(replay: ReplayConfig) -> bool:
     """Whether replay reads the frozen base model: KL targets, samples of it, or its loss to rank blocks."""
     return replay.loss == "kl" or replay.source == "self_generated" or replay.selection in ("hardest", "easiest")
-
-
-def embedding_params(model: nn.Module) -> int:
-    """Parameters of the token embeddings and the output head (once when they are tied), which
-    published scaling laws leave out of a model's size."""
-    tensors = {id(t): t for t in (model.get_input_embeddings().weight, model.get_output_embeddings().weight)}
-    return sum(t.numel() for t in tensors.values())
 
 
 def effective_weights(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -217,8 +211,7 @@ def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) 
     replay_rows = config.replay_rows
     replay = Replay(config.replay, stream.replay_pool, frozen_base, tokenizer, config.train.seed) if replay_rows else None
     # Counted before LoRA injects its adapters into the base model in place.
-    num_params = sum(p.numel() for p in base_model.parameters())
-    num_params_non_embedding = num_params - embedding_params(base_model)
+    counts = parameter_counts(base_model)
     prepared = prepare_method(base_model, config.method, config.train)
     model, optimizer = prepared.model, prepared.optimizer
     # The Fisher is measured at the base weights, before any checkpoint is restored over them.
@@ -316,8 +309,9 @@ def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) 
         "drift_spread": metrics.drift_spread(drift),
         "peak_memory_bytes": peak_memory_bytes(device),
         "optimizer_state_bytes": optimizer_state_bytes(optimizer),
-        "num_params": num_params,
-        "num_params_non_embedding": num_params_non_embedding,
+        "num_params": counts["total_params"],
+        "num_params_non_embedding": counts["non_embedding_params"],
+        **pretraining_facts(config.model, world),
         "method_info": prepared.info,
         "resumed_after_stage": resumed_after_stage,
     }
