@@ -2,11 +2,12 @@
 
     raycl sweep smoke                                   # local Ray on this machine, results in runs/smoke/
     raycl sweep scaling_laws --address auto \\
-        --storage postgresql://raycl@HEAD_IP/optuna --tracking-uri http://HEAD_IP:5000   # on a cluster
+        --storage postgresql+psycopg2://raycl@HEAD_IP/optuna --tracking-uri http://HEAD_IP:5000   # on a cluster
     raycl sweep smoke --resume                          # after the driver was killed
 
 Order of work: validate the space (no Ray, MLflow or Optuna imported yet, so a bad file fails in
-a second and leaves nothing behind), take the sweep's lock, open the Optuna study and the MLflow
+a second and leaves nothing behind), check that the stores given by URL answer (seconds, nothing
+created), take the sweep's lock, open the Optuna study and the MLflow
 parent run, connect to Ray, plan resources, run the remaining trials through Ray Tune, then put the
 Pareto frontier and hypervolume history on the parent run.
 """
@@ -30,6 +31,7 @@ from rich.console import Console
 from raycl.config import ConfigError
 from raycl.sweep.plan import ResourcePlan
 from raycl.config.space import SearchSpace, load_space
+from raycl.sweep.stores import check_stores, database_url
 
 # Ray Train knobs that cut the fixed cost of a Train run inside a Tune trial (PROBES.md: ~15 s ->
 # ~12 s); a value already in the environment wins.
@@ -78,15 +80,17 @@ def run_sweep(
     ray_storage: where Ray Tune/Train keep state and stage checkpoints; default `OUT_ROOT/NAME/ray`.
         On a multi-node cluster this must be shared by every node (s3://..., NFS).
     num_cpus: CPUs of a local Ray (default: all).
-    Raises `ConfigError` (one line naming the file and key) before creating anything.
+    Raises `ConfigError` (one line naming the file and key, or the store that cannot be reached)
+    before creating anything.
     """
     started = time.perf_counter()
     console = console or Console()
     space = load_space(name_or_path)
+    check_stores(storage, tracking_uri)
     out_dir = (Path(out_root) / space.name).resolve()
     own_tracking = tracking_uri is None
-    storage = storage or f"sqlite:///{out_dir / 'optuna.db'}"
-    tracking_uri = tracking_uri or f"sqlite:///{out_dir / 'mlflow.db'}"
+    storage = database_url(storage or f"sqlite:///{out_dir / 'optuna.db'}")
+    tracking_uri = database_url(tracking_uri or f"sqlite:///{out_dir / 'mlflow.db'}")
     out_dir.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(out_dir / ".driver.lock"))
     try:
