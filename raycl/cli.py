@@ -150,6 +150,7 @@ def eval_(
     batch_size: int = typer.Option(64, "--batch-size"),
     task_path: Optional[list[str]] = typer.Option(None, "--task-path", help="TASK=FILE for a shipped real benchmark"),
     include_defaults: bool = typer.Option(False, "--include-defaults", help="also offer lm-eval's own tasks (needs the hub)"),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="run the model's own Python code (never taken from the checkpoint)"),
 ) -> None:
     """Score a saved stage checkpoint on lm-eval tasks (also exported to CHECKPOINT/eval/hf for lm_eval)."""
     from pydantic import ValidationError
@@ -164,6 +165,7 @@ def eval_(
             batch_size=batch_size,
             task_paths=dict(pair.split("=", 1) for pair in task_path or []),
             include_defaults=include_defaults,
+            trust_remote_code=trust_remote_code,
         )
     except (ValidationError, ValueError, FileNotFoundError) as error:
         fail(str(error).splitlines()[0])
