@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 from filelock import FileLock, Timeout
 from rich.console import Console
@@ -31,6 +32,7 @@ from rich.console import Console
 from raycl.config import ConfigError
 from raycl.sweep.plan import ResourcePlan
 from raycl.config.space import SearchSpace, load_space
+from raycl.sweep.redaction import is_secret
 from raycl.sweep.stores import check_stores, database_url
 
 # Ray Train knobs that cut the fixed cost of a Train run inside a Tune trial (PROBES.md: ~15 s ->
@@ -38,6 +40,8 @@ from raycl.sweep.stores import check_stores, database_url
 TRAIN_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2", "RAY_TRAIN_METRICS_ENABLED": "0"}
 LOCAL_ONLY_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}  # spot preemption only exists on clouds
 FORWARDED_ENV_PREFIXES = ("RAYCL_", "HF_", "MLFLOW_ALLOW_FILE_STORE")
+RAY_TEMP_PREFIX = "raycl-ray-"
+RAY_TEMP_RECORD = ".ray_temp_dir"  # in the sweep's folder: the temp dir of the local Ray it runs on
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,7 @@ def run_sweep(
     except Timeout:
         raise ConfigError(f"{out_dir}: another driver is running sweep {space.name!r} (lock {lock.lock_file})") from None
     try:
+        _clean_up_after_a_dead_driver(out_dir)
         return _run(
             space,
             out_dir=out_dir,
@@ -214,7 +219,7 @@ def _launch(space: SearchSpace, study: Any, interrupted: list, to_run: int, trac
     from raycl.sweep.tracking import TrackingCallback
     from raycl.sweep.trainable import TrialContext, tune_trainable
 
-    temp_dir = _connect_ray(address, num_cpus, show_worker_logs)
+    temp_dir = _connect_ray(address, num_cpus, show_worker_logs, out_dir)
     try:
         nodes = [
             NodeCapacity(node["NodeID"], node["Resources"].get("CPU", 0.0), node["Resources"].get("GPU", 0.0))
@@ -264,7 +269,7 @@ def _launch(space: SearchSpace, study: Any, interrupted: list, to_run: int, trac
     finally:
         ray.shutdown()
         if temp_dir is not None:
-            shutil.rmtree(temp_dir, ignore_errors=True)
+            _stop_local_ray(temp_dir, out_dir)
 
 
 @contextlib.contextmanager
@@ -281,22 +286,29 @@ def _scoped_env(values: dict[str, str]) -> Iterator[None]:
                 os.environ[key] = value
 
 
-def _connect_ray(address: str | None, num_cpus: int | None, show_worker_logs: bool) -> str | None:
-    """Join the cluster at `address`, or start a private local Ray; returns the local Ray's temp dir."""
-    import ray
+def _connect_ray(address: str | None, num_cpus: int | None, show_worker_logs: bool, out_dir: Path) -> str | None:
+    """Join the cluster at `address`, or start a private local Ray; returns the local Ray's temp dir.
 
-    env = dict(TRAIN_ENV) | ({} if address else LOCAL_ONLY_ENV)
-    env |= {key: value for key, value in os.environ.items() if key.startswith(FORWARDED_ENV_PREFIXES) or key in env}
-    options: dict[str, Any] = {
-        "runtime_env": {"env_vars": env},
-        "log_to_driver": show_worker_logs,
-        "logging_level": logging.WARNING,
-    }
+    Ray writes a job's runtime env, env_vars included, in clear to runtime_env_agent.log, so no
+    secret travels that way: a local Ray's workers inherit this process's environment, and on a
+    cluster variables named like credentials (HF_TOKEN) are left out and must be set on the nodes.
+    """
+    import ray
+    from ray._private import ray_constants
+
+    knobs = TRAIN_ENV | ({} if address else LOCAL_ONLY_ENV)
+    knobs = {key: os.environ.get(key, value) for key, value in knobs.items()}
+    options: dict[str, Any] = {"log_to_driver": show_worker_logs, "logging_level": logging.WARNING}
     for name in ("ray.tune", "ray.train", "mlflow"):
         logging.getLogger(name).setLevel(logging.WARNING)
     if address:
+        forwarded = {key: value for key, value in os.environ.items() if key.startswith(FORWARDED_ENV_PREFIXES)}
+        withheld = sorted(key for key, value in forwarded.items() if is_secret(key, value))
+        if withheld:
+            logging.getLogger(__name__).warning("not forwarded to the cluster (set them on its nodes): %s", ", ".join(withheld))
+        env = knobs | {key: value for key, value in forwarded.items() if key not in withheld}
         try:
-            ray.init(address=address, **options)
+            ray.init(address=address, runtime_env={"env_vars": env}, **options)
         except ConnectionError as error:
             # Ray's own message is a page long; the usual cause on a fresh `ray start` is token auth.
             raise ConfigError(
@@ -305,7 +317,48 @@ def _connect_ray(address: str | None, num_cpus: int | None, show_worker_logs: bo
             ) from None
         return None
     # A short private temp dir: Unix socket paths must stay under ~107 characters, and a cluster of
-    # our own must not become the one that another process's bare `ray.init()` attaches to.
-    temp_dir = tempfile.mkdtemp(prefix="raycl-ray-", dir="/tmp")
-    ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, _temp_dir=temp_dir, **options)
+    # our own must not become the one that another process's bare `ray.init()` attaches to. It is
+    # recorded so that the next driver can clean up after this one if it is killed.
+    temp_dir = tempfile.mkdtemp(prefix=RAY_TEMP_PREFIX, dir="/tmp")
+    (out_dir / RAY_TEMP_RECORD).write_text(temp_dir)
+    # Loopback only: Ray turns a 127.0.0.1 node address into the machine's public one unless it
+    # thinks clusters unsupported (as on macOS), and then every Ray process binds to 127.0.0.1. The
+    # flag is read at import, so it is patched in this process and set for the processes Ray starts.
+    with _scoped_env(knobs | {ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR: "0"}), \
+            mock.patch.object(ray_constants, "ENABLE_RAY_CLUSTER", False):
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, _temp_dir=temp_dir, **options)
     return temp_dir
+
+
+def _stop_local_ray(temp_dir: str, out_dir: Path) -> None:
+    """Delete a local Ray's temp dir (its logs) and its record, once it has shut down."""
+    shutil.rmtree(temp_dir, ignore_errors=True)
+    (out_dir / RAY_TEMP_RECORD).unlink(missing_ok=True)
+
+
+def _clean_up_after_a_dead_driver(out_dir: Path) -> None:
+    """Stop the local Ray a killed driver of this sweep left running, and delete its temp dir.
+
+    Called with the sweep's lock held, so that driver is gone; its Ray processes are found by the
+    private temp dir on their command lines.
+    """
+    import psutil
+
+    record = out_dir / RAY_TEMP_RECORD
+    if not record.exists():
+        return
+    temp_dir = record.read_text().strip()
+    if Path(temp_dir).name.startswith(RAY_TEMP_PREFIX):
+        leftovers = [
+            process for process in psutil.process_iter(["cmdline"])
+            if any(temp_dir in part for part in process.info["cmdline"] or ())
+        ]
+        for process in leftovers:
+            with contextlib.suppress(psutil.Error):
+                process.terminate()
+        _, alive = psutil.wait_procs(leftovers, timeout=10)
+        for process in alive:
+            with contextlib.suppress(psutil.Error):
+                process.kill()
+        _stop_local_ray(temp_dir, out_dir)
+    record.unlink(missing_ok=True)
