@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from raycl.data.formats import Conversation
 from raycl.config.stream import LossOn
+from raycl.data.formats import Conversation
 from raycl.data.tokens import IGNORE_INDEX, encode_conversation, encode_document, pack_blocks
 
 GENERATION_MARK = re.compile(r"\{%-?\s*generation\s*-?%\}")

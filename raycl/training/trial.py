@@ -31,7 +31,7 @@ from torch import nn
 from raycl.config import ReplayConfig, TrialConfig
 from raycl.config.result import BENCHMARK_PREFIX, TrialResult
 from raycl.data.build import build_stream
-from raycl.data.stream import Stream, offline_stream
+from raycl.data.stream import Stream
 from raycl.data.tokens import IGNORE_INDEX, batch_at
 from raycl.evaluation import metrics
 from raycl.evaluation.harness import benchmark_deltas, load_harness, prepare_task_dir, run_benchmarks
@@ -42,6 +42,7 @@ from raycl.models.loading import load_base_model
 from raycl.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, stage_checkpoint_dir
 from raycl.training.methods import optimizer_state_bytes, prepare_method
 from raycl.world.offline import World, load_world
+from raycl.world.stream import offline_stream
 
 # Called with an evaluation's metrics, and the stage checkpoint written with it (full evaluations).
 Report = Callable[[dict[str, float], Path | None], None]
