@@ -18,7 +18,9 @@ import contextlib
 import logging
 import os
 import shutil
+import signal
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -61,6 +63,8 @@ class SweepOutcome:
     wall_time_s: float
     plan: ResourcePlan | None = None
     trial_times: dict[str, dict[str, float]] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)  # failed trial key -> why, in one line
+    unfinished: int = 0  # trials of the budget not yet run to an end (the sweep was stopped)
 
 
 def run_sweep(
@@ -103,7 +107,8 @@ def run_sweep(
         raise ConfigError(f"{out_dir}: another driver is running sweep {space.name!r} (lock {lock.lock_file})") from None
     try:
         _clean_up_after_a_dead_driver(out_dir)
-        return _run(
+        with _sigterm_as_ctrl_c():
+            return _run(
             space,
             out_dir=out_dir,
             storage=storage,
@@ -128,7 +133,7 @@ def _run(space: SearchSpace, *, out_dir: Path, storage: str, tracking_uri: str, 
     from optuna.trial import TrialState
 
     from raycl.analysis.frontier import space_frontier
-    from raycl.config.records import trial_key
+    from raycl.config.records import Tags, trial_key
     from raycl.sweep.progress import ProgressTable
     from raycl.sweep.redaction import redact_url
     from raycl.sweep.study import completed_metrics, finished_trials, interrupted_trials, open_study
@@ -178,14 +183,21 @@ def _run(space: SearchSpace, *, out_dir: Path, storage: str, tracking_uri: str, 
     keys, metrics = [trial_key(t.number) for t in complete], [completed_metrics(t) for t in complete]
     summary = space_frontier(space, keys, metrics)
     tracker.log_frontier(summary, [{"trial": key} | m for key, m in zip(keys, metrics)], [t.params for t in complete])
-    failed = len(finished_trials(study)) - len(complete)
-    tracker.end_parent("FINISHED" if len(complete) + failed >= space.budget.trials else "KILLED")
+    failures = {
+        trial_key(t.number): t.user_attrs.get(Tags.FAILURE, "no reason recorded")
+        for t in finished_trials(study) if t.state == TrialState.FAIL
+    }
+    failed = len(failures)
+    unfinished = max(0, space.budget.trials - len(complete) - failed)
+    tracker.end_parent("KILLED" if unfinished else "FINISHED")
     reference = ", ".join(f"{name} {value:.4g}" for name, value in zip(summary.objectives, summary.reference))
     console.print(
         f"sweep {space.name}: {len(complete)} complete, {failed} failed; Pareto set {', '.join(summary.pareto_keys)}; "
         f"hypervolume {summary.hypervolume:.4g} (reference: {reference}; {summary.reference_source})",
         highlight=False,
     )
+    for key, reason in failures.items():
+        console.print(f"  {key} failed: {reason}", highlight=False, soft_wrap=True)
     return SweepOutcome(
         name=space.name,
         out_dir=out_dir,
@@ -200,6 +212,8 @@ def _run(space: SearchSpace, *, out_dir: Path, storage: str, tracking_uri: str, 
         wall_time_s=time.perf_counter() - started,
         plan=plan,
         trial_times=trial_times,
+        failures=failures,
+        unfinished=unfinished,
     )
 
 
@@ -211,6 +225,7 @@ def _launch(space: SearchSpace, study: Any, interrupted: list, to_run: int, trac
     from ray import tune
     from ray.tune.logger import JsonLoggerCallback
 
+    from raycl.sweep.failures import FailureRecorder
     from raycl.sweep.plan import NodeCapacity, plan_resources
     from raycl.sweep.study import OptunaSearcher
     from raycl.sweep.tracking import TrackingCallback
@@ -254,7 +269,12 @@ def _launch(space: SearchSpace, study: Any, interrupted: list, to_run: int, trac
                 storage_path=f"{ray_storage}/tune",
                 verbose=0,
                 # Only Tune's JSON logger (the result grid reads it); CSV and TensorBoard add nothing here.
-                callbacks=[TrackingCallback(tracker), progress, JsonLoggerCallback()],
+                callbacks=[
+                    FailureRecorder(searcher, tracker, progress, out_dir / "trials"),
+                    TrackingCallback(tracker),
+                    progress,
+                    JsonLoggerCallback(),
+                ],
                 failure_config=tune.FailureConfig(max_failures=0),
             ),
         )
@@ -267,6 +287,20 @@ def _launch(space: SearchSpace, study: Any, interrupted: list, to_run: int, trac
         ray.shutdown()
         if temp_dir is not None:
             _stop_local_ray(temp_dir, out_dir)
+
+
+@contextlib.contextmanager
+def _sigterm_as_ctrl_c() -> Iterator[None]:
+    """SIGTERM (`kill`, a job scheduler, a container stop) handled as Ctrl-C is: Tune stops the trials,
+    open MLflow runs are ended, Ray shuts down and its temp dir is deleted; --resume goes on from there."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager

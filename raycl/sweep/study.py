@@ -102,6 +102,7 @@ class OptunaSearcher(Searcher):
         self._defaults = defaults
         self._interrupted = [optuna.trial.Trial(study, frozen._trial_id) for frozen in interrupted]
         self._live: dict[str, optuna.trial.Trial] = {}
+        self._failed: dict[str, optuna.trial.Trial] = {}  # errored, waiting for `tell_failed`
 
     def suggest(self, trial_id: str) -> dict[str, Any]:
         for _ in range(_MAX_INVALID_ASKS):
@@ -130,7 +131,9 @@ class OptunaSearcher(Searcher):
         if trial is None:
             return
         if error:
-            self._study.tell(trial, state=TrialState.FAIL)
+            # Tune tells the searcher of an error before its callbacks can read why: the
+            # FailureRecorder callback calls `tell_failed` with the reason.
+            self._failed[trial_id] = trial
             return
         if not result or FINAL_KEY not in result:
             # Stopped before it finished (Ctrl-C, shutdown): stays RUNNING, and --resume continues it.
@@ -144,6 +147,16 @@ class OptunaSearcher(Searcher):
         for constraint in self._space.constraints:
             trial.set_constraint(str(constraint), constraint.value(metrics))
         self._study.tell(trial, [metrics[name] for name in self._space.objectives])
+
+
+    def tell_failed(self, trial_id: str, attrs: dict[str, Any]) -> None:
+        """Tell Optuna that an errored trial failed, with `attrs` (the reason) as its user attrs."""
+        trial = self._failed.pop(trial_id, None)
+        if trial is None:
+            return
+        for name, value in attrs.items():
+            trial.set_user_attr(name, value)
+        self._study.tell(trial, state=TrialState.FAIL)
 
 
 def completed_metrics(trial: FrozenTrial) -> dict[str, float]:

@@ -22,7 +22,7 @@ from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from raycl.config.records import NODE_KEY, FinalReport, TrialAssignment
-from raycl.config.result import TrialResult
+from raycl.config.result import Divergence, TrialDiverged, TrialResult
 from raycl.sweep.plan import ResourcePlan
 
 
@@ -65,6 +65,9 @@ def sweep_trial(config: dict[str, Any], context: TrialContext) -> None:
             ),
         )
         returned = trainer.fit().return_value
+        if "diverged" in returned:
+            # Raised here, in the Tune trial, so that it fails like any error and is recorded as one.
+            raise TrialDiverged(Divergence.model_validate(returned["diverged"]))
         summary = TrialResult.model_validate(returned["result"]).summary()
         report = FinalReport(**summary.model_dump(), node_ids=returned["node_ids"])
         done.parent.mkdir(parents=True, exist_ok=True)
@@ -114,7 +117,12 @@ def train_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
         )
 
     assignment = TrialAssignment.model_validate(loop_config["assignment"])
-    result = run_trial(assignment.trial_config, out_dir, report=report)
+    try:
+        result = run_trial(assignment.trial_config, out_dir, report=report)
+    except TrialDiverged as diverged:
+        # Returned, not raised: Ray Train would restart the worker group from the last stage
+        # checkpoint, and the same steps would diverge again.
+        return {"diverged": diverged.divergence.model_dump(), "node_ids": sorted(set(node_ids))}
     return {"result": result, "node_ids": sorted(set(node_ids))}
 
 
