@@ -140,7 +140,7 @@ def _run(space: SearchSpace, *, out_dir: Path, storage: str, tracking_uri: str, 
     from raycl.sweep.tracking import SweepTracker
 
     study = open_study(space, storage, resume=resume)
-    interrupted = interrupted_trials(study)
+    interrupted = interrupted_trials(study, out_dir)
     finished = finished_trials(study)
     to_run = max(0, space.budget.trials - len(finished))
     tracker = SweepTracker(tracking_uri, space, artifact_root)
@@ -188,7 +188,10 @@ def _run(space: SearchSpace, *, out_dir: Path, storage: str, tracking_uri: str, 
         for t in finished_trials(study) if t.state == TrialState.FAIL
     }
     failed = len(failures)
-    unfinished = max(0, space.budget.trials - len(complete) - failed)
+    # Trials another live driver runs on a shared study are its to finish, not this one's.
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    elsewhere = len(running) - len(interrupted_trials(study, out_dir))
+    unfinished = max(0, space.budget.trials - len(complete) - failed - elsewhere)
     tracker.end_parent("KILLED" if unfinished else "FINISHED")
     reference = ", ".join(f"{name} {value:.4g}" for name, value in zip(summary.objectives, summary.reference))
     console.print(
@@ -198,6 +201,8 @@ def _run(space: SearchSpace, *, out_dir: Path, storage: str, tracking_uri: str, 
     )
     for key, reason in failures.items():
         console.print(f"  {key} failed: {reason}", highlight=False, soft_wrap=True)
+    if elsewhere:
+        console.print(f"  {elsewhere} trials still run under another driver of study {space.name}", highlight=False)
     return SweepOutcome(
         name=space.name,
         out_dir=out_dir,
@@ -226,6 +231,7 @@ def _launch(space: SearchSpace, study: Any, interrupted: list, to_run: int, trac
     from ray.tune.logger import JsonLoggerCallback
 
     from raycl.sweep.failures import FailureRecorder
+    from raycl.sweep.lease import heartbeats
     from raycl.sweep.plan import NodeCapacity, plan_resources
     from raycl.sweep.study import OptunaSearcher
     from raycl.sweep.tracking import TrackingCallback
@@ -244,7 +250,7 @@ def _launch(space: SearchSpace, study: Any, interrupted: list, to_run: int, trac
         console.print(plan.describe(to_run), highlight=False)
 
         defaults = {} if space.fixes("train.cpu_threads") else {"train.cpu_threads": plan.threads_per_worker}
-        searcher = OptunaSearcher(study, space, interrupted, defaults)
+        searcher = OptunaSearcher(study, space, interrupted, defaults, out_dir)
         context = TrialContext(
             sweep=space.name,
             trials_dir=str(out_dir / "trials"),
@@ -280,7 +286,8 @@ def _launch(space: SearchSpace, study: Any, interrupted: list, to_run: int, trac
         )
         # Tune's own progress output would duplicate the live table; its default loggers give way to
         # the JSON one above.
-        with _scoped_env({"RAY_AIR_NEW_OUTPUT": "0", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}), progress.live():
+        with _scoped_env({"RAY_AIR_NEW_OUTPUT": "0", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}), progress.live(), \
+                heartbeats(study, searcher.owned_trial_ids):
             tuner.fit()
         return plan, progress.launched(), progress.trial_times()
     finally:
