@@ -8,10 +8,12 @@ enter the Pareto front or steer the sampler; its step is kept as `raycl.diverged
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cloudpickle
 from ray.tune import Callback
 
 from raycl.config.records import Artifacts, Tags, TrialAssignment
@@ -54,6 +56,17 @@ def root_cause(error: BaseException) -> BaseException:
     return error
 
 
+def tune_error(trial: Any) -> tuple[BaseException | None, str]:
+    """The exception and the error text Tune wrote for a trial, read from the trial's local folder
+    (its copy in the sweep's Ray storage is synced later)."""
+    error = None
+    if trial.pickled_error_file and Path(trial.pickled_error_file).is_file():
+        with contextlib.suppress(Exception):  # an exception class that no longer unpickles: the text still tells
+            error = cloudpickle.loads(Path(trial.pickled_error_file).read_bytes())
+    text = Path(trial.error_file).read_text() if trial.error_file and Path(trial.error_file).is_file() else ""
+    return error, text
+
+
 def _first_line(text: str) -> str:
     return next((line.strip() for line in text.splitlines() if line.strip()), "")
 
@@ -69,7 +82,7 @@ class FailureRecorder(Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         key = TrialAssignment.model_validate(trial.config).key
-        failure = TrialFailure.of(trial.get_pickled_error(), trial.get_error() or "")
+        failure = TrialFailure.of(*tune_error(trial))
         error_file = self.trials_dir / key / Artifacts.ERROR
         error_file.parent.mkdir(parents=True, exist_ok=True)
         error_file.write_text(failure.traceback or failure.reason)

@@ -287,7 +287,7 @@ def _launch(space: SearchSpace, study: Any, interrupted: list, to_run: int, trac
         # Tune's own progress output would duplicate the live table; its default loggers give way to
         # the JSON one above.
         with _scoped_env({"RAY_AIR_NEW_OUTPUT": "0", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}), progress.live(), \
-                heartbeats(study, searcher.owned_trial_ids):
+                heartbeats(study, searcher.owned_trial_ids), _without_tunes_trial_error_logs():
             tuner.fit()
         return plan, progress.launched(), progress.trial_times()
     finally:
@@ -308,6 +308,29 @@ def _sigterm_as_ctrl_c() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+class _TrialErrorLogs(logging.Filter):
+    """Tune's logs of failed trials: a traceback pages long each, and a list of them at the end."""
+
+    PREFIXES = ("Trial task failed for trial", "Trials did not complete")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.PREFIXES)
+
+
+@contextlib.contextmanager
+def _without_tunes_trial_error_logs() -> Iterator[None]:
+    """The FailureRecorder reports each failed trial in one line, its traceback in trials/KEY/error.txt."""
+    loggers = [logging.getLogger(name) for name in ("ray.tune.execution.tune_controller", "ray.tune.tune")]
+    drop = _TrialErrorLogs()
+    for logger in loggers:
+        logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(drop)
 
 
 @contextlib.contextmanager

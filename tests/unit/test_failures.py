@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 from types import SimpleNamespace
 
+import cloudpickle
 import optuna
 import pytest
 import yaml
@@ -91,8 +92,10 @@ def test_a_failed_trial_keeps_its_reason_in_optuna_mlflow_and_its_folder(tmp_pat
     progress.on_trial_start(0, [], trial)
     cause = TrialDiverged(divergence(None)) if diverged else ValueError("bad batch\nsecond line")
     error = RayTaskError("sweep_trial", "Traceback ...", cause).as_instanceof_cause()
-    trial.get_pickled_error = lambda: error
-    trial.get_error = lambda: f"Failure # 1\n{error}"
+    # What Tune writes in the trial's local folder before it calls the callbacks.
+    trial.pickled_error_file, trial.error_file = str(tmp_path / "error.pkl"), str(tmp_path / "error.txt")
+    Path(trial.pickled_error_file).write_bytes(cloudpickle.dumps(error))
+    Path(trial.error_file).write_text(f"Failure # 1\n{error}")
     # Tune's order: the searcher hears of the error first, then the callbacks.
     searcher.on_trial_complete("tune-1", error=True)
     recorder.on_trial_error(0, [], trial)
