@@ -238,6 +238,7 @@ def _launch(space: SearchSpace, study: Any, interrupted: list, to_run: int, trac
     from raycl.sweep.trainable import TrialContext, tune_trainable
 
     temp_dir = _connect_ray(address, num_cpus, show_worker_logs, out_dir)
+    _route_sigterm_to_ctrl_c()  # again: ray.init installed its own handler, which aborts the driver
     try:
         nodes = [
             NodeCapacity(node["NodeID"], node["Resources"].get("CPU", 0.0), node["Resources"].get("GPU", 0.0))
@@ -303,11 +304,17 @@ def _sigterm_as_ctrl_c() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
         yield
         return
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
+    previous = signal.getsignal(signal.SIGTERM)
+    _route_sigterm_to_ctrl_c()
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _route_sigterm_to_ctrl_c() -> None:
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
 
 
 class _TrialErrorLogs(logging.Filter):
@@ -398,28 +405,13 @@ def _stop_local_ray(temp_dir: str, out_dir: Path) -> None:
 
 
 def _clean_up_after_a_dead_driver(out_dir: Path) -> None:
-    """Stop the local Ray a killed driver of this sweep left running, and delete its temp dir.
+    """Delete the local Ray temp dir (logs, session files) a killed driver of this sweep left behind.
 
-    Called with the sweep's lock held, so that driver is gone; its Ray processes are found by the
-    private temp dir on their command lines.
+    Called with the sweep's lock held, so that driver is gone; its Ray processes died with it.
     """
-    import psutil
-
     record = out_dir / RAY_TEMP_RECORD
-    if not record.exists():
-        return
-    temp_dir = record.read_text().strip()
-    if Path(temp_dir).name.startswith(RAY_TEMP_PREFIX):
-        leftovers = [
-            process for process in psutil.process_iter(["cmdline"])
-            if any(temp_dir in part for part in process.info["cmdline"] or ())
-        ]
-        for process in leftovers:
-            with contextlib.suppress(psutil.Error):
-                process.terminate()
-        _, alive = psutil.wait_procs(leftovers, timeout=10)
-        for process in alive:
-            with contextlib.suppress(psutil.Error):
-                process.kill()
-        _stop_local_ray(temp_dir, out_dir)
-    record.unlink(missing_ok=True)
+    if record.exists():
+        temp_dir = record.read_text().strip()
+        if Path(temp_dir).name.startswith(RAY_TEMP_PREFIX):
+            shutil.rmtree(temp_dir, ignore_errors=True)
+        record.unlink()

@@ -169,48 +169,42 @@ def test_sigterm_a_killed_driver_and_a_planted_token_on_a_loopback_only_local_ra
     space = write_space(tmp_path, "secrets", LR, trials=2, concurrency=1, train={"steps_per_stage": 60})
     out_root = tmp_path / "runs"
     out_dir = out_root / "secrets"
-    leftovers: list[psutil.Process] = []
-    try:
-        # 1. SIGTERM mid-trial: like Ctrl-C, every MLflow run is closed and Ray's temp dir removed.
-        first = Driver(tmp_path, space, out_root, "sigterm")
-        first.wait_for("t0000 started")
-        temp_dir = (out_dir / RAY_TEMP_RECORD).read_text()
-        addresses = listening_addresses(psutil.Process(first.process.pid))
-        assert addresses and all(ipaddress.ip_address(a.removeprefix("::ffff:")).is_loopback for a in addresses), addresses
-        first.process.send_signal(signal.SIGTERM)
-        assert first.finish(timeout=180) == 130, first.log.read_text()[-3000:]
-        assert not Path(temp_dir).exists() and not (out_dir / RAY_TEMP_RECORD).exists()
-        client = MlflowClient(tracking_uri=f"sqlite:///{out_dir / 'mlflow.db'}")
-        runs = client.search_runs([client.get_experiment_by_name("raycl-secrets").experiment_id])
-        assert runs and {run.info.status for run in runs} <= {"KILLED", "FINISHED"}
 
-        # 2. SIGKILL mid-trial: the temp dir and Ray's processes stay behind, and Ray's logs (which hold
-        # the runtime env) must not hold the token.
-        second = Driver(tmp_path, space, out_root, "sigkill", "--resume")
-        second.wait_for("started")
-        temp_dir = (out_dir / RAY_TEMP_RECORD).read_text()
-        time.sleep(3)
-        second.process.kill()
-        second.process.wait()
-        leftovers = ray_processes(temp_dir)
-        assert leftovers and any(p.name() == "runtime_env_agent.log" for p in Path(temp_dir).rglob("*.log"))
-        assert files_holding(Path(temp_dir), TOKEN) == []
+    # 1. SIGTERM mid-trial: like Ctrl-C, every MLflow run is closed and Ray's temp dir removed.
+    first = Driver(tmp_path, space, out_root, "sigterm")
+    first.wait_for("t0000 started")
+    temp_dir = (out_dir / RAY_TEMP_RECORD).read_text()
+    addresses = listening_addresses(psutil.Process(first.process.pid))
+    assert addresses and all(ipaddress.ip_address(a.removeprefix("::ffff:")).is_loopback for a in addresses), addresses
+    first.process.send_signal(signal.SIGTERM)
+    assert first.finish(timeout=180) == 130, first.log.read_text()[-3000:]
+    assert not Path(temp_dir).exists() and not (out_dir / RAY_TEMP_RECORD).exists()
+    client = MlflowClient(tracking_uri=f"sqlite:///{out_dir / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("raycl-secrets").experiment_id])
+    assert runs and {run.info.status for run in runs} <= {"KILLED", "FINISHED"}
 
-        # 3. The next driver stops that Ray, deletes its temp dir, and finishes the budget.
-        third = Driver(tmp_path, space, out_root, "resume", "--resume")
-        assert third.finish() == 0, third.log.read_text()[-3000:]
-        assert not Path(temp_dir).exists()
-        assert not [p for p in leftovers if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-        study = optuna.load_study(study_name="secrets", storage=f"sqlite:///{out_dir / 'optuna.db'}")
-        assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
-        # The run dir holds the MLflow store and its artifacts, Optuna's study and Ray's storage.
-        assert {"mlflow.db", "mlartifacts", "optuna.db", "ray", "trials"} <= {p.name for p in out_dir.iterdir()}
-        assert files_holding(out_dir, TOKEN) == []
-        assert all(TOKEN not in log.read_text() for log in tmp_path.glob("*.log"))
-    finally:
-        for process in leftovers:
-            if process.is_running():
-                process.kill()
+    # 2. SIGKILL mid-trial: the temp dir stays behind, and Ray's logs, which hold the runtime env,
+    # must not hold the token.
+    second = Driver(tmp_path, space, out_root, "sigkill", "--resume")
+    second.wait_for("started")
+    temp_dir = (out_dir / RAY_TEMP_RECORD).read_text()
+    time.sleep(3)
+    second.process.kill()
+    second.process.wait()
+    assert not ray_processes(temp_dir)  # Ray's processes died with their driver
+    assert "runtime_env_agent.log" in {log.name for log in Path(temp_dir).rglob("*.log")}
+    assert files_holding(Path(temp_dir), TOKEN) == []
+
+    # 3. The next driver deletes that temp dir, and finishes the budget.
+    third = Driver(tmp_path, space, out_root, "resume", "--resume")
+    assert third.finish() == 0, third.log.read_text()[-3000:]
+    assert not Path(temp_dir).exists()
+    study = optuna.load_study(study_name="secrets", storage=f"sqlite:///{out_dir / 'optuna.db'}")
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+    # The run dir holds the MLflow store and its artifacts, Optuna's study and Ray's storage.
+    assert {"mlflow.db", "mlartifacts", "optuna.db", "ray", "trials"} <= {p.name for p in out_dir.iterdir()}
+    assert files_holding(out_dir, TOKEN) == []
+    assert all(TOKEN not in log.read_text() for log in tmp_path.glob("*.log"))
 
 
 def test_two_drivers_on_one_study_run_each_trial_once_and_stop_at_the_budget(tmp_path: Path) -> None:
