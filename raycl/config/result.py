@@ -10,7 +10,7 @@ A field annotated `Reported` is a metric that objectives and constraints may nam
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -113,3 +113,34 @@ REPORTED_METRICS: tuple[str, ...] = tuple(
 def is_reported_metric(name: str) -> bool:
     """Whether a trial's summary carries `name` as a scalar metric the sweep records."""
     return name in REPORTED_METRICS or name.startswith(BENCHMARK_PREFIX)
+
+
+class Divergence(BaseModel):
+    """A trial stopped because its training loss diverged: what `result.json` holds instead of a result."""
+
+    diverged: Literal[True] = True
+    step: int = Field(description="the step whose loss diverged, counted from 1 over the whole stream")
+    stage: int = Field(description="the stage it was in, counted from 1")
+    loss: float | None = Field(description="that step's loss; None when NaN or infinite")
+    first_loss: float | None = Field(description="the trial's first step's loss, the reference of the bound")
+    bound: float | None = Field(description="divergence_factor x first_loss")
+    config: dict[str, Any] = Field(description="the trial config, as JSON")
+
+    def reason(self) -> str:
+        """One line: where it diverged and why."""
+        if self.loss is None:
+            why = "the loss is not finite"
+        else:
+            why = f"the loss {self.loss:.4g} is above {self.bound:.4g} (train.divergence_factor x the first step's {self.first_loss:.4g})"
+        return f"diverged at step {self.step} (stage {self.stage}): {why}"
+
+
+class TrialDiverged(RuntimeError):
+    """Raised by a trial whose loss diverged, after its `Divergence` was written to result.json."""
+
+    def __init__(self, divergence: Divergence):
+        super().__init__(divergence)
+        self.divergence = divergence
+
+    def __str__(self) -> str:
+        return self.divergence.reason()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import math
 import resource
 import time
 from collections.abc import Callable
@@ -29,7 +30,7 @@ from rich.progress import Progress as ProgressBar
 from torch import nn
 
 from raycl.config import ReplayConfig, TrialConfig
-from raycl.config.result import BENCHMARK_PREFIX, TrialResult
+from raycl.config.result import BENCHMARK_PREFIX, Divergence, TrialDiverged, TrialResult
 from raycl.data.build import build_stream
 from raycl.data.stream import Stream
 from raycl.data.tokens import IGNORE_INDEX, batch_at
@@ -67,6 +68,7 @@ class TrialProgress:
     stage_time_s: list[float] = field(default_factory=list)
     replay_generation_s: float = 0.0
     elapsed_s: float = 0.0
+    first_loss: float | None = None  # the reference of the divergence bound
 
 
 def resolve_device(choice: str) -> torch.device:
@@ -172,6 +174,41 @@ def step_loss(
     return loss
 
 
+def mean_over_ranks(loss: torch.Tensor, world_size: int) -> float:
+    """The step's loss averaged over ranks, so that every rank takes the same decision to stop."""
+    value = loss.detach().float().clone()
+    if world_size > 1:
+        dist.all_reduce(value)
+        value /= world_size
+    return value.item()
+
+
+def has_diverged(loss: float, first_loss: float, factor: float) -> bool:
+    """A NaN or infinite loss, or one above `factor` times the trial's first step's loss.
+
+    A healthy continual stream starts each new stage above the previous one's final loss, but far
+    below several times the untrained model's first loss; a blow-up passes that within a few steps.
+    """
+    return not math.isfinite(loss) or loss > factor * first_loss
+
+
+def finite_or_none(value: Any) -> Any:
+    """`value` with every NaN or infinite float (nested in lists and dicts) replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite_or_none(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(item) for item in value]
+    return value
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Strict JSON (a bare NaN is not JSON): non-finite numbers are written as null."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(finite_or_none(data), indent=2, allow_nan=False))
+
+
 def eval_metrics(progress: TrialProgress, full: bool) -> dict[str, float]:
     """What an evaluation reports: losses, and at stage ends learning, forgetting and benchmark scores."""
     if full:
@@ -193,7 +230,11 @@ def eval_metrics(progress: TrialProgress, full: bool) -> dict[str, float]:
 
 
 def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) -> dict[str, Any]:
-    """Run (or resume) the trial `config` in `out_dir`; return its result, also written to `result.json`."""
+    """Run (or resume) the trial `config` in `out_dir`; return its result, also written to `result.json`.
+
+    Raises `TrialDiverged` when a step's loss diverges (`has_diverged`): training stops there, and
+    result.json holds the `Divergence` instead of a result.
+    """
     started = time.perf_counter()
     out_dir = Path(out_dir)
     rank, world_size = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
@@ -264,6 +305,21 @@ def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) 
                 with autocast_for(device):
                     batch = tuple(t.to(device) for t in (new, new_labels, old, old_labels))
                     loss = step_loss(train_model, batch, config, frozen_base, ewc)
+                loss_value = mean_over_ranks(loss, world_size)
+                if progress.first_loss is None:
+                    progress.first_loss = loss_value
+                if has_diverged(loss_value, progress.first_loss, config.train.divergence_factor):
+                    divergence = Divergence(
+                        step=progress.step + 1,
+                        stage=stage_index + 1,
+                        loss=finite_or_none(loss_value),
+                        first_loss=finite_or_none(progress.first_loss),
+                        bound=finite_or_none(config.train.divergence_factor * progress.first_loss),
+                        config=config.model_dump(mode="json"),
+                    )
+                    if rank == 0:
+                        write_json(out_dir / "result.json", divergence.model_dump())
+                    raise TrialDiverged(divergence)
                 loss.backward()
                 nn.utils.clip_grad_norm_(model.parameters(), config.train.grad_clip)
                 optimizer.step()
@@ -275,7 +331,7 @@ def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) 
                 progress.train_time_s += time.perf_counter() - step_started
                 if replay is not None:
                     progress.replay_generation_s = replay.generation_time_s
-                bar.update(task, advance=1, description=f"stage {stage_index + 1}/{len(stream.stages)} {stage.name} loss {loss.item():.3f}")
+                bar.update(task, advance=1, description=f"stage {stage_index + 1}/{len(stream.stages)} {stage.name} loss {loss_value:.3f}")
 
                 every = config.eval.every_steps
                 if every and progress.step % every == 0 and local_step + 1 < steps:
@@ -317,8 +373,7 @@ def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) 
     }
     result = TrialResult.model_validate(result).model_dump()
     if rank == 0:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "result.json").write_text(json.dumps(result, indent=2))
+        write_json(out_dir / "result.json", result)
     return result
 
 
