@@ -96,13 +96,13 @@ class PreparedMethod:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def _build(make: Callable[[list[dict[str, Any]]], torch.optim.Optimizer], groups: list[dict[str, Any]],
-           per_layer: bool, train: TrainConfig) -> Optimizer:
+def build_optimizer(make: Callable[[list[dict[str, Any]]], torch.optim.Optimizer], groups: list[dict[str, Any]],
+                    per_layer: bool, grad_clip: float) -> Optimizer:
     """`make(groups)`, or with per-layer updates one `make` per parameter, each keeping its group's settings."""
     if not per_layer:
         return make(groups)
     optimizers = {p: make([{**group, "params": [p]}]) for group in groups for p in group["params"]}
-    return PerLayerOptimizer(optimizers, train.grad_clip)
+    return PerLayerOptimizer(optimizers, grad_clip)
 
 
 def _matches(name: str, modules: tuple[str, ...]) -> bool:
@@ -113,7 +113,7 @@ def _full(model: nn.Module, method: MethodConfig, train: TrainConfig) -> Prepare
     def make(groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
         return torch.optim.AdamW(groups, lr=train.lr, betas=ADAM_BETAS, weight_decay=train.weight_decay)
 
-    optimizer = _build(make, [{"params": list(model.parameters())}], method.per_layer_updates, train)
+    optimizer = build_optimizer(make, [{"params": list(model.parameters())}], method.per_layer_updates, train.grad_clip)
     return PreparedMethod(model, optimizer)
 
 
@@ -136,9 +136,8 @@ def _lora(model: nn.Module, method: MethodConfig, train: TrainConfig) -> Prepare
     return PreparedMethod(model, optimizer, {"lora_adapted_params": sum(p.numel() for p in trainable)})
 
 
-def _galore(model: nn.Module, method: MethodConfig, train: TrainConfig) -> PreparedMethod:
-    from galore_torch import GaLoreAdamW
-
+def galore_groups(model: nn.Module, method: MethodConfig) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """GaLore's parameter groups (the named 2-D weights projected, the rest plain AdamW) and facts about them."""
     projected, regular = [], []
     for name, parameter in model.named_parameters():
         is_target = parameter.ndim == 2 and _matches(name, method.galore_target_modules)
@@ -159,17 +158,22 @@ def _galore(model: nn.Module, method: MethodConfig, train: TrainConfig) -> Prepa
             "proj_type": method.galore_proj_type,
         },
     ]
-
-    def make(groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
-        return GaLoreAdamW(groups, lr=train.lr, betas=ADAM_BETAS, weight_decay=train.weight_decay, no_deprecation_warning=True)
-
-    optimizer = _build(make, groups, method.per_layer_updates, train)
     info = {
         "galore_projected_matrices": len(projected),
         "galore_projected_params": sum(p.numel() for p in projected),
         "galore_saving_matrices": len(saving),
     }
-    return PreparedMethod(model, optimizer, info)
+    return groups, info
+
+
+def _galore(model: nn.Module, method: MethodConfig, train: TrainConfig) -> PreparedMethod:
+    from galore_torch import GaLoreAdamW
+
+    def make(groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
+        return GaLoreAdamW(groups, lr=train.lr, betas=ADAM_BETAS, weight_decay=train.weight_decay, no_deprecation_warning=True)
+
+    groups, info = galore_groups(model, method)
+    return PreparedMethod(model, build_optimizer(make, groups, method.per_layer_updates, train.grad_clip), info)
 
 
 def prepare_method(model: nn.Module, method: MethodConfig, train: TrainConfig) -> PreparedMethod:
