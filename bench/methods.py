@@ -15,16 +15,15 @@ import time
 from pathlib import Path
 
 import torch
+from report import machine, write_report
 
 from raycl.config import TrialConfig
-from raycl.data.stream import offline_stream
 from raycl.data.tokens import batch_at
 from raycl.models.loading import load_base_model
 from raycl.training.trial import run_trial
 from raycl.world.ladder import LADDER
 from raycl.world.offline import load_world
-
-from report import machine, write_report
+from raycl.world.stream import offline_stream
 
 
 def bare_loop_tokens_per_s(config: TrialConfig, steps: int) -> float:

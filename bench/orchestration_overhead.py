@@ -110,7 +110,7 @@ def render(entries: dict[str, dict]) -> str:
         "",
         PROFILE,
         "What it means: the smoke trials compute for a few seconds each, so fixed per-trial cost dominates.",
-        "Every trial pays a new Train worker process and controller (PROBES.md measured 11-15 s even for a",
+        "Every trial pays a new Train worker process and controller (11-15 s measured on this machine even for a",
         "trial that trains nothing). With `cold` cache, the first trials also build the offline world and",
         "pretrain the base model, which counts as engine time. For sweeps whose trials run for minutes",
         "(`methods`, `scaling_laws`), the same fixed cost is a small fraction. For tiny trials, the options",

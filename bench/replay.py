@@ -12,10 +12,10 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from report import machine, write_report
+
 from raycl.config import TrialConfig
 from raycl.training.trial import run_trial
-
-from report import machine, write_report
 
 CONDITIONS = {
     "none": {},

@@ -29,7 +29,7 @@ def raycl_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session", autouse=True)
 def one_thread() -> None:
     """Tiny models run fastest on one thread; two on a shared 2-core box ran many times slower
-    (PROBES.md). Trials set their own `train.cpu_threads`; this covers code the tests drive directly."""
+    (oversubscribed threads slowed runs 3-30x). Trials set their own `train.cpu_threads`; this covers code the tests drive directly."""
     import torch
 
     threads = torch.get_num_threads()

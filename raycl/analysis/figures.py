@@ -15,30 +15,17 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from raycl.analysis.fits import FitCurve, fit_curve
-from raycl.analysis.pareto import (
-    Direction,
-    default_reference,
-    hypervolume_history,
-    pareto_mask,
-)
+from raycl.analysis.frontier import frontier
+from raycl.analysis.pareto import Direction
 from raycl.analysis.scaling import SIZE_SYMBOL, LawFit, TargetFits, model_sizes
+from raycl.config.records import EVAL_PREFIX
 
-CURVE_METRICS = ("eval/new_loss", "eval/base_loss")
+CURVE_METRICS = (f"{EVAL_PREFIX}new_loss", f"{EVAL_PREFIX}base_loss")
 
 
 def _column(rows: Sequence[Mapping[str, Any]], name: str) -> np.ndarray:
     values = [row.get(name) for row in rows]
     return np.array([float(v) if isinstance(v, (int, float)) else np.nan for v in values])
-
-
-def _objective_values(
-    rows: Sequence[Mapping[str, Any]], objectives: Mapping[str, Direction], feasible: Sequence[bool] | None
-) -> np.ndarray:
-    """(n, k) objective values; infeasible rows become NaN so the front and hypervolume skip them."""
-    values = np.column_stack([_column(rows, name) for name in objectives]).reshape(len(rows), len(objectives))
-    if feasible is not None:
-        values[~np.asarray(feasible, dtype=bool)] = np.nan
-    return values
 
 
 @dataclass(frozen=True, eq=False)
@@ -63,58 +50,19 @@ def pareto_figure(
     """Pareto data of `rows` (complete trials); `feasible` marks those meeting the space's constraints."""
     if len(objectives) < 2:
         raise ValueError(f"a Pareto figure needs two objectives, got {list(objectives)}")
-    names, directions = list(objectives), list(objectives.values())
-    raw = _objective_values(rows, objectives, None)
-    pareto = pareto_mask(_objective_values(rows, objectives, feasible), directions) if rows else np.zeros(0, bool)
-    front = np.flatnonzero(pareto)
+    data = frontier([str(row.get("trial", i)) for i, row in enumerate(rows)], rows, objectives, feasible)
+    front = np.flatnonzero(data.pareto)
     return ParetoFigure(
-        x_name=names[0],
-        y_name=names[1],
-        directions=(directions[0], directions[1]),
-        keys=[str(row.get("trial", i)) for i, row in enumerate(rows)],
-        x=raw[:, 0],
-        y=raw[:, 1],
+        x_name=data.objectives[0],
+        y_name=data.objectives[1],
+        directions=(data.directions[0], data.directions[1]),
+        keys=data.keys,
+        x=data.values[:, 0],
+        y=data.values[:, 1],
         sizes=model_sizes(rows),
-        feasible=np.ones(len(rows), bool) if feasible is None else np.asarray(feasible, dtype=bool),
-        pareto=pareto,
-        front_order=front[np.argsort(raw[front, 0], kind="stable")],
-    )
-
-
-@dataclass(frozen=True, eq=False)
-class HypervolumeFigure:
-    """Hypervolume of the first n trials (completion order) against n, and its reference point."""
-
-    keys: list[str]
-    history: np.ndarray
-    objectives: list[str]
-    reference: list[float]
-    reference_source: str
-
-
-def hypervolume_figure(
-    rows: Sequence[Mapping[str, Any]],
-    objectives: Mapping[str, Direction],
-    feasible: Sequence[bool] | None = None,
-    reference: Mapping[str, float] | None = None,
-) -> HypervolumeFigure:
-    """History over `rows` in completion order; the reference defaults as in the sweep (10% past the worst)."""
-    values = _objective_values(rows, objectives, feasible)
-    directions = list(objectives.values())
-    usable = np.isfinite(values).all(axis=1)
-    if reference is not None:
-        ref, source = np.array([reference[name] for name in objectives], dtype=float), "search space"
-    elif usable.any():
-        ref, source = default_reference(values, directions), "default: 10% of the range past the worst feasible trial"
-    else:
-        ref, source = np.full(len(objectives), np.nan), "none: no feasible trial"
-    history = hypervolume_history(values, directions, ref) if usable.any() else np.zeros(len(rows))
-    return HypervolumeFigure(
-        keys=[str(row.get("trial", i)) for i, row in enumerate(rows)],
-        history=history,
-        objectives=list(objectives),
-        reference=ref.tolist(),
-        reference_source=source,
+        feasible=data.feasible,
+        pareto=data.pareto,
+        front_order=front[np.argsort(data.values[front, 0], kind="stable")],
     )
 
 

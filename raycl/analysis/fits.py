@@ -445,18 +445,6 @@ def extrapolation_check(
     )
 
 
-def compare_laws(
-    laws: Sequence[Law],
-    data: Mapping[str, np.ndarray],
-    target: np.ndarray,
-    size_variable: str = "N",
-    **fit_kwargs: Any,
-) -> list[ExtrapolationResult]:
-    """Extrapolation check of every law, best (lowest held-out error) first."""
-    results = [extrapolation_check(law, data, target, size_variable, **fit_kwargs) for law in laws]
-    return sorted(results, key=lambda r: r.mean_abs_rel_error)
-
-
 @dataclass(frozen=True, eq=False)
 class FitCurve:
     """Data for plotting a fit against one variable, with a bootstrap 95% band."""

@@ -28,10 +28,10 @@ from raycl.analysis.figures import (
     CurvePanel,
     FitFigure,
     Heatmap,
-    HypervolumeFigure,
     ParetoFigure,
     SensitivityPanel,
 )
+from raycl.analysis.frontier import Frontier
 
 _CMAP = "viridis"
 
@@ -108,7 +108,7 @@ def draw_pareto(data: ParetoFigure) -> Figure:
     return figure
 
 
-def draw_hypervolume(data: HypervolumeFigure) -> Figure:
+def draw_hypervolume(data: Frontier) -> Figure:
     figure = _figure(6.5, 3.6)
     ax = figure.subplots()
     ax.plot(np.arange(1, len(data.history) + 1), data.history, marker="o", ms=3)

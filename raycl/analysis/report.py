@@ -36,16 +36,15 @@ import yaml
 
 from raycl.analysis import figures, render, scaling
 from raycl.analysis.fits import FitResult
+from raycl.analysis.frontier import Frontier, space_frontier
 from raycl.analysis.render import Block, Heading, Image, Table, Text
-from raycl.config.result import is_reported_metric
+from raycl.config import TrialConfig
+from raycl.config.base import dotted
+from raycl.config.records import EVAL_PREFIX, Artifacts, Tags
+from raycl.config.result import StageRecord, is_reported_metric
 from raycl.config.space import SHIPPED_DIR, SearchSpace, load_space
 
-# Names written by raycl.sweep.tracking (not imported: it pulls in Ray).
-_PARENT_FILTER = "tags.`raycl.role` = 'parent'"
-_NUMBER_TAG, _KEY_TAG, _SEARCHED_TAG = "raycl.optuna_number", "raycl.trial_id", "raycl.searched"
-_FINAL_TAG, _PARETO_TAG = "raycl.final_logged", "raycl.pareto_trials"
 _PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
-_STAGE_KEYS = ("stage_names", "stage_matrix", "retention_losses", "stage_forgetting")
 FINISHED_STATES = ("COMPLETE", "FAIL")
 CONVENTIONS = (
     "learning = 1 - ppl_after / ppl_before on held-out new data (higher is better); forgetting = loss_after - "
@@ -80,19 +79,6 @@ class ReportOutcome:
     pareto_keys: list[str]
     complete: int
     failed: int
-
-
-def _parse_param(text: str) -> Any:
-    """An MLflow param (always a string) back as the int, float, bool or None it was; text otherwise."""
-    special = {"True": True, "False": False, "None": None}
-    if text in special:
-        return special[text]
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
 
 
 @contextlib.contextmanager
@@ -132,45 +118,57 @@ def _artifact(client: Any, run_id: str, path: str, scratch: str) -> str | None:
 
 def _space(client: Any, parent_id: str, name: str, scratch: str) -> SearchSpace:
     """The space the sweep ran with (its copy on the parent run), else search_spaces/NAME.yaml."""
-    text = _artifact(client, parent_id, "search_space.yaml", scratch)
+    text = _artifact(client, parent_id, Artifacts.SEARCH_SPACE, scratch)
     return load_space(name) if text is None else SearchSpace.model_validate(yaml.safe_load(text))
 
 
-def _stage_record(client: Any, run_id: str, trial_dir: Path, scratch: str) -> dict[str, Any] | None:
-    """The trial's stage_matrix.json, else the same fields from its result.json when this machine has it."""
-    text = _artifact(client, run_id, "stage_matrix.json", scratch)
+def _local_result(trial_dir: Path) -> dict[str, Any] | None:
+    """The trial folder's result.json, when this machine has it (e.g. after MLflow's artifacts were lost)."""
+    path = trial_dir / "result.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _trial_config(client: Any, run_id: str, trial_dir: Path, scratch: str) -> TrialConfig:
+    """The config a trial ran with, typed as it was (never guessed back from MLflow's string params)."""
+    text = _artifact(client, run_id, Artifacts.TRIAL_CONFIG, scratch)
     if text is not None:
-        return json.loads(text)
-    result = trial_dir / "result.json"
-    if not result.is_file():
-        return None
-    data = json.loads(result.read_text())
-    return {key: data[key] for key in _STAGE_KEYS if key in data}
+        return TrialConfig.model_validate_json(text)
+    result = _local_result(trial_dir)
+    if result is None:
+        raise ValueError(f"MLflow run {run_id}: no {Artifacts.TRIAL_CONFIG}, and no {trial_dir / 'result.json'}")
+    return TrialConfig.model_validate(result["config"])
 
 
-def _row(child: Any, trial: Any) -> tuple[dict[str, Any], float]:
+def _stage_record(client: Any, run_id: str, trial_dir: Path, scratch: str) -> dict[str, Any] | None:
+    """The trial's stage record: MLflow's copy, else its result.json."""
+    text = _artifact(client, run_id, Artifacts.STAGE_RECORD, scratch)
+    data = json.loads(text) if text is not None else _local_result(trial_dir)
+    return None if data is None else StageRecord.model_validate(data).model_dump()
+
+
+def _row(child: Any, trial: Any, config: TrialConfig) -> tuple[dict[str, Any], float]:
     """A child run (and its study trial, if any) as a table row, with its completion time."""
+    settings = dotted(config.model_dump(mode="json"))
     if trial is not None:
         state = trial.state.name
         finished = trial.datetime_complete.timestamp() if trial.datetime_complete else 0.0
         sampled = dict(trial.params)
         study_metrics = {k: v for k, v in trial.user_attrs.items() if is_reported_metric(k)}
     else:
-        logged = child.info.status == "FINISHED" and child.data.tags.get(_FINAL_TAG) == "true"
+        logged = child.info.status == "FINISHED" and child.data.tags.get(Tags.FINAL_LOGGED) == "true"
         state = "COMPLETE" if logged else {"FAILED": "FAIL"}.get(child.info.status, child.info.status)
         finished = (child.info.end_time or 0) / 1000
-        names = [n for n in child.data.tags.get(_SEARCHED_TAG, "").split(",") if n]
-        sampled = {n: _parse_param(child.data.params[n]) for n in names if n in child.data.params}
+        names = [n for n in child.data.tags.get(Tags.SEARCHED, "").split(",") if n]
+        sampled = {n: settings[n] for n in names if n in settings}
         study_metrics = {}
-    config = {key: _parse_param(value) for key, value in child.data.params.items()}
-    metrics = {k: v for k, v in child.data.metrics.items() if not k.startswith("eval/")}
-    row = {"trial": child.data.tags[_KEY_TAG], "state": state, **config, **sampled, **study_metrics, **metrics}
+    metrics = {k: v for k, v in child.data.metrics.items() if not k.startswith(EVAL_PREFIX)}
+    row = {"trial": child.data.tags[Tags.TRIAL], "state": state, **settings, **sampled, **study_metrics, **metrics}
     return row | {"sampled": sampled}, finished
 
 
 def _prepend_start(curves: dict[str, list[tuple[int, float]]], record: dict[str, Any]) -> None:
     """Add step 0 from the stage matrix's first row, defined as the logged curves are (mean over stages)."""
-    start = {"eval/new_loss": float(np.mean(record["stage_matrix"][0])), "eval/base_loss": record["retention_losses"][0]}
+    start = {f"{EVAL_PREFIX}new_loss": float(np.mean(record["stage_matrix"][0])), f"{EVAL_PREFIX}base_loss": record["retention_losses"][0]}
     for metric, value in start.items():
         if metric in curves and not any(step == 0 for step, _ in curves[metric]):
             curves[metric].insert(0, (0, float(value)))
@@ -186,7 +184,8 @@ def load_sweep(name: str, out_root: str | Path = "runs") -> SweepData:
         raise ValueError(f"{db}: no such sweep (run `raycl sweep {name}` first, or pass --out-root)")
     client = MlflowClient(tracking_uri=f"sqlite:///{db.resolve()}")
     experiment = client.get_experiment_by_name(f"raycl-{name}")
-    parents = client.search_runs([experiment.experiment_id], filter_string=_PARENT_FILTER) if experiment else []
+    parent_filter = f"tags.`{Tags.ROLE}` = 'parent'"
+    parents = client.search_runs([experiment.experiment_id], filter_string=parent_filter) if experiment else []
     if not parents:
         raise ValueError(f"{db}: no parent run of sweep {name!r} in MLflow experiment raycl-{name}")
     parent = parents[0]
@@ -198,18 +197,20 @@ def load_sweep(name: str, out_root: str | Path = "runs") -> SweepData:
     with tempfile.TemporaryDirectory() as scratch, _quiet_artifacts():
         space = _space(client, parent.info.run_id, name, scratch)
         for child in children:
-            key, run_id = child.data.tags[_KEY_TAG], child.info.run_id
-            row, completed_at[key] = _row(child, study.get(int(child.data.tags[_NUMBER_TAG])))
+            key, run_id = child.data.tags[Tags.TRIAL], child.info.run_id
+            trial_dir = sweep_dir / "trials" / key
+            config = _trial_config(client, run_id, trial_dir, scratch)
+            row, completed_at[key] = _row(child, study.get(int(child.data.tags[Tags.NUMBER])), config)
             if row["state"] not in FINISHED_STATES:
                 continue  # interrupted: `raycl sweep --resume` finishes it
             rows.append(row)
             curves[key] = {m: [(p.step, p.value) for p in client.get_metric_history(run_id, m)] for m in figures.CURVE_METRICS}
-            record = _stage_record(client, run_id, sweep_dir / "trials" / key, scratch) if row["state"] == "COMPLETE" else None
+            record = _stage_record(client, run_id, trial_dir, scratch) if row["state"] == "COMPLETE" else None
             if record is not None:
                 stage_records[key] = record
                 _prepend_start(curves[key], record)
     rows.sort(key=lambda row: (row["state"] != "COMPLETE", completed_at[row["trial"]], row["trial"]))
-    recorded = parent.data.tags.get(_PARETO_TAG, "")
+    recorded = parent.data.tags.get(Tags.PARETO_TRIALS, "")
     return SweepData(
         name=name,
         space=space,
@@ -300,31 +301,28 @@ def _fit_blocks(fits: dict[str, scaling.TargetFits], bootstrap: int) -> list[Blo
     return blocks
 
 
-def _frontier_blocks(sweep: SweepData, feasible: list[bool], sizes: list[float]) -> tuple[list[Block], set[str]]:
-    """Pareto figure and table (with two objectives or more), hypervolume history; and the Pareto set."""
+def _frontier_blocks(sweep: SweepData, front: Frontier) -> list[Block]:
+    """Pareto figure and table (with two objectives or more) and the hypervolume history."""
     space, complete = sweep.space, sweep.complete
     objectives, parameters = dict(space.objectives), list(space.parameters)
     blocks: list[Block] = []
-    pareto: set[str] = set()
+    pareto = set(front.pareto_keys)
     if len(objectives) >= 2:
-        front = figures.pareto_figure(complete, objectives, feasible)
-        pareto = {key for key, on_front in zip(front.keys, front.pareto) if on_front}
         blocks += [Heading("Pareto front"),
-                   Image("pareto", render.png(render.draw_pareto(front)),
+                   Image("pareto", render.png(render.draw_pareto(figures.pareto_figure(complete, objectives, front.feasible))),
                          "All complete trials coloured by model size; circled: the Pareto set.")]
         if sweep.recorded_pareto and pareto != set(sweep.recorded_pareto):
             blocks.append(Text(f"Note: the sweep recorded the Pareto set {', '.join(sweep.recorded_pareto)}; recomputed "
                                "from the stored metrics it differs (was the sweep resumed since?)."))
+        sizes = scaling.model_sizes(complete).tolist()
         table = [[row["trial"], *(_format(row.get(k)) for k in objectives), _format(size),
                   *(_format(row["sampled"].get(p)) for p in parameters)]
                  for row, size in zip(complete, sizes) if row["trial"] in pareto]
         blocks.append(Table(["trial", *objectives, "model size", *parameters], table))
-    history = figures.hypervolume_figure(complete, objectives, feasible, space.reference_point)
-    final = history.history[-1] if len(history.history) else 0.0
-    blocks += [Heading("Hypervolume"), Text(f"Final hypervolume {final:.4g} over {len(complete)} complete trials."),
-               Image("hypervolume", render.png(render.draw_hypervolume(history)),
+    blocks += [Heading("Hypervolume"), Text(f"Final hypervolume {front.hypervolume:.4g} over {len(complete)} complete trials."),
+               Image("hypervolume", render.png(render.draw_hypervolume(front)),
                      "Hypervolume of the first n complete trials, in completion order, against the reference point.")]
-    return blocks, pareto
+    return blocks
 
 
 def _trial_blocks(sweep: SweepData, pareto: set[str], sizes: list[float]) -> list[Block]:
@@ -364,7 +362,6 @@ def build_blocks(
 ) -> tuple[list[Block], set[str], dict[str, bool]]:
     """The report's content, the Pareto set it found and each complete trial's feasibility."""
     space, complete = sweep.space, sweep.complete
-    feasible = [all(c.satisfied(row) for c in space.constraints) for row in complete]
     sizes = scaling.model_sizes(complete).tolist()
     blocks: list[Block] = [
         Text(f"{space.description} {len(complete)} complete and {len(sweep.rows) - len(complete)} failed trials; model sizes "
@@ -374,9 +371,11 @@ def build_blocks(
     ]
     if not complete:
         return [*blocks, Text("No complete trial: nothing to draw.")], set(), {}
-    frontier, pareto = _frontier_blocks(sweep, feasible, sizes)
-    blocks += [*frontier, *_fit_blocks(fits, bootstrap), *_trial_blocks(sweep, pareto, sizes), *_sensitivity_blocks(sweep)]
-    return blocks, pareto, dict(zip((row["trial"] for row in complete), feasible))
+    front = space_frontier(space, [row["trial"] for row in complete], complete)
+    pareto = set(front.pareto_keys) if len(space.objectives) >= 2 else set()
+    blocks += [*_frontier_blocks(sweep, front), *_fit_blocks(fits, bootstrap), *_trial_blocks(sweep, pareto, sizes),
+               *_sensitivity_blocks(sweep)]
+    return blocks, pareto, dict(zip(front.keys, front.feasible.tolist()))
 
 
 def _fit_metrics(fits: dict[str, scaling.TargetFits]) -> dict[str, float]:

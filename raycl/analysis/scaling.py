@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 import yaml
+from pydantic import PrivateAttr, field_validator, model_validator
 
 from raycl.analysis.fits import (
     DATA_INJECTION,
@@ -47,11 +48,11 @@ from raycl.analysis.fits import (
     fit_law,
     law_from_expression,
 )
+from raycl.config.base import StrictModel, validate
 
 SYMBOLS = {"N": "model_size", "D": "new_tokens", "r": "replay.ratio", "lr": "train.lr", "T": "train_tokens"}
 TARGETS = ("forgetting", "learning")
 SIZE_SYMBOL = "N"
-_LAW_KEYS = {"name", "target", "expression", "params"}
 _LAW_NAME = re.compile(r"^[A-Za-z_][\w-]*$")  # also an MLflow metric-key segment
 
 # Data injection with a learning-rate factor: the step size sets how far each update moves the model
@@ -80,6 +81,41 @@ def default_laws() -> list[LawSpec]:
     return [LawSpec(law, target) for target in TARGETS for law in shared] + [LawSpec(RATIO_POWER_N, "learning")]
 
 
+class LawEntry(StrictModel):
+    """One law of a laws file (`raycl report --laws`): a target metric and an expression in the SYMBOLS."""
+
+    name: str
+    target: str
+    expression: str
+    params: list[str]
+    _law: Law = PrivateAttr()
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name: str) -> str:
+        if not _LAW_NAME.match(name):
+            raise ValueError(f"name {name!r} must be letters, digits, '_' or '-'")
+        return name
+
+    @field_validator("target")
+    @classmethod
+    def _target(cls, target: str) -> str:
+        if target not in TARGETS:
+            raise ValueError(f"target {target!r} is not one of {list(TARGETS)}")
+        return target
+
+    @model_validator(mode="after")
+    def _law_of_known_symbols(self) -> LawEntry:
+        self._law = law_from_expression(self.name, self.expression, self.params)
+        unknown = [v for v in self._law.variables if v not in SYMBOLS]
+        if unknown:
+            raise ValueError(f"unknown variable(s) {unknown}; known: {', '.join(SYMBOLS)}")
+        return self
+
+    def spec(self) -> LawSpec:
+        return LawSpec(self._law, self.target)
+
+
 def load_laws(path: str | Path) -> list[LawSpec]:
     """User-defined laws from a YAML list of {name, target, expression, params}; one-line ValueError otherwise."""
     path = Path(path)
@@ -88,32 +124,15 @@ def load_laws(path: str | Path) -> list[LawSpec]:
     except (OSError, yaml.YAMLError) as error:
         raise ValueError(f"{path}: cannot read laws ({str(error).splitlines()[0]})") from None
     if not isinstance(items, list):
-        raise ValueError(f"{path}: expected a YAML list of laws, each with keys {sorted(_LAW_KEYS)}")
-    specs = []
+        raise ValueError(f"{path}: expected a YAML list of laws, each with keys name, target, expression, params")
     taken = {(spec.target, spec.law.name) for spec in default_laws()}
+    specs = []
     for index, item in enumerate(items):
-        where = f"{path}: law {index}"
-        if not isinstance(item, dict) or set(item) != _LAW_KEYS:
-            got = sorted(item) if isinstance(item, dict) else type(item).__name__
-            raise ValueError(f"{where}: needs exactly the keys {sorted(_LAW_KEYS)}, got {got}")
-        name, target, params = item["name"], item["target"], item["params"]
-        if not isinstance(name, str) or not _LAW_NAME.match(name):
-            raise ValueError(f"{where}: name {name!r} must be letters, digits, '_' or '-'")
-        if target not in TARGETS:
-            raise ValueError(f"{where} ({name}): target {target!r} is not one of {list(TARGETS)}")
-        if (target, name) in taken:
-            raise ValueError(f"{where} ({name}): a {target} law of that name exists already")
-        taken.add((target, name))
-        if not isinstance(params, list) or not all(isinstance(p, str) for p in params):
-            raise ValueError(f"{where} ({name}): params must be a list of names")
-        try:
-            law = law_from_expression(name, str(item["expression"]), params)
-        except ValueError as error:
-            raise ValueError(f"{where} ({name}): {error}") from None
-        unknown = [v for v in law.variables if v not in SYMBOLS]
-        if unknown:
-            raise ValueError(f"{where} ({name}): unknown variable(s) {unknown}; known: {', '.join(SYMBOLS)}")
-        specs.append(LawSpec(law, target))
+        spec = validate(LawEntry, item, f"{path}: law {index}").spec()
+        if (spec.target, spec.law.name) in taken:
+            raise ValueError(f"{path}: law {index}: {spec.law.name}: a {spec.target} law of that name exists already")
+        taken.add((spec.target, spec.law.name))
+        specs.append(spec)
     return specs
 
 

@@ -160,13 +160,17 @@ class TrialConfig(StrictModel):
                 "eval.benchmarks.tasks: the raycl_acquisition probes ask about the offline world's stages, "
                 "and a stream: trial trains on other data; list the tasks it should run"
             )
-        replay_rows = round(self.replay.ratio * self.train.batch_size)
-        if self.replay.ratio > 0 and not 0 < replay_rows < self.train.batch_size:
+        if self.replay.ratio > 0 and not 0 < self.replay_rows < self.train.batch_size:
             raise ValueError(
-                f"replay.ratio: {self.replay.ratio} of a batch of {self.train.batch_size} rows is {replay_rows} replay rows; "
+                f"replay.ratio: {self.replay.ratio} of a batch of {self.train.batch_size} rows is {self.replay_rows} replay rows; "
                 "need at least one replay row and one new row"
             )
         return self
+
+    @property
+    def replay_rows(self) -> int:
+        """Rows of every training batch drawn from replay."""
+        return round(self.replay.ratio * self.train.batch_size)
 
     def with_overrides(self, overrides: dict[str, Any]) -> TrialConfig:
         """A copy with dotted keys replaced, e.g. {"train.lr": 1e-3, "method.name": "lora"}.

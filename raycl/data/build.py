@@ -11,12 +11,12 @@ from collections.abc import Sequence
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from raycl.config.stream import ReplayCorpusConfig, StreamConfig, StreamShapeConfig
 from raycl.data.encoding import Encoded, check_assistant_masks, encode_example, pack_masked
 from raycl.data.formats import DataError
 from raycl.data.shapes import holdout, split_stages, window_spans
 from raycl.data.sources import Example, load_examples, load_replay_documents
 from raycl.data.stream import Stage, Stream
-from raycl.config.stream import ReplayCorpusConfig, StreamConfig, StreamShapeConfig
 from raycl.data.tokens import encode_document, pack_blocks
 
 

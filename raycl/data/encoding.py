@@ -15,11 +15,10 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from raycl.data.formats import Conversation
 from raycl.config.stream import LossOn
-from raycl.data.tokens import encode_conversation, encode_document, pack_blocks
+from raycl.data.formats import Conversation
+from raycl.data.tokens import IGNORE_INDEX, encode_conversation, encode_document, pack_blocks
 
-IGNORE_INDEX = -100
 GENERATION_MARK = re.compile(r"\{%-?\s*generation\s*-?%\}")
 
 

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from raycl.config.stream import FORMATS, Format
 
-Message = dict[str, str]
+Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": str}
 Conversation = list[Message]
 
 ROLES = {

@@ -8,16 +8,13 @@ stage sizes are exact training budgets). Each stage holds out a seeded fraction 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import date, datetime, timezone
 from typing import Any, TypeVar
 
-import torch
-
+from raycl.config.stream import StreamShapeConfig
 from raycl.data.formats import DataError
 from raycl.data.sources import Example
-from raycl.config.stream import StreamShapeConfig
 
 T = TypeVar("T")
 
@@ -111,43 +108,3 @@ def window_spans(total: int, window: int, step: int) -> list[tuple[int, int]]:
     if total < window:
         raise DataError(f"window: {window} tokens, but the stream has only {total}")
     return [(start, start + window) for start in range(0, total - window + 1, step)]
-
-
-@dataclass(frozen=True)
-class OnlineStep:
-    stage: int  # index of the stage the batch comes from
-    step: int  # global step, from 0
-    input_ids: torch.Tensor  # (batch, seq_len)
-    labels: torch.Tensor  # (batch, seq_len), -100 where no loss
-
-
-def online_steps(stages: Sequence[tuple[torch.Tensor, torch.Tensor]], batch_size: int = 1) -> Iterator[OnlineStep]:
-    """One pass over the stream in order: `batch_size` blocks a step, never shuffled, never repeated.
-
-    `stages` are (train_blocks, train_labels) pairs. A step never mixes two stages, so the loss curve
-    of each new topic starts at its own first step.
-    """
-    step = 0
-    for index, (blocks, labels) in enumerate(stages):
-        for start in range(0, blocks.shape[0], batch_size):
-            yield OnlineStep(index, step, blocks[start : start + batch_size], labels[start : start + batch_size])
-            step += 1
-
-
-def adaptation_speed(losses: Sequence[float], share: float = 0.9, steps: Sequence[int] | None = None, smooth: int = 1) -> int | None:
-    """Steps until a new topic's loss has fallen by `share` of its total fall over the curve.
-
-    `losses` is the curve from the topic's first step (e.g. held-out loss after each step); `steps`
-    gives the step of each point (default 0, 1, 2, ...). With `smooth` > 1 each point is first replaced
-    by the mean of the last `smooth` points, since per-step losses are noisy. None if the loss never fell.
-    """
-    if not 0 < share <= 1:
-        raise ValueError(f"share: {share} not in (0, 1]")
-    if steps is not None and len(steps) != len(losses):
-        raise ValueError(f"steps: {len(steps)} steps for {len(losses)} losses")
-    curve = [sum(losses[max(0, i - smooth + 1) : i + 1]) / (i + 1 - max(0, i - smooth + 1)) for i in range(len(losses))]
-    if len(curve) < 2 or curve[0] - curve[-1] <= 0:
-        return None
-    target = curve[0] - share * (curve[0] - curve[-1])
-    index = next(i for i, loss in enumerate(curve) if loss <= target)
-    return steps[index] if steps is not None else index

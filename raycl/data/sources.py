@@ -18,7 +18,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from raycl.models import hub
+from raycl.config.stream import LOCAL_SUFFIXES, DataSourceConfig, ReplayCorpusConfig
 from raycl.data.formats import (
     DEFAULT_FIELDS,
     DETECT_ROWS,
@@ -27,14 +27,14 @@ from raycl.data.formats import (
     DataError,
     OasstMessage,
     Schema,
-    content_fields,
     clean_conversation,
+    content_fields,
     detect_schema,
     normalize_row,
     oasst_message,
     oasst_threads,
 )
-from raycl.config.stream import LOCAL_SUFFIXES, DataSourceConfig, ReplayCorpusConfig
+from raycl.models import hub
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,10 @@ from collections.abc import Sequence
 import torch
 from transformers import PreTrainedTokenizerBase
 
-Conversation = Sequence[dict[str, str]]
+from raycl.data.formats import Conversation
+
+# The label of a token no loss is computed on (the `transformers` and `torch` convention).
+IGNORE_INDEX = -100
 
 
 def encode_conversation(tokenizer: PreTrainedTokenizerBase, conversation: Conversation) -> list[int]:

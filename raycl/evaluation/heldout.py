@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from raycl.data.tokens import pad_batch
+from raycl.data.tokens import IGNORE_INDEX, pad_batch
 
 
 @torch.no_grad()
@@ -24,7 +24,7 @@ def heldout_loss(
     autocast: contextlib.AbstractContextManager | None = None,
 ) -> float:
     """Mean next-token loss in nats over the predicted tokens of `examples` (token-weighted): every
-    token, or those whose `labels` are not -100."""
+    token, or those whose `labels` are not IGNORE_INDEX."""
     was_training = model.training
     model.eval()
     pairs = list(zip(examples, labels if labels is not None else examples))
@@ -34,11 +34,11 @@ def heldout_loss(
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start : start + batch_size]
         ids, mask = pad_batch([example for example, _ in chunk], pad_id)
-        targets, _ = pad_batch([target for _, target in chunk], -100)
+        targets, _ = pad_batch([target for _, target in chunk], IGNORE_INDEX)
         ids, mask, targets = ids.to(device), mask.to(device), targets[:, 1:].to(device)
         with autocast or contextlib.nullcontext():
             logits = model(input_ids=ids, attention_mask=mask).logits
         total_loss += float(F.cross_entropy(logits[:, :-1].float().transpose(1, 2), targets, reduction="sum"))
-        total_tokens += int((targets != -100).sum())
+        total_tokens += int((targets != IGNORE_INDEX).sum())
     model.train(was_training)
     return total_loss / total_tokens

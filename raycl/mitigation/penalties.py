@@ -6,19 +6,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from raycl.data.tokens import batch_at
+from raycl.data.tokens import IGNORE_INDEX, batch_at
 
 
 def kl_to_base(logits: torch.Tensor, base_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Token-level forward KL(p_base || p_current), summed over the vocabulary and averaged over the
-    positions whose token is real (labels != -100). Exactly 0 while the model equals its base."""
+    positions whose token is real (labels != IGNORE_INDEX). Exactly 0 while the model equals its base."""
     per_token = F.kl_div(
         F.log_softmax(logits.float(), dim=-1),
         F.log_softmax(base_logits.float(), dim=-1),
         log_target=True,
         reduction="none",
     ).sum(dim=-1)
-    valid = (labels != -100).float()
+    valid = (labels != IGNORE_INDEX).float()
     return (per_token * valid).sum() / valid.sum()
 
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from raycl.data.tokens import IGNORE_INDEX
+
 
 @torch.no_grad()
 def sample_from_base(
     model: nn.Module, tokenizer, count: int, length: int, seed: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """`count` sequences of `length` tokens as `(ids, labels)`, labels -100 after the first EOS."""
+    """`count` sequences of `length` tokens as `(ids, labels)`, labels IGNORE_INDEX after the first EOS."""
     device = next(model.parameters()).device
     start = torch.full((count, 1), tokenizer.bos_token_id, dtype=torch.long, device=device)
     # A private RNG stream: sampling must neither depend on nor disturb the training's randomness.
@@ -35,4 +37,4 @@ def sample_from_base(
     is_eos = (ids == tokenizer.eos_token_id).int()
     # Positions strictly after the first EOS: at least one EOS before them.
     after_eos = (is_eos.cumsum(dim=1) - is_eos) > 0
-    return ids, ids.masked_fill(after_eos, -100)
+    return ids, ids.masked_fill(after_eos, IGNORE_INDEX)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from raycl.models import hub
 from raycl.config import ModelConfig
+from raycl.models import hub
 from raycl.world.ladder import LADDER, ladder_model_dir
 from raycl.world.offline import World
 from raycl.world.tokenizer import CHAT_TEMPLATE

@@ -2,7 +2,7 @@
 
 A Tune trial that wraps a Ray Train run holds its own resources while its worker group waits for
 more. With Tune's default of one CPU per trial, two trials on two CPUs hold everything and their
-workers never start (PROBES.md). So the trial function reserves a sliver (Ray rejects 0), the
+workers never start (a Train start-up timeout every 60 s, forever). So the trial function reserves a sliver (Ray rejects 0), the
 workers get the rest, and `max_concurrent_trials` caps how many trials may hold a sliver at once.
 The worker share is sized for the worst case, every sliver landing on the same node.
 """

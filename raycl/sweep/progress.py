@@ -11,15 +11,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 from ray.tune import Callback
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from raycl.analysis.pareto import pareto_mask
+from raycl.analysis.frontier import space_frontier
+from raycl.config.records import FINAL_KEY, NODE_KEY, FinalReport, TrialAssignment
 from raycl.config.space import SearchSpace
-from raycl.sweep.trainable import FINAL_KEY, NODE_KEY
 
 
 @dataclass
@@ -51,16 +50,8 @@ class ProgressTable(Callback):
         self.rows[key] = Row(state=state, params=params, metrics=metrics)
 
     def pareto_keys(self) -> set[str]:
-        objectives = list(self.space.objectives)
-        done = [
-            (key, row) for key, row in self.rows.items()
-            if row.state == "done" and all(name in row.metrics for name in objectives)
-            and all(c.satisfied(row.metrics) for c in self.space.constraints)
-        ]
-        if not done:
-            return set()
-        values = np.array([[row.metrics[name] for name in objectives] for _, row in done])
-        return {key for (key, _), on_front in zip(done, pareto_mask(values, self.space.directions)) if on_front}
+        done = {key: row for key, row in self.rows.items() if row.state == "done" and set(self.space.objectives) <= set(row.metrics)}
+        return set(space_frontier(self.space, list(done), [row.metrics for row in done.values()]).pareto_keys)
 
     def launched(self) -> list[str]:
         return sorted(key for key, row in self.rows.items() if row.launched)
@@ -109,29 +100,33 @@ class ProgressTable(Callback):
             self.console.print(line, highlight=False)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        config = trial.config
-        resumed = config["key"] in self.rows
-        self.rows[config["key"]] = Row(state="running", params=config["params"], launched=True)
-        params = " ".join(f"{_short(name)}={_fmt(value)}" for name, value in config["params"].items())
-        self._changed(f"{config['key']} {'resumed' if resumed else 'started'}: {params}")
+        assignment = TrialAssignment.model_validate(trial.config)
+        resumed = assignment.key in self.rows
+        self.rows[assignment.key] = Row(state="running", params=assignment.params, launched=True)
+        params = " ".join(f"{_short(name)}={_fmt(value)}" for name, value in assignment.params.items())
+        self._changed(f"{assignment.key} {'resumed' if resumed else 'started'}: {params}")
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        row = self.rows[trial.config["key"]]
+        key = TrialAssignment.model_validate(trial.config).key
+        row = self.rows[key]
+        if FINAL_KEY in result:
+            report = FinalReport.of(result)
+            row.state, row.metrics = "done", report.metrics()
+            row.trial_s, row.engine_s = result["time_total_s"], report.wall_time_s
+            summary = ", ".join(f"{name}={_fmt(row.metrics.get(name, ''))}" for name in self.space.objectives)
+            self._changed(f"{key} done: {summary}")
+            return
         row.metrics |= {name: result[name] for name in self.space.objectives if name in result}
         if "stage" in result:
             row.stage = int(result["stage"])
         row.node = result.get(NODE_KEY, row.node)
-        if FINAL_KEY in result:
-            row.state = "done"
-            row.trial_s, row.engine_s = result["time_total_s"], result["wall_time_s"]
-            summary = ", ".join(f"{name}={_fmt(row.metrics.get(name, ''))}" for name in self.space.objectives)
-            self._changed(f"{trial.config['key']} done: {summary}")
-        elif self._live is not None:
+        if self._live is not None:
             self._live.update(self.render(), refresh=True)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.rows[trial.config["key"]].state = "failed"
-        self._changed(f"{trial.config['key']} failed: {trial.error_file or 'no error file'}")
+        key = TrialAssignment.model_validate(trial.config).key
+        self.rows[key].state = "failed"
+        self._changed(f"{key} failed: {trial.error_file or 'no error file'}")
 
 
 def _fmt(value: Any) -> str:

@@ -6,6 +6,8 @@ import re
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from raycl.config.base import dotted
+
 _SECRET_KEY = re.compile(r"(token|secret|password|passwd|api[_-]?key|access[_-]?key|private[_-]?key|credentials?)$", re.IGNORECASE)
 _SECRET_VALUE = ("hf_", "sk-", "ghp_", "github_pat_", "AKIA")
 
@@ -24,17 +26,6 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")))
 
 
-def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested sections as dotted keys, the same keys a search space uses."""
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            flat |= flatten(value, f"{prefix}{key}.")
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def loggable_params(trial_config: dict[str, Any]) -> dict[str, str]:
     """A trial config as MLflow params (strings), secrets left out."""
-    return {key: str(value) for key, value in flatten(trial_config).items() if not is_secret(key, value)}
+    return {key: str(value) for key, value in dotted(trial_config).items() if not is_secret(key, value)}

@@ -15,18 +15,13 @@ from optuna.trial import FrozenTrial, TrialState
 from ray.tune.search import Searcher
 
 from raycl.config import ConfigError
+from raycl.config.records import FINAL_KEY, FinalReport, TrialAssignment
 from raycl.config.result import is_reported_metric
 from raycl.config.space import SamplerSpec, SearchSpace
-from raycl.sweep.trainable import FINAL_KEY, final_metrics
 
 FINGERPRINT_ATTR = "raycl.space_fingerprint"
 INVALID_ATTR = "raycl.invalid_config"
 _MAX_INVALID_ASKS = 100
-
-
-def trial_key(number: int) -> str:
-    """The stable name of Optuna trial `number` everywhere: out dir, Train run, MLflow tag."""
-    return f"t{number:04d}"
 
 
 def make_sampler(spec: SamplerSpec, seed: int) -> optuna.samplers.BaseSampler:
@@ -93,7 +88,7 @@ def finished_trials(study: optuna.Study) -> list[FrozenTrial]:
 class OptunaSearcher(Searcher):
     """A Tune searcher that asks the study for parameters and tells it each trial's final objectives.
 
-    Each suggestion is `{"number", "key", "params", "trial_config"}`; interrupted trials are handed
+    Each suggestion is a `TrialAssignment` (as Tune's trial config); interrupted trials are handed
     out first, with their stored parameters. `defaults` (e.g. torch threads from the resource plan)
     apply under the sampled parameters.
     """
@@ -121,12 +116,7 @@ class OptunaSearcher(Searcher):
                 self._study.tell(trial, state=TrialState.FAIL)
                 continue
             self._live[trial_id] = trial
-            return {
-                "number": trial.number,
-                "key": trial_key(trial.number),
-                "params": params,
-                "trial_config": config.model_dump(mode="json"),
-            }
+            return TrialAssignment.create(trial.number, params, config).model_dump(mode="json")
         raise ConfigError(f"{self._space.source}: parameters: {_MAX_INVALID_ASKS} samples in a row gave invalid trial configs")
 
     def save(self, checkpoint_path: str) -> None:
@@ -145,11 +135,12 @@ class OptunaSearcher(Searcher):
         if not result or FINAL_KEY not in result:
             # Stopped before it finished (Ctrl-C, shutdown): stays RUNNING, and --resume continues it.
             return
-        metrics = final_metrics(result)
+        report = FinalReport.of(result)
+        metrics = report.metrics()
         for name, value in metrics.items():
             trial.set_user_attr(name, value)
-        trial.set_user_attr("stage_matrix", result["stage_matrix"])
-        trial.set_user_attr("node_ids", result["node_ids"])
+        trial.set_user_attr("stage_matrix", report.stage_matrix)
+        trial.set_user_attr("node_ids", report.node_ids)
         for constraint in self._space.constraints:
             trial.set_constraint(str(constraint), constraint.value(metrics))
         self._study.tell(trial, [metrics[name] for name in self._space.objectives])

@@ -2,7 +2,8 @@
 
 Run identity is ours, not MLflow's: the parent is found by its `raycl.sweep` tag and a child by its
 `raycl.trial_id` tag before anything is created, so a resumed sweep reopens its runs instead of
-opening duplicates (MLflowLoggerCallback does open duplicates on restore, PROBES.md). All writes
+opening duplicates (Ray's MLflowLoggerCallback opens a new run for a restored trial and leaves the
+old one RUNNING). All writes
 happen in the driver, through `MlflowClient`, so workers need no access to the tracking store.
 """
 
@@ -16,14 +17,13 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
-from raycl.sweep.redaction import loggable_params
+from raycl.analysis import figures, render
+from raycl.analysis.frontier import Frontier
+from raycl.config.records import EVAL_PREFIX, FINAL_KEY, Artifacts, FinalReport, Tags, TrialAssignment
 from raycl.config.result import BENCHMARK_PREFIX
 from raycl.config.space import SearchSpace
-from raycl.sweep.summary import FrontierSummary, frontier_csv, hypervolume_record, plot_frontier, plot_hypervolume
-from raycl.sweep.trainable import FINAL_KEY, final_metrics
-
-PARENT_TAG, TRIAL_TAG, FINAL_TAG, PARETO_TAG = "raycl.sweep", "raycl.trial_id", "raycl.final_logged", "raycl.pareto"
-EVAL_PREFIX = "eval/"
+from raycl.sweep.redaction import loggable_params
+from raycl.sweep.summary import frontier_csv, hypervolume_record
 
 
 class SweepTracker:
@@ -51,14 +51,14 @@ class SweepTracker:
 
     def open_parent(self, tags: dict[str, str]) -> str:
         """The sweep's parent run (created once), set RUNNING."""
-        found = self._find(f"tags.`{PARENT_TAG}` = '{self.space.name}' and tags.`raycl.role` = 'parent'")
+        found = self._find(f"tags.`{Tags.SWEEP}` = '{self.space.name}' and tags.`{Tags.ROLE}` = 'parent'")
         if found is None:
             found = self.client.create_run(
                 self.experiment_id,
                 run_name=self.space.name,
-                tags={PARENT_TAG: self.space.name, "raycl.role": "parent"} | tags,
+                tags={Tags.SWEEP: self.space.name, Tags.ROLE: "parent"} | tags,
             ).info.run_id
-            self.client.log_text(found, Path(self.space.source).read_text(), "search_space.yaml")
+            self.client.log_text(found, Path(self.space.source).read_text(), Artifacts.SEARCH_SPACE)
         else:
             self.client.update_run(found, status="RUNNING")
             self.client.log_batch(found, tags=[RunTag(key, value) for key, value in tags.items()])
@@ -67,15 +67,15 @@ class SweepTracker:
 
     def child(self, key: str) -> str | None:
         if key not in self._children:
-            found = self._find(f"tags.`{TRIAL_TAG}` = '{key}' and tags.`mlflow.parentRunId` = '{self.parent_id}'")
+            found = self._find(f"tags.`{Tags.TRIAL}` = '{key}' and tags.`mlflow.parentRunId` = '{self.parent_id}'")
             if found is None:
                 return None
             self._children[key] = found
         return self._children[key]
 
-    def open_child(self, config: dict[str, Any]) -> str:
+    def open_child(self, assignment: TrialAssignment) -> str:
         """The trial's child run: created on first start, reopened on a resume; its params logged either way."""
-        key = config["key"]
+        key = assignment.key
         run_id = self.child(key)
         if run_id is None:
             run_id = self.client.create_run(
@@ -83,10 +83,10 @@ class SweepTracker:
                 run_name=key,
                 tags={
                     "mlflow.parentRunId": self.parent_id,
-                    TRIAL_TAG: key,
-                    PARENT_TAG: self.space.name,
-                    "raycl.optuna_number": str(config["number"]),
-                    "raycl.searched": ",".join(config["params"]),
+                    Tags.TRIAL: key,
+                    Tags.SWEEP: self.space.name,
+                    Tags.NUMBER: str(assignment.number),
+                    Tags.SEARCHED: ",".join(assignment.params),
                 },
             ).info.run_id
             self._children[key] = run_id
@@ -97,9 +97,10 @@ class SweepTracker:
             self._last_step[key] = max((metric.step for metric in history), default=-1)
         # On every open, not only the first: a driver killed between creating the run and logging
         # these left a run without them. MLflow accepts a param logged again with the same value.
-        params = loggable_params(config["trial_config"])
+        trial_config = assignment.trial_config.model_dump(mode="json")
+        params = loggable_params(trial_config)
         self.client.log_batch(run_id, params=[Param(name, value) for name, value in params.items()])
-        self.client.log_dict(run_id, config["trial_config"], "trial_config.json")
+        self.client.log_dict(run_id, trial_config, Artifacts.TRIAL_CONFIG)
         return run_id
 
     def log_eval(self, key: str, result: dict[str, Any]) -> None:
@@ -115,16 +116,15 @@ class SweepTracker:
         self.client.log_batch(self.child(key), metrics=metrics)
         self._last_step[key] = step
 
-    def log_final(self, key: str, result: dict[str, Any]) -> None:
-        """Final objectives and metrics, the stage matrix, and where the workers ran (once per trial)."""
+    def log_final(self, key: str, report: FinalReport) -> None:
+        """Final objectives and metrics, the stage record, and where the workers ran (once per trial)."""
         run_id = self.child(key)
-        if self.client.get_run(run_id).data.tags.get(FINAL_TAG) != "true":
+        if self.client.get_run(run_id).data.tags.get(Tags.FINAL_LOGGED) != "true":
             now = int(time.time() * 1000)
-            metrics = [Metric(name, value, now, 0) for name, value in final_metrics(result).items()]
-            self.client.log_batch(run_id, metrics=metrics, tags=[RunTag("raycl.node_ids", ",".join(result["node_ids"]))])
-            matrix = {name: result[name] for name in ("stage_names", "stage_matrix", "retention_losses", "stage_forgetting")}
-            self.client.log_dict(run_id, matrix, "stage_matrix.json")
-            self.client.set_tag(run_id, FINAL_TAG, "true")
+            metrics = [Metric(name, value, now, 0) for name, value in report.metrics().items()]
+            self.client.log_batch(run_id, metrics=metrics, tags=[RunTag(Tags.NODE_IDS, ",".join(report.node_ids))])
+            self.client.log_dict(run_id, report.stage_record().model_dump(), Artifacts.STAGE_RECORD)
+            self.client.set_tag(run_id, Tags.FINAL_LOGGED, "true")
         self.client.set_terminated(run_id, status="FINISHED")
 
     def end_child(self, key: str, status: str) -> None:
@@ -137,28 +137,33 @@ class SweepTracker:
             if self.client.get_run(run_id).info.status == "RUNNING":
                 self.end_child(key, status)
 
-    def log_frontier(self, summary: FrontierSummary) -> None:
-        """Pareto tags on every child; on the parent the frontier (table, plot) and the hypervolume history."""
-        for key, on_front, feasible in zip(summary.keys, summary.pareto, summary.feasible):
+    def log_frontier(self, front: Frontier, rows: list[dict[str, Any]], params: list[dict[str, Any]]) -> None:
+        """Pareto tags on every child; on the parent the frontier (tables, figures) and the hypervolume history.
+
+        `rows` holds each complete trial's final metrics under its key (`trial`), `params` its sampled parameters.
+        """
+        for key, on_front, feasible in zip(front.keys, front.pareto, front.feasible):
             run_id = self.child(key)
             if run_id is not None:
-                tags = [RunTag(PARETO_TAG, str(on_front).lower()), RunTag("raycl.feasible", str(feasible).lower())]
+                tags = [RunTag(Tags.PARETO, str(bool(on_front)).lower()), RunTag(Tags.FEASIBLE, str(bool(feasible)).lower())]
                 self.client.log_batch(run_id, tags=tags)
         parent = self.parent_id
-        self.client.log_text(parent, frontier_csv(summary, pareto_only=True), "pareto/frontier.csv")
-        self.client.log_text(parent, frontier_csv(summary, pareto_only=False), "pareto/trials.csv")
-        self.client.log_dict(parent, hypervolume_record(summary), "pareto/hypervolume.json")
-        if summary.keys:
-            self.client.log_figure(parent, plot_frontier(summary), "pareto/frontier.png")
-            self.client.log_figure(parent, plot_hypervolume(summary), "pareto/hypervolume.png")
+        self.client.log_text(parent, frontier_csv(front, params, pareto_only=True), "pareto/frontier.csv")
+        self.client.log_text(parent, frontier_csv(front, params, pareto_only=False), "pareto/trials.csv")
+        self.client.log_dict(parent, hypervolume_record(front), "pareto/hypervolume.json")
+        if front.keys:
+            if len(front.objectives) >= 2:
+                pareto = figures.pareto_figure(rows, self.space.objectives, front.feasible)
+                self.client.log_figure(parent, render.draw_pareto(pareto), "pareto/frontier.png")
+            self.client.log_figure(parent, render.draw_hypervolume(front), "pareto/hypervolume.png")
         tags = [
-            RunTag("raycl.pareto_trials", ",".join(summary.pareto_keys)),
-            RunTag("raycl.hv_reference", ",".join(f"{n}={v:.6g}" for n, v in zip(summary.objectives, summary.reference))),
+            RunTag(Tags.PARETO_TRIALS, ",".join(front.pareto_keys)),
+            RunTag(Tags.HV_REFERENCE, ",".join(f"{n}={v:.6g}" for n, v in zip(front.objectives, front.reference))),
         ]
         # One point per summary, at the number of complete trials: the whole history lives in the
         # artifact, because a resumed sweep's default reference moves and old points cannot be redrawn.
         steps = {metric.step for metric in self.client.get_metric_history(parent, "hypervolume")}
-        point = [] if len(summary.keys) in steps else [Metric("hypervolume", summary.hypervolume, int(time.time() * 1000), len(summary.keys))]
+        point = [] if len(front.keys) in steps else [Metric("hypervolume", front.hypervolume, int(time.time() * 1000), len(front.keys))]
         self.client.log_batch(parent, metrics=point, tags=tags)
 
     def end_parent(self, status: str) -> None:
@@ -172,17 +177,16 @@ class TrackingCallback(Callback):
         self.tracker = tracker
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.tracker.open_child(trial.config)
+        self.tracker.open_child(TrialAssignment.model_validate(trial.config))
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        key = trial.config["key"]
+        key = TrialAssignment.model_validate(trial.config).key
         if FINAL_KEY in result:
             # Logged here, before Tune tells Optuna in on_trial_complete: a COMPLETE study trial
             # always has its finished child run.
-            self.tracker.log_final(key, result)
+            self.tracker.log_final(key, FinalReport.of(result))
         elif "step" in result:
             self.tracker.log_eval(key, result)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.tracker.end_child(trial.config["key"], "FAILED")
-
+        self.tracker.end_child(TrialAssignment.model_validate(trial.config).key, "FAILED")

@@ -1,14 +1,14 @@
 """One sweep trial: a Tune function that runs the engine's continual trial in a Ray Train worker group.
 
-This is the Train V2 pattern for Train inside Tune (PROBES.md): the Tune trial is a function that
-builds a `TorchTrainer` and calls `.fit()`; a `TuneReportCallback` forwards rank 0's
-`ray.train.report` to Tune; the final metrics come back as the train function's return value and
-are reported to Tune once more, marked with `FINAL_KEY`.
+This is Ray Train V2's pattern for Train inside Tune (a `TorchTrainer` handed to a `Tuner` is gone):
+the Tune trial is a function that builds a `TorchTrainer` and calls `.fit()`; a `TuneReportCallback`
+forwards rank 0's `ray.train.report` to Tune; the result comes back as the train function's return
+value (in V2 the most reliable place for final metrics) and is reported to Tune once more as a
+`FinalReport`, marked with `FINAL_KEY`.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,13 +21,9 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
+from raycl.config.records import NODE_KEY, FinalReport, TrialAssignment
+from raycl.config.result import TrialResult
 from raycl.sweep.plan import ResourcePlan
-from raycl.config.result import is_reported_metric
-
-FINAL_KEY = "raycl_final"
-NODE_KEY = "raycl_node_id"
-# Result fields that travel to Tune besides the scalar metrics (small lists, JSON-friendly).
-_FINAL_LISTS = ("stage_matrix", "stage_names", "stage_forgetting", "retention_losses")
 
 
 @dataclass(frozen=True)
@@ -41,29 +37,19 @@ class TrialContext:
     max_failures: int
 
 
-def final_metrics(result: dict[str, Any]) -> dict[str, float]:
-    """The scalar reported metrics of a final result."""
-    return {name: float(value) for name, value in result.items() if is_reported_metric(name)}
-
-
-def final_report(result: dict[str, Any], node_ids: list[str]) -> dict[str, Any]:
-    """What a finished trial reports to Tune: scalars, the stage matrix and where it ran."""
-    lists = {name: result[name] for name in _FINAL_LISTS if name in result}
-    return final_metrics(result) | lists | {"node_ids": node_ids, FINAL_KEY: 1.0}
-
-
 def sweep_trial(config: dict[str, Any], context: TrialContext) -> None:
     """The Tune trial: run (or resume) the engine trial in a Train worker group, report its result."""
-    out_dir = Path(context.trials_dir) / config["key"]
+    assignment = TrialAssignment.model_validate(config)
+    out_dir = Path(context.trials_dir) / assignment.key
     done = out_dir / "sweep_result.json"
     # A trial that finished before its driver could record it is not run again.
     if done.exists():
-        report = json.loads(done.read_text())
+        report = FinalReport.model_validate_json(done.read_text())
     else:
         plan = context.plan
         trainer = TorchTrainer(
             train_worker,
-            train_loop_config={"config": config, "out_dir": str(out_dir)},
+            train_loop_config={"assignment": config, "out_dir": str(out_dir)},
             scaling_config=ScalingConfig(
                 num_workers=plan.workers_per_trial,
                 use_gpu=plan.gpus_per_worker > 0,
@@ -71,7 +57,7 @@ def sweep_trial(config: dict[str, Any], context: TrialContext) -> None:
             ),
             run_config=RunConfig(
                 # A fixed name per trial: a restarted trial finds its own Train checkpoints.
-                name=f"{context.sweep}-{config['key']}",
+                name=f"{context.sweep}-{assignment.key}",
                 storage_path=context.train_storage,
                 callbacks=[TuneReportCallback()],
                 failure_config=FailureConfig(max_failures=context.max_failures),
@@ -79,19 +65,19 @@ def sweep_trial(config: dict[str, Any], context: TrialContext) -> None:
             ),
         )
         returned = trainer.fit().return_value
-        report = final_report(returned["result"], returned["node_ids"])
+        summary = TrialResult.model_validate(returned["result"]).summary()
+        report = FinalReport(**summary.model_dump(), node_ids=returned["node_ids"])
         done.parent.mkdir(parents=True, exist_ok=True)
         partial = done.with_name(done.name + ".partial")
-        partial.write_text(json.dumps(report))
+        partial.write_text(report.model_dump_json())
         partial.replace(done)
-    tune.report(report)
+    tune.report(report.to_tune())
 
 
 def train_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
     """One Ray Train rank: restore the engine's last stage checkpoint if this node lacks it, run the trial."""
     import torch.distributed as dist
 
-    from raycl.config import TrialConfig
     from raycl.training.trial import run_trial
 
     context = ray.train.get_context()
@@ -127,8 +113,8 @@ def train_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
             delete_local_checkpoint_after_upload=False,
         )
 
-    trial_config = TrialConfig.model_validate(loop_config["config"]["trial_config"])
-    result = run_trial(trial_config, out_dir, report=report)
+    assignment = TrialAssignment.model_validate(loop_config["assignment"])
+    result = run_trial(assignment.trial_config, out_dir, report=report)
     return {"result": result, "node_ids": sorted(set(node_ids))}
 
 

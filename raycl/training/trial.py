@@ -19,17 +19,20 @@ import json
 import resource
 import time
 from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
-from rich.progress import Progress
+from rich.progress import Progress as ProgressBar
+from torch import nn
 
-from raycl.config import TrialConfig
+from raycl.config import ReplayConfig, TrialConfig
+from raycl.config.result import BENCHMARK_PREFIX, TrialResult
 from raycl.data.build import build_stream
-from raycl.data.stream import Stream, offline_stream
-from raycl.data.tokens import batch_at
+from raycl.data.stream import Stream
+from raycl.data.tokens import IGNORE_INDEX, batch_at
 from raycl.evaluation import metrics
 from raycl.evaluation.harness import benchmark_deltas, load_harness, prepare_task_dir, run_benchmarks
 from raycl.evaluation.heldout import heldout_loss
@@ -39,8 +42,30 @@ from raycl.models.loading import load_base_model
 from raycl.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, stage_checkpoint_dir
 from raycl.training.methods import optimizer_state_bytes, prepare_method
 from raycl.world.offline import World, load_world
+from raycl.world.stream import offline_stream
 
+# Called with an evaluation's metrics, and the stage checkpoint written with it (full evaluations).
 Report = Callable[[dict[str, float], Path | None], None]
+
+
+@dataclass
+class TrialProgress:
+    """Where a trial stands. Saved as progress.json in every stage checkpoint; a resumed trial goes on from it."""
+
+    config: dict[str, Any]
+    stages_done: int = 0
+    step: int = 0
+    stage_matrix: list[list[float]] = field(default_factory=list)  # one row per full evaluation
+    retention_losses: list[float] = field(default_factory=list)
+    benchmarks: list[dict[str, float]] = field(default_factory=list)
+    curves: list[dict[str, Any]] = field(default_factory=list)  # quick evaluations between stage ends
+    train_tokens: int = 0
+    new_tokens: int = 0
+    train_time_s: float = 0.0
+    eval_time_s: float = 0.0
+    stage_time_s: list[float] = field(default_factory=list)
+    replay_generation_s: float = 0.0
+    elapsed_s: float = 0.0
 
 
 def resolve_device(choice: str) -> torch.device:
@@ -50,7 +75,7 @@ def resolve_device(choice: str) -> torch.device:
 
 
 def autocast_for(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on GPU; fp32 on CPU, where bf16 is many times slower (PROBES.md)."""
+    """bf16 autocast on GPU; fp32 on CPU, where bf16 without native support runs 9-32x slower."""
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
@@ -70,14 +95,14 @@ def learning_rate(config: TrialConfig, step: int) -> float:
 
 
 def next_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy of each position's prediction of the next token; labels of -100 are skipped.
+    """Mean cross-entropy of each position's prediction of the next token; IGNORE_INDEX labels are skipped.
 
     A batch with nothing to learn (a long user turn under assistant-only loss) gives 0, not NaN.
     """
     targets = labels[:, 1:]
-    if not (targets != -100).any():
+    if not (targets != IGNORE_INDEX).any():
         return logits.sum() * 0.0
-    return torch.nn.functional.cross_entropy(logits[:, :-1].float().transpose(1, 2), targets, ignore_index=-100)
+    return nn.functional.cross_entropy(logits[:, :-1].float().transpose(1, 2), targets, ignore_index=IGNORE_INDEX)
 
 
 def load_stream(config: TrialConfig, world: World, tokenizer) -> Stream:
@@ -92,11 +117,78 @@ def load_stream(config: TrialConfig, world: World, tokenizer) -> Stream:
     return build_stream(config.stream, tokenizer, seq_len, retention=offline.retention, replay_pool=offline.replay_pool)
 
 
-def effective_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+def needs_frozen_base(replay: ReplayConfig) -> bool:
+    """Whether replay reads the frozen base model: KL targets, samples of it, or its loss to rank blocks."""
+    return replay.loss == "kl" or replay.source == "self_generated" or replay.selection in ("hardest", "easiest")
+
+
+def effective_weights(model: nn.Module) -> dict[str, torch.Tensor]:
     """The model's weights as a plain model would have them (LoRA adapters merged into a copy)."""
     if hasattr(model, "merge_and_unload"):
         model = copy.deepcopy(model).merge_and_unload()
     return model.state_dict()
+
+
+def evaluate(
+    model: nn.Module, stream: Stream, config: TrialConfig, pad_id: int, device: torch.device, max_examples: int | None
+) -> tuple[list[float], float]:
+    """Held-out loss on every stage and on the retention probe (the first `max_examples` of each)."""
+
+    def loss(examples: list[list[int]], labels: list[list[int]] | None = None) -> float:
+        return heldout_loss(
+            model,
+            examples[:max_examples],
+            labels[:max_examples] if labels is not None else None,
+            pad_id=pad_id,
+            batch_size=config.eval.batch_size,
+            device=device,
+            autocast=autocast_for(device),
+        )
+
+    return [loss(stage.heldout, stage.heldout_labels) for stage in stream.stages], loss(stream.retention)
+
+
+def step_loss(
+    model: nn.Module,
+    batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+    config: TrialConfig,
+    frozen_base: nn.Module | None,
+    ewc: EWC | None,
+) -> torch.Tensor:
+    """One forward over new and replay rows: next-token loss on both, or on the new rows with KL to
+    the base on the replay rows; plus the EWC penalty."""
+    new, new_labels, old, old_labels = batch
+    logits = model(input_ids=torch.cat([new, old])).logits
+    if config.replay.loss == "kl" and len(old):
+        with torch.no_grad():
+            base_logits = frozen_base(input_ids=old).logits
+        kl = kl_to_base(logits[len(new) :], base_logits, old_labels)
+        loss = next_token_loss(logits[: len(new)], new_labels) + config.replay.kl_weight * kl
+    else:
+        loss = next_token_loss(logits, torch.cat([new_labels, old_labels]))
+    if ewc is not None:
+        loss = loss + config.ewc.weight * ewc.penalty()
+    return loss
+
+
+def eval_metrics(progress: TrialProgress, full: bool) -> dict[str, float]:
+    """What an evaluation reports: losses, and at stage ends learning, forgetting and benchmark scores."""
+    if full:
+        row, retention = progress.stage_matrix[-1], progress.retention_losses[-1]
+    else:
+        row, retention = progress.curves[-1]["stage_losses"], progress.curves[-1]["base_loss"]
+    values = {
+        "stage": float(progress.stages_done),
+        "step": float(progress.step),
+        "new_loss": metrics.mean_new_loss(row),
+        "base_loss": retention,
+        "full_eval": float(full),
+    }
+    if full:
+        values["learning"] = metrics.learning(metrics.mean_new_loss(progress.stage_matrix[0]), values["new_loss"])
+        values["forgetting"] = metrics.forgetting(progress.retention_losses[0], retention)
+        values |= {f"{BENCHMARK_PREFIX}{task}": score for task, score in progress.benchmarks[-1].items() if "/" not in task}
+    return values
 
 
 def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) -> dict[str, Any]:
@@ -105,18 +197,17 @@ def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) 
     out_dir = Path(out_dir)
     rank, world_size = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     device = resolve_device(config.train.device)
-    autocast = autocast_for(device)
     torch.manual_seed(config.train.seed)
     torch.set_num_threads(config.train.cpu_threads)
 
+    # The base model, its stream, and what replay and EWC keep of it.
     world = load_world(config.world)
     base_model, tokenizer = load_base_model(config.model, world)
     stream = load_stream(config, world, tokenizer)
     initial_weights = {name: t.detach().clone() for name, t in base_model.state_dict().items() if t.ndim == 2}
     base_model.to(device)
-    # A frozen copy of the base for KL targets, self-generated samples and loss-ranked selection.
-    frozen_base = copy.deepcopy(base_model).eval().requires_grad_(False) if config.replay.ratio > 0 else None
-    replay_rows = round(config.replay.ratio * config.train.batch_size)
+    frozen_base = copy.deepcopy(base_model).eval().requires_grad_(False) if needs_frozen_base(config.replay) else None
+    replay_rows = config.replay_rows
     replay = Replay(config.replay, stream.replay_pool, frozen_base, tokenizer, config.train.seed) if replay_rows else None
     # Counted before LoRA injects its adapters into the base model in place.
     num_params = sum(p.numel() for p in base_model.parameters())
@@ -124,155 +215,95 @@ def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) 
     model, optimizer = prepared.model, prepared.optimizer
     # The Fisher is measured at the base weights, before any checkpoint is restored over them.
     ewc = EWC(model, stream.replay_pool, config.ewc.fisher_batches, config.train.seed) if config.ewc.weight else None
-    train_model = torch.nn.parallel.DistributedDataParallel(model) if world_size > 1 else model
+    train_model = nn.parallel.DistributedDataParallel(model) if world_size > 1 else model
     model.train()
 
-    def evaluate(max_examples: int | None) -> tuple[list[float], float]:
-        def loss(examples: list[list[int]], labels: list[list[int]] | None = None) -> float:
-            return heldout_loss(
-                model,
-                examples[:max_examples],
-                labels[:max_examples] if labels is not None else None,
-                pad_id=tokenizer.pad_token_id,
-                batch_size=config.eval.batch_size,
-                device=device,
-                autocast=autocast,
-            )
-
-        return [loss(stage.heldout, stage.heldout_labels) for stage in stream.stages], loss(stream.retention)
-
-    def step_loss(new: torch.Tensor, new_labels: torch.Tensor, old: torch.Tensor, old_labels: torch.Tensor) -> torch.Tensor:
-        """One forward over new and replay rows: next-token loss on both, or on the new rows with
-        KL to the base on the replay rows; plus the EWC penalty."""
-        logits = train_model(input_ids=torch.cat([new, old])).logits
-        if config.replay.loss == "kl" and len(old):
-            with torch.no_grad():
-                base_logits = frozen_base(input_ids=old).logits
-            kl = kl_to_base(logits[len(new) :], base_logits, old_labels)
-            loss = next_token_loss(logits[: len(new)], new_labels) + config.replay.kl_weight * kl
-        else:
-            loss = next_token_loss(logits, torch.cat([new_labels, old_labels]))
-        if ewc is not None:
-            loss = loss + config.ewc.weight * ewc.penalty()
-        return loss
-
+    # lm-eval scores on rank 0 (the model is the same on every rank).
     bench = config.eval.benchmarks
     task_dir = prepare_task_dir(world, bench, out_dir / "benchmarks", tokenizer) if bench.tasks and rank == 0 else None
     if task_dir:
         load_harness(task_dir, bench)
 
     def benchmarks(limit: int | None) -> dict[str, float]:
-        """lm-eval scores on rank 0 (the model is the same on every rank)."""
         return run_benchmarks(model, tokenizer, bench, task_dir, limit) if task_dir else {}
 
     checkpoint = latest_checkpoint(out_dir)
     if checkpoint is not None:
-        progress = load_checkpoint(checkpoint, model, optimizer)
+        progress = TrialProgress(**load_checkpoint(checkpoint, model, optimizer))
         # The clocks go on from where the checkpoint left them.
-        started -= progress["elapsed_s"]
+        started -= progress.elapsed_s
         if replay is not None:
-            replay.generation_time_s = progress["replay_generation_s"]
+            replay.generation_time_s = progress.replay_generation_s
     else:
+        progress = TrialProgress(config=config.model_dump(mode="json"))
         eval_started = time.perf_counter()
-        row, retention = evaluate(None)
-        scores = benchmarks(bench.limit)
-        progress = {
-            "stages_done": 0,
-            "step": 0,
-            "stage_matrix": [row],
-            "retention_losses": [retention],
-            "benchmarks": [scores],
-            "curves": [],
-            "train_tokens": 0,
-            "new_tokens": 0,
-            "train_time_s": 0.0,
-            "eval_time_s": time.perf_counter() - eval_started,
-            "stage_time_s": [],
-            "replay_generation_s": 0.0,
-            "elapsed_s": 0.0,
-            "config": config.model_dump(mode="json"),
-        }
-    resumed_after_stage = progress["stages_done"]
+        row, retention = evaluate(model, stream, config, tokenizer.pad_token_id, device, None)
+        progress.stage_matrix.append(row)
+        progress.retention_losses.append(retention)
+        progress.benchmarks.append(benchmarks(bench.limit))
+        progress.eval_time_s += time.perf_counter() - eval_started
+    resumed_after_stage = progress.stages_done
 
-    def report_eval(full: bool, checkpoint_dir: Path | None = None) -> None:
-        row, retention = progress["stage_matrix"][-1], progress["retention_losses"][-1]
-        if not full:
-            row, retention = progress["curves"][-1]["stage_losses"], progress["curves"][-1]["base_loss"]
-        values = {
-            "stage": float(progress["stages_done"]),
-            "step": float(progress["step"]),
-            "new_loss": metrics.mean_new_loss(row),
-            "base_loss": retention,
-            "full_eval": float(full),
-        }
-        if full:
-            first_row, first_retention = progress["stage_matrix"][0], progress["retention_losses"][0]
-            values["learning"] = metrics.learning(metrics.mean_new_loss(first_row), values["new_loss"])
-            values["forgetting"] = metrics.forgetting(first_retention, retention)
-            values |= {f"bench_{task}": score for task, score in progress["benchmarks"][-1].items() if "/" not in task}
-        if report is not None:
-            report(values, checkpoint_dir)
-
-    stages = stream.stages
-    steps = config.train.steps_per_stage
-    with Progress(transient=True, disable=rank != 0) as bar:
-        task = bar.add_task("training", total=len(stages) * steps, completed=progress["stages_done"] * steps)
-        for stage_index in range(progress["stages_done"], len(stages)):
-            stage = stages[stage_index]
+    steps, new_rows = config.train.steps_per_stage, config.train.batch_size - replay_rows
+    with ProgressBar(transient=True, disable=rank != 0) as bar:
+        task = bar.add_task("training", total=len(stream.stages) * steps, completed=progress.stages_done * steps)
+        for stage_index in range(progress.stages_done, len(stream.stages)):
+            stage, stage_seed = stream.stages[stage_index], config.train.seed + stage_index
             stage_started = time.perf_counter()
             for local_step in range(steps):
                 step_started = time.perf_counter()
                 for group in optimizer.param_groups:
-                    group["lr"] = learning_rate(config, progress["step"])
-                new_rows, stage_seed = config.train.batch_size - replay_rows, config.train.seed + stage_index
+                    group["lr"] = learning_rate(config, progress.step)
+                # Each rank takes its slice of the batch; batches are pure functions of the step.
                 new = batch_at(stage.train_blocks, new_rows, local_step, stage_seed)[rank::world_size]
                 new_labels = batch_at(stage.train_labels, new_rows, local_step, stage_seed)[rank::world_size]
                 old, old_labels = new[:0], new_labels[:0]
                 if replay is not None:
-                    old, old_labels = (t[rank::world_size] for t in replay.batch(progress["step"], replay_rows, config.train.seq_len))
-                with autocast:
-                    loss = step_loss(new.to(device), new_labels.to(device), old.to(device), old_labels.to(device))
+                    old, old_labels = (t[rank::world_size] for t in replay.batch(progress.step, replay_rows, config.train.seq_len))
+                with autocast_for(device):
+                    batch = tuple(t.to(device) for t in (new, new_labels, old, old_labels))
+                    loss = step_loss(train_model, batch, config, frozen_base, ewc)
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.grad_clip)
+                nn.utils.clip_grad_norm_(model.parameters(), config.train.grad_clip)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
-                progress["step"] += 1
-                progress["train_tokens"] += (new.numel() + old.numel()) * world_size
-                progress["new_tokens"] += new.numel() * world_size
-                progress["train_time_s"] += time.perf_counter() - step_started
+
+                progress.step += 1
+                progress.train_tokens += (new.numel() + old.numel()) * world_size
+                progress.new_tokens += new.numel() * world_size
+                progress.train_time_s += time.perf_counter() - step_started
                 if replay is not None:
-                    progress["replay_generation_s"] = replay.generation_time_s
-                bar.update(task, advance=1, description=f"stage {stage_index + 1}/{len(stages)} {stage.name} loss {loss.item():.3f}")
+                    progress.replay_generation_s = replay.generation_time_s
+                bar.update(task, advance=1, description=f"stage {stage_index + 1}/{len(stream.stages)} {stage.name} loss {loss.item():.3f}")
 
                 every = config.eval.every_steps
-                if every and progress["step"] % every == 0 and local_step + 1 < steps:
+                if every and progress.step % every == 0 and local_step + 1 < steps:
                     eval_started = time.perf_counter()
-                    row, retention = evaluate(config.eval.quick_max_examples)
+                    row, retention = evaluate(model, stream, config, tokenizer.pad_token_id, device, config.eval.quick_max_examples)
                     scores = benchmarks(bench.quick_limit) if bench.quick_limit else {}
-                    progress["eval_time_s"] += time.perf_counter() - eval_started
-                    progress["curves"].append(
-                        {"step": progress["step"], "stage_losses": row, "base_loss": retention, "benchmarks": scores}
-                    )
-                    report_eval(full=False)
+                    progress.eval_time_s += time.perf_counter() - eval_started
+                    progress.curves.append({"step": progress.step, "stage_losses": row, "base_loss": retention, "benchmarks": scores})
+                    if report is not None:
+                        report(eval_metrics(progress, full=False), None)
 
             eval_started = time.perf_counter()
-            row, retention = evaluate(None)
-            progress["benchmarks"].append(benchmarks(bench.limit))
-            progress["eval_time_s"] += time.perf_counter() - eval_started
-            progress["stage_matrix"].append(row)
-            progress["retention_losses"].append(retention)
-            progress["stages_done"] = stage_index + 1
-            progress["stage_time_s"].append(time.perf_counter() - stage_started)
-            progress["elapsed_s"] = time.perf_counter() - started
+            row, retention = evaluate(model, stream, config, tokenizer.pad_token_id, device, None)
+            progress.benchmarks.append(benchmarks(bench.limit))
+            progress.eval_time_s += time.perf_counter() - eval_started
+            progress.stage_matrix.append(row)
+            progress.retention_losses.append(retention)
+            progress.stages_done = stage_index + 1
+            progress.stage_time_s.append(time.perf_counter() - stage_started)
+            progress.elapsed_s = time.perf_counter() - started
             checkpoint_dir = None
             if rank == 0:
-                checkpoint_dir = save_checkpoint(stage_checkpoint_dir(out_dir, stage_index), model, optimizer, progress)
-            report_eval(full=True, checkpoint_dir=checkpoint_dir)
+                checkpoint_dir = save_checkpoint(stage_checkpoint_dir(out_dir, stage_index), model, optimizer, asdict(progress))
+            if report is not None:
+                report(eval_metrics(progress, full=True), checkpoint_dir)
 
-    progress["elapsed_s"] = time.perf_counter() - started
-    result = summarize(progress, config, stream)
+    progress.elapsed_s = time.perf_counter() - started
     drift = metrics.weight_drift(initial_weights, effective_weights(model))
-    result |= {
+    result = summarize(progress, config, stream) | {
         "drift": drift,
         "drift_spread": metrics.drift_spread(drift),
         "peak_memory_bytes": peak_memory_bytes(device),
@@ -281,16 +312,16 @@ def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) 
         "method_info": prepared.info,
         "resumed_after_stage": resumed_after_stage,
     }
+    result = TrialResult.model_validate(result).model_dump()
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "result.json").write_text(json.dumps(result, indent=2))
     return result
 
 
-def summarize(progress: dict[str, Any], config: TrialConfig, stream: Stream) -> dict[str, Any]:
+def summarize(progress: TrialProgress, config: TrialConfig, stream: Stream) -> dict[str, Any]:
     """The trial's metrics from its progress record (pure: no model needed)."""
-    matrix = progress["stage_matrix"]
-    retention = progress["retention_losses"]
+    matrix, retention = progress.stage_matrix, progress.retention_losses
     return {
         "learning": metrics.learning(metrics.mean_new_loss(matrix[0]), metrics.mean_new_loss(matrix[-1])),
         "forgetting": metrics.forgetting(retention[0], retention[-1]),
@@ -301,18 +332,18 @@ def summarize(progress: dict[str, Any], config: TrialConfig, stream: Stream) -> 
         "fwt": metrics.forward_transfer(matrix),
         "stage_forgetting": metrics.stage_forgetting(matrix),
         "average_final_loss": metrics.average_final_loss(matrix),
-        "tokens_per_s": progress["train_tokens"] / progress["train_time_s"],
-        "train_tokens": progress["train_tokens"],
-        "new_tokens": progress["new_tokens"],
-        "train_time_s": progress["train_time_s"],
-        "eval_time_s": progress["eval_time_s"],
-        "eval_time_fraction": progress["eval_time_s"] / progress["elapsed_s"],
-        "replay_generation_fraction": progress["replay_generation_s"] / progress["elapsed_s"],
-        "wall_time_s": progress["elapsed_s"],
-        "stage_time_s": progress["stage_time_s"],
-        "benchmarks": progress["benchmarks"],
-        **benchmark_deltas(progress["benchmarks"][0], progress["benchmarks"][-1]),
-        "curves": progress["curves"],
+        "tokens_per_s": progress.train_tokens / progress.train_time_s,
+        "train_tokens": progress.train_tokens,
+        "new_tokens": progress.new_tokens,
+        "train_time_s": progress.train_time_s,
+        "eval_time_s": progress.eval_time_s,
+        "eval_time_fraction": progress.eval_time_s / progress.elapsed_s,
+        "replay_generation_fraction": progress.replay_generation_s / progress.elapsed_s,
+        "wall_time_s": progress.elapsed_s,
+        "stage_time_s": progress.stage_time_s,
+        "benchmarks": progress.benchmarks,
+        **benchmark_deltas(progress.benchmarks[0], progress.benchmarks[-1]),
+        "curves": progress.curves,
         "data_summary": stream.summary.describe() if stream.summary else None,
         "config": config.model_dump(mode="json"),
     }

@@ -14,7 +14,6 @@ import pytest
 import torch
 
 from raycl.config import TrialConfig, WorldConfig
-from raycl.data.stream import offline_stream
 from raycl.data.tokens import batch_at
 from raycl.evaluation.harness import BenchmarkConfig, evaluate_checkpoint, prepare_task_dir, run_benchmarks
 from raycl.models.loading import load_base_model
@@ -22,6 +21,7 @@ from raycl.training.checkpoint import save_checkpoint, stage_checkpoint_dir
 from raycl.training.methods import prepare_method
 from raycl.training.trial import run_trial
 from raycl.world.offline import load_world
+from raycl.world.stream import offline_stream
 
 pytestmark = pytest.mark.slow
 

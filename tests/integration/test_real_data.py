@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from raycl.config.stream import DataSourceConfig, ReplayCorpusConfig, StreamConfig
 from raycl.data.build import build_stream
 from raycl.data.shapes import split_by_field
 from raycl.data.sources import load_examples, load_replay_documents
-from raycl.config.stream import DataSourceConfig, ReplayCorpusConfig, StreamConfig
 from raycl.world.tokenizer import train_tokenizer
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -29,8 +29,8 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from raycl.analysis.pareto import pareto_mask
-from raycl.sweep import SweepOutcome, run_sweep
 from raycl.config.space import SHIPPED_DIR
+from raycl.sweep import SweepOutcome, run_sweep
 
 pytestmark = pytest.mark.slow
 

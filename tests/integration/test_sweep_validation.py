@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from raycl.config import ConfigError
-from raycl.sweep import run_sweep
 from raycl.config.space import SHIPPED_DIR
+from raycl.sweep import run_sweep
 
 MALFORMED = {
     "unknown_key": (lambda s: s["budget"].update(concurrncy=2), "budget.concurrncy: unknown key"),

@@ -11,12 +11,12 @@ import torch
 import yaml
 
 from raycl.config import TrialConfig
+from raycl.config.stream import StreamConfig
 from raycl.data.build import build_stream
-from raycl.data.encoding import IGNORE_INDEX, Encoded, encode_example, pack_masked
+from raycl.data.encoding import Encoded, encode_example, pack_masked
 from raycl.data.formats import DataError
 from raycl.data.stream import Stage
-from raycl.config.stream import StreamConfig
-from raycl.data.tokens import batch_at, encode_conversation, encode_document
+from raycl.data.tokens import IGNORE_INDEX, batch_at, encode_conversation, encode_document
 from raycl.world.tokenizer import ASSISTANT, train_tokenizer
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from pydantic import ValidationError
 
+from raycl.config.stream import StreamShapeConfig
 from raycl.data.formats import DataError
 from raycl.data.shapes import (
-    adaptation_speed,
     holdout,
-    online_steps,
     split_by_count,
     split_by_field,
     split_by_time,
@@ -18,7 +16,6 @@ from raycl.data.shapes import (
     window_spans,
 )
 from raycl.data.sources import Example
-from raycl.config.stream import StreamShapeConfig
 
 
 def examples(**columns: list) -> list[Example]:
@@ -91,37 +88,6 @@ def test_rolling_window_spans() -> None:
     assert len(window_spans(10_000, 1000, 300)) == (10_000 - 1000) // 300 + 1
     with pytest.raises(DataError, match="window: 50 tokens, but the stream has only 40"):
         window_spans(40, 50, 10)
-
-
-def test_online_steps_walk_each_stage_once_in_order() -> None:
-    first, second = torch.arange(6).view(3, 2), torch.arange(10, 14).view(2, 2)
-    steps = list(online_steps([(first, -first), (second, -second)], batch_size=2))
-    assert [(s.stage, s.step, s.input_ids.tolist()) for s in steps] == [
-        (0, 0, [[0, 1], [2, 3]]),
-        (0, 1, [[4, 5]]),  # a step never mixes two stages
-        (1, 2, [[10, 11], [12, 13]]),
-    ]
-    assert torch.equal(steps[0].labels, -steps[0].input_ids)
-    assert len(list(online_steps([(first, first)]))) == 3
-
-
-def test_adaptation_speed_on_a_hand_made_curve() -> None:
-    curve = [4.0, 3.0, 2.5, 2.2, 2.1, 2.0]  # falls by 2.0 in all
-    assert adaptation_speed(curve, share=0.9) == 3  # first point at or below 4.0 - 1.8 = 2.2
-    assert adaptation_speed(curve, share=0.5) == 1  # 3.0
-    assert adaptation_speed(curve, share=1.0) == 5
-    assert adaptation_speed(curve, share=0.9, steps=[0, 10, 20, 30, 40, 50]) == 30
-    assert adaptation_speed([2.0, 2.5, 3.0]) is None  # no learning, no speed
-    assert adaptation_speed([2.0]) is None
-
-
-def test_adaptation_speed_smooths_noise() -> None:
-    noisy = [4.0, 4.0, 4.0, 2.0, 4.0, 3.0, 3.0, 3.0, 3.0]  # settles at 3.0, with one lucky step at 3
-    assert adaptation_speed(noisy, share=0.9) == 3
-    # Means of the last 4 points: 4, 4, 4, 3.5, 3.5, 3.25, 3.0, 3.25, 3.0 -> 90% of the fall first at 6.
-    assert adaptation_speed(noisy, share=0.9, smooth=4) == 6
-    with pytest.raises(ValueError, match="share"):
-        adaptation_speed([1.0, 0.5], share=0)
 
 
 def test_shape_config_checks_its_kind() -> None:

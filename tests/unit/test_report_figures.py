@@ -8,6 +8,7 @@ import pytest
 
 from raycl.analysis import figures, render
 from raycl.analysis.fits import law_from_expression
+from raycl.analysis.frontier import frontier
 from raycl.analysis.pareto import hypervolume
 from raycl.analysis.report import SweepData, build_blocks, pareto_csv
 from raycl.analysis.scaling import LawSpec, fit_sweep, fit_target
@@ -38,14 +39,15 @@ def test_pareto_figure_marks_exactly_the_non_dominated_feasible_trials() -> None
 
 
 def test_hypervolume_history_grows_to_the_front_volume_and_keeps_its_reference() -> None:
-    data = figures.hypervolume_figure(TABLE, OBJECTIVES, FEASIBLE, reference={"learning": 0.0, "forgetting": 4.0})
+    keys = [row["trial"] for row in TABLE]
+    data = frontier(keys, TABLE, OBJECTIVES, FEASIBLE, reference_point={"learning": 0.0, "forgetting": 4.0})
     assert data.reference == [0.0, 4.0] and data.reference_source == "search space"
     assert np.all(np.diff(data.history) >= 0) and data.keys == [row["trial"] for row in TABLE]
     values = np.array([[row["learning"], row["forgetting"]] for row in TABLE[:4]])
     assert data.history[-1] == pytest.approx(hypervolume(values, ["maximize", "minimize"], [0.0, 4.0]))
     assert data.history[0] == pytest.approx(0.9 * 1.0)
 
-    default = figures.hypervolume_figure(TABLE, OBJECTIVES, FEASIBLE)
+    default = frontier(keys, TABLE, OBJECTIVES, FEASIBLE)
     # 10% of the feasible range past the worst feasible trial, as the sweep does.
     assert default.reference == pytest.approx([0.5 - 0.04, 3.0 + 0.25]) and default.reference_source.startswith("default")
 

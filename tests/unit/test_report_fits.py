@@ -156,7 +156,7 @@ def test_user_laws_are_loaded_and_fitted(tmp_path: Path) -> None:
     ("text", "message"),
     [
         ("name: x", "expected a YAML list"),
-        ("- {name: x, target: forgetting, expression: 'A*N', params: [A], extra: 1}", "needs exactly the keys"),
+        ("- {name: x, target: forgetting, expression: 'A*N', params: [A], extra: 1}", "law 0: extra: unknown key"),
         ("- {name: x, target: loss, expression: 'A*N', params: [A]}", "target 'loss' is not one of"),
         ("- {name: x, target: forgetting, expression: 'A*Q', params: [A]}", "unknown variable(s) ['Q']"),
         ("- {name: x, target: forgetting, expression: 'A*N**', params: [A]}", "cannot parse expression"),

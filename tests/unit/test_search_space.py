@@ -12,11 +12,12 @@ import optuna
 import pytest
 import yaml
 
+from raycl.analysis.frontier import space_frontier
 from raycl.config import ConfigError
+from raycl.config.space import Budget, Constraint, load_space, validate_spaces
 from raycl.sweep.plan import NodeCapacity, plan_resources
 from raycl.sweep.redaction import is_secret, loggable_params, redact_url
-from raycl.config.space import Budget, Constraint, load_space, validate_spaces
-from raycl.sweep.summary import frontier_csv, summarize
+from raycl.sweep.summary import frontier_csv
 
 VALID: dict[str, Any] = {
     "objectives": {"learning": "maximize", "forgetting": "minimize"},
@@ -221,22 +222,23 @@ def test_summary_pareto_set_leaves_out_infeasible_trials(tmp_path: Path) -> None
         {"learning": 0.2, "forgetting": 0.1},  # front
     ]
     keys = [f"t{i:04d}" for i in range(len(metrics))]
-    summary = summarize(space, keys, metrics, [{"train.lr": 0.001 * (i + 1)} for i in range(len(metrics))])
-    assert summary.feasible == [True, False, True, True, True]
+    summary = space_frontier(space, keys, metrics)
+    assert summary.feasible.tolist() == [True, False, True, True, True]
     assert summary.pareto_keys == ["t0000", "t0003", "t0004"]
-    history = summary.hypervolume_history
+    history = summary.history
     assert len(history) == 5 and all(a <= b for a, b in itertools.pairwise(history))
     assert history[1] == history[0]  # an infeasible trial adds no volume
     # The default reference lies past the worst *feasible* trial in each objective.
     assert summary.reference[0] < 0.2 and summary.reference[1] > 0.9
-    csv_lines = frontier_csv(summary, pareto_only=True).strip().splitlines()
+    params = [{"train.lr": 0.001 * (i + 1)} for i in range(len(metrics))]
+    csv_lines = frontier_csv(summary, params, pareto_only=True).strip().splitlines()
     assert csv_lines[0] == "trial,learning,forgetting,feasible,pareto,train.lr"
     assert [line.split(",")[0] for line in csv_lines[1:]] == ["t0000", "t0003", "t0004"]
 
 
 def test_summary_uses_the_spaces_reference_point(tmp_path: Path) -> None:
     space = load_space(write_space(tmp_path, edited(lambda d: d.update(reference_point={"learning": 0.0, "forgetting": 1.0}))))
-    summary = summarize(space, ["t0000"], [{"learning": 0.5, "forgetting": 0.5}], [{}])
+    summary = space_frontier(space, ["t0000"], [{"learning": 0.5, "forgetting": 0.5}])
     assert summary.reference == [0.0, 1.0] and summary.reference_source == "search space"
     assert summary.hypervolume == pytest.approx(0.25)
 

@@ -1,0 +1,131 @@
+"""The sweep's records without Ray: the Optuna searcher on a real in-memory study, MLflow runs in a real
+sqlite store, and the live table, driven with the records Tune would hand them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import optuna
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+from rich.console import Console
+
+from raycl.analysis.frontier import space_frontier
+from raycl.config.records import FINAL_KEY, Artifacts, FinalReport, Tags, TrialAssignment
+from raycl.config.result import REPORTED_METRICS
+from raycl.config.space import load_space
+from raycl.sweep.progress import ProgressTable
+from raycl.sweep.study import OptunaSearcher, completed_metrics
+from raycl.sweep.tracking import SweepTracker, TrackingCallback
+
+SPACE = {
+    "objectives": {"learning": "maximize", "forgetting": "minimize"},
+    "constraints": ["forgetting <= 2.0"],
+    "parameters": {
+        "train.lr": {"type": "log_uniform", "low": 1e-4, "high": 1e-2},
+        "method.name": {"type": "categorical", "choices": ["full", "lora"]},
+        "method.lora_rank": {"type": "categorical", "choices": [2, 4], "when": {"method.name": "lora"}},
+    },
+    "fixed": {"world": {"num_stages": 2}, "train": {"steps_per_stage": 5}},
+    "budget": {"trials": 3},
+    "sampler": {"name": "random"},
+    "seed": 3,
+}
+
+
+@pytest.fixture()
+def space(tmp_path: Path):
+    path = tmp_path / "records.yaml"
+    path.write_text(yaml.safe_dump(SPACE, sort_keys=False))
+    return load_space(path)
+
+
+def final_result(learning: float, forgetting: float) -> dict[str, Any]:
+    """What Tune hands the driver for a finished trial: a FinalReport plus Tune's own keys."""
+    metrics = dict.fromkeys(REPORTED_METRICS, 1.0) | {"learning": learning, "forgetting": forgetting}
+    stages = {"stage_names": ["a", "b"], "stage_matrix": [[5.0, 5.0], [3.0, 4.5], [3.5, 3.0]],
+              "retention_losses": [1.0, 1.5, forgetting + 1.0], "stage_forgetting": [0.5, 0.0]}
+    report = FinalReport(**metrics, **stages, bench_max_drop=2.0, node_ids=["node-a"])
+    return report.to_tune() | {"time_total_s": 9.0, "training_iteration": 3}
+
+
+def test_the_searcher_hands_out_typed_assignments_and_tells_optuna_the_objectives(space) -> None:
+    study = optuna.create_study(directions=space.directions, sampler=optuna.samplers.RandomSampler(seed=0))
+    searcher = OptunaSearcher(study, space, interrupted=[], defaults={"train.cpu_threads": 1})
+    suggestion = searcher.suggest("tune-1")
+    assignment = TrialAssignment.model_validate(suggestion)
+    assert (assignment.number, assignment.key) == (0, "t0000")
+    assert assignment.trial_config.train.lr == assignment.params["train.lr"]
+    assert assignment.trial_config.train.cpu_threads == 1 and assignment.trial_config.world.num_stages == 2
+    assert ("method.lora_rank" in assignment.params) == (assignment.params["method.name"] == "lora")
+
+    searcher.on_trial_complete("tune-1", final_result(0.8, 2.5))
+    trial = study.trials[0]
+    assert trial.state == optuna.trial.TrialState.COMPLETE and trial.values == [0.8, 2.5]
+    assert completed_metrics(trial)["bench_max_drop"] == 2.0 and completed_metrics(trial)["num_params"] == 1.0
+    assert trial.user_attrs["node_ids"] == ["node-a"]
+    # Optuna's convention: a constraint value above 0 is a violation (2.5 > 2.0).
+    assert trial.system_attrs["constraints:forgetting <= 2"] == pytest.approx(0.5)
+
+    # A trial stopped before its final report stays RUNNING for --resume; an error fails it.
+    searcher.suggest("tune-2")
+    searcher.on_trial_complete("tune-2", {"step": 3.0})
+    searcher.suggest("tune-3")
+    searcher.on_trial_complete("tune-3", error=True)
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "RUNNING", "FAIL"]
+
+
+def test_tracker_keeps_one_parent_and_one_child_per_trial_across_a_restart(space, tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assignment = TrialAssignment.create(7, {"train.lr": 0.001, "method.name": "full"}, space.trial_config({"train.lr": 0.001}))
+    tune_trial = SimpleNamespace(config=assignment.model_dump(mode="json"), error_file=None)
+
+    tracker = SweepTracker(uri, space, tmp_path / "artifacts")
+    parent = tracker.open_parent({"raycl.seed": "3"})
+    callback = TrackingCallback(tracker)
+    callback.on_trial_start(0, [], tune_trial)
+    callback.on_trial_result(0, [], tune_trial, {"step": 5.0, "stage": 1.0, "new_loss": 4.0, "base_loss": 1.2, "full_eval": 1.0})
+    callback.on_trial_result(0, [], tune_trial, final_result(0.7, 0.4))
+
+    # A driver restarted on the same store finds the same runs instead of creating new ones.
+    again = SweepTracker(uri, space, tmp_path / "artifacts")
+    assert again.open_parent({}) == parent
+    child = again.open_child(assignment)
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([again.experiment_id])
+    assert len(runs) == 2
+    run = client.get_run(child)
+    assert run.data.tags[Tags.TRIAL] == "t0007" and run.data.tags["mlflow.parentRunId"] == parent
+    assert run.data.tags[Tags.SEARCHED] == "train.lr,method.name" and run.data.tags[Tags.FINAL_LOGGED] == "true"
+    assert run.data.params["train.lr"] == "0.001" and run.data.metrics["learning"] == 0.7
+    assert [m.value for m in client.get_metric_history(child, "eval/new_loss")] == [4.0]
+    assert client.download_artifacts(child, Artifacts.TRIAL_CONFIG, str(tmp_path))
+
+    front = space_frontier(space, ["t0007"], [{"learning": 0.7, "forgetting": 0.4}])
+    again.log_frontier(front, [{"trial": "t0007", "learning": 0.7, "forgetting": 0.4, "num_params": 10.0}], [assignment.params])
+    parent_run = client.get_run(parent)
+    assert parent_run.data.tags[Tags.PARETO_TRIALS] == "t0007" and client.get_run(child).data.tags[Tags.PARETO] == "true"
+    artifacts = {a.path for a in client.list_artifacts(parent, "pareto")}
+    assert artifacts == {f"pareto/{name}" for name in ("frontier.csv", "trials.csv", "hypervolume.json", "frontier.png", "hypervolume.png")}
+
+
+def test_progress_table_follows_trials_and_marks_the_feasible_front(space) -> None:
+    table = ProgressTable(space, Console(file=open("/dev/null", "w"), force_terminal=False))
+    table.add_earlier("t0000", {"train.lr": 0.01}, {"learning": 0.9, "forgetting": 3.0}, "done")  # infeasible
+    trials = []
+    for number, (learning, forgetting) in enumerate([(0.5, 0.5), (0.4, 1.0), (0.6, 1.5)], start=1):
+        assignment = TrialAssignment.create(number, {"train.lr": 0.001}, space.trial_config({}))
+        trial = SimpleNamespace(config=assignment.model_dump(mode="json"), error_file=None)
+        table.on_trial_start(0, [], trial)
+        table.on_trial_result(0, [], trial, {"stage": 1.0, "learning": learning})
+        table.on_trial_result(0, [], trial, final_result(learning, forgetting))
+        trials.append(trial)
+    assert table.rows["t0001"].state == "done" and table.rows["t0001"].trial_s == 9.0
+    assert table.pareto_keys() == {"t0001", "t0003"}  # t0002 is dominated, t0000 breaks the constraint
+    assert table.launched() == ["t0001", "t0002", "t0003"]
+    table.on_trial_error(0, [], trials[1])
+    assert table.rows["t0002"].state == "failed" and table.pareto_keys() == {"t0001", "t0003"}
+    assert FINAL_KEY not in table.rows["t0001"].metrics
