@@ -169,8 +169,11 @@ def galore_groups(model: nn.Module, method: MethodConfig) -> tuple[list[dict[str
 def _galore(model: nn.Module, method: MethodConfig, train: TrainConfig) -> PreparedMethod:
     from galore_torch import GaLoreAdamW
 
+    from raycl.training.galore import use_compact_projectors
+
     def make(groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
-        return GaLoreAdamW(groups, lr=train.lr, betas=ADAM_BETAS, weight_decay=train.weight_decay, no_deprecation_warning=True)
+        optimizer = GaLoreAdamW(groups, lr=train.lr, betas=ADAM_BETAS, weight_decay=train.weight_decay, no_deprecation_warning=True)
+        return use_compact_projectors(optimizer)
 
     groups, info = galore_groups(model, method)
     return PreparedMethod(model, build_optimizer(make, groups, method.per_layer_updates, train.grad_clip), info)
