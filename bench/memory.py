@@ -8,7 +8,9 @@
 Each method trains its own copy of one randomly initialised model built from a config (no hub) on the
 same random batches. A step is forward, backward, clipping at 1.0, optimizer step, zero_grad. Its peak
 memory is measured once per method on a dedicated step (raycl.training.memory.StepMemory); speed is
-timed on other steps, round-robin over the methods so that a busy machine slows them all alike.
+timed on other steps, round-robin over the methods so that a busy machine slows them all alike. On CPU
+a step is timed in process CPU seconds: the process runs one thread, and other people's jobs on a
+shared machine stretch its wall time, not its CPU time.
 GaLore's projection refresh (an SVD per matrix) is timed on one forced step and amortised over
 `update_proj_gap` steps: raycl's default of 50, and the GaLore paper's 200.
 """
@@ -73,7 +75,7 @@ def galore_8bit(rank: int, per_layer: bool) -> Callable[[torch.nn.Module], Prepa
         from raycl.training.galore import use_compact_projectors
 
         def make(groups: list[dict]) -> torch.optim.Optimizer:
-            return use_compact_projectors(GaLoreAdamW8bit(groups, lr=LR, betas=ADAM_BETAS))
+            return use_compact_projectors(GaLoreAdamW8bit(groups, lr=LR, betas=ADAM_BETAS, weight_decay=0.0))
 
         groups, info = galore_groups(model, GaLoreMethod(name="galore", galore_rank=rank))
         return PreparedMethod(model, build_optimizer(make, groups, per_layer, GRAD_CLIP), info)
@@ -106,15 +108,17 @@ class Runner:
     def __init__(self, prepare: Callable[[torch.nn.Module], PreparedMethod], model_class: type,
                  config: PretrainedConfig, device: torch.device):
         torch.manual_seed(0)
-        self.prepared = prepare(model_class(config).to(device))
+        with device:  # a 494M model is initialised in seconds on a GPU, minutes on its host's CPU
+            self.prepared = prepare(model_class(config))
         self.device = device
+        self.clock = time.perf_counter if device.type == "cuda" else time.process_time
         self.times: list[float] = []
 
     def step(self, batch: torch.Tensor) -> float:
         """One training step; returns its seconds."""
         model, optimizer = self.prepared.model, self.prepared.optimizer
         self._sync()
-        started = time.perf_counter()
+        started = self.clock()
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
             loss = model(input_ids=batch, labels=batch).loss
         loss.backward()
@@ -122,7 +126,7 @@ class Runner:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         self._sync()
-        return time.perf_counter() - started
+        return self.clock() - started
 
     def measure(self, batch: torch.Tensor) -> StepMemory:
         with StepMemory(self.prepared.model, self.prepared.optimizer) as memory:
@@ -145,6 +149,12 @@ class Runner:
     def _sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+
+
+def spread(times: list[float]) -> float:
+    """Interquartile range over median: how much one method's steps vary."""
+    q1, median, q3 = statistics.quantiles(times, n=4)
+    return (q3 - q1) / median
 
 
 def training_flops_per_token(num_params: int, config: PretrainedConfig, seq_len: int) -> float:
@@ -176,6 +186,8 @@ def run(model_class: type, config: PretrainedConfig, device: torch.device, batch
             "peak_bytes": memory[label].peak_bytes,
             "parts": memory[label].parts,
             "step_s": step_s,
+            "step_times_s": runner.times,
+            "step_spread": spread(runner.times),
             "refresh_s": refresh_s,
             "tokens_per_s": tokens / (step_s + refresh_s / RAYCL_GAP),
             "tokens_per_s_gap200": tokens / (step_s + refresh_s / 200),
@@ -222,8 +234,8 @@ def main() -> None:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--seq-len", type=int, default=128)
-    parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--steps-per-round", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--steps-per-round", type=int, default=2)
     parser.add_argument("--peak-tflops", type=float, default=H100_BF16_TFLOPS, help="the GPU's dense bf16 peak, for MFU")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -234,12 +246,14 @@ def main() -> None:
     result = run(model_class, config, device, args.batch_size, args.seq_len, args.rounds, args.steps_per_round,
                  args.peak_tflops * 1e12 if on_gpu else None)
     context = None if on_gpu else memory_only(*ladder_model("raycl-tiny-l"), batch_size=16, seq_len=128)
+    if on_gpu:
+        torch.cuda.empty_cache()  # the runners are gone; leave their memory to the tests
     tests = gpu_tests() if on_gpu else None
     report = {"device": args.device, "machine": machine(), "model": config.to_dict() | {"class": model_class.__name__},
               "batch_size": args.batch_size, "seq_len": args.seq_len, **result,
               "raycl_tiny_l_peak_ratios": context, "gpu_tests": tests}
 
-    rows = result["methods"]
+    rows, tokens = result["methods"], result["tokens_per_step"]
     header = ["method", "peak MiB", "weights", "gradients", "optimizer state", "activations", "peak vs AdamW",
               "tokens/s", "speed vs AdamW", "speed vs AdamW, gap 200", *(["MFU"] if on_gpu else []),
               "S0 (< 0.5x memory, > 0.8x speed)"]
@@ -252,13 +266,24 @@ def main() -> None:
     ]
     galore = [r for label, r in rows.items() if r["refresh_s"] > 0]
     overheads = [r["tracker_overhead"] for r in rows.values()]
+    def labels(keep: Callable[[dict], bool]) -> str:
+        return ", ".join(label for label, r in rows.items() if keep(r)) or "none"
+
     notes = [
+        f"S0 met by: {labels(lambda r: r['meets_s0'])}. Below 0.5x AdamW's peak: {labels(lambda r: r['peak_ratio_vs_adamw'] < 0.5)}. "
+        f"Above 0.8x its speed: {labels(lambda r: r['speed_ratio_vs_adamw'] > 0.8)}.",
         f"Peak: the busiest moment of one dedicated step (forward, backward, clipping, optimizer step), split into its parts "
         f"(MiB at that moment). {'CUDA: the allocator peak above the step start, plus the weights, gradients and optimizer state held at the start.' if on_gpu else 'CPU: live tensor storages tracked by raycl.training.memory.StepMemory (scratch memory inside kernels is not seen).'}",
         f"Speed: median of {args.rounds} rounds x {args.steps_per_round} steps per method, interleaved, "
-        f"{'on a dedicated GPU' if on_gpu else 'on 2 CPU cores shared with 3 other engineers (timings are noisy; ratios come from one interleaved run)'}. "
+        f"{'wall time on a dedicated GPU' if on_gpu else 'CPU time of one thread on 2 cores shared with 3 other engineers'}; "
+        f"one method's steps spread by {min(r['step_spread'] for r in rows.values()):.0%}-{max(r['step_spread'] for r in rows.values()):.0%} "
+        "(interquartile range over median). "
         f"GaLore's projection refresh took {min(r['refresh_s'] for r in galore):.2f}-{max(r['refresh_s'] for r in galore):.2f} s "
         f"and is amortised over raycl's default update_proj_gap of {RAYCL_GAP} steps (tokens/s, speed, S0), or the GaLore paper's 200.",
+        f"GaLore projects each gradient and back, 4 x rank FLOPs per projected weight per step, against 6 x tokens for the "
+        f"step itself: at {tokens} tokens, the small batch that lets weights and optimizer state dominate memory, that adds "
+        + " and ".join(f"{4 * r / (6 * tokens):.0%} at rank {r}" for r in (config.hidden_size // 4, config.hidden_size // 16))
+        + " to the FLOPs of the projected weights.",
         f"The memory tracker slows its one step {min(overheads):.1f}-{max(overheads):.1f}x; that step is never timed.",
     ]
     if on_gpu:
@@ -268,6 +293,9 @@ def main() -> None:
         notes += [
             "8-bit GaLore (GaLoreAdamW8bit) calls torch.cuda.synchronize() unconditionally and fails on CPU: it runs only "
             "with `--device cuda`.",
+            "GPU: `python bench/memory.py --device cuda` runs this comparison on a 494M Qwen2-style model (Qwen2-0.5B's "
+            "shape) under bf16 autocast, adds 8-bit GaLore, MFU and the GPU test tier (`pytest -m gpu`), and writes "
+            "reports/memory_gpu.md. No GPU was lent to this task: that mode was checked by reading only, never run.",
             f"Why not raycl-tiny-l: at 0.9M parameters and the trial's default 16 x 128 batch, activations are "
             f"{context['activations_share_of_adamw_peak']:.0%} of AdamW's peak, so no optimizer can move the whole: "
             "measured peak vs AdamW there: " + ", ".join(f"{k} {v:.2f}" for k, v in context.items() if k != "activations_share_of_adamw_peak") + ".",
@@ -277,7 +305,8 @@ def main() -> None:
         "memory_gpu" if on_gpu else "memory",
         f"Memory benchmark: {model_class.__name__} ({result['num_params'] / 1e6:.0f}M parameters, {shape}) on {args.device}",
         [f"One run of `python bench/memory.py --device {args.device}` on {machine()}: batches of {args.batch_size} x {args.seq_len} "
-         f"tokens{', bf16 autocast over fp32 weights' if on_gpu else ', fp32'}, lr {LR}, clipping at {GRAD_CLIP}."],
+         f"tokens (the token batch of the GaLore paper's LLaMA 7B memory figure){', bf16 autocast over fp32 weights' if on_gpu else ', fp32'}, "
+         f"lr {LR}, clipping at {GRAD_CLIP}, random tokens (memory and speed do not depend on them)."],
         header, table, notes, report,
     ))
 

@@ -15,6 +15,7 @@ step's allocations instead (rounding and library workspaces included), and the t
 that peak into its parts. Scratch memory a kernel allocates inside itself is invisible to the tracker
 (CPU), and tensors the step neither owns nor creates (a frozen base model, EWC's anchor) count on no
 device. The tracker runs Python on every operation: use it on a dedicated step, never a timed one.
+On CUDA it resets the allocator's peak counter, which then counts from the measured step on.
 """
 
 from __future__ import annotations
@@ -122,6 +123,7 @@ class StepMemory(TorchDispatchMode):
 
     def _relabel(self) -> None:
         for parameter in self.model.parameters():
+            self._move(parameter, "weights")  # 8-bit GaLore swaps in new storage for its weights
             if parameter.grad is not None:
                 self._move(parameter.grad, "gradients")
         for tensor in optimizer_state_tensors(self.optimizer):
