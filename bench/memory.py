@@ -280,6 +280,8 @@ def main() -> None:
         "(interquartile range over median). "
         f"GaLore's projection refresh took {min(r['refresh_s'] for r in galore):.2f}-{max(r['refresh_s'] for r in galore):.2f} s "
         f"and is amortised over raycl's default update_proj_gap of {RAYCL_GAP} steps (tokens/s, speed, S0), or the GaLore paper's 200.",
+        "Per-layer updates move the peak from the optimizer step (weights, every gradient, state) into the backward pass "
+        "(weights, state, the activations not yet consumed, one gradient): they save the gradients less those activations.",
         f"GaLore projects each gradient and back, 4 x rank FLOPs per projected weight per step, against 6 x tokens for the "
         f"step itself: at {tokens} tokens, the small batch that lets weights and optimizer state dominate memory, that adds "
         + " and ".join(f"{4 * r / (6 * tokens):.0%} at rank {r}" for r in (config.hidden_size // 4, config.hidden_size // 16))
@@ -287,7 +289,8 @@ def main() -> None:
         f"The memory tracker slows its one step {min(overheads):.1f}-{max(overheads):.1f}x; that step is never timed.",
     ]
     if on_gpu:
-        notes.append(f"MFU: tokens/s x (6N + 12 x layers x d x T) FLOPs per token / {args.peak_tflops:.0f} TFLOP/s. "
+        notes.append(f"MFU: tokens/s x (6N + 12 x layers x d x T) FLOPs per token / {args.peak_tflops:.0f} TFLOP/s, at this "
+                     "small batch (try --batch-size 8 --seq-len 1024 for a throughput-bound step). "
                      f"GPU tests (`pytest -m gpu`): {tests}.")
     else:
         notes += [
