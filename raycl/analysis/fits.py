@@ -14,8 +14,11 @@ Method (Hoffmann et al. 2022, "Approach 3", as re-done by Besiroglu et al. 2024,
   best, because the landscape has many poor local minima; scale parameters (names
   starting with an uppercase letter, e.g. ``E``, ``A``, ``B``) are optimized as log-values,
   which keeps them positive and lets them span orders of magnitude;
-* uncertainty comes from a bootstrap over points (percentile 95% intervals), each refit
-  starting from the full-data optimum;
+* parameters are bounded (scales within 1e+-12, others within +-5), and a fit that ends on a
+  bound says so: the data do not pin that parameter down;
+* uncertainty comes from a bootstrap over points (percentile 95% intervals); each refit starts
+  from the full-data optimum *and* from random points of the start grid, so a parameter the data
+  do not determine gets a wide interval instead of staying where the full-data fit left it;
 * a law is judged by extrapolation: fit without the largest model size, predict it.
 """
 
@@ -36,6 +39,8 @@ _PENALTY = 1e12  # objective value where the prediction is non-positive or non-f
 _OPTIONS = {"ftol": 1e-12, "gtol": 1e-12, "maxiter": 10_000, "maxfun": 20_000}
 _DEFAULT_SCALE_GRID = (1e-2, 1.0, 1e2, 1e4)
 _DEFAULT_EXPONENT_GRID = (0.1, 0.5, 1.0)
+_SCALE_BOUND, _EXPONENT_BOUND = 1e12, 5.0  # |log| of scale parameters, |value| of the others
+_BOOTSTRAP_STARTS = 8  # starts per bootstrap refit: the full-data optimum and random grid points
 
 # A value and its gradient w.r.t. the parameter vector, shape (n_params, 1 or n_points),
 # or None when the value does not depend on any parameter.
@@ -193,6 +198,9 @@ class Law:
     expression: str
     params: tuple[str, ...]
     variables: tuple[str, ...]
+    # Parameters that only differences between model sizes determine: an extrapolation check needs
+    # more distinct sizes than this in its fit set. None: every parameter (the safe default).
+    size_params: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "params", tuple(self.params))
@@ -232,10 +240,29 @@ class Law:
         return self._evaluate(theta, columns, n, gradient=False)[0].copy()
 
 
-def law_from_expression(name: str, expression: str, params: Sequence[str]) -> Law:
+def collinear_pairs(data: Mapping[str, np.ndarray], variables: Sequence[str], threshold: float = 0.98) -> list[tuple[str, str, float]]:
+    """Pairs of variables whose columns move together (|Pearson r| >= `threshold`, on logs of positive
+    variables): a law cannot tell their effects apart, e.g. new tokens D = D_total * (1 - r) and the
+    replay ratio r when every trial trains on the same total."""
+    columns = {}
+    for v in variables:
+        column = np.asarray(data[v], dtype=float)
+        if np.ptp(column) > 0:
+            columns[v] = np.log(column) if np.all(column > 0) else column
+    pairs = []
+    names = list(columns)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            r = float(np.corrcoef(columns[a], columns[b])[0, 1])
+            if abs(r) >= threshold:
+                pairs.append((a, b, r))
+    return pairs
+
+
+def law_from_expression(name: str, expression: str, params: Sequence[str], size_params: int | None = None) -> Law:
     """User-defined law: every name of ``expression`` not in ``params`` is a variable."""
     variables = tuple(n for n in _names(_parse(expression)) if n not in set(params))
-    return Law(name, expression, tuple(params), variables)
+    return Law(name, expression, tuple(params), variables, size_params)
 
 
 # Forgetting with pretraining-data injection (Bethune et al. 2025, "Scaling Laws for
@@ -264,6 +291,7 @@ class FitResult:
     loss: float
     n_points: int
     samples: np.ndarray = field(repr=False)  # (bootstrap, n_params), columns = law.params
+    at_bound: tuple[str, ...] = ()  # parameters whose best fit sits on a bound
 
     @property
     def theta(self) -> np.ndarray:
@@ -309,9 +337,12 @@ class _Objective:
         d_theta = grad @ (np.clip(residual, -self.delta, self.delta) / pred)
         return float(huber.sum()), np.where(self.log_mask, d_theta * theta, d_theta)
 
-    def minimize(self, z0: np.ndarray) -> tuple[float, np.ndarray]:
-        result = minimize(self, z0, jac=True, method="L-BFGS-B", options=_OPTIONS)
+    def minimize(self, z0: np.ndarray, bounds: list[tuple[float, float]]) -> tuple[float, np.ndarray]:
+        result = minimize(self, z0, jac=True, method="L-BFGS-B", bounds=bounds, options=_OPTIONS)
         return float(result.fun), result.x
+
+    def best_of(self, starts: Sequence[np.ndarray], bounds: list[tuple[float, float]]) -> tuple[float, np.ndarray]:
+        return min((self.minimize(z0, bounds) for z0 in starts), key=lambda result: result[0])
 
 
 def _start_grid(
@@ -361,13 +392,14 @@ def fit_law(
     log_mask = np.array([p in set(log_params) for p in law.params])
 
     starts = _start_grid(law, log_mask, grid)
+    bounds = [(-np.log(_SCALE_BOUND), np.log(_SCALE_BOUND)) if is_log else (-_EXPONENT_BOUND, _EXPONENT_BOUND) for is_log in log_mask]
     objective = _Objective(law, columns, target, log_mask, huber_delta)
     rng = np.random.default_rng(seed)
     samples = np.empty((bootstrap, len(law.params)))
     # L-BFGS-B calls BLAS on tiny arrays thousands of times; multi-threaded BLAS makes
     # that several times slower, worst on a busy machine.
     with threadpool_limits(limits=1, user_api="blas"):
-        best_loss, best_z = min((objective.minimize(z0) for z0 in starts), key=lambda r: r[0])
+        best_loss, best_z = objective.best_of(starts, bounds)
         if best_loss >= _PENALTY:
             raise ValueError(f"{law.name}: no initial value gives positive finite predictions")
         for i in range(bootstrap):
@@ -375,11 +407,13 @@ def fit_law(
             resampled = _Objective(
                 law, {v: c[idx] for v, c in columns.items()}, target[idx], log_mask, huber_delta
             )
-            samples[i] = resampled.theta(resampled.minimize(best_z)[1])
+            picks = rng.choice(len(starts), size=min(_BOOTSTRAP_STARTS - 1, len(starts)), replace=False)
+            samples[i] = resampled.theta(resampled.best_of([best_z, *(starts[j] for j in picks)], bounds)[1])
     if bootstrap:
         low, high = np.percentile(samples, [2.5, 97.5], axis=0)
     else:
         low = high = np.full(len(law.params), np.nan)
+    at_bound = tuple(p for p, z, (lo, hi) in zip(law.params, best_z, bounds) if min(z - lo, hi - z) < 1e-6 * (hi - lo))
 
     theta = objective.theta(best_z)
     return FitResult(
@@ -390,6 +424,7 @@ def fit_law(
         loss=best_loss,
         n_points=n,
         samples=samples,
+        at_bound=at_bound,
     )
 
 

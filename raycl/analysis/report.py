@@ -265,16 +265,17 @@ def _fit_blocks(fits: dict[str, scaling.TargetFits], bootstrap: int) -> list[Blo
     blocks: list[Block] = [
         Heading("Scaling laws"),
         Text(f"Symbols: {', '.join(f'{s} = {c}' for s, c in scaling.SYMBOLS.items())}. Each law is fitted by "
-             "minimizing the summed Huber loss (delta 1e-3) of log-space residuals with L-BFGS-B from a grid of "
-             f"initial values; intervals are bootstrap 95% percentile intervals over {bootstrap} resamples of the "
-             "trials. Extrapolation check: refit without the largest model size, predict it; laws are ranked by "
-             "that held-out error (mean |relative error|)."),
+             "minimizing the summed Huber loss (delta 1e-3) of log-space residuals with bounded L-BFGS-B from a grid "
+             f"of initial values; intervals are bootstrap 95% percentile intervals over {bootstrap} resamples of the "
+             "trials, each refitted from the full-data optimum and from random grid points. Extrapolation check: "
+             "refit without the largest model size, predict it; laws are ranked by that held-out error (mean "
+             "|relative error| of the fitted quantity; beside it the mean absolute error in its units)."),
     ]
     for target, result in fits.items():
         used = len(result.keys)
         blocks += [Heading(target, 3), Text(
-            f"{used} of {result.trials} finished trials fitted ({result.excluded_nonpositive} excluded for "
-            f"{target} <= 0, {result.excluded_incomplete} failed or lacking a variable); model sizes: "
+            f"The laws predict {scaling.TARGETS[target]}. {used} of {result.trials} finished trials fitted "
+            f"({result.excluded_incomplete} failed or lacking a variable); model sizes: "
             f"{', '.join(f'{s:.3g}' for s in result.sizes) or 'none'}.")]
         blocks += [Text(note) for note in result.notes]
         if not result.laws:
@@ -287,10 +288,11 @@ def _fit_blocks(fits: dict[str, scaling.TargetFits], bootstrap: int) -> list[Blo
                 law_fit.law.expression,
                 ", ".join(_interval(law_fit.fit, p) for p in law_fit.law.params) if law_fit.fit else "",
                 f"{extrapolation.held_out_size:.3g}" if extrapolation else "",
-                f"{extrapolation.mean_abs_rel_error:.1%}" if extrapolation else "",
+                f"{extrapolation.mean_abs_rel_error:.1%} ({np.mean(np.abs(extrapolation.predicted - extrapolation.observed)):.3g})"
+                if extrapolation else "",
                 "; ".join(law_fit.notes),
             ])
-        header = ["law", "expression", "parameters (all trials) [95% CI]", "held-out N", "held-out error", "notes"]
+        header = ["law", "expression", "parameters (all trials) [95% CI]", "held-out N", "held-out error (absolute)", "notes"]
         blocks.append(Table(header, table))
         panels = [figures.fit_figure(result, law_fit) for law_fit in result.laws if law_fit.fit is not None]
         if panels:

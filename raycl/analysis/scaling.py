@@ -3,17 +3,22 @@
 A trial table is a list of dicts, one per trial, holding the trial's final metrics and its flattened
 config (dotted keys). Law expressions name these symbols, each read from one column:
 
-    N   model_size      parameters of the base model (see `model_sizes`)
-    D   new_tokens      new-data tokens trained on (fewer with replay: replayed rows are not new)
-    r   replay.ratio    share of each batch replayed from the base corpus
-    lr  train.lr        peak learning rate
-    T   train_tokens    all tokens trained on, replayed ones included
+    N   model_size                       non-embedding parameters of the base model (see `model_sizes`)
+    D   new_tokens                       new-data tokens trained on (fewer with replay: replayed rows are not new)
+    r   replay.ratio                     share of each batch replayed from the base corpus
+    lr  train.lr                         peak learning rate
+    T   train_tokens                     all tokens trained on, replayed ones included
+    P   model.pretrain_tokens_per_param  the base model's pretraining budget
+    L0  base_loss_before                 the base model's held-out loss on its own distribution
 
-Fits are in log space (`raycl.analysis.fits`), so only trials with a positive target are fitted:
-`forgetting <= 0` (the base loss did not rise) and `learning <= 0` (no gain) are excluded and
-counted, as are failed trials and trials lacking a column the law needs. A fit needs at least two
-distinct model sizes and more points than parameters; the extrapolation check (fit without the
-largest size, predict it) needs three sizes. Short of that a record says why instead of failing.
+Every fitted quantity stays positive, so every complete trial is fitted, whatever its outcome:
+forgetting is fitted as the base loss after the stream, `L_after = L0 + forgetting` (the form in which
+Bethune et al. 2025 state their law), and learning as the perplexity ratio `1 - learning`. Failed
+trials and trials lacking a column a law needs are counted. A law is not fitted when two of its
+variables move together (collinear: their effects cannot be told apart); parameters are bounded and a
+fit on a bound says so. The extrapolation check (fit without the largest size, predict it) runs only
+with more distinct sizes in its fit set than the law has size parameters; its error is reported
+relative to the fitted quantity and absolute in its units (for forgetting: nats).
 
 User-defined laws come from a YAML list (`raycl report NAME --laws FILE`, by default
 `search_spaces/laws/NAME.yaml` when it exists), each item naming the target, the law, its
@@ -22,7 +27,7 @@ letter are positive scales, fitted in log space):
 
     - name: injection_sqrt_lr
       target: forgetting
-      expression: "A * sqrt(lr) * D**b / ((1 + B*r) * N)**a"
+      expression: "L0 * (1 + A * sqrt(lr) * D**b / ((1 + B*r) * N)**a)"
       params: [A, a, b, B]
 """
 
@@ -36,35 +41,56 @@ from typing import Any
 
 import numpy as np
 import yaml
-from pydantic import PrivateAttr, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from raycl.analysis.fits import (
-    DATA_INJECTION,
-    SHIFTED_POWER_N,
     ExtrapolationResult,
     FitResult,
     Law,
+    collinear_pairs,
     extrapolation_check,
     fit_law,
     law_from_expression,
 )
 from raycl.config.base import StrictModel, validate
 
-SYMBOLS = {"N": "model_size", "D": "new_tokens", "r": "replay.ratio", "lr": "train.lr", "T": "train_tokens"}
-TARGETS = ("forgetting", "learning")
+SYMBOLS = {
+    "N": "model_size",
+    "D": "new_tokens",
+    "r": "replay.ratio",
+    "lr": "train.lr",
+    "T": "train_tokens",
+    "P": "model.pretrain_tokens_per_param",
+    "L0": "base_loss_before",
+}
+# What each target's laws predict: a quantity that is positive in every trial.
+TARGETS = {
+    "forgetting": "the base loss after the stream, L0 + forgetting, in nats",
+    "learning": "the perplexity ratio on the new data, 1 - learning",
+}
 SIZE_SYMBOL = "N"
+# Measured baselines a law scales by, with no parameter of their own: that they move with model size
+# (a larger model's base loss is lower) takes nothing from the fit, so they are left out of the
+# collinearity check.
+BASELINES = {"L0"}
 _LAW_NAME = re.compile(r"^[A-Za-z_][\w-]*$")  # also an MLflow metric-key segment
 
-# Data injection with a learning-rate factor: the step size sets how far each update moves the model
-# from its base, so at fixed tokens forgetting grows with it.
-INJECTION_LR = Law(
-    "data_injection_lr", "A * lr**c * D**b / ((1 + B*r) * N)**a", ("A", "a", "b", "B", "c"), ("lr", "D", "r", "N")
+# Forgetting with pretraining-data injection (Bethune et al. 2025, arXiv:2502.06042): the base loss
+# rises by a factor that grows with new tokens D and shrinks with the effective capacity (1 + B r) N.
+BETHUNE = Law("bethune", "L0 * (1 + A * D**b / ((1 + B*r) * N)**a)", ("A", "a", "b", "B"), ("L0", "D", "r", "N"), size_params=1)
+# The same with a learning-rate factor: at fixed tokens a larger step moves the model further from its base.
+BETHUNE_LR = Law(
+    "bethune_lr", "L0 * (1 + A * lr**c * D**b / ((1 + B*r) * N)**a)", ("A", "a", "b", "B", "c"), ("L0", "lr", "D", "r", "N"),
+    size_params=1,
 )
-# learning = 1 - ppl_after / ppl_before, so a power law in the perplexity ratio: it saturates at 1,
-# where the unbounded forms above overshoot the largest size.
-RATIO_POWER_N = Law("ratio_power_n", "1 - A / N**a", ("A", "a"), ("N",))
-# Beyond these a fitted parameter has run off towards a limit (0 or infinity): the optimum is not in the data.
-_RUNAWAY_SCALE, _RUNAWAY_EXPONENT = 1e50, 10.0
+# And with the base model's pretraining budget P (tokens per parameter), the axis of overtraining.
+BETHUNE_BUDGET = Law(
+    "bethune_budget", "L0 * (1 + A * lr**c * P**p * D**b / ((1 + B*r) * N)**a)", ("A", "a", "b", "B", "c", "p"),
+    ("L0", "lr", "P", "D", "r", "N"), size_params=1,
+)
+# The perplexity ratio on new data falls as a power of model size and new tokens.
+RATIO_POWER = Law("ratio_power", "A / (N**a * D**b)", ("A", "a", "b"), ("N", "D"), size_params=1)
+RATIO_POWER_LR = Law("ratio_power_lr", "A / (N**a * D**b * lr**c)", ("A", "a", "b", "c"), ("N", "D", "lr"), size_params=1)
 
 
 @dataclass(frozen=True)
@@ -76,9 +102,9 @@ class LawSpec:
 
 
 def default_laws() -> list[LawSpec]:
-    """Three forms for both targets (exponent signs are free: learning may grow with N), a saturating one for learning."""
-    shared = (DATA_INJECTION, INJECTION_LR, SHIFTED_POWER_N)
-    return [LawSpec(law, target) for target in TARGETS for law in shared] + [LawSpec(RATIO_POWER_N, "learning")]
+    """The data-injection family for forgetting; power laws in size and tokens for learning."""
+    forgetting = [LawSpec(law, "forgetting") for law in (BETHUNE, BETHUNE_LR, BETHUNE_BUDGET)]
+    return forgetting + [LawSpec(law, "learning") for law in (RATIO_POWER, RATIO_POWER_LR)]
 
 
 class LawEntry(StrictModel):
@@ -88,6 +114,7 @@ class LawEntry(StrictModel):
     target: str
     expression: str
     params: list[str]
+    size_params: int | None = Field(None, ge=0, description="parameters only differences in N determine; default: all")
     _law: Law = PrivateAttr()
 
     @field_validator("name")
@@ -106,7 +133,7 @@ class LawEntry(StrictModel):
 
     @model_validator(mode="after")
     def _law_of_known_symbols(self) -> LawEntry:
-        self._law = law_from_expression(self.name, self.expression, self.params)
+        self._law = law_from_expression(self.name, self.expression, self.params, self.size_params)
         unknown = [v for v in self._law.variables if v not in SYMBOLS]
         if unknown:
             raise ValueError(f"unknown variable(s) {unknown}; known: {', '.join(SYMBOLS)}")
@@ -154,8 +181,7 @@ class TargetFits:
     trials: int
     keys: list[str]  # trials fitted
     data: dict[str, np.ndarray]  # symbol -> column over the fitted trials
-    values: np.ndarray  # the target over the fitted trials
-    excluded_nonpositive: int
+    values: np.ndarray  # the fitted quantity (see TARGETS) over the fitted trials
     excluded_incomplete: int  # failed, or lacking a column a law needs
     sizes: list[float]
     notes: list[str]
@@ -178,13 +204,13 @@ def _number(value: Any) -> float:
 
 
 def model_sizes(rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
-    """Base-model parameters per trial: the smallest `num_params` among the trials of its `model.name`.
+    """Base-model parameters per trial, non-embedding where the trial reports them (as published laws
+    count them), else all; the smallest count among the trials of one `model.name`.
 
-    A trial's `num_params` counts LoRA adapters too, so without this the LoRA trials of one model
-    would pose as a size of their own (and the largest "size" would be the largest rank). Trials
-    without a model name keep their own count.
+    Older results counted LoRA adapters in `num_params`, so without the minimum the LoRA trials of one
+    model would pose as a size of their own. Trials without a model name keep their own count.
     """
-    counts = np.array([_number(row.get("num_params")) for row in rows])
+    counts = np.array([_number(row.get("num_params_non_embedding", row.get("num_params"))) for row in rows])
     names = [row.get("model.name") for row in rows]
     smallest: dict[Any, float] = {}
     for name, count in zip(names, counts):
@@ -193,17 +219,11 @@ def model_sizes(rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
     return np.array([smallest.get(name, count) if name is not None else count for name, count in zip(names, counts)])
 
 
-def runaway_notes(law: Law, params: Mapping[str, float]) -> list[str]:
-    """Notes on fitted parameters that ran off towards 0 or infinity (scales past 1e+-50, exponents past +-10)."""
-    notes = []
-    for name in law.params:
-        value = params[name]
-        scale = name[:1].isupper()  # fitted in log space, as in `fit_law`
-        runaway = not (1 / _RUNAWAY_SCALE < abs(value) < _RUNAWAY_SCALE) if scale else abs(value) > _RUNAWAY_EXPONENT
-        if runaway:
-            limit = "0" if scale and abs(value) < 1 else "infinity"
-            notes.append(f"{name} = {value:.3g} ran off towards {limit}: the data do not pin this law down")
-    return notes
+def target_values(rows: Sequence[Mapping[str, Any]], target: str) -> np.ndarray:
+    """What the laws of `target` predict, per trial (see TARGETS): positive whatever the outcome."""
+    if target == "forgetting":
+        return np.array([_number(row.get("base_loss_before")) + _number(row.get("forgetting")) for row in rows])
+    return np.array([1.0 - _number(row.get("learning")) for row in rows])
 
 
 def _held_out_error(law: LawFit) -> float:
@@ -219,7 +239,7 @@ def fit_target(
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
 ) -> TargetFits:
-    """Fit each law to `target` over the complete trials of `rows` with a positive target.
+    """Fit each law to `target` over every complete trial of `rows` that has the columns the laws need.
 
     `progress` hears one line before each law's fits (seconds to minutes each on a large sweep).
     """
@@ -227,43 +247,40 @@ def fit_target(
     complete = [row for row in rows if row.get("state", "COMPLETE") == "COMPLETE"]
     columns = {s: np.array([_number(row.get(SYMBOLS[s])) for row in complete]) for s in symbols if s != SIZE_SYMBOL}
     columns[SIZE_SYMBOL] = model_sizes(complete)
-    values = np.array([_number(row.get(target)) for row in complete])
-    known = np.isfinite(values) & np.all([np.isfinite(c) for c in columns.values()], axis=0)
-    used = known & (values > 0)
+    values = target_values(complete, target)
+    used = (values > 0) & np.all([np.isfinite(c) for c in columns.values()], axis=0)
     data = {s: c[used] for s, c in columns.items()}
     sizes = sorted(set(data[SIZE_SYMBOL].tolist()))
     notes = []
-    excluded_nonpositive = int(np.sum(known & ~used))
-    if excluded_nonpositive:
-        notes.append(f"{excluded_nonpositive} trial(s) with {target} <= 0 excluded: the fits are in log space, so they "
-                     f"describe only the trials with a positive {target} (a selection on the outcome)")
     if len(sizes) < 2:
         notes.append(f"no fit: {len(sizes)} distinct model size(s) among the fitted trials, at least 2 needed")
-    elif len(sizes) < 3:
-        notes.append("no extrapolation check: it fits on all but the largest size, so needs at least 3 sizes")
     fitted = []
     for law in laws if len(sizes) >= 2 else []:
         if progress is not None:
             progress(f"fitting {law.name} to {target} over {int(np.sum(used))} trials")
         # Starts far from the optimum overflow on the way; the objective already scores those as penalties.
         with np.errstate(over="ignore", invalid="ignore"):
-            fitted.append(_fit_law(law, data, values[used], len(sizes), bootstrap, seed))
+            fitted.append(_fit_law(law, data, values[used], bootstrap, seed))
     return TargetFits(
         target=target,
         trials=len(rows),
         keys=[row.get("trial", str(i)) for i, row in enumerate(complete) if used[i]],
         data=data,
         values=values[used],
-        excluded_nonpositive=excluded_nonpositive,
-        excluded_incomplete=len(rows) - int(np.sum(known)),
+        excluded_incomplete=len(rows) - int(np.sum(used)),
         sizes=sizes,
         notes=notes,
         laws=sorted(fitted, key=_held_out_error),
     )
 
 
-def _fit_law(law: Law, data: dict[str, np.ndarray], target: np.ndarray, n_sizes: int, bootstrap: int, seed: int) -> LawFit:
+def _fit_law(law: Law, data: dict[str, np.ndarray], target: np.ndarray, bootstrap: int, seed: int) -> LawFit:
     columns = {v: data[v] for v in (*law.variables, SIZE_SYMBOL)}
+    collinear = collinear_pairs(columns, [v for v in law.variables if v not in BASELINES])
+    if collinear:
+        a, b, r = collinear[0]
+        return LawFit(law, None, None, [f"no fit: {a} and {b} move together over the fitted trials (r = {r:+.3f}), "
+                                        "so the law cannot tell their effects apart; vary them independently"])
     notes = [f"{v} is the same in every fitted trial: its parameters are not identifiable" for v in law.variables
              if len(np.unique(columns[v])) == 1]
     if len(target) <= len(law.params):
@@ -273,16 +290,21 @@ def _fit_law(law: Law, data: dict[str, np.ndarray], target: np.ndarray, n_sizes:
         fit = fit_law(law, columns, target, **options)
     except ValueError as error:
         return LawFit(law, None, None, [*notes, f"no fit: {error}"])
-    notes += runaway_notes(law, fit.params)
+    notes += [f"{p} = {fit.params[p]:.3g} sits on its bound: the data do not pin it down" for p in fit.at_bound]
     extrapolation = None
-    train_points = int(np.sum(columns[SIZE_SYMBOL] < columns[SIZE_SYMBOL].max()))
-    if n_sizes >= 3 and train_points > len(law.params):
+    sizes = columns[SIZE_SYMBOL]
+    fit_sizes = len(np.unique(sizes[sizes < sizes.max()]))
+    size_params = law.size_params if law.size_params is not None else len(law.params)
+    train_points = int(np.sum(sizes < sizes.max()))
+    if fit_sizes <= size_params:
+        notes.append(f"no extrapolation check: {fit_sizes} distinct size(s) below the largest for {size_params} size parameter(s)")
+    elif train_points <= len(law.params):
+        notes.append(f"no extrapolation check: {train_points} points below the largest size for {len(law.params)} parameters")
+    else:
         try:
             extrapolation = extrapolation_check(law, columns, target, SIZE_SYMBOL, **options)
         except ValueError as error:
             notes.append(f"no extrapolation check: {error}")
-    elif n_sizes >= 3:
-        notes.append(f"no extrapolation check: {train_points} points below the largest size for {len(law.params)} parameters")
     return LawFit(law, fit, extrapolation, notes)
 
 
@@ -321,6 +343,7 @@ def fits_record(fits: dict[str, TargetFits]) -> dict[str, Any]:
                     "ci_high": _params(law_fit.fit.ci_high),
                     "huber_loss": law_fit.fit.loss,
                     "points": law_fit.fit.n_points,
+                    "at_bound": list(law_fit.fit.at_bound),
                 }
             extrapolation = law_fit.extrapolation
             if extrapolation is not None:
@@ -333,12 +356,14 @@ def fits_record(fits: dict[str, TargetFits]) -> dict[str, Any]:
                     "observed": extrapolation.observed.tolist(),
                     "relative_errors": extrapolation.relative_errors.tolist(),
                     "mean_abs_rel_error": extrapolation.mean_abs_rel_error,
+                    # In the target's units: for forgetting, nats of the predicted base loss (= of forgetting).
+                    "mean_abs_error": float(np.mean(np.abs(extrapolation.predicted - extrapolation.observed))),
                 }
             laws.append(entry)
         record["targets"][target] = {
+            "fitted_quantity": TARGETS[target],
             "trials": result.trials,
             "fitted_trials": result.keys,
-            "excluded_nonpositive": result.excluded_nonpositive,
             "excluded_incomplete": result.excluded_incomplete,
             "model_sizes": result.sizes,
             "notes": result.notes,

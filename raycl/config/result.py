@@ -42,6 +42,12 @@ class TrialSummary(StageRecord):
 
     learning: Reported = Field(description="1 - ppl_after / ppl_before on held-out new data (higher is better)")
     forgetting: Reported = Field(description="loss_after - loss_before on held-out original data, in nats")
+    learning_nats: Reported = Field(description="loss_before - loss_after on held-out new data, in nats")
+    base_loss_before: Reported = Field(description="held-out loss on the original distribution before the stream (L_before)")
+    base_loss_after: Reported = Field(description="held-out loss on the original distribution after the stream (L_after)")
+    forgetting_fraction: Reported = Field(
+        description="(L_after - L_before) / (L_init - L_before) on held-out original data: the share of pretraining progress undone"
+    )
     bwt: Reported = Field(description="backward transfer: mean of R[j+1][j] - R[T][j]")
     fwt: Reported = Field(description="forward transfer: mean of R[0][j] - R[j][j]")
     average_final_loss: Reported = Field(description="mean held-out loss over the stages after the last one")
@@ -55,6 +61,7 @@ class TrialSummary(StageRecord):
         description="peak memory of one training step: weights, gradients, optimizer state and activations"
     )
     num_params: Reported = Field(description="the base model's parameters, before any adapter")
+    num_params_non_embedding: Reported = Field(description="the base model's parameters outside its token embeddings and output head")
     wall_time_s: Reported
     train_tokens: Reported = Field(description="tokens trained on, replay rows included")
     new_tokens: Reported = Field(description="tokens of new data trained on")
@@ -88,7 +95,7 @@ class TrialResult(TrialSummary):
     stage_time_s: list[float]
     benchmarks: list[dict[str, float]] = Field(description="lm-eval scores at step 0 and after each stage")
     curves: list[dict[str, Any]] = Field(description="quick evaluations between stage ends")
-    data_summary: dict[str, Any] | None = Field(description="rows read and skipped, for a real-data stream")
+    data_summary: str | None = Field(description="rows read and skipped, for a real-data stream")
     config: dict[str, Any] = Field(description="the trial config, as JSON")
     drift: dict[str, float] = Field(description="relative weight drift of each 2-D weight")
     method_info: dict[str, Any]

@@ -181,7 +181,26 @@ class Budget(StrictModel):
     workers_per_trial: int = Field(1, ge=1, description="Ray Train workers (DDP ranks) per trial")
     cpus_per_worker: float = Field(1.0, gt=0, description="trimmed by the trial's 0.01-CPU coordinator share")
     gpus_per_worker: float = Field(0.0, ge=0)
-    max_failures: int = Field(0, ge=0, description="restarts of a trial's worker group from its last stage checkpoint")
+    max_failures: int = Field(0, ge=0, description="restarts of a failed trial from its last stage checkpoint")
+    executor: Literal["auto", "train", "tune"] = Field(
+        "auto",
+        description="train: a Ray Train worker group per trial; tune: the trial runs in its Tune actor (one process, "
+        "seconds cheaper); auto: tune for single-worker CPU trials, train otherwise",
+    )
+
+    @model_validator(mode="after")
+    def _one_process_in_an_actor(self) -> Budget:
+        if self.executor == "tune" and self.workers_per_trial > 1:
+            raise ValueError("executor: tune runs a trial in one process; workers_per_trial > 1 needs executor train")
+        return self
+
+    def resolved_executor(self) -> tuple[Literal["train", "tune"], str]:
+        """The executor that runs each trial, and why."""
+        if self.executor != "auto":
+            return self.executor, "set in budget.executor"
+        if self.workers_per_trial > 1 or self.gpus_per_worker > 0:
+            return "train", "auto: several workers or a GPU per trial, where Ray Train's worker group, fault tolerance and DDP pay off"
+        return "tune", "auto: one CPU worker per trial, which trains in its Tune actor (no worker group to start)"
 
 
 SAMPLER_OPTIONS = {"tpe": {"n_startup_trials"}, "gp": {"n_startup_trials"}, "nsga2": {"population_size"}, "random": set()}

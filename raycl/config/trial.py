@@ -131,6 +131,9 @@ class EvalConfig(StrictModel):
     """When and how much the trial evaluates."""
 
     every_steps: int = Field(0, ge=0, description="quick held-out loss check every K steps; 0: stage ends only")
+    max_examples: int | None = Field(
+        None, ge=1, description="held-out examples per split at full evaluations (the same first N each time); None: all"
+    )
     quick_max_examples: int = Field(64, ge=1, description="examples per split in a quick check")
     batch_size: int = Field(32, ge=1)
     benchmarks: BenchmarkConfig = Field(

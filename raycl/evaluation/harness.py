@@ -12,18 +12,22 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import json
 import logging
 import random
+import shutil
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 from unittest import mock
 
 import yaml
+from filelock import FileLock
 
 from raycl.config.benchmarks import ACQUISITION, REAL_TASKS, BenchmarkConfig
 from raycl.evaluation.probes import acquisition_task, write_world_probes
+from raycl.world.cache import cache_root, fingerprint
 
 if TYPE_CHECKING:  # torch, transformers and lm-eval load only when an evaluation runs
     import torch
@@ -100,6 +104,46 @@ def _load_tasks(task_dir: Path, include_defaults: bool, tasks: tuple[str, ...]) 
     task_dir = task_dir.resolve()
     stamp = tuple((path.name, path.stat().st_mtime_ns) for path in sorted(task_dir.glob("*.yaml")))
     return _cached_tasks(str(task_dir), stamp, include_defaults, tasks)
+
+
+def shared_task_dir(world: World, config: BenchmarkConfig, tokenizer: PreTrainedTokenizerBase) -> Path:
+    """The task directory of `config` for `world`, written once per machine under the cache and shared
+    by every trial, so that lm-eval builds its tasks once per process rather than once per trial.
+
+    Written in place (the YAMLs hold absolute paths into it) under a file lock, complete once its
+    `.complete` marker exists; the key covers the world, the settings, the tokenizer and each data file.
+    """
+    files = {task: [str(Path(path).resolve()), *_stat(Path(path))] for task, path in config.task_paths.items()}
+    spec = {
+        "world": world.id,
+        "benchmarks": config.model_dump(mode="json", include={"tasks", "task_paths", "questions_per_entity"}),
+        "tokenizer": _tokenizer_fingerprint(tokenizer),
+        "files": files,
+    }
+    target = cache_root() / "benchmarks" / fingerprint(spec)
+    complete = target / ".complete"
+    if not complete.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(target) + ".lock"):
+            if not complete.exists():
+                shutil.rmtree(target, ignore_errors=True)
+                prepare_task_dir(world, config, target, tokenizer)
+                complete.touch()
+    return target
+
+
+def _stat(path: Path) -> list[int]:
+    """A data file's size and modification time (a missing file is reported by `prepare_task_dir`)."""
+    stat = path.stat() if path.is_file() else None
+    return [stat.st_size, stat.st_mtime_ns] if stat else [0, 0]
+
+
+def _tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
+    """A hash of what frames the probes: the vocabulary and merges, special tokens and the chat template."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    parts = [backend.to_str() if backend is not None else tokenizer.name_or_path, str(tokenizer.chat_template)]
+    parts += [str(tokenizer.bos_token), str(tokenizer.eos_token)]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
 def load_harness(task_dir: Path, config: BenchmarkConfig) -> None:

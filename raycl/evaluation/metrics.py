@@ -27,6 +27,24 @@ def forgetting(base_loss_before: float, base_loss_after: float) -> float:
     return base_loss_after - base_loss_before
 
 
+def learning_nats(new_loss_before: float, new_loss_after: float) -> float:
+    """Drop of held-out loss on the new data, in nats: unlike `learning`, it does not saturate near 1."""
+    return new_loss_before - new_loss_after
+
+
+def forgetting_fraction(base_loss_init: float, base_loss_before: float, base_loss_after: float) -> float:
+    """Share of the pretraining progress on the original distribution that the stream undid
+    (Bethune et al. 2025): `(L_after - L_before) / (L_init - L_before)`, with L_init the loss of the
+    untrained model. Comparable across model sizes, whose base losses differ."""
+    return (base_loss_after - base_loss_before) / (base_loss_init - base_loss_before)
+
+
+def untrained_loss(vocab_size: int) -> float:
+    """L_init: the loss of a uniform prediction over the vocabulary, `ln V`, which is where a freshly
+    initialised language model starts (its logits are near zero)."""
+    return math.log(vocab_size)
+
+
 def _check_shape(matrix: Matrix) -> int:
     stages = len(matrix) - 1
     if stages < 1 or any(len(row) != stages for row in matrix):
@@ -66,8 +84,9 @@ def forward_transfer(matrix: Matrix) -> float:
 
 
 def stage_forgetting(matrix: Matrix) -> list[float]:
-    """Per stage j < T: final loss minus the best loss reached after training it,
-    `R[T][j] - min_{j < l < T} R[l][j]`, in nats (>= 0; Chaudhry et al. 2018, for losses)."""
+    """Per stage j < T: final loss minus the best loss reached after training it and before the last
+    stage, `R[T][j] - min_{j < l < T} R[l][j]`, in nats (Chaudhry et al. 2018, for losses). Positive:
+    stage j was forgotten; negative: later stages lowered its loss below anything reached before."""
     stages = _check_shape(matrix)
     return [matrix[stages][j] - min(matrix[l][j] for l in range(j + 1, stages)) for j in range(stages - 1)]
 

@@ -20,6 +20,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,7 @@ class SweepOutcome:
     wall_time_s: float
     plan: ResourcePlan | None = None
     trial_times: dict[str, dict[str, float]] = field(default_factory=dict)
+    phases: dict[str, float] = field(default_factory=dict)  # the driver's time: optuna, mlflow, ray, trials, frontier
 
 
 def run_sweep(
@@ -123,58 +125,79 @@ def _run(space: SearchSpace, *, out_dir: Path, storage: str, tracking_uri: str, 
     from raycl.sweep.progress import ProgressTable
     from raycl.sweep.redaction import redact_url
     from raycl.sweep.study import completed_metrics, finished_trials, interrupted_trials, open_study
-    from raycl.sweep.tracking import SweepTracker
 
-    study = open_study(space, storage, resume=resume)
+    phases: dict[str, float] = {}
+    with _timed(phases, "optuna"):
+        study = open_study(space, storage, resume=resume)
     interrupted = interrupted_trials(study)
     finished = finished_trials(study)
     to_run = max(0, space.budget.trials - len(finished))
-    tracker = SweepTracker(tracking_uri, space, artifact_root)
-    tracker.open_parent({
-        "raycl.optuna_storage": redact_url(storage),
-        "raycl.study": space.name,
-        "raycl.space_fingerprint": space.fingerprint(),
-        "raycl.sampler": space.sampler.name,
-        "raycl.seed": str(space.seed),
-        "raycl.objectives": ",".join(f"{k}:{v}" for k, v in space.objectives.items()),
-    })
-    console.print(
-        f"sweep {space.name}: {len(finished)} finished, {len(interrupted)} interrupted, {to_run} to run\n"
-        f"  optuna: {redact_url(storage)} (study {space.name})\n  mlflow: {redact_url(tracking_uri)} "
-        f"(experiment raycl-{space.name}, parent run {tracker.parent_id})",
-        highlight=False,
-    )
-    progress = ProgressTable(space, console)
-    for trial in finished:
-        state = "done" if trial.state == TrialState.COMPLETE else "failed"
-        progress.add_earlier(trial_key(trial.number), trial.params, completed_metrics(trial), state)
-    for trial in interrupted:
-        progress.add_earlier(trial_key(trial.number), trial.params, {}, "interrupted")
+
+    def open_tracker() -> Any:
+        with _timed(phases, "mlflow"):
+            from raycl.sweep.tracking import SweepTracker  # MLflow's import, too, overlaps Ray's start
+
+            tracker = SweepTracker(tracking_uri, space, artifact_root)
+            tracker.open_parent({
+                "raycl.optuna_storage": redact_url(storage),
+                "raycl.study": space.name,
+                "raycl.space_fingerprint": space.fingerprint(),
+                "raycl.sampler": space.sampler.name,
+                "raycl.seed": str(space.seed),
+                "raycl.objectives": ",".join(f"{k}:{v}" for k, v in space.objectives.items()),
+            })
+        return tracker
 
     plan, launched, trial_times = None, [], {}
-    if to_run:
-        try:
-            plan, launched, trial_times = _launch(
-                space, study, interrupted, to_run, tracker, progress, out_dir=out_dir, ray_storage=ray_storage,
-                address=address, num_cpus=num_cpus, show_worker_logs=show_worker_logs, console=console,
-            )
-        except BaseException:
-            tracker.end_open_children("KILLED")
-            tracker.end_parent("KILLED")
-            raise
-        # Children still open belong to trials stopped mid-run (Ctrl-C); --resume reopens them.
-        tracker.end_open_children("KILLED")
+    with contextlib.ExitStack() as ray_session:
+        # MLflow's store opens (creating its tables takes seconds) while Ray starts.
+        with ThreadPoolExecutor(1) as pool:
+            opening = pool.submit(open_tracker)
+            if to_run:
+                with _timed(phases, "ray"):
+                    ray_session.enter_context(_ray_connection(address, num_cpus, show_worker_logs))
+            tracker = opening.result()
+        console.print(
+            f"sweep {space.name}: {len(finished)} finished, {len(interrupted)} interrupted, {to_run} to run\n"
+            f"  optuna: {redact_url(storage)} (study {space.name})\n  mlflow: {redact_url(tracking_uri)} "
+            f"(experiment raycl-{space.name}, parent run {tracker.parent_id})",
+            highlight=False,
+        )
+        progress = ProgressTable(space, console)
+        for trial in finished:
+            state = "done" if trial.state == TrialState.COMPLETE else "failed"
+            progress.add_earlier(trial_key(trial.number), trial.params, completed_metrics(trial), state)
+        for trial in interrupted:
+            progress.add_earlier(trial_key(trial.number), trial.params, {}, "interrupted")
 
-    complete = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.datetime_complete)
-    keys, metrics = [trial_key(t.number) for t in complete], [completed_metrics(t) for t in complete]
-    summary = space_frontier(space, keys, metrics)
-    tracker.log_frontier(summary, [{"trial": key} | m for key, m in zip(keys, metrics)], [t.params for t in complete])
-    failed = len(finished_trials(study)) - len(complete)
-    tracker.end_parent("FINISHED" if len(complete) + failed >= space.budget.trials else "KILLED")
+        if to_run:
+            try:
+                with _timed(phases, "trials"):
+                    plan, launched, trial_times = _launch(
+                        space, study, interrupted, to_run, tracker, progress, out_dir=out_dir, ray_storage=ray_storage,
+                        elastic=address is not None, console=console,
+                    )
+            except BaseException:
+                tracker.end_open_children("KILLED")
+                tracker.end_parent("KILLED")
+                raise
+            # Children still open belong to trials stopped mid-run (Ctrl-C); --resume reopens them.
+            tracker.end_open_children("KILLED")
+
+    with _timed(phases, "frontier"):
+        complete = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.datetime_complete)
+        keys, metrics = [trial_key(t.number) for t in complete], [completed_metrics(t) for t in complete]
+        summary = space_frontier(space, keys, metrics)
+        tracker.log_frontier(summary, [{"trial": key} | m for key, m in zip(keys, metrics)], [t.params for t in complete])
+        failed = len(finished_trials(study)) - len(complete)
+        tracker.end_parent("FINISHED" if len(complete) + failed >= space.budget.trials else "KILLED")
     reference = ", ".join(f"{name} {value:.4g}" for name, value in zip(summary.objectives, summary.reference))
+    wall = time.perf_counter() - started
     console.print(
         f"sweep {space.name}: {len(complete)} complete, {failed} failed; Pareto set {', '.join(summary.pareto_keys)}; "
-        f"hypervolume {summary.hypervolume:.4g} (reference: {reference}; {summary.reference_source})",
+        f"hypervolume {summary.hypervolume:.4g} (reference: {reference}; {summary.reference_source})\n"
+        f"  {wall:.0f} s in all: " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in phases.items())
+        + (" (mlflow and ray in parallel)" if "ray" in phases else ""),
         highlight=False,
     )
     return SweepOutcome(
@@ -188,16 +211,17 @@ def _run(space: SearchSpace, *, out_dir: Path, storage: str, tracking_uri: str, 
         pareto_keys=summary.pareto_keys,
         hypervolume=summary.hypervolume,
         launched=launched,
-        wall_time_s=time.perf_counter() - started,
+        wall_time_s=wall,
         plan=plan,
         trial_times=trial_times,
+        phases=phases,
     )
 
 
 def _launch(space: SearchSpace, study: Any, interrupted: list, to_run: int, tracker: Any, progress: Any, *,
-            out_dir: Path, ray_storage: str, address: str | None, num_cpus: int | None, show_worker_logs: bool,
+            out_dir: Path, ray_storage: str, elastic: bool,
             console: Console) -> tuple[ResourcePlan, list[str], dict[str, dict[str, float]]]:
-    """Connect to Ray, plan, run `to_run` trials through Tune; always disconnect (and stop a local Ray)."""
+    """Plan on the connected Ray's nodes and run `to_run` trials through Tune."""
     import ray
     from ray import tune
     from ray.tune.logger import JsonLoggerCallback
@@ -207,57 +231,56 @@ def _launch(space: SearchSpace, study: Any, interrupted: list, to_run: int, trac
     from raycl.sweep.tracking import TrackingCallback
     from raycl.sweep.trainable import TrialContext, tune_trainable
 
-    temp_dir = _connect_ray(address, num_cpus, show_worker_logs)
+    nodes = [
+        NodeCapacity(node["NodeID"], node["Resources"].get("CPU", 0.0), node["Resources"].get("GPU", 0.0))
+        for node in ray.nodes() if node["Alive"]
+    ]
     try:
-        nodes = [
-            NodeCapacity(node["NodeID"], node["Resources"].get("CPU", 0.0), node["Resources"].get("GPU", 0.0))
-            for node in ray.nodes() if node["Alive"]
-        ]
-        try:
-            plan = plan_resources(space.budget, nodes, elastic=address is not None)
-        except ValueError as error:
-            raise ConfigError(f"{space.source}: {error}") from None
-        console.print(plan.describe(to_run), highlight=False)
+        plan = plan_resources(space.budget, nodes, elastic=elastic)
+    except ValueError as error:
+        raise ConfigError(f"{space.source}: {error}") from None
+    console.print(plan.describe(to_run), highlight=False)
 
-        defaults = {} if space.fixes("train.cpu_threads") else {"train.cpu_threads": plan.threads_per_worker}
-        searcher = OptunaSearcher(study, space, interrupted, defaults)
-        context = TrialContext(
-            sweep=space.name,
-            trials_dir=str(out_dir / "trials"),
-            train_storage=f"{ray_storage}/train",
-            plan=plan,
-            max_failures=space.budget.max_failures,
-        )
-        tuner = tune.Tuner(
-            tune_trainable(context),
-            tune_config=tune.TuneConfig(
-                num_samples=to_run,
-                search_alg=searcher,
-                max_concurrent_trials=plan.concurrency,
-                # The next trial reuses a finished trial's Tune actor (ray.tune and torch already
-                # imported); its Train workers are new processes either way.
-                reuse_actors=True,
-                trial_name_creator=lambda trial: trial.config["key"],
-                trial_dirname_creator=lambda trial: trial.config["key"],
-            ),
-            run_config=tune.RunConfig(
-                name=f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}",
-                storage_path=f"{ray_storage}/tune",
-                verbose=0,
-                # Only Tune's JSON logger (the result grid reads it); CSV and TensorBoard add nothing here.
-                callbacks=[TrackingCallback(tracker), progress, JsonLoggerCallback()],
-                failure_config=tune.FailureConfig(max_failures=0),
-            ),
-        )
-        # Tune's own progress output would duplicate the live table; its default loggers give way to
-        # the JSON one above.
-        with _scoped_env({"RAY_AIR_NEW_OUTPUT": "0", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}), progress.live():
-            tuner.fit()
-        return plan, progress.launched(), progress.trial_times()
-    finally:
-        ray.shutdown()
-        if temp_dir is not None:
-            shutil.rmtree(temp_dir, ignore_errors=True)
+    defaults = {} if space.fixes("train.cpu_threads") else {"train.cpu_threads": plan.threads_per_worker}
+    searcher = OptunaSearcher(study, space, interrupted, defaults)
+    context = TrialContext(
+        sweep=space.name,
+        trials_dir=str(out_dir / "trials"),
+        train_storage=f"{ray_storage}/train",
+        tune_storage=f"{ray_storage}/tune/{space.name}",
+        plan=plan,
+        max_failures=space.budget.max_failures,
+    )
+    tuner = tune.Tuner(
+        tune_trainable(context),
+        tune_config=tune.TuneConfig(
+            num_samples=to_run,
+            search_alg=searcher,
+            max_concurrent_trials=plan.concurrency,
+            # The next trial reuses a finished trial's Tune actor, with ray, torch and (under the
+            # `tune` executor) the engine already imported; Train workers are new processes.
+            reuse_actors=True,
+            trial_name_creator=lambda trial: trial.config["key"],
+            trial_dirname_creator=lambda trial: trial.config["key"],
+        ),
+        run_config=tune.RunConfig(
+            # One experiment per sweep, kept across drivers: a resumed trial finds its stage checkpoints.
+            name=space.name,
+            storage_path=f"{ray_storage}/tune",
+            verbose=0,
+            # Only Tune's JSON logger (the result grid reads it); CSV and TensorBoard add nothing here.
+            callbacks=[TrackingCallback(tracker), progress, JsonLoggerCallback()],
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            # Under `train` the worker group restarts inside the trial (Train's FailureConfig); under
+            # `tune` Tune restarts the trial, which resumes from its last stage checkpoint.
+            failure_config=tune.FailureConfig(max_failures=space.budget.max_failures if plan.executor == "tune" else 0),
+        ),
+    )
+    # Tune's own progress output would duplicate the live table; its default loggers give way to
+    # the JSON one above.
+    with _scoped_env({"RAY_AIR_NEW_OUTPUT": "0", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}), progress.live():
+        tuner.fit()
+    return plan, progress.launched(), progress.trial_times()
 
 
 @contextlib.contextmanager
@@ -272,6 +295,30 @@ def _scoped_env(values: dict[str, str]) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@contextlib.contextmanager
+def _ray_connection(address: str | None, num_cpus: int | None, show_worker_logs: bool) -> Iterator[None]:
+    """Joined to the cluster at `address`, or to a private local Ray; disconnected (and a local Ray
+    stopped and its temp dir removed) on the way out."""
+    import ray
+
+    temp_dir = _connect_ray(address, num_cpus, show_worker_logs)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+        if temp_dir is not None:
+            shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _timed(phases: dict[str, float], name: str) -> Iterator[None]:
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        phases[name] = time.perf_counter() - started
 
 
 def _connect_ray(address: str | None, num_cpus: int | None, show_worker_logs: bool) -> str | None:

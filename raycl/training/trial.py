@@ -34,7 +34,7 @@ from raycl.data.build import build_stream
 from raycl.data.stream import Stream
 from raycl.data.tokens import IGNORE_INDEX, batch_at
 from raycl.evaluation import metrics
-from raycl.evaluation.harness import benchmark_deltas, load_harness, prepare_task_dir, run_benchmarks
+from raycl.evaluation.harness import benchmark_deltas, load_harness, run_benchmarks, shared_task_dir
 from raycl.evaluation.heldout import heldout_loss
 from raycl.mitigation.penalties import EWC, kl_to_base
 from raycl.mitigation.replay import Replay
@@ -123,6 +123,13 @@ def load_stream(config: TrialConfig, world: World, tokenizer) -> Stream:
 def needs_frozen_base(replay: ReplayConfig) -> bool:
     """Whether replay reads the frozen base model: KL targets, samples of it, or its loss to rank blocks."""
     return replay.loss == "kl" or replay.source == "self_generated" or replay.selection in ("hardest", "easiest")
+
+
+def embedding_params(model: nn.Module) -> int:
+    """Parameters of the token embeddings and the output head (once when they are tied), which
+    published scaling laws leave out of a model's size."""
+    tensors = {id(t): t for t in (model.get_input_embeddings().weight, model.get_output_embeddings().weight)}
+    return sum(t.numel() for t in tensors.values())
 
 
 def effective_weights(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -214,6 +221,7 @@ def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) 
     replay = Replay(config.replay, stream.replay_pool, frozen_base, tokenizer, config.train.seed) if replay_rows else None
     # Counted before LoRA injects its adapters into the base model in place.
     num_params = sum(p.numel() for p in base_model.parameters())
+    num_params_non_embedding = num_params - embedding_params(base_model)
     prepared = prepare_method(base_model, config.method, config.train)
     model, optimizer = prepared.model, prepared.optimizer
     # The Fisher is measured at the base weights, before any checkpoint is restored over them.
@@ -223,7 +231,7 @@ def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) 
 
     # lm-eval scores on rank 0 (the model is the same on every rank).
     bench = config.eval.benchmarks
-    task_dir = prepare_task_dir(world, bench, out_dir / "benchmarks", tokenizer) if bench.tasks and rank == 0 else None
+    task_dir = shared_task_dir(world, bench, tokenizer) if bench.tasks and rank == 0 else None
     if task_dir:
         load_harness(task_dir, bench)
 
@@ -240,7 +248,7 @@ def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) 
     else:
         progress = TrialProgress(config=config.model_dump(mode="json"))
         eval_started = time.perf_counter()
-        row, retention = evaluate(model, stream, config, tokenizer.pad_token_id, device, None)
+        row, retention = evaluate(model, stream, config, tokenizer.pad_token_id, device, config.eval.max_examples)
         progress.stage_matrix.append(row)
         progress.retention_losses.append(retention)
         progress.benchmarks.append(benchmarks(bench.limit))
@@ -299,7 +307,7 @@ def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) 
                         report(eval_metrics(progress, full=False), None)
 
             eval_started = time.perf_counter()
-            row, retention = evaluate(model, stream, config, tokenizer.pad_token_id, device, None)
+            row, retention = evaluate(model, stream, config, tokenizer.pad_token_id, device, config.eval.max_examples)
             progress.benchmarks.append(benchmarks(bench.limit))
             progress.eval_time_s += time.perf_counter() - eval_started
             progress.stage_matrix.append(row)
@@ -315,7 +323,7 @@ def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) 
 
     progress.elapsed_s = time.perf_counter() - started
     drift = metrics.weight_drift(initial_weights, effective_weights(model))
-    result = summarize(progress, config, stream) | {
+    result = summarize(progress, config, stream, metrics.untrained_loss(base_model.config.vocab_size)) | {
         "drift": drift,
         "drift_spread": metrics.drift_spread(drift),
         "peak_memory_bytes": peak_memory_bytes(device),
@@ -323,6 +331,7 @@ def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) 
         "train_peak_bytes": sum(progress.train_memory.values()),
         "train_memory": progress.train_memory,
         "num_params": num_params,
+        "num_params_non_embedding": num_params_non_embedding,
         "method_info": prepared.info,
         "resumed_after_stage": resumed_after_stage,
     }
@@ -333,12 +342,18 @@ def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) 
     return result
 
 
-def summarize(progress: TrialProgress, config: TrialConfig, stream: Stream) -> dict[str, Any]:
-    """The trial's metrics from its progress record (pure: no model needed)."""
+def summarize(progress: TrialProgress, config: TrialConfig, stream: Stream, base_loss_init: float) -> dict[str, Any]:
+    """The trial's metrics from its progress record (pure: no model needed); `base_loss_init` is the
+    untrained model's loss on the original distribution."""
     matrix, retention = progress.stage_matrix, progress.retention_losses
+    new_before, new_after = metrics.mean_new_loss(matrix[0]), metrics.mean_new_loss(matrix[-1])
     return {
-        "learning": metrics.learning(metrics.mean_new_loss(matrix[0]), metrics.mean_new_loss(matrix[-1])),
+        "learning": metrics.learning(new_before, new_after),
+        "learning_nats": metrics.learning_nats(new_before, new_after),
         "forgetting": metrics.forgetting(retention[0], retention[-1]),
+        "base_loss_before": retention[0],
+        "base_loss_after": retention[-1],
+        "forgetting_fraction": metrics.forgetting_fraction(base_loss_init, retention[0], retention[-1]),
         "stage_matrix": matrix,
         "stage_names": [stage.name for stage in stream.stages],
         "retention_losses": retention,

@@ -1,25 +1,59 @@
 """The ladder of tiny Llama-style base models, pretrained from scratch on the world's base corpus.
 
-Each rung is cached by a hash of everything that defines it (architecture, world, budget, seed), so
-a sweep over model sizes pretrains every size once, whoever asks first.
+Two axes: model size (the rungs of `LADDER`, spanning ~37x in non-embedding parameters) and
+pretraining budget (`PretrainRecipe.budgets`, in tokens per non-embedding parameter: scaling laws
+count non-embedding parameters, and at this scale the embeddings are up to half of a model).
+
+Each size is pretrained once, with a warmup-stable-decay (WSD) schedule: linear warm-up, then a
+constant LR up to the largest budget, then a linear decay to zero over the last `cooldown`
+fraction of its steps. At every smaller budget a copy of the model and optimizer branches off and
+cools down the same way, over the same batches the main run would see, so the finished model at
+budget B is exactly the one a standalone WSD run of B tokens per parameter would give, at ~17% extra
+compute instead of ~90% for separate runs. A budget that was not built is an error naming the ones
+available (extending a finished run on demand would make a cache entry change after it was built).
+
+Each size is one cache entry (a hash of everything that defines it), built once under a file lock:
+one `save_pretrained` directory per budget, each with a `pretrain.json` record (see
+`pretrain_record`).
 """
 
 from __future__ import annotations
 
+import copy
+import itertools
+import json
 import math
+import os
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from rich.progress import Progress
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
-from raycl.data.tokens import batch_at, encode_conversation, encode_document, pack_blocks
+from raycl.data.tokens import (
+    batch_at,
+    encode_conversation,
+    encode_document,
+    pack_blocks,
+)
+from raycl.evaluation.heldout import heldout_loss
 from raycl.world.cache import cached_build
-from raycl.world.corpus import Domain
+from raycl.world.corpus import Domain, Split
 
 # Bump when pretraining changes in a way the spec below does not capture: old caches then rebuild.
-PRETRAIN_VERSION = 1
+PRETRAIN_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -30,21 +64,27 @@ class Rung:
     intermediate_size: int
 
 
+# Depth and width grow together, the MLP ~2.7x wide as in Llama.
 LADDER: dict[str, Rung] = {
-    "raycl-tiny-s": Rung(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=96),
-    "raycl-tiny-m": Rung(hidden_size=64, num_layers=4, num_heads=4, intermediate_size=192),
-    "raycl-tiny-l": Rung(hidden_size=128, num_layers=4, num_heads=4, intermediate_size=384),
+    "raycl-tiny-xs": Rung(hidden_size=16, num_layers=2, num_heads=2, intermediate_size=48),
+    "raycl-tiny-s": Rung(hidden_size=24, num_layers=3, num_heads=2, intermediate_size=64),
+    "raycl-tiny-m": Rung(hidden_size=32, num_layers=4, num_heads=4, intermediate_size=88),
+    "raycl-tiny-l": Rung(hidden_size=48, num_layers=4, num_heads=4, intermediate_size=128),
+    "raycl-tiny-xl": Rung(hidden_size=64, num_layers=5, num_heads=4, intermediate_size=176),
 }
 
 
 @dataclass(frozen=True)
 class PretrainRecipe:
-    """Pretraining hyperparameters shared by every rung (small models tolerate a high LR)."""
+    """Pretraining hyperparameters shared by every rung."""
 
-    lr: float = 3e-3
-    batch_size: int = 16
+    budgets: tuple[float, ...] = (5.0, 10.0, 20.0, 40.0)  # tokens per non-embedding parameter
+    lr: float = 3e-3  # peak LR at `lr_width`; a rung's is scaled by lr_width / hidden_size
+    lr_width: int = 64
+    batch_size: int = 8
     block_size: int = 128
-    warmup_steps: int = 20
+    warmup_tokens_per_param: float = 1.0  # done long before the smallest budget's cool-down
+    cooldown: float = 0.2  # fraction of a budget's steps spent decaying the LR to zero
     seed: int = 0
 
 
@@ -64,69 +104,265 @@ def llama_config(rung: Rung, tokenizer: PreTrainedTokenizerBase, max_positions: 
     )
 
 
-def base_corpus_blocks(base: Domain, tokenizer: PreTrainedTokenizerBase, block_size: int) -> torch.Tensor:
-    """The base domain's train split (documents and chats) packed into training blocks."""
-    sequences = [encode_document(tokenizer, text) for text in base.train.documents]
-    sequences += [encode_conversation(tokenizer, chat) for chat in base.train.conversations]
-    return pack_blocks(sequences, block_size)
-
-
-def pretrain(
-    model: LlamaForCausalLM, blocks: torch.Tensor, tokens: int, recipe: PretrainRecipe, label: str
-) -> list[float]:
-    """Pretrain `model` on `blocks` for `tokens` tokens (AdamW, warm-up then cosine to 10%).
-
-    Returns the loss of every step.
-    """
-    steps = max(1, math.ceil(tokens / (recipe.batch_size * recipe.block_size)))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, betas=(0.9, 0.95), weight_decay=0.1)
-    model.train()
-    losses = []
-    with Progress(transient=True) as progress:
-        task = progress.add_task(f"pretraining {label}", total=steps)
-        for step in range(steps):
-            warmup = min(1.0, (step + 1) / recipe.warmup_steps)
-            cosine = 0.1 + 0.45 * (1 + math.cos(math.pi * step / steps))
-            for group in optimizer.param_groups:
-                group["lr"] = recipe.lr * warmup * cosine
-            batch = batch_at(blocks, recipe.batch_size, step, recipe.seed)
-            loss = model(input_ids=batch, labels=batch).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            losses.append(loss.item())
-            progress.update(task, advance=1, description=f"pretraining {label} loss {loss.item():.3f}")
-    return losses
-
-
 def count_parameters(model: torch.nn.Module) -> int:
     """Unique parameters (tied embeddings counted once)."""
     return sum(parameter.numel() for parameter in model.parameters())
 
 
-def ladder_model_dir(
-    name: str, base: Domain, tokenizer: PreTrainedTokenizerBase, world_id: str, tokens_per_param: float
-) -> Path:
-    """The cached pretrained rung `name` (a `save_pretrained` directory), built on first use."""
-    rung = LADDER[name]
-    recipe = PretrainRecipe()
-    spec = {
-        "rung": asdict(rung),
+def parameter_counts(model: torch.nn.Module) -> dict[str, int]:
+    """Embedding, non-embedding and total parameters, each tensor counted once.
+
+    Embeddings are the input embedding and the output head (one tensor when tied); position
+    embeddings do not exist in Llama (rotary).
+    """
+    embeddings = {id(p): p for p in (model.get_input_embeddings().weight, model.get_output_embeddings().weight)}
+    embedding = sum(p.numel() for p in embeddings.values())
+    total = count_parameters(model)
+    return {"embedding_params": embedding, "non_embedding_params": total - embedding, "total_params": total}
+
+
+def budget_steps(tokens_per_param: float, non_embedding_params: int, tokens_per_step: int) -> int:
+    """Optimizer steps that give at least `tokens_per_param` tokens per non-embedding parameter."""
+    return max(1, math.ceil(tokens_per_param * non_embedding_params / tokens_per_step))
+
+
+def peak_lr(rung: Rung, recipe: PretrainRecipe) -> float:
+    """The rung's peak LR: inversely proportional to width, as muP prescribes for Adam on hidden
+    matrices (a single LR left the smallest rungs, which take a few hundred steps, far from done)."""
+    return recipe.lr * recipe.lr_width / rung.hidden_size
+
+
+def cooldown_steps(total_steps: int, fraction: float) -> int:
+    return max(1, math.ceil(fraction * total_steps))
+
+
+def wsd_lr(step: int, peak: float, warmup_steps: int, total_steps: int, cooldown_steps: int) -> float:
+    """LR of `step` (0-based) in a warmup-stable-decay run of `total_steps`.
+
+    Linear warm-up over `warmup_steps` (the first step at `peak / warmup_steps`), `peak` until the
+    last `cooldown_steps`, then linear to zero (the last step at `peak / cooldown_steps`, so no step
+    is wasted at LR 0).
+    """
+    decay_start = total_steps - cooldown_steps
+    if step >= decay_start:
+        return peak * (total_steps - step) / cooldown_steps
+    return peak * min(1.0, (step + 1) / warmup_steps)
+
+
+def base_corpus_blocks(base: Domain, tokenizer: PreTrainedTokenizerBase, block_size: int) -> torch.Tensor:
+    """The base domain's train split (documents and chats) packed into training blocks."""
+    return pack_blocks(split_examples(base.train, tokenizer), block_size)
+
+
+def split_examples(split: Split, tokenizer: PreTrainedTokenizerBase, max_length: int | None = None) -> list[list[int]]:
+    """Token ids of every document and chat of `split`, each cut to `max_length`."""
+    examples = [encode_document(tokenizer, text) for text in split.documents]
+    examples += [encode_conversation(tokenizer, chat) for chat in split.conversations]
+    return [example[:max_length] for example in examples]
+
+
+def budget_dirname(tokens_per_param: float) -> str:
+    return f"tpp-{tokens_per_param:g}"
+
+
+def check_budget(tokens_per_param: float, budgets: tuple[float, ...]) -> None:
+    """A clear error unless `tokens_per_param` is one of the ladder's `budgets`."""
+    if tokens_per_param not in budgets:
+        available = ", ".join(f"{b:g}" for b in budgets)
+        raise ValueError(
+            f"model.pretrain_tokens_per_param={tokens_per_param:g} is not a pretraining budget of the "
+            f"offline ladder; the budgets available are {available} (tokens per non-embedding parameter)."
+        )
+
+
+def check_rung(name: str) -> Rung:
+    if name not in LADDER:
+        raise ValueError(f"{name!r} is not a rung of the offline ladder; rungs: {', '.join(LADDER)}.")
+    return LADDER[name]
+
+
+@dataclass
+class _Run:
+    """A model being pretrained, its optimizer and the loss of every step it took."""
+
+    model: LlamaForCausalLM
+    optimizer: torch.optim.Optimizer
+    losses: list[float]
+
+
+def _train_steps(
+    run: _Run,
+    blocks: torch.Tensor,
+    steps: range,
+    lr_at: Callable[[int], float],
+    recipe: PretrainRecipe,
+    progress: Progress,
+    task: TaskID,
+) -> None:
+    run.model.train()
+    for step in steps:
+        for group in run.optimizer.param_groups:
+            group["lr"] = lr_at(step)
+        batch = batch_at(blocks, recipe.batch_size, step, recipe.seed)
+        loss = run.model(input_ids=batch, labels=batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), 1.0)
+        run.optimizer.step()
+        run.optimizer.zero_grad(set_to_none=True)
+        run.losses.append(loss.item())
+        progress.update(task, advance=1, loss=f"{loss.item():.3f}")
+
+
+def pretrain_ladder_rung(
+    model: LlamaForCausalLM,
+    blocks: torch.Tensor,
+    heldout: list[list[int]],
+    recipe: PretrainRecipe,
+    lr: float,
+    out: Path,
+    label: str,
+    pad_id: int,
+) -> None:
+    """Pretrain `model` once with WSD at peak `lr` and save the finished model of every budget under `out`.
+
+    Each budget's directory gets the model (`save_pretrained`), its per-step losses and
+    `pretrain.json`; the caller adds the tokenizer.
+    """
+    counts = parameter_counts(model)
+    tokens_per_step = recipe.batch_size * recipe.block_size
+    steps = {b: budget_steps(b, counts["non_embedding_params"], tokens_per_step) for b in sorted(recipe.budgets)}
+    warmup = budget_steps(recipe.warmup_tokens_per_param, counts["non_embedding_params"], tokens_per_step)
+    main = _Run(model, torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.1), [])
+    columns = (
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
+        TimeElapsedColumn(), TimeRemainingColumn(),
+    )  # fmt: skip
+    total = steps[max(steps)] + sum(cooldown_steps(s, recipe.cooldown) for b, s in steps.items() if b != max(steps))
+    done = 0  # steps of the main run so far
+    with Progress(*columns, transient=True) as progress:
+        task = progress.add_task(f"pretraining {label}", total=total, loss="-")
+        for budget, budget_total in steps.items():
+            cooldown = cooldown_steps(budget_total, recipe.cooldown)
+            decay_start = budget_total - cooldown
+
+            def lr_at(step: int, budget_total: int = budget_total, cooldown: int = cooldown) -> float:
+                return wsd_lr(step, lr, warmup, budget_total, cooldown)
+
+            _train_steps(main, blocks, range(done, decay_start), lr_at, recipe, progress, task)
+            done = decay_start
+            # The largest budget's cool-down ends the main run; the others decay a copy.
+            run = main if budget == max(steps) else copy.deepcopy(main)
+            _train_steps(run, blocks, range(decay_start, budget_total), lr_at, recipe, progress, task)
+            record = counts | {
+                "tokens_per_param": budget,
+                "pretrain_tokens": budget_total * tokens_per_step,
+                "steps": budget_total,
+                "peak_lr": lr,
+                "final_train_loss": sum(run.losses[-20:]) / len(run.losses[-20:]),
+                "heldout_base_loss": heldout_loss(
+                    run.model, heldout, pad_id=pad_id, batch_size=32, device=torch.device("cpu")
+                ),
+            }
+            directory = out / budget_dirname(budget)
+            run.model.save_pretrained(directory)
+            (directory / "pretrain_losses.txt").write_text("\n".join(f"{loss:.5f}" for loss in run.losses))
+            (directory / "pretrain.json").write_text(json.dumps(record, indent=2))
+
+
+def pretrain_record(model_dir: Path) -> dict:
+    """What pretraining the ladder model in `model_dir` took and reached.
+
+    Keys: `embedding_params`, `non_embedding_params`, `total_params`, `tokens_per_param`,
+    `pretrain_tokens`, `steps`, `peak_lr`, `final_train_loss` (mean of the last 20 steps) and
+    `heldout_base_loss` (nats per token on the base held-out split).
+    """
+    return json.loads((Path(model_dir) / "pretrain.json").read_text())
+
+
+def ladder_spec(name: str, world_id: str, recipe: PretrainRecipe) -> dict:
+    """Everything that defines the cache entry of rung `name` (all budgets)."""
+    return {
+        "name": name,
+        "rung": asdict(check_rung(name)),
         "recipe": asdict(recipe),
         "world": world_id,
-        "tokens_per_param": tokens_per_param,
         "version": PRETRAIN_VERSION,
     }
 
+
+def ladder_rung_dir(
+    name: str,
+    base: Domain,
+    tokenizer: PreTrainedTokenizerBase,
+    world_id: str,
+    recipe: PretrainRecipe = PretrainRecipe(),
+) -> Path:
+    """The cache entry of rung `name`: every budget's model, pretrained on first use.
+
+    Its `rung.json` records the build's wall and CPU minutes.
+    """
+    rung = check_rung(name)
+
     def build(out: Path) -> None:
+        start, cpu_start, load_start = time.perf_counter(), time.process_time(), os.getloadavg()[0]
         torch.manual_seed(recipe.seed)
         model = LlamaForCausalLM(llama_config(rung, tokenizer))
-        tokens = int(tokens_per_param * count_parameters(model))
+        counts = parameter_counts(model)
         blocks = base_corpus_blocks(base, tokenizer, recipe.block_size)
-        losses = pretrain(model, blocks, tokens, recipe, f"{name} ({count_parameters(model):,} params)")
-        model.save_pretrained(out)
-        tokenizer.save_pretrained(out)
-        (out / "pretrain_losses.txt").write_text("\n".join(f"{loss:.5f}" for loss in losses))
+        heldout = split_examples(base.heldout, tokenizer, recipe.block_size)
+        label = f"{name} ({counts['non_embedding_params']:,} non-embedding params)"
+        pretrain_ladder_rung(model, blocks, heldout, recipe, peak_lr(rung, recipe), out, label, tokenizer.pad_token_id)
+        for budget in recipe.budgets:
+            tokenizer.save_pretrained(out / budget_dirname(budget))
+        # CPU minutes barely move when other jobs share the cores; wall minutes do (load average).
+        build = {
+            "name": name,
+            "build_minutes": (time.perf_counter() - start) / 60,
+            "build_cpu_minutes": (time.process_time() - cpu_start) / 60,
+            "threads": torch.get_num_threads(),
+            "load_average": [load_start, os.getloadavg()[0]],
+        }
+        (out / "rung.json").write_text(json.dumps(build | counts, indent=2))
+        Console().print(
+            f"pretrained {label}: {build['build_minutes']:.1f} min ({build['build_cpu_minutes']:.1f} CPU min) "
+            f"on {build['threads']} thread(s)"
+        )
 
-    return cached_build("models", spec | {"name": name}, build)
+    return cached_build("models", ladder_spec(name, world_id, recipe), build)
+
+
+def ladder_model_dir(
+    name: str, base: Domain, tokenizer: PreTrainedTokenizerBase, world_id: str, tokens_per_param: float
+) -> Path:
+    """The finished rung `name` at budget `tokens_per_param` (a `save_pretrained` directory).
+
+    The first call for a size pretrains it at every budget; concurrent callers wait for it.
+    """
+    recipe = PretrainRecipe()
+    check_rung(name)
+    check_budget(tokens_per_param, recipe.budgets)
+    return ladder_rung_dir(name, base, tokenizer, world_id, recipe) / budget_dirname(tokens_per_param)
+
+
+def ladder_violations(losses: dict[str, dict[float, float]]) -> list[str]:
+    """Where held-out loss fails to fall along an axis of the ladder, as sentences.
+
+    `losses` maps each rung (smallest first) to its loss at each budget. Loss should fall with size
+    at every budget and with budget at every size.
+    """
+    problems = []
+    names = list(losses)
+    for smaller, bigger in itertools.pairwise(names):
+        for budget, loss in losses[bigger].items():
+            if loss >= losses[smaller][budget]:
+                problems.append(
+                    f"at {budget:g} tokens/param {bigger} ({loss:.3f}) is not below {smaller} ({losses[smaller][budget]:.3f})"
+                )
+    for name, by_budget in losses.items():
+        budgets = sorted(by_budget)
+        for fewer, more in itertools.pairwise(budgets):
+            if by_budget[more] >= by_budget[fewer]:
+                problems.append(
+                    f"{name} at {more:g} tokens/param ({by_budget[more]:.3f}) is not below {fewer:g} ({by_budget[fewer]:.3f})"
+                )
+    return problems

@@ -74,7 +74,7 @@ def mlflow_runs(outcome: SweepOutcome):
     return client, parents, children
 
 
-def assert_sweep_complete(outcome: SweepOutcome, trials: int, tmp_path: Path, stages: int = 2, steps_per_stage: int = 10) -> list:
+def assert_sweep_complete(outcome: SweepOutcome, trials: int, tmp_path: Path, stages: int = 2, steps_per_stage: int = 30) -> list:
     """One parent, one child per trial, a Pareto set that the children's metrics reproduce, a full study."""
     study = optuna.load_study(study_name=outcome.name, storage=outcome.storage)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * trials
@@ -126,7 +126,8 @@ def smoke_sweep(cluster, tmp_path_factory: pytest.TempPathFactory) -> tuple[Swee
 def test_smoke_sweep_runs_on_both_nodes_and_records_everything(cluster, smoke_sweep, tmp_path: Path) -> None:
     outcome, out_root = smoke_sweep
 
-    assert outcome.plan.concurrency == 2 and outcome.plan.cpus_per_worker == 0.98
+    # Single-CPU trials train in their Tune actors, one whole CPU each.
+    assert (outcome.plan.executor, outcome.plan.concurrency, outcome.plan.cpus_per_worker) == ("tune", 2, 1.0)
     assert outcome.launched == ["t0000", "t0001", "t0002", "t0003"]
     assert set(outcome.trial_times) == set(outcome.launched)
     children = assert_sweep_complete(outcome, trials=4, tmp_path=tmp_path)
@@ -184,9 +185,26 @@ def wait_for(predicate, driver: subprocess.Popen, log: Path, timeout: float) -> 
     pytest.fail(f"timed out; driver log:\n{log.read_text()[-3000:]}")
 
 
-def test_resume_after_the_driver_was_killed(cluster, tmp_path: Path) -> None:
+def write_space(tmp_path: Path, name: str, **budget: object) -> Path:
+    """The smoke space under another name, with budget settings replaced."""
     space = yaml.safe_load((SHIPPED_DIR / "smoke.yaml").read_text())
-    space["budget"]["trials"] = 3
+    space["budget"] |= budget
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(space, sort_keys=False))
+    return path
+
+
+def test_a_ddp_trial_runs_ray_train_workers_on_both_nodes(cluster, tmp_path: Path) -> None:
+    path = write_space(tmp_path, "ddp", trials=1, concurrency=1, workers_per_trial=2)
+    outcome = run_sweep(path, address=cluster.address, out_root=tmp_path / "runs")
+    assert outcome.plan.executor == "train" and "several workers" in outcome.plan.executor_reason
+    (child,) = assert_sweep_complete(outcome, trials=1, tmp_path=tmp_path)
+    assert set(child.data.tags["raycl.node_ids"].split(",")) == node_ids(cluster)
+
+
+@pytest.mark.parametrize("executor", ["tune", "train"])
+def test_resume_after_the_driver_was_killed(cluster, tmp_path: Path, executor: str) -> None:
+    space = yaml.safe_load(write_space(tmp_path, "resumable", trials=3, executor=executor).read_text())
     # Three longer stages leave a window in which a running trial has a stage checkpoint in Ray's storage.
     space["fixed"]["world"]["num_stages"] = 3
     space["fixed"]["train"]["steps_per_stage"] = 30
@@ -203,7 +221,11 @@ def test_resume_after_the_driver_was_killed(cluster, tmp_path: Path) -> None:
         return optuna.load_study(study_name="resumable", storage=storage).get_trials(states=(state,))
 
     def ray_checkpoint_stage(key: str) -> int:
-        """Stages done by the newest stage checkpoint Ray Train registered for trial `key` (0 if none)."""
+        """Stages done by the newest stage checkpoint Ray holds for trial `key` (0 if none): registered
+        with Ray Train under `train`, persisted by Tune under `tune`."""
+        if executor == "tune":
+            progress = (sweep_dir / "ray" / "tune" / "resumable" / key).glob("checkpoint_*/progress.json")
+            return max((json.loads(p.read_text())["stages_done"] for p in progress), default=0)
         run_dir = sweep_dir / "ray" / "train" / f"resumable-{key}"
         snapshot = run_dir / "checkpoint_manager_snapshot.json"
         registered = snapshot.read_text() if snapshot.exists() else ""

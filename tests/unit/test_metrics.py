@@ -73,3 +73,12 @@ def test_weight_drift_per_layer_and_spread() -> None:
     drift = metrics.weight_drift(initial, current)
     assert drift == pytest.approx({"layer_00": 0.1, "layer_01": 1.0, "other": 0.0})
     assert metrics.drift_spread(drift) == pytest.approx(0.9)
+
+
+def test_learning_in_nats_and_forgetting_as_a_share_of_pretraining_progress() -> None:
+    assert metrics.learning_nats(5.0, 3.5) == 1.5
+    # Pretraining took the loss from ln(1000) = 6.91 to 2.0; the stream gave back 0.49 of those 4.91 nats.
+    init = metrics.untrained_loss(1000)
+    assert init == pytest.approx(6.9078, abs=1e-4)
+    assert metrics.forgetting_fraction(init, 2.0, 2.49) == pytest.approx(0.49 / (init - 2.0))
+    assert metrics.forgetting_fraction(init, 2.0, 2.0) == 0.0

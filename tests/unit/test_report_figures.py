@@ -96,15 +96,17 @@ def test_sensitivity_signs_categories_and_conditional_parameters() -> None:
 
 
 def power_table() -> list[dict]:
-    """Noise-free forgetting = 3 * D**0.2 / N**0.5 over three model sizes and three data sizes."""
+    """Noise-free forgetting = 3 * D**0.2 / N**0.5 over three model sizes and three data sizes; with a base
+    loss of 0 the fitted quantity, the base loss after the stream, is the forgetting itself."""
     return [
-        {"trial": f"t{i}", "state": "COMPLETE", "num_params": n, "new_tokens": d, "forgetting": 3 * d**0.2 / n**0.5}
+        {"trial": f"t{i}", "state": "COMPLETE", "num_params": n, "new_tokens": d, "base_loss_before": 0.0,
+         "forgetting": 3 * d**0.2 / n**0.5}
         for i, (n, d) in enumerate((n, d) for n in (1e4, 1e5, 1e6) for d in (1e5, 1e6, 1e7))
     ]
 
 
 def test_fit_figure_marks_the_largest_size_and_rescales_points_onto_the_curve() -> None:
-    law = law_from_expression("power", "A * D**b / N**a", ["A", "a", "b"])
+    law = law_from_expression("power", "A * D**b / N**a", ["A", "a", "b"], size_params=1)
     fits = fit_target(power_table(), "forgetting", [law], bootstrap=10)
     data = figures.fit_figure(fits, fits.laws[0], num=50)
     assert data.held_out.tolist() == [n == 1e6 for n in fits.data["N"]] and data.held_out_size == 1e6

@@ -167,7 +167,20 @@ def test_constraints_follow_optunas_sign_convention() -> None:
 
 
 def budget(**values: Any) -> Budget:
-    return Budget(**({"trials": 8} | values))
+    """A budget whose trials run Ray Train worker groups (the plan with coordinator slivers)."""
+    return Budget(**({"trials": 8, "executor": "train"} | values))
+
+
+def test_auto_executor_runs_single_cpu_workers_in_their_tune_actor() -> None:
+    plan = plan_resources(Budget(trials=8, concurrency=2), [NodeCapacity("a", 2)])
+    assert (plan.executor, plan.concurrency, plan.cpus_per_worker) == ("tune", 2, 1.0)
+    assert plan.trial_resources == {"cpu": 1.0}  # the actor holds the whole share: no sliver, no worker group
+    assert "executor: tune (auto: one CPU worker" in plan.describe(8)
+    several = plan_resources(Budget(trials=8, workers_per_trial=2), [NodeCapacity("a", 4)])
+    gpu = plan_resources(Budget(trials=8, gpus_per_worker=1), [NodeCapacity("a", 4, 1)])
+    assert several.executor == gpu.executor == "train" and several.trial_resources == {"cpu": 0.01}
+    with pytest.raises(ValueError, match="executor: tune runs a trial in one process"):
+        Budget(trials=2, workers_per_trial=2, executor="tune")
 
 
 def test_plan_shaves_trial_slivers_off_the_workers_on_one_node() -> None:

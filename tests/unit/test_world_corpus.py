@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import re
 import time
 
@@ -15,6 +16,9 @@ from raycl.world.corpus import (
     Split,
     WorldText,
     generate_world_text,
+    parse_domains,
+    partition,
+    popularity,
 )
 
 
@@ -110,7 +114,8 @@ def test_entity_names_are_invented_words_unique_across_domains(world: WorldText)
 def test_relation_tables_give_values_and_disjoint_phrasings() -> None:
     assert set(_DOMAINS) == {"base", *STAGE_DOMAINS}
     for domain, relations in _DOMAINS.items():
-        assert 4 <= len(relations) <= 6, domain
+        assert (10 <= len(relations) <= 14) if domain == "base" else (4 <= len(relations) <= 6), domain
+        assert len({rel.name for rel in relations}) == len(relations), domain
         for rel in relations:
             assert 8 <= len(rel.values) <= 15, rel.name
             train_q, train_s = rel.phrasings(heldout=False)
@@ -118,6 +123,63 @@ def test_relation_tables_give_values_and_disjoint_phrasings() -> None:
             assert len(train_q) >= 3 and len(train_s) >= 3, rel.name
             assert len(heldout_q) >= 2 and len(heldout_s) >= 2, rel.name
             assert not set(train_q + train_s) & set(heldout_q + heldout_s), rel.name
+
+
+def test_some_base_relations_depend_on_earlier_ones() -> None:
+    relations = {rel.name: rel for rel in _DOMAINS["base"]}
+    dependent = [rel for rel in relations.values() if rel.given]
+    assert len(dependent) >= 2
+    for rel in dependent:
+        assert set(rel.typical) == set(relations[rel.given].values), rel.name
+        assert set(rel.typical.values()) <= set(rel.values), rel.name
+
+
+def test_dependent_facts_usually_take_the_typical_value(world: WorldText) -> None:
+    values = {(entity, relation): value for entity, relation, value in world.base.facts}
+    entities = {entity for entity, _ in values}
+    for rel in (rel for rel in _DOMAINS["base"] if rel.given):
+        typical = sum(values[e, rel.name] == rel.typical[values[e, rel.given]] for e in entities)
+        assert 0.6 <= typical / len(entities) <= 0.95, rel.name
+
+
+def _row(name: str, **extra: object) -> dict:
+    return {
+        "name": name, "values": ["a", "b"], "train_questions": ["{e}?"], "train_statements": ["{e} {v}."],
+        "heldout_questions": ["{e}??"], "heldout_statements": ["{v} {e}."],
+    } | extra  # fmt: skip
+
+
+def test_domain_table_errors_are_caught_at_load() -> None:
+    ok = parse_domains({"d": [_row("x"), _row("y", given="x", typical={"a": "b", "b": "b"})]})
+    assert ok["d"][1].typical == {"a": "b", "b": "b"} and ok["d"][0].given is None
+    with pytest.raises(ValueError, match="not an earlier relation"):
+        parse_domains({"d": [_row("y", given="x", typical={}), _row("x")]})
+    with pytest.raises(ValueError, match="every value"):
+        parse_domains({"d": [_row("x"), _row("y", given="x", typical={"a": "b"})]})
+    with pytest.raises(ValueError, match="not in its values"):
+        parse_domains({"d": [_row("x"), _row("y", given="x", typical={"a": "z", "b": "b"})]})
+
+
+def test_popularity_is_zipfian_with_mean_one() -> None:
+    weights = popularity(100, exponent=1.0)
+    assert sum(weights) == pytest.approx(100)
+    assert weights == sorted(weights, reverse=True)
+    assert weights[0] / weights[9] == pytest.approx(10)
+
+
+def test_partition_sizes_stay_in_bounds_and_sum_up() -> None:
+    rng = random.Random(0)
+    for count in range(3, 40):
+        sizes = partition(rng, count, 3, 5)
+        assert sum(sizes) == count and all(3 <= size <= 5 for size in sizes), (count, sizes)
+    assert partition(rng, 12, 6, 6) == [6, 6]
+    assert partition(rng, 2, 3, 5) == [2]
+
+
+def test_popular_towns_are_written_about_far_more_than_rare_ones(world: WorldText) -> None:
+    index = _by_entity(_statements(world.base.train))
+    counts = sorted(len(index[entity]) for entity in {entity for entity, _, _ in world.base.facts})
+    assert counts[-1] >= 8 * counts[0]
 
 
 def test_each_entity_has_one_value_per_relation(world: WorldText) -> None:
@@ -141,7 +203,7 @@ def test_every_fact_is_taught_in_train_and_probed_in_heldout(world: WorldText) -
 def test_base_facts_are_seen_several_times_in_train(world: WorldText) -> None:
     train = _by_entity(_statements(world.base.train))
     for entity, _, value in world.base.facts:
-        assert sum(_mentions(s, value) for s in train[entity]) >= 4, (entity, value)
+        assert sum(_mentions(s, value) for s in train[entity]) >= 5, (entity, value)
 
 
 def test_each_stage_fact_is_in_at_least_four_train_conversations(world: WorldText) -> None:
@@ -174,27 +236,36 @@ def test_conversations_alternate_roles_starting_with_user(world: WorldText) -> N
     for domain in _domains(world):
         for split in (domain.train, domain.heldout):
             for conversation in split.conversations:
-                # The base retention chats ask every fact of an entity at once.
-                most = 5 if (domain.name, split) == ("base", domain.heldout) else 3
-                assert 1 <= len(conversation) // 2 <= most and len(conversation) % 2 == 0, conversation
+                # Base train chats ask one or two questions, its held-out chats three.
+                least, most = 1, 3
+                if domain.name == "base":
+                    least, most = (3, 3) if split == domain.heldout else (1, 2)
+                assert least <= len(conversation) // 2 <= most and len(conversation) % 2 == 0, conversation
                 for i, message in enumerate(conversation):
                     assert set(message) == {"role", "content"}
                     assert message["role"] == ("user" if i % 2 == 0 else "assistant"), conversation
                     assert message["content"].strip() and message["content"][-1] in ".?", message
 
 
-def test_base_has_prose_and_chats_and_one_heldout_of_each_per_entity(world: WorldText) -> None:
+def test_base_has_prose_and_chats_and_heldout_states_every_fact_once(world: WorldText) -> None:
     base = world.base
     entities = {e for e, _, _ in base.facts}
+    relations = len(_DOMAINS["base"])
     assert len(base.train.documents) >= 3 * len(entities)
     assert len(base.train.conversations) >= 2 * len(entities)
     for doc in base.train.documents:
-        assert 3 <= len(re.split(r"(?<=\.)\s+", doc)) <= 6, doc
+        assert 3 <= len(re.split(r"(?<=\.)\s+", doc)) <= 5, doc
     heldout = base.heldout
-    doc_entities = [e for doc in heldout.documents for e in entities if re.search(rf"\b{e}\b", doc)]
-    chat_entities = [e for c in heldout.conversations for e in entities if re.search(rf"\b{e}\b", c[0]["content"])]
-    assert sorted(doc_entities) == sorted(entities)
-    assert sorted(chat_entities) == sorted(entities)
+    sentences = {entity: 0 for entity in entities}
+    for doc in heldout.documents:
+        (entity,) = [e for e in entities if re.search(rf"\b{e}\b", doc)]
+        sentences[entity] += len(re.split(r"(?<=\.)\s+", doc))
+    questions = {entity: 0 for entity in entities}
+    for chat in heldout.conversations:
+        (entity,) = [e for e in entities if re.search(rf"\b{e}\b", chat[0]["content"])]
+        questions[entity] += len(chat) // 2
+    assert set(sentences.values()) == {relations}
+    assert set(questions.values()) == {relations}
 
 
 def test_stages_are_chat_only(world: WorldText) -> None:
@@ -204,9 +275,9 @@ def test_stages_are_chat_only(world: WorldText) -> None:
 
 
 def test_sizes_at_defaults(world: WorldText) -> None:
-    assert 150_000 <= _chars(world.base.train) <= 300_000
-    # One held-out document and one chat per base entity, each stating all of its facts.
-    assert 5_000 <= _chars(world.base.heldout) <= 80_000
+    assert 1_000_000 <= _chars(world.base.train) <= 1_500_000
+    # Every fact of every base entity once in held-out documents and once in held-out chats.
+    assert 100_000 <= _chars(world.base.heldout) <= 200_000
     for stage in world.stages:
         assert 30_000 <= _chars(stage.train) <= 80_000, stage.name
         assert 5_000 <= _chars(stage.heldout) <= 20_000, stage.name
