@@ -204,16 +204,25 @@ def run(model_class: type, config: PretrainedConfig, device: torch.device, batch
     return {"num_params": num_params, "tokens_per_step": tokens, "methods": rows}
 
 
-def memory_only(model_class: type, config: PretrainedConfig, batch_size: int, seq_len: int) -> dict[str, float]:
-    """Peak ratio to AdamW of every CPU method on a smaller model (one warm-up and one measured step each)."""
-    batch = torch.randint(0, config.vocab_size, (batch_size, seq_len), generator=torch.Generator().manual_seed(0))
+def largest_rung_at_trial_batch() -> dict:
+    """Peak ratio to AdamW of every CPU method on the largest ladder rung at the trial's default batch
+    (one warm-up and one measured step each)."""
+    name = max(LADDER, key=lambda rung: LADDER[rung].num_layers * LADDER[rung].hidden_size ** 2)
+    model_class, config = ladder_model(name)
+    train = TrainConfig()
+    batch = torch.randint(0, config.vocab_size, (train.batch_size, train.seq_len), generator=torch.Generator().manual_seed(0))
     peaks = {}
     for label, prepare in methods(config.hidden_size, torch.device("cpu")).items():
         runner = Runner(prepare, model_class, config, torch.device("cpu"))
         runner.step(batch)
         peaks[label] = runner.measure(batch)
-    return {label: m.peak_bytes / peaks["AdamW"].peak_bytes for label, m in peaks.items()} | {
-        "activations_share_of_adamw_peak": peaks["AdamW"].parts["activations"] / peaks["AdamW"].peak_bytes
+    adamw = peaks["AdamW"]
+    return {
+        "model": name,
+        "num_params": sum(p.numel() for p in adamw.model.parameters()),
+        "batch": [train.batch_size, train.seq_len],
+        "activations_share_of_adamw_peak": adamw.parts["activations"] / adamw.peak_bytes,
+        "peak_ratio_vs_adamw": {label: m.peak_bytes / adamw.peak_bytes for label, m in peaks.items()},
     }
 
 
@@ -245,13 +254,13 @@ def main() -> None:
     model_class, config = gpu_model() if on_gpu else cpu_model()
     result = run(model_class, config, device, args.batch_size, args.seq_len, args.rounds, args.steps_per_round,
                  args.peak_tflops * 1e12 if on_gpu else None)
-    context = None if on_gpu else memory_only(*ladder_model("raycl-tiny-l"), batch_size=16, seq_len=128)
+    rung = None if on_gpu else largest_rung_at_trial_batch()
     if on_gpu:
         torch.cuda.empty_cache()  # the runners are gone; leave their memory to the tests
     tests = gpu_tests() if on_gpu else None
     report = {"device": args.device, "machine": machine(), "model": config.to_dict() | {"class": model_class.__name__},
               "batch_size": args.batch_size, "seq_len": args.seq_len, **result,
-              "raycl_tiny_l_peak_ratios": context, "gpu_tests": tests}
+              "largest_ladder_rung": rung, "gpu_tests": tests}
 
     rows, tokens = result["methods"], result["tokens_per_step"]
     header = ["method", "peak MiB", "weights", "gradients", "optimizer state", "activations", "peak vs AdamW",
@@ -299,9 +308,10 @@ def main() -> None:
             "GPU: `python bench/memory.py --device cuda` runs this comparison on a 494M Qwen2-style model (Qwen2-0.5B's "
             "shape) under bf16 autocast, adds 8-bit GaLore, MFU and the GPU test tier (`pytest -m gpu`), and writes "
             "reports/memory_gpu.md. No GPU was lent to this task: that mode was checked by reading only, never run.",
-            f"Why not raycl-tiny-l: at 0.9M parameters and the trial's default 16 x 128 batch, activations are "
-            f"{context['activations_share_of_adamw_peak']:.0%} of AdamW's peak, so no optimizer can move the whole: "
-            "measured peak vs AdamW there: " + ", ".join(f"{k} {v:.2f}" for k, v in context.items() if k != "activations_share_of_adamw_peak") + ".",
+            f"Why not the ladder's largest rung, {rung['model']}: at {rung['num_params'] / 1e6:.2f}M parameters and the trial's default "
+            f"{rung['batch'][0]} x {rung['batch'][1]} batch, activations are {rung['activations_share_of_adamw_peak']:.0%} of AdamW's peak, "
+            "so no optimizer can move the whole; measured peak vs AdamW there: "
+            + ", ".join(f"{k} {v:.2f}" for k, v in rung["peak_ratio_vs_adamw"].items()) + ".",
         ]
     shape = f"{config.num_hidden_layers} layers, d={config.hidden_size}, vocab {config.vocab_size}"
     print(write_report(
