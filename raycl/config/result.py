@@ -58,6 +58,9 @@ class TrialSummary(StageRecord):
     replay_generation_fraction: Reported = Field(description="share of wall time spent sampling self-generated replay")
     peak_memory_bytes: Reported
     optimizer_state_bytes: Reported
+    train_peak_bytes: Reported = Field(
+        description="peak memory of one training step: weights, gradients, optimizer state and activations"
+    )
     num_params: Reported = Field(description="the base model's parameters, before any adapter")
     num_params_non_embedding: Reported = Field(description="the base model's parameters outside its token embeddings and output head")
     wall_time_s: Reported
@@ -99,6 +102,7 @@ class TrialResult(TrialSummary):
     config: dict[str, Any] = Field(description="the trial config, as JSON")
     drift: dict[str, float] = Field(description="relative weight drift of each 2-D weight")
     method_info: dict[str, Any]
+    train_memory: dict[str, int] = Field(description="train_peak_bytes by part, measured on one dedicated step")
     resumed_after_stage: int
 
     def summary(self) -> TrialSummary:
