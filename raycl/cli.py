@@ -74,6 +74,7 @@ def run(
 ) -> None:
     """Run one continual-learning trial locally, without Ray (resumes if OUT has checkpoints)."""
     from raycl.config import ConfigError, load_config
+    from raycl.config.result import TrialDiverged
     from raycl.models.hub import HubUnavailableError
 
     try:
@@ -86,6 +87,9 @@ def run(
         result = run_trial(trial_config, out)
     except (HubUnavailableError, ValueError) as error:
         fail(str(error))
+    except TrialDiverged as diverged:
+        console.print(f"[red]error:[/red] {diverged}; training stopped (record: {out / 'result.json'})", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
     console.print(matrix_table(result))
     console.print(result_table(result))
     if result["method_info"].get("galore_saving_matrices") == 0:
@@ -109,7 +113,7 @@ def sweep(
     from raycl.sweep import run_sweep
 
     try:
-        run_sweep(
+        outcome = run_sweep(
             name,
             address=address,
             resume=resume,
@@ -122,6 +126,19 @@ def sweep(
         )
     except ConfigError as error:
         fail(str(error))
+    except KeyboardInterrupt:
+        console.print(f"[yellow]interrupted:[/yellow] `raycl sweep {name} --resume` goes on from here", highlight=False)
+        raise typer.Exit(130) from None
+    if outcome.unfinished:
+        console.print(
+            f"[yellow]stopped:[/yellow] {outcome.unfinished} trials of the budget unfinished; "
+            f"`raycl sweep {name} --resume` goes on from here",
+            highlight=False,
+        )
+        raise typer.Exit(130)
+    if outcome.failed and not outcome.completed:
+        console.print(f"[red]error:[/red] no trial completed ({outcome.failed} failed; reasons above)", highlight=False)
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -150,6 +167,7 @@ def eval_(
     batch_size: int = typer.Option(64, "--batch-size"),
     task_path: Optional[list[str]] = typer.Option(None, "--task-path", help="TASK=FILE for a shipped real benchmark"),
     include_defaults: bool = typer.Option(False, "--include-defaults", help="also offer lm-eval's own tasks (needs the hub)"),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="run the model's own Python code (never taken from the checkpoint)"),
 ) -> None:
     """Score a saved stage checkpoint on lm-eval tasks (also exported to CHECKPOINT/eval/hf for lm_eval)."""
     from pydantic import ValidationError
@@ -164,6 +182,7 @@ def eval_(
             batch_size=batch_size,
             task_paths=dict(pair.split("=", 1) for pair in task_path or []),
             include_defaults=include_defaults,
+            trust_remote_code=trust_remote_code,
         )
     except (ValidationError, ValueError, FileNotFoundError) as error:
         fail(str(error).splitlines()[0])

@@ -60,6 +60,8 @@ class Tags:
     FEASIBLE = "raycl.feasible"  # child: meets the space's constraints
     PARETO_TRIALS = "raycl.pareto_trials"  # parent: the Pareto set's keys
     HV_REFERENCE = "raycl.hv_reference"  # parent: the hypervolume reference point
+    FAILURE = "raycl.failure"  # child of a failed trial: why, in one line (also an Optuna user attr)
+    DIVERGED = "raycl.diverged"  # child of a diverged trial: the step (also an Optuna user attr)
 
 
 class Artifacts:
@@ -68,6 +70,7 @@ class Artifacts:
     SEARCH_SPACE = "search_space.yaml"  # parent: the space as run
     TRIAL_CONFIG = "trial_config.json"  # child: the full TrialConfig
     STAGE_RECORD = "stage_matrix.json"  # child: its StageRecord
+    ERROR = "error.txt"  # child of a failed trial: the full traceback (also in its trial folder)
 
 
 EVAL_PREFIX = "eval/"  # child metric curves: eval/new_loss, eval/base_loss, eval/bench_...

@@ -10,7 +10,7 @@ A field annotated `Reported` is a metric that objectives and constraints may nam
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -20,6 +20,7 @@ class _Reported:
 
 
 Reported = Annotated[float, _Reported()]
+ReportedWhereKnown = Annotated[float | None, _Reported()]  # None where it does not apply
 BENCHMARK_PREFIX = "bench_"
 
 
@@ -64,6 +65,8 @@ class TrialSummary(StageRecord):
     num_params_non_embedding: Reported = Field(description="the base model's parameters outside its token embeddings and output head")
     wall_time_s: Reported
     train_tokens: Reported = Field(description="tokens trained on, replay rows included")
+    base_pretrain_tokens: ReportedWhereKnown = Field(None, description="tokens the base model was pretrained on (ladder models)")
+    base_pretrain_loss: ReportedWhereKnown = Field(None, description="the base model's final pretraining loss (ladder models)")
     new_tokens: Reported = Field(description="tokens of new data trained on")
 
     @model_validator(mode="after")
@@ -80,7 +83,7 @@ class TrialSummary(StageRecord):
 
     def metrics(self) -> dict[str, float]:
         """Every reported scalar metric by name, benchmark metrics included."""
-        reported = {name: float(getattr(self, name)) for name in REPORTED_METRICS}
+        reported = {name: float(getattr(self, name)) for name in REPORTED_METRICS if getattr(self, name) is not None}
         return reported | {name: float(value) for name, value in (self.model_extra or {}).items()}
 
     def stage_record(self) -> StageRecord:
@@ -114,3 +117,34 @@ REPORTED_METRICS: tuple[str, ...] = tuple(
 def is_reported_metric(name: str) -> bool:
     """Whether a trial's summary carries `name` as a scalar metric the sweep records."""
     return name in REPORTED_METRICS or name.startswith(BENCHMARK_PREFIX)
+
+
+class Divergence(BaseModel):
+    """A trial stopped because its training loss diverged: what `result.json` holds instead of a result."""
+
+    diverged: Literal[True] = True
+    step: int = Field(description="the step whose loss diverged, counted from 1 over the whole stream")
+    stage: int = Field(description="the stage it was in, counted from 1")
+    loss: float | None = Field(description="that step's loss; None when NaN or infinite")
+    first_loss: float | None = Field(description="the trial's first step's loss, the reference of the bound")
+    bound: float | None = Field(description="divergence_factor x first_loss")
+    config: dict[str, Any] = Field(description="the trial config, as JSON")
+
+    def reason(self) -> str:
+        """One line: where it diverged and why."""
+        if self.loss is None:
+            why = "the loss is not finite"
+        else:
+            why = f"the loss {self.loss:.4g} is above {self.bound:.4g} (train.divergence_factor x the first step's {self.first_loss:.4g})"
+        return f"diverged at step {self.step} (stage {self.stage}): {why}"
+
+
+class TrialDiverged(RuntimeError):
+    """Raised by a trial whose loss diverged, after its `Divergence` was written to result.json."""
+
+    def __init__(self, divergence: Divergence):
+        super().__init__(divergence)
+        self.divergence = divergence
+
+    def __str__(self) -> str:
+        return self.divergence.reason()

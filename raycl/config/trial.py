@@ -94,8 +94,11 @@ class TrainConfig(StrictModel):
     batch_size: int = Field(16, ge=1)
     seq_len: int = Field(128, ge=16)
     warmup_steps: int = Field(5, ge=0, description="linear warm-up at the start of the stream")
-    weight_decay: float = Field(0.0, ge=0)
+    weight_decay: float = Field(0.0, ge=0, le=1, description="AdamW's decoupled decay, a fraction of each weight per unit of lr")
     grad_clip: float = Field(1.0, gt=0)
+    divergence_factor: float = Field(
+        3.0, gt=1, description="stop as diverged when a step's loss exceeds this multiple of the first step's (a NaN or infinite loss always stops)"
+    )
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     cpu_threads: int = Field(

@@ -318,11 +318,14 @@ def evaluate_checkpoint(
     include_defaults: bool = False,
     out: Path | None = None,
     device: str = "cpu",
+    trust_remote_code: bool = False,
 ) -> dict[str, float]:
     """`raycl eval CHECKPOINT_DIR --tasks ...`: scores of a saved stage checkpoint, as `run_benchmarks`.
 
     Writes the exported model to `out/hf` and the task directory to `out/tasks` (default `out`:
     `checkpoint_dir/eval`); both can be handed to the `lm_eval` command line as they are.
+    A checkpoint is data, so its `progress.json` never turns on running model code: only the
+    caller's `trust_remote_code` (the `--trust-remote-code` flag) does.
     """
     from raycl.models import hub
     from raycl.world.offline import load_world
@@ -330,11 +333,17 @@ def evaluate_checkpoint(
     checkpoint_dir = Path(checkpoint_dir)
     out = Path(out) if out is not None else checkpoint_dir / "eval"
     config = load_checkpoint_config(checkpoint_dir)
+    if config.model.trust_remote_code and not trust_remote_code:
+        raise ValueError(
+            f"{checkpoint_dir / 'progress.json'}: model.trust_remote_code: the checkpoint's model {config.model.name!r} "
+            "runs its own code; pass --trust-remote-code if you trust it"
+        )
+    config = config.model_copy(update={"model": config.model.model_copy(update={"trust_remote_code": trust_remote_code})})
     benchmarks = BenchmarkConfig(
         tasks=tuple(tasks), task_paths=dict(task_paths or {}), batch_size=batch_size, include_defaults=include_defaults
     )
     hf_dir = export_checkpoint(checkpoint_dir, config, out / "hf")
-    model = hub.load_model(str(hf_dir)).to(device)
-    tokenizer = hub.load_tokenizer(str(hf_dir))
+    model = hub.load_model(str(hf_dir), trust_remote_code=trust_remote_code).to(device)
+    tokenizer = hub.load_tokenizer(str(hf_dir), trust_remote_code=trust_remote_code)
     task_dir = prepare_task_dir(load_world(config.world), benchmarks, out / "tasks", tokenizer)
     return run_benchmarks(model, tokenizer, benchmarks, task_dir, limit)

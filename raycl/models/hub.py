@@ -6,12 +6,18 @@ how to get it, instead of hanging in retries.
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 from typing import Any
 
 
 class HubUnavailableError(RuntimeError):
     """A model or dataset needs the hub, and the hub is off or out of reach."""
+
+
+class ModelFileError(ValueError):
+    """A local model directory holds a missing or broken file; the message names the file."""
 
 
 def hub_offline() -> bool:
@@ -26,24 +32,74 @@ def _unavailable(kind: str, name: str, error: Exception) -> HubUnavailableError:
     return HubUnavailableError(f"{kind} {name!r} is neither a local path nor in the local cache: {why}")
 
 
+def check_model_dir(directory: Path) -> None:
+    """Raise `ModelFileError` naming the first missing or broken file of a `save_pretrained` directory.
+
+    transformers reports a corrupt config.json as a model missing from the cache, and a truncated
+    weights file as a page-long traceback that names no file.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    config = directory / "config.json"
+    if not config.is_file():
+        raise ModelFileError(f"{config}: no such file (a model directory is what save_pretrained writes)")
+    for path in sorted(directory.glob("*.json")):
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ModelFileError(f"{path}: not valid JSON ({error})") from None
+        if path == config and not (isinstance(data, dict) and "model_type" in data):
+            raise ModelFileError(f"{path}: no model_type key, so no model class can be chosen")
+    weights = sorted(directory.glob("*.safetensors"))
+    if not weights and not any(directory.glob("*.bin")):
+        raise ModelFileError(f"{directory}: no weights file (model.safetensors or pytorch_model.bin)")
+    for path in weights:
+        try:
+            with safe_open(str(path), "pt"):
+                pass
+        except SafetensorError as error:
+            raise ModelFileError(f"{path}: truncated or corrupt safetensors file ({error})") from None
+
+
 def load_model(name: str, *, trust_remote_code: bool = False, **kwargs: Any):
-    """`AutoModelForCausalLM.from_pretrained(name)`, failing fast when it needs an unreachable hub."""
+    """`AutoModelForCausalLM.from_pretrained(name)`, failing fast when it needs an unreachable hub,
+    and in one line naming the file when a local directory is broken."""
     from transformers import AutoModelForCausalLM
 
+    local = Path(name).is_dir()
+    if local:
+        check_model_dir(Path(name))
     try:
         return AutoModelForCausalLM.from_pretrained(name, trust_remote_code=trust_remote_code, **kwargs)
-    except OSError as error:
-        raise _unavailable("model", name, error) from None
+    except Exception as error:
+        if local:
+            raise _broken_dir("model", name, error) from None
+        if isinstance(error, OSError):
+            raise _unavailable("model", name, error) from None
+        raise
 
 
 def load_tokenizer(name: str, *, trust_remote_code: bool = False):
     """`AutoTokenizer.from_pretrained(name)`, failing fast when it needs an unreachable hub."""
     from transformers import AutoTokenizer
 
+    local = Path(name).is_dir()
     try:
         return AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
-    except OSError as error:
-        raise _unavailable("tokenizer", name, error) from None
+    except Exception as error:
+        if local:
+            raise _broken_dir("tokenizer", name, error) from None
+        if isinstance(error, OSError):
+            raise _unavailable("tokenizer", name, error) from None
+        raise
+
+
+def _broken_dir(kind: str, name: str, error: Exception) -> ModelFileError:
+    return ModelFileError(f"{name}: cannot load the {kind} ({type(error).__name__}: {_first_line(error)})")
+
+
+def _first_line(error: Exception) -> str:
+    return next((line.strip() for line in str(error).splitlines() if line.strip()), "")
 
 
 def load_dataset(path: str, name: str | None = None, **kwargs: Any):

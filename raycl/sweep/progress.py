@@ -123,10 +123,10 @@ class ProgressTable(Callback):
         if self._live is not None:
             self._live.update(self.render(), refresh=True)
 
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        key = TrialAssignment.model_validate(trial.config).key
-        self.rows[key].state = "failed"
-        self._changed(f"{key} failed: {trial.error_file or 'no error file'}")
+    def failed(self, key: str, state: str, reason: str) -> None:
+        """A trial that ended without a result (`state` failed or diverged), and why (called by the FailureRecorder)."""
+        self.rows[key].state = state
+        self._changed(f"{key} {state}: {reason}")
 
 
 def _fmt(value: Any) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from raycl.config.base import dotted
 
@@ -19,11 +19,19 @@ def is_secret(key: str, value: Any) -> bool:
 
 
 def redact_url(url: str) -> str:
-    """A database/server URL with any password replaced by ***."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")))
+    """A database/server URL with any password replaced by ***: in the user part
+    (`postgresql://u:pw@host/db`) and in the query (`?user=u&password=pw`, `?token=...`)."""
+    # Edited as text: urlunsplit would turn sqlite:////abs/path into sqlite://abs/path.
+    head, mark, query = url.partition("?")
+    password = urlsplit(head).password
+    if password is not None:
+        scheme, _, rest = head.partition("://")
+        userinfo, _, host = rest.partition("/")[0].rpartition("@")
+        head = head.replace(f"{scheme}://{userinfo}@", f"{scheme}://{userinfo.split(':', 1)[0]}:***@", 1)
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if any(is_secret(key, value) for key, value in pairs):
+        query = urlencode([(key, "***" if is_secret(key, value) else value) for key, value in pairs], safe="*")
+    return head + mark + query
 
 
 def loggable_params(trial_config: dict[str, Any]) -> dict[str, str]:

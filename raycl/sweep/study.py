@@ -18,6 +18,7 @@ from raycl.config import ConfigError
 from raycl.config.records import FINAL_KEY, FinalReport, TrialAssignment
 from raycl.config.result import is_reported_metric
 from raycl.config.space import SamplerSpec, SearchSpace
+from raycl.sweep import lease
 
 FINGERPRINT_ATTR = "raycl.space_fingerprint"
 INVALID_ATTR = "raycl.invalid_config"
@@ -40,8 +41,8 @@ def storage_for(url: str) -> optuna.storages.BaseStorage:
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         # A dashboard reading the same file may hold the lock briefly; wait rather than fail.
-        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 30}})
-    return optuna.storages.RDBStorage(url)
+        return lease.rdb_storage(url, engine_kwargs={"connect_args": {"timeout": 30}})
+    return lease.rdb_storage(url)
 
 
 def open_study(space: SearchSpace, storage_url: str, *, resume: bool) -> optuna.Study:
@@ -74,9 +75,10 @@ def open_study(space: SearchSpace, storage_url: str, *, resume: bool) -> optuna.
     return study
 
 
-def interrupted_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """Trials a dead driver left RUNNING; this driver holds the sweep's lock, so no one else runs them."""
-    return study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+def interrupted_trials(study: optuna.Study, out_dir: Path) -> list[FrozenTrial]:
+    """Trials a dead driver left RUNNING, which this one (driving from `out_dir`) continues; a live
+    driver's, on a shared study, are left alone (`raycl.sweep.lease`)."""
+    return lease.orphaned(study, out_dir)
 
 
 def finished_trials(study: optuna.Study) -> list[FrozenTrial]:
@@ -94,18 +96,25 @@ class OptunaSearcher(Searcher):
     """
 
     def __init__(
-        self, study: optuna.Study, space: SearchSpace, interrupted: list[FrozenTrial], defaults: dict[str, Any]
+        self, study: optuna.Study, space: SearchSpace, interrupted: list[FrozenTrial], defaults: dict[str, Any],
+        out_dir: Path | None = None,
     ):
         super().__init__()
         self._study = study
         self._space = space
         self._defaults = defaults
+        self._out_dir = out_dir  # marks the trials this driver runs (`lease.claim`)
         self._interrupted = [optuna.trial.Trial(study, frozen._trial_id) for frozen in interrupted]
+        for trial in self._interrupted:
+            lease.claim(study, trial, out_dir)
         self._live: dict[str, optuna.trial.Trial] = {}
+        self._failed: dict[str, optuna.trial.Trial] = {}  # errored, waiting for `tell_failed`
 
     def suggest(self, trial_id: str) -> dict[str, Any]:
         for _ in range(_MAX_INVALID_ASKS):
-            trial = self._interrupted.pop(0) if self._interrupted else self._study.ask()
+            if not self._interrupted and self._budget_taken():
+                return Searcher.FINISHED
+            trial = self._interrupted.pop(0) if self._interrupted else lease.ask(self._study, self._out_dir)
             # Re-suggesting an interrupted trial returns its stored values (and fills any it lacks).
             params = self._space.sample(trial)
             try:
@@ -119,6 +128,16 @@ class OptunaSearcher(Searcher):
             return TrialAssignment.create(trial.number, params, config).model_dump(mode="json")
         raise ConfigError(f"{self._space.source}: parameters: {_MAX_INVALID_ASKS} samples in a row gave invalid trial configs")
 
+    def _budget_taken(self) -> bool:
+        """Whether the study's trials (finished, or running under any driver) already fill the budget."""
+        running = self._study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        return len(finished_trials(self._study)) + len(running) >= self._space.budget.trials
+
+    def owned_trial_ids(self) -> list[int]:
+        """Optuna ids of the trials this driver runs or is about to: the ones to keep beating for."""
+        owned = [*self._interrupted, *self._live.values(), *self._failed.values()]
+        return [trial._trial_id for trial in owned]
+
     def save(self, checkpoint_path: str) -> None:
         """Nothing to save: the study's storage is the searcher's state."""
 
@@ -130,7 +149,9 @@ class OptunaSearcher(Searcher):
         if trial is None:
             return
         if error:
-            self._study.tell(trial, state=TrialState.FAIL)
+            # Tune tells the searcher of an error before its callbacks can read why: the
+            # FailureRecorder callback calls `tell_failed` with the reason.
+            self._failed[trial_id] = trial
             return
         if not result or FINAL_KEY not in result:
             # Stopped before it finished (Ctrl-C, shutdown): stays RUNNING, and --resume continues it.
@@ -144,6 +165,16 @@ class OptunaSearcher(Searcher):
         for constraint in self._space.constraints:
             trial.set_constraint(str(constraint), constraint.value(metrics))
         self._study.tell(trial, [metrics[name] for name in self._space.objectives])
+
+
+    def tell_failed(self, trial_id: str, attrs: dict[str, Any]) -> None:
+        """Tell Optuna that an errored trial failed, with `attrs` (the reason) as its user attrs."""
+        trial = self._failed.pop(trial_id, None)
+        if trial is None:
+            return
+        for name, value in attrs.items():
+            trial.set_user_attr(name, value)
+        self._study.tell(trial, state=TrialState.FAIL)
 
 
 def completed_metrics(trial: FrozenTrial) -> dict[str, float]:

@@ -127,6 +127,17 @@ class SweepTracker:
             self.client.set_tag(run_id, Tags.FINAL_LOGGED, "true")
         self.client.set_terminated(run_id, status="FINISHED")
 
+    def log_failure(self, key: str, reason: str, error_file: Path, diverged_step: int | None) -> None:
+        """A failed trial's child run: FAILED, with its reason as a tag and its traceback as an artifact."""
+        run_id = self.child(key)
+        if run_id is None:
+            return
+        # MLflow caps tag values at 8000 characters.
+        tags = [RunTag(Tags.FAILURE, reason[:4000])] + ([RunTag(Tags.DIVERGED, str(diverged_step))] if diverged_step else [])
+        self.client.log_batch(run_id, tags=tags)
+        self.client.log_artifact(run_id, str(error_file))
+        self.client.set_terminated(run_id, status="FAILED")
+
     def end_child(self, key: str, status: str) -> None:
         run_id = self.child(key)
         if run_id is not None:
@@ -187,6 +198,3 @@ class TrackingCallback(Callback):
             self.tracker.log_final(key, FinalReport.of(result))
         elif "step" in result:
             self.tracker.log_eval(key, result)
-
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.tracker.end_child(TrialAssignment.model_validate(trial.config).key, "FAILED")

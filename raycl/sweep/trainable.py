@@ -26,7 +26,7 @@ from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from raycl.config.records import NODE_KEY, FinalReport, TrialAssignment
-from raycl.config.result import TrialResult
+from raycl.config.result import Divergence, TrialDiverged, TrialResult
 from raycl.sweep.plan import ResourcePlan
 from raycl.training.checkpoint import PROGRESS, stage_checkpoint_dir
 
@@ -52,8 +52,14 @@ def sweep_trial(config: dict[str, Any], context: TrialContext) -> None:
     if done.exists():
         report = FinalReport.model_validate_json(done.read_text())
     else:
+        if divergence := diverged_before(out_dir):
+            # The same steps would diverge again (a restart by Tune, a resumed sweep): fail at once.
+            raise TrialDiverged(divergence)
         run = run_in_actor if context.plan.executor == "tune" else run_in_train
         returned = run(assignment, out_dir, context)
+        if "diverged" in returned:
+            # Raised here, in the Tune trial, so that it fails like any error and is recorded as one.
+            raise TrialDiverged(Divergence.model_validate(returned["diverged"]))
         summary = TrialResult.model_validate(returned["result"]).summary()
         report = FinalReport(**summary.model_dump(), node_ids=returned["node_ids"])
         done.parent.mkdir(parents=True, exist_ok=True)
@@ -61,6 +67,13 @@ def sweep_trial(config: dict[str, Any], context: TrialContext) -> None:
         partial.write_text(report.model_dump_json())
         partial.replace(done)
     tune.report(report.to_tune())
+
+
+def diverged_before(out_dir: Path) -> Divergence | None:
+    """The divergence an earlier run of this trial recorded in its result.json, if any."""
+    path = out_dir / "result.json"
+    record = json.loads(path.read_text()) if path.exists() else {}
+    return Divergence.model_validate(record) if record.get("diverged") else None
 
 
 def run_in_actor(assignment: TrialAssignment, out_dir: Path, context: TrialContext) -> dict[str, Any]:
@@ -169,7 +182,12 @@ def train_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
         )
 
     assignment = TrialAssignment.model_validate(loop_config["assignment"])
-    result = run_trial(assignment.trial_config, out_dir, report=report)
+    try:
+        result = run_trial(assignment.trial_config, out_dir, report=report)
+    except TrialDiverged as diverged:
+        # Returned, not raised: Ray Train would restart the worker group from the last stage
+        # checkpoint, and the same steps would diverge again.
+        return {"diverged": diverged.divergence.model_dump(), "node_ids": sorted(set(node_ids))}
     return {"result": result, "node_ids": sorted(set(node_ids))}
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import math
 import resource
 import time
 from collections.abc import Callable
@@ -29,7 +30,7 @@ from rich.progress import Progress as ProgressBar
 from torch import nn
 
 from raycl.config import ReplayConfig, TrialConfig
-from raycl.config.result import BENCHMARK_PREFIX, TrialResult
+from raycl.config.result import BENCHMARK_PREFIX, Divergence, TrialDiverged, TrialResult
 from raycl.data.build import build_stream
 from raycl.data.stream import Stream
 from raycl.data.tokens import IGNORE_INDEX, batch_at
@@ -38,10 +39,11 @@ from raycl.evaluation.harness import benchmark_deltas, load_harness, run_benchma
 from raycl.evaluation.heldout import heldout_loss
 from raycl.mitigation.penalties import EWC, kl_to_base
 from raycl.mitigation.replay import Replay
-from raycl.models.loading import load_base_model
+from raycl.models.loading import load_base_model, pretraining_facts
 from raycl.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, stage_checkpoint_dir
 from raycl.training.memory import StepMemory
 from raycl.training.methods import optimizer_state_bytes, prepare_method
+from raycl.world.ladder import parameter_counts
 from raycl.world.offline import World, load_world
 from raycl.world.stream import offline_stream
 
@@ -67,6 +69,7 @@ class TrialProgress:
     stage_time_s: list[float] = field(default_factory=list)
     replay_generation_s: float = 0.0
     elapsed_s: float = 0.0
+    first_loss: float | None = None  # the reference of the divergence bound
     train_memory: dict[str, int] = field(default_factory=dict)  # peak of one step by part, once measured
     untimed_tokens: int = 0  # tokens of that step, whose time (slowed by the tracker) is not counted
 
@@ -125,13 +128,6 @@ def needs_frozen_base(replay: ReplayConfig) -> bool:
     return replay.loss == "kl" or replay.source == "self_generated" or replay.selection in ("hardest", "easiest")
 
 
-def embedding_params(model: nn.Module) -> int:
-    """Parameters of the token embeddings and the output head (once when they are tied), which
-    published scaling laws leave out of a model's size."""
-    tensors = {id(t): t for t in (model.get_input_embeddings().weight, model.get_output_embeddings().weight)}
-    return sum(t.numel() for t in tensors.values())
-
-
 def effective_weights(model: nn.Module) -> dict[str, torch.Tensor]:
     """The model's weights as a plain model would have them (LoRA adapters merged into a copy)."""
     if hasattr(model, "merge_and_unload"):
@@ -181,6 +177,41 @@ def step_loss(
     return loss
 
 
+def mean_over_ranks(loss: torch.Tensor, world_size: int) -> float:
+    """The step's loss averaged over ranks, so that every rank takes the same decision to stop."""
+    value = loss.detach().float().clone()
+    if world_size > 1:
+        dist.all_reduce(value)
+        value /= world_size
+    return value.item()
+
+
+def has_diverged(loss: float, first_loss: float, factor: float) -> bool:
+    """A NaN or infinite loss, or one above `factor` times the trial's first step's loss.
+
+    A healthy continual stream starts each new stage above the previous one's final loss, but far
+    below several times the untrained model's first loss; a blow-up passes that within a few steps.
+    """
+    return not math.isfinite(loss) or loss > factor * first_loss
+
+
+def finite_or_none(value: Any) -> Any:
+    """`value` with every NaN or infinite float (nested in lists and dicts) replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite_or_none(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(item) for item in value]
+    return value
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Strict JSON (a bare NaN is not JSON): non-finite numbers are written as null."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(finite_or_none(data), indent=2, allow_nan=False))
+
+
 def eval_metrics(progress: TrialProgress, full: bool) -> dict[str, float]:
     """What an evaluation reports: losses, and at stage ends learning, forgetting and benchmark scores."""
     if full:
@@ -202,7 +233,11 @@ def eval_metrics(progress: TrialProgress, full: bool) -> dict[str, float]:
 
 
 def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) -> dict[str, Any]:
-    """Run (or resume) the trial `config` in `out_dir`; return its result, also written to `result.json`."""
+    """Run (or resume) the trial `config` in `out_dir`; return its result, also written to `result.json`.
+
+    Raises `TrialDiverged` when a step's loss diverges (`has_diverged`): training stops there, and
+    result.json holds the `Divergence` instead of a result.
+    """
     started = time.perf_counter()
     out_dir = Path(out_dir)
     rank, world_size = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
@@ -220,8 +255,7 @@ def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) 
     replay_rows = config.replay_rows
     replay = Replay(config.replay, stream.replay_pool, frozen_base, tokenizer, config.train.seed) if replay_rows else None
     # Counted before LoRA injects its adapters into the base model in place.
-    num_params = sum(p.numel() for p in base_model.parameters())
-    num_params_non_embedding = num_params - embedding_params(base_model)
+    counts = parameter_counts(base_model)
     prepared = prepare_method(base_model, config.method, config.train)
     model, optimizer = prepared.model, prepared.optimizer
     # The Fisher is measured at the base weights, before any checkpoint is restored over them.
@@ -278,6 +312,21 @@ def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) 
                 with autocast_for(device):
                     batch = tuple(t.to(device) for t in (new, new_labels, old, old_labels))
                     loss = step_loss(train_model, batch, config, frozen_base, ewc)
+                loss_value = mean_over_ranks(loss, world_size)
+                if progress.first_loss is None:
+                    progress.first_loss = loss_value
+                if has_diverged(loss_value, progress.first_loss, config.train.divergence_factor):
+                    divergence = Divergence(
+                        step=progress.step + 1,
+                        stage=stage_index + 1,
+                        loss=finite_or_none(loss_value),
+                        first_loss=finite_or_none(progress.first_loss),
+                        bound=finite_or_none(config.train.divergence_factor * progress.first_loss),
+                        config=config.model_dump(mode="json"),
+                    )
+                    if rank == 0:
+                        write_json(out_dir / "result.json", divergence.model_dump())
+                    raise TrialDiverged(divergence)
                 loss.backward()
                 nn.utils.clip_grad_norm_(model.parameters(), config.train.grad_clip)
                 optimizer.step()
@@ -294,7 +343,7 @@ def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) 
                     progress.untimed_tokens += (new.numel() + old.numel()) * world_size
                 if replay is not None:
                     progress.replay_generation_s = replay.generation_time_s
-                bar.update(task, advance=1, description=f"stage {stage_index + 1}/{len(stream.stages)} {stage.name} loss {loss.item():.3f}")
+                bar.update(task, advance=1, description=f"stage {stage_index + 1}/{len(stream.stages)} {stage.name} loss {loss_value:.3f}")
 
                 every = config.eval.every_steps
                 if every and progress.step % every == 0 and local_step + 1 < steps:
@@ -330,15 +379,15 @@ def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) 
         "optimizer_state_bytes": optimizer_state_bytes(optimizer),
         "train_peak_bytes": sum(progress.train_memory.values()),
         "train_memory": progress.train_memory,
-        "num_params": num_params,
-        "num_params_non_embedding": num_params_non_embedding,
+        "num_params": counts["total_params"],
+        "num_params_non_embedding": counts["non_embedding_params"],
+        **pretraining_facts(config.model, world),
         "method_info": prepared.info,
         "resumed_after_stage": resumed_after_stage,
     }
     result = TrialResult.model_validate(result).model_dump()
     if rank == 0:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "result.json").write_text(json.dumps(result, indent=2))
+        write_json(out_dir / "result.json", result)
     return result
 
 

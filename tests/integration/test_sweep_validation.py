@@ -93,3 +93,58 @@ def test_cli_sweep_reports_a_malformed_space_in_one_line(tmp_path: Path) -> None
     assert result.exit_code == 2
     assert result.output.startswith("error: ") and str(bad) in result.output
     assert not (tmp_path / "runs").exists()
+
+
+STREAM_SPACE = """
+objectives: {learning: maximize, forgetting: minimize}
+parameters:
+  stream.shape.examples_per_stage: {type: int, low: 8, high: 32}
+fixed:
+  stream: {source: {path: chats.jsonl}, shape: {by: count, stages: 2}}
+  eval: {benchmarks: {tasks: []}}
+budget: {trials: 2}
+sampler: {name: random}
+seed: 0
+"""
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (lambda text: text, None),
+        (lambda text: text.replace("examples_per_stage: {", "examples_per_stag: {"), "parameters.stream.shape.examples_per_stag: not a trial config key"),
+        (lambda text: text.replace("stages: 2}", "stages: 2, stagez: 3}"), "fixed.stream.shape.stagez: unknown key"),
+    ],
+    ids=["searched stream key", "bad searched stream key", "bad fixed stream key"],
+)
+def test_cli_validate_checks_stream_keys(tmp_path: Path, edit, expected: str | None) -> None:
+    from typer.testing import CliRunner
+
+    from raycl.cli import app
+
+    path = tmp_path / "stream.yaml"
+    path.write_text(edit(STREAM_SPACE))
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    if expected is None:
+        assert result.exit_code == 0 and result.output.strip() == f"ok {path}", result.output
+    else:
+        lines = result.output.strip().splitlines()
+        assert result.exit_code == 2 and len(lines) == 1
+        assert lines[0].startswith(f"error: {path}: {expected}")
+
+
+def test_cli_sweep_with_an_unreachable_tracking_server_fails_fast_in_one_line(tmp_path: Path) -> None:
+    """No study, no run, no lock left behind; the password never printed; no minutes of retries."""
+    out_root = tmp_path / "runs"
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "raycl.cli", "sweep", "smoke", "--tracking-uri", "http://u:pw@127.0.0.1:9", "--out-root", str(out_root)],
+        capture_output=True, text=True, timeout=60,
+    )
+    elapsed = time.perf_counter() - started
+    output = done.stdout + done.stderr
+    assert done.returncode == 2, output
+    assert elapsed < 20
+    assert len(output.strip().splitlines()) <= 3
+    assert "pw" not in output and "http://u:***@127.0.0.1:9" in output
+    assert not out_root.exists()

@@ -33,6 +33,10 @@ def test_yaml_sections_are_read(tmp_path: Path) -> None:
         ("train:\n  warmup_steps: 500\n", "trial.yaml: train.warmup_steps: longer than the whole stream"),
         ("- just\n- a list\n", "trial.yaml: the top level must be a mapping"),
         ("train: [unclosed\n", "trial.yaml: not valid YAML"),
+        ("train:\n  lr: .nan\n", "trial.yaml: train.lr: Input should be a finite number"),
+        ("train:\n  grad_clip: .inf\n", "trial.yaml: train.grad_clip: Input should be a finite number"),
+        ("replay:\n  kl_weight: .nan\n", "trial.yaml: replay.kl_weight: Input should be a finite number"),
+        ("train:\n  weight_decay: 1000.0\n", "trial.yaml: train.weight_decay: Input should be less than or equal to 1"),
     ],
 )
 def test_bad_input_is_one_line_naming_file_and_key(tmp_path: Path, text: str, expected: str) -> None:

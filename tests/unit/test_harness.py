@@ -286,3 +286,27 @@ def test_exported_checkpoint_computes_what_the_trained_model_computed(world, tmp
         task_dir = prepare_task_dir(world, BenchmarkConfig(), tmp_path / "tasks")
         in_memory = run_benchmarks(prepared.model, world.tokenizer, BenchmarkConfig(), task_dir, limit=12)
         assert evaluate_checkpoint(checkpoint, ["raycl_retention", "raycl_acquisition"], limit=12) == pytest.approx(in_memory)
+
+
+def test_a_checkpoint_never_turns_on_remote_code_by_itself(tmp_path) -> None:
+    """progress.json asks for trust_remote_code on a model whose code plants a file: only the flag may run it."""
+    from typer.testing import CliRunner
+
+    from raycl.cli import app
+
+    marker = tmp_path / "code_ran"
+    evil = tmp_path / "evil_model"
+    evil.mkdir()
+    (evil / "config.json").write_text(json.dumps({"model_type": "evil", "auto_map": {"AutoConfig": "evil.EvilConfig", "AutoModelForCausalLM": "evil.EvilModel"}}))
+    (evil / "evil.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    config = TrialConfig.model_validate({"model": {"name": str(evil), "trust_remote_code": True}})
+    checkpoint = tmp_path / "stage_000"
+    checkpoint.mkdir()
+    (checkpoint / "progress.json").write_text(json.dumps({"stages_done": 1, "config": config.model_dump(mode="json")}))
+
+    with pytest.raises(ValueError) as caught:
+        evaluate_checkpoint(checkpoint, ["raycl_retention"])
+    assert str(caught.value).startswith(f"{checkpoint / 'progress.json'}: model.trust_remote_code:")
+    result = CliRunner().invoke(app, ["eval", str(checkpoint), "--tasks", "raycl_retention"])
+    assert result.exit_code == 2 and "--trust-remote-code" in result.output and len(result.output.strip().splitlines()) == 1
+    assert not marker.exists()

@@ -103,6 +103,8 @@ MALFORMED = [
     ("reference point misses an objective", lambda d: d.update(reference_point={"learning": 0.0}), "reference_point: needs exactly the objectives"),
     ("no budget", lambda d: d.pop("budget"), "budget: Field required"),
     ("zero trials", lambda d: d["budget"].update(trials=0), "budget.trials"),
+    ("NaN bound", lambda d: d["parameters"]["train.lr"].update(high=float("nan")), "parameters.train.lr.high: Input should be a finite number"),
+    ("infinite fixed value", lambda d: d["fixed"]["train"].update(grad_clip=float("inf")), "fixed.train.grad_clip: Input should be a finite number"),
 ]
 
 

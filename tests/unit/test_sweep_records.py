@@ -70,12 +70,15 @@ def test_the_searcher_hands_out_typed_assignments_and_tells_optuna_the_objective
     # Optuna's convention: a constraint value above 0 is a violation (2.5 > 2.0).
     assert trial.system_attrs["constraints:forgetting <= 2"] == pytest.approx(0.5)
 
-    # A trial stopped before its final report stays RUNNING for --resume; an error fails it.
+    # A trial stopped before its final report stays RUNNING for --resume; an error fails it, with its
+    # reason, once the FailureRecorder has read that.
     searcher.suggest("tune-2")
     searcher.on_trial_complete("tune-2", {"step": 3.0})
     searcher.suggest("tune-3")
     searcher.on_trial_complete("tune-3", error=True)
+    searcher.tell_failed("tune-3", {Tags.FAILURE: "ValueError: boom"})
     assert [t.state.name for t in study.trials] == ["COMPLETE", "RUNNING", "FAIL"]
+    assert study.trials[2].user_attrs[Tags.FAILURE] == "ValueError: boom"
 
 
 def test_tracker_keeps_one_parent_and_one_child_per_trial_across_a_restart(space, tmp_path: Path) -> None:
@@ -126,6 +129,6 @@ def test_progress_table_follows_trials_and_marks_the_feasible_front(space) -> No
     assert table.rows["t0001"].state == "done" and table.rows["t0001"].trial_s == 9.0
     assert table.pareto_keys() == {"t0001", "t0003"}  # t0002 is dominated, t0000 breaks the constraint
     assert table.launched() == ["t0001", "t0002", "t0003"]
-    table.on_trial_error(0, [], trials[1])
+    table.failed("t0002", "failed", "ValueError: boom")
     assert table.rows["t0002"].state == "failed" and table.pareto_keys() == {"t0001", "t0003"}
     assert FINAL_KEY not in table.rows["t0001"].metrics

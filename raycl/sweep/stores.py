@@ -1,0 +1,96 @@
+"""The sweep's stores (Optuna storage, MLflow tracking URI): their URLs made concrete, and each one
+checked for reachability before the sweep creates anything in any of them.
+
+An unreachable store fails in seconds with one line, its password redacted, instead of MLflow's
+minutes of retries after the Optuna study was already created (which then blocked a plain rerun).
+"""
+
+from __future__ import annotations
+
+import socket
+from urllib.parse import urlsplit
+
+from raycl.config import ConfigError
+from raycl.sweep.redaction import redact_url
+
+CONNECT_TIMEOUT_S = 5
+# The PostgreSQL driver raycl ships (the `postgres` extra, installed by cluster.yaml). SQLAlchemy 2.1
+# maps a bare `postgresql://` to psycopg 3 instead, which is not installed.
+POSTGRES_DRIVER = "psycopg2"
+_DRIVER_PACKAGES = {"psycopg2": "psycopg2-binary", "psycopg": "psycopg[binary]", "pymysql": "pymysql", "MySQLdb": "mysqlclient"}
+
+
+def database_url(url: str) -> str:
+    """`url` with a bare PostgreSQL scheme (`postgresql://`, `postgres://`) pinned to the shipped driver."""
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme in ("postgresql", "postgres"):
+        return f"postgresql+{POSTGRES_DRIVER}://{rest}"
+    return url
+
+
+def check_stores(storage: str | None, tracking_uri: str | None) -> None:
+    """Raise a one-line `ConfigError` if the given Optuna storage or MLflow tracking URI cannot be reached.
+
+    None (the sweep's own sqlite files) and local sqlite files are not checked: they are created
+    when the sweep opens them. Nothing is created here.
+    """
+    if storage is not None:
+        _check(storage, "--storage", "the Optuna storage")
+    if tracking_uri is not None:
+        _check(tracking_uri, "--tracking-uri", "the MLflow tracking store")
+
+
+def _check(url: str, option: str, what: str) -> None:
+    scheme = urlsplit(url).scheme.split("+")[0]
+    if scheme in ("http", "https"):
+        _check_server(url, option, what)
+    elif scheme in ("postgresql", "postgres", "mysql", "mariadb", "mssql", "oracle"):
+        _check_database(url, option, what)
+
+
+def _unreachable(url: str, option: str, what: str, why: str) -> ConfigError:
+    password = urlsplit(url).password
+    if password:
+        why = why.replace(password, "***")
+    return ConfigError(f"{option} {redact_url(url)}: cannot reach {what} ({why})")
+
+
+def _check_server(url: str, option: str, what: str) -> None:
+    """A TCP connection to the server's host and port (no request, so no credentials are sent)."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError as error:
+        raise _unreachable(url, option, what, str(error)) from None
+    try:
+        socket.create_connection((parts.hostname or "", port), timeout=CONNECT_TIMEOUT_S).close()
+    except socket.timeout:
+        raise _unreachable(url, option, what, f"no answer within {CONNECT_TIMEOUT_S} s") from None
+    except OSError as error:
+        raise _unreachable(url, option, what, error.strerror or str(error)) from None
+
+
+def _check_database(url: str, option: str, what: str) -> None:
+    """One SQLAlchemy connection, opened and closed: the server is up and takes these credentials."""
+    import sqlalchemy
+
+    timeout = {"connect_timeout": CONNECT_TIMEOUT_S} if url.startswith(("postgres", "mysql", "mariadb")) else {}
+    try:
+        engine = sqlalchemy.create_engine(database_url(url), connect_args=timeout)
+    except ModuleNotFoundError as error:
+        package = _DRIVER_PACKAGES.get(error.name or "", error.name)
+        raise _unreachable(url, option, what, f"its driver is not installed: pip install {package}") from None
+    except sqlalchemy.exc.ArgumentError as error:
+        raise _unreachable(url, option, what, f"not a database URL: {error}") from None
+    try:
+        with engine.connect():
+            pass
+    except sqlalchemy.exc.DBAPIError as error:
+        raise _unreachable(url, option, what, _first_line(error.orig)) from None
+    finally:
+        engine.dispose()
+
+
+def _first_line(error: BaseException | None) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
