@@ -277,7 +277,7 @@ def test_stages_are_chat_only(world: WorldText) -> None:
 
 
 def test_sizes_at_defaults(world: WorldText) -> None:
-    assert 1_000_000 <= _chars(world.base.train) <= 1_500_000
+    assert 2_000_000 <= _chars(world.base.train) <= 3_000_000
     # Every fact of every base entity once in held-out documents and once in held-out chats.
     assert 100_000 <= _chars(world.base.heldout) <= 200_000
     for stage in world.stages:
