@@ -14,7 +14,7 @@ from raycl.world.corpus import WorldText, generate_world_text
 from raycl.world.tokenizer import train_tokenizer
 
 # Bump when the generator or the tokenizer recipe changes: old caches then rebuild.
-WORLD_VERSION = 4
+WORLD_VERSION = 5
 
 
 @dataclass(frozen=True)

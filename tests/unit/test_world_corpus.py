@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import re
 import time
@@ -203,7 +204,9 @@ def test_every_fact_is_taught_in_train_and_probed_in_heldout(world: WorldText) -
 def test_base_facts_are_seen_several_times_in_train(world: WorldText) -> None:
     train = _by_entity(_statements(world.base.train))
     for entity, _, value in world.base.facts:
-        assert sum(_mentions(s, value) for s in train[entity]) >= 5, (entity, value)
+        # Counting stops at ten: popular towns have thousands of statements.
+        mentions = (s for s in train[entity] if _mentions(s, value))
+        assert len(list(itertools.islice(mentions, 10))) == 10, (entity, value)
 
 
 def test_each_stage_fact_is_in_at_least_four_train_conversations(world: WorldText) -> None:
@@ -275,7 +278,7 @@ def test_stages_are_chat_only(world: WorldText) -> None:
 
 
 def test_sizes_at_defaults(world: WorldText) -> None:
-    assert 1_000_000 <= _chars(world.base.train) <= 1_500_000
+    assert 2_000_000 <= _chars(world.base.train) <= 3_000_000
     # Every fact of every base entity once in held-out documents and once in held-out chats.
     assert 100_000 <= _chars(world.base.heldout) <= 200_000
     for stage in world.stages:
