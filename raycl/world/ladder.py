@@ -1,20 +1,19 @@
 """The ladder of tiny Llama-style base models, pretrained from scratch on the world's base corpus.
 
-Two axes: model size (the rungs of `LADDER`, spanning ~37x in non-embedding parameters) and
-pretraining budget (`PretrainRecipe.budgets`, in tokens per non-embedding parameter: scaling laws
-count non-embedding parameters, and at this scale the embeddings are up to half of a model).
+Two axes: model size (the rungs of `LADDER`, 6.7k to 252k non-embedding parameters, 37x) and
+pretraining budget (`PretrainRecipe.budgets`, in tokens per *non-embedding* parameter, as scaling
+laws count them: the embeddings are more than half of the smallest rung).
 
-Each size is pretrained once, with a warmup-stable-decay (WSD) schedule: linear warm-up, then a
-constant LR up to the largest budget, then a linear decay to zero over the last `cooldown`
-fraction of its steps. At every smaller budget a copy of the model and optimizer branches off and
-cools down the same way, over the same batches the main run would see, so the finished model at
-budget B is exactly the one a standalone WSD run of B tokens per parameter would give, at ~17% extra
-compute instead of ~90% for separate runs. A budget that was not built is an error naming the ones
-available (extending a finished run on demand would make a cache entry change after it was built).
+Each size is pretrained once, with a warmup-stable-decay (WSD) schedule: linear warm-up, a constant
+LR up to the largest budget, then a linear decay to zero over the last `cooldown` fraction of its
+steps. At every smaller budget a copy of the model and optimizer branches off and cools down the
+same way, over the batches the main run would see, so the finished model at budget B is exactly the
+one a standalone WSD run to B would give, for 17.5% extra compute (separate runs: +88%). Asking for
+a budget that was not built is an error naming the budgets available: extending a finished run on
+demand would change a cache entry after it was built.
 
-Each size is one cache entry (a hash of everything that defines it), built once under a file lock:
-one `save_pretrained` directory per budget, each with a `pretrain.json` record (see
-`pretrain_record`).
+A size is one cache entry (a hash of everything that defines it), built once under a file lock:
+one `save_pretrained` directory per budget, each with a `pretrain.json` record (`pretrain_record`).
 """
 
 from __future__ import annotations
