@@ -27,14 +27,28 @@ class WorldConfig(StrictModel):
     vocab_size: int = Field(512, ge=300, le=65536, description="size of the locally trained BPE")
 
 
+# The offline ladder's rungs are named raycl-tiny-*, and each is pretrained to these budgets, in tokens per
+# non-embedding parameter (`raycl.world.ladder` builds them).
+LADDER_PREFIX = "raycl-tiny-"
+LADDER_BUDGETS = (5.0, 10.0, 20.0, 40.0)
+
+
 class ModelConfig(StrictModel):
     """The base model: an offline-ladder name (`raycl-tiny-s`), a local directory, or a hub id."""
 
     name: str = "raycl-tiny-s"
     pretrain_tokens_per_param: float = Field(
-        20.0, gt=0, description="pretraining budget of offline-ladder models (Chinchilla's 20 by default)"
+        20.0, gt=0, description="pretraining budget of offline-ladder models, in tokens per non-embedding parameter: 5, 10, 20 or 40"
     )
     trust_remote_code: bool = False
+
+    @model_validator(mode="after")
+    def _a_built_budget(self) -> ModelConfig:
+        if self.name.startswith(LADDER_PREFIX) and self.pretrain_tokens_per_param not in LADDER_BUDGETS:
+            budgets = ", ".join(f"{b:g}" for b in LADDER_BUDGETS)
+            raise ValueError(f"pretrain_tokens_per_param: the ladder is pretrained to {budgets} tokens per parameter, "
+                             f"not {self.pretrain_tokens_per_param:g}")
+        return self
 
 
 _PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")

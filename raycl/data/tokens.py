@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 import torch
@@ -11,6 +12,14 @@ from raycl.data.formats import Conversation
 
 # The label of a token no loss is computed on (the `transformers` and `torch` convention).
 IGNORE_INDEX = -100
+
+
+def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
+    """A hash of what turns text into ids here: vocabulary and merges, special tokens, the chat template."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    parts = [backend.to_str() if backend is not None else tokenizer.name_or_path, str(tokenizer.chat_template)]
+    parts += [str(tokenizer.bos_token), str(tokenizer.eos_token)]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
 def encode_conversation(tokenizer: PreTrainedTokenizerBase, conversation: Conversation) -> list[int]:

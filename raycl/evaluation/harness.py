@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import json
 import logging
 import random
@@ -26,6 +25,7 @@ import yaml
 from filelock import FileLock
 
 from raycl.config.benchmarks import ACQUISITION, REAL_TASKS, BenchmarkConfig
+from raycl.data.tokens import tokenizer_fingerprint
 from raycl.evaluation.probes import acquisition_task, write_world_probes
 from raycl.world.cache import cache_root, fingerprint
 
@@ -117,7 +117,7 @@ def shared_task_dir(world: World, config: BenchmarkConfig, tokenizer: PreTrained
     spec = {
         "world": world.id,
         "benchmarks": config.model_dump(mode="json", include={"tasks", "task_paths", "questions_per_entity"}),
-        "tokenizer": _tokenizer_fingerprint(tokenizer),
+        "tokenizer": tokenizer_fingerprint(tokenizer),
         "files": files,
     }
     target = cache_root() / "benchmarks" / fingerprint(spec)
@@ -136,14 +136,6 @@ def _stat(path: Path) -> list[int]:
     """A data file's size and modification time (a missing file is reported by `prepare_task_dir`)."""
     stat = path.stat() if path.is_file() else None
     return [stat.st_size, stat.st_mtime_ns] if stat else [0, 0]
-
-
-def _tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
-    """A hash of what frames the probes: the vocabulary and merges, special tokens and the chat template."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    parts = [backend.to_str() if backend is not None else tokenizer.name_or_path, str(tokenizer.chat_template)]
-    parts += [str(tokenizer.bos_token), str(tokenizer.eos_token)]
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
 def load_harness(task_dir: Path, config: BenchmarkConfig) -> None:

@@ -41,6 +41,7 @@ from rich.progress import (
 )
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
+from raycl.config.trial import LADDER_BUDGETS
 from raycl.data.tokens import (
     batch_at,
     encode_conversation,
@@ -77,7 +78,7 @@ LADDER: dict[str, Rung] = {
 class PretrainRecipe:
     """Pretraining hyperparameters shared by every rung."""
 
-    budgets: tuple[float, ...] = (5.0, 10.0, 20.0, 40.0)  # tokens per non-embedding parameter
+    budgets: tuple[float, ...] = LADDER_BUDGETS  # tokens per non-embedding parameter
     lr: float = 3e-3  # peak LR at `lr_width`; a rung's is scaled by lr_width / hidden_size
     lr_width: int = 64
     batch_size: int = 8

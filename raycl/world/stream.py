@@ -2,32 +2,45 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
 from transformers import PreTrainedTokenizerBase
 
 from raycl.data.stream import Stage, Stream
-from raycl.data.tokens import encode_conversation, encode_document, pack_blocks
-from raycl.world.corpus import Split
-from raycl.world.ladder import base_corpus_blocks
+from raycl.data.tokens import pack_blocks, tokenizer_fingerprint
+from raycl.world.cache import cached_build
+from raycl.world.ladder import base_corpus_blocks, split_examples
 from raycl.world.offline import World
 
+POOL_FILE = "replay_pool.safetensors"
 
-def encode_split(tokenizer: PreTrainedTokenizerBase, split: Split, max_length: int) -> list[list[int]]:
-    """Every document and conversation of `split` as token ids, cut to `max_length`."""
-    examples = [encode_document(tokenizer, text) for text in split.documents]
-    examples += [encode_conversation(tokenizer, chat) for chat in split.conversations]
-    return [example[:max_length] for example in examples]
+
+def replay_pool(world: World, tokenizer: PreTrainedTokenizerBase, seq_len: int) -> torch.Tensor:
+    """The base train split packed into `seq_len` blocks: the replay source of every offline stream.
+
+    About a million tokens, which take seconds to encode: encoded once per world, tokenizer and block
+    length, and cached.
+    """
+    spec = {"world": world.id, "tokenizer": tokenizer_fingerprint(tokenizer), "seq_len": seq_len}
+
+    def build(out: Path) -> None:
+        save_file({"blocks": base_corpus_blocks(world.text.base, tokenizer, seq_len)}, str(out / POOL_FILE))
+
+    return load_file(str(cached_build("replay_pools", spec, build) / POOL_FILE))["blocks"]
 
 
 def offline_stream(world: World, tokenizer: PreTrainedTokenizerBase, seq_len: int) -> Stream:
     """The offline world's stages (its new domains, in order) and its base held-out split."""
     stages = []
     for domain in world.text.stages:
-        blocks = pack_blocks(encode_split(tokenizer, domain.train, max_length=10**9), seq_len)
-        heldout = encode_split(tokenizer, domain.heldout, seq_len)
+        blocks = pack_blocks(split_examples(domain.train, tokenizer), seq_len)
+        heldout = split_examples(domain.heldout, tokenizer, seq_len)
         # The offline world trains on every token.
         stages.append(Stage(domain.name, blocks, blocks, heldout, heldout))
     return Stream(
         stages=stages,
-        retention=encode_split(tokenizer, world.text.base.heldout, seq_len),
-        replay_pool=base_corpus_blocks(world.text.base, tokenizer, seq_len),
+        retention=split_examples(world.text.base.heldout, tokenizer, seq_len),
+        replay_pool=replay_pool(world, tokenizer, seq_len),
     )
