@@ -25,7 +25,6 @@ import yaml
 from filelock import FileLock
 
 from raycl.config.benchmarks import ACQUISITION, REAL_TASKS, BenchmarkConfig
-from raycl.data.tokens import tokenizer_fingerprint
 from raycl.evaluation.probes import acquisition_task, write_world_probes
 from raycl.world.cache import cache_root, fingerprint
 
@@ -113,6 +112,8 @@ def shared_task_dir(world: World, config: BenchmarkConfig, tokenizer: PreTrained
     Written in place (the YAMLs hold absolute paths into it) under a file lock, complete once its
     `.complete` marker exists; the key covers the world, the settings, the tokenizer and each data file.
     """
+    from raycl.data.tokens import tokenizer_fingerprint  # torch: only once an evaluation is set up
+
     files = {task: [str(Path(path).resolve()), *_stat(Path(path))] for task, path in config.task_paths.items()}
     spec = {
         "world": world.id,
