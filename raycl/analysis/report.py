@@ -47,8 +47,11 @@ from raycl.config.space import SHIPPED_DIR, SearchSpace, load_space
 _PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 FINISHED_STATES = ("COMPLETE", "FAIL")
 CONVENTIONS = (
-    "learning = 1 - ppl_after / ppl_before on held-out new data (higher is better); forgetting = loss_after - "
-    "loss_before on held-out base data, in nats (lower is better; <= 0 means the base loss did not rise)."
+    "learning = 1 - ppl_after / ppl_before on held-out new data (higher is better; saturates near 1), learning_nats "
+    "= loss_before - loss_after on it; forgetting = loss_after - loss_before on held-out base data, in nats (lower is "
+    "better; <= 0 means the base loss did not rise), forgetting_fraction = forgetting / (L_init - loss_before), the "
+    "share of pretraining progress undone (L_init = ln V, the untrained model's loss). Model size N counts "
+    "non-embedding parameters."
 )
 
 
@@ -242,10 +245,12 @@ def _format(value: Any) -> str:
 
 def pareto_csv(rows: list[dict[str, Any]], objectives: list[str], feasible: dict[str, bool], pareto: set[str],
                parameters: list[str]) -> str:
-    """Every finished trial: key, state, objectives, feasible, pareto, model size and tokens, sampled params."""
+    """Every finished trial: key, state, objectives, feasible, pareto, model size, the size-comparable metrics,
+    parameter counts and tokens, sampled params."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    extra = ["num_params", "new_tokens", "train_tokens"]
+    extra = ["learning_nats", "forgetting_fraction", "base_loss_before", "base_loss_after", "num_params",
+             "num_params_non_embedding", "new_tokens", "train_tokens"]
     writer.writerow(["trial", "state", *objectives, "feasible", "pareto", "model_size", *extra, *parameters])
     for row, size in zip(rows, scaling.model_sizes(rows).tolist()):
         key = row["trial"]

@@ -20,6 +20,7 @@ class _Reported:
 
 
 Reported = Annotated[float, _Reported()]
+ReportedWhereKnown = Annotated[float | None, _Reported()]  # None where it does not apply
 BENCHMARK_PREFIX = "bench_"
 
 
@@ -57,10 +58,15 @@ class TrialSummary(StageRecord):
     replay_generation_fraction: Reported = Field(description="share of wall time spent sampling self-generated replay")
     peak_memory_bytes: Reported
     optimizer_state_bytes: Reported
+    train_peak_bytes: Reported = Field(
+        description="peak memory of one training step: weights, gradients, optimizer state and activations"
+    )
     num_params: Reported = Field(description="the base model's parameters, before any adapter")
     num_params_non_embedding: Reported = Field(description="the base model's parameters outside its token embeddings and output head")
     wall_time_s: Reported
     train_tokens: Reported = Field(description="tokens trained on, replay rows included")
+    base_pretrain_tokens: ReportedWhereKnown = Field(None, description="tokens the base model was pretrained on (ladder models)")
+    base_pretrain_loss: ReportedWhereKnown = Field(None, description="the base model's final pretraining loss (ladder models)")
     new_tokens: Reported = Field(description="tokens of new data trained on")
 
     @model_validator(mode="after")
@@ -77,7 +83,7 @@ class TrialSummary(StageRecord):
 
     def metrics(self) -> dict[str, float]:
         """Every reported scalar metric by name, benchmark metrics included."""
-        reported = {name: float(getattr(self, name)) for name in REPORTED_METRICS}
+        reported = {name: float(getattr(self, name)) for name in REPORTED_METRICS if getattr(self, name) is not None}
         return reported | {name: float(value) for name, value in (self.model_extra or {}).items()}
 
     def stage_record(self) -> StageRecord:
@@ -96,6 +102,7 @@ class TrialResult(TrialSummary):
     config: dict[str, Any] = Field(description="the trial config, as JSON")
     drift: dict[str, float] = Field(description="relative weight drift of each 2-D weight")
     method_info: dict[str, Any]
+    train_memory: dict[str, int] = Field(description="train_peak_bytes by part, measured on one dedicated step")
     resumed_after_stage: int
 
     def summary(self) -> TrialSummary:

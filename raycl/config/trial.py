@@ -38,12 +38,17 @@ class ModelConfig(StrictModel):
 
 
 _PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+_PER_LAYER = (
+    "step each weight as soon as its gradient is complete and free that gradient, so no full set of gradients "
+    "is held; clips each weight's gradient on its own (see raycl.training.methods.PerLayerOptimizer); not with DDP"
+)
 
 
 class FullMethod(StrictModel):
     """Full fine-tuning: AdamW on every weight."""
 
     name: Literal["full"] = "full"
+    per_layer_updates: bool = Field(False, description=_PER_LAYER)
 
 
 class LoraMethod(StrictModel):
@@ -64,6 +69,7 @@ class GaLoreMethod(StrictModel):
     galore_scale: float = Field(0.25, gt=0)
     galore_proj_type: Literal["std", "reverse_std", "right", "left", "full"] = "std"
     galore_target_modules: tuple[str, ...] = _PROJECTIONS
+    per_layer_updates: bool = Field(False, description=_PER_LAYER)
 
 
 def _method_name(value: Any) -> str:

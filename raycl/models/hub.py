@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,45 +62,43 @@ def check_model_dir(directory: Path) -> None:
             raise ModelFileError(f"{path}: truncated or corrupt safetensors file ({error})") from None
 
 
-def load_model(name: str, *, trust_remote_code: bool = False, **kwargs: Any):
-    """`AutoModelForCausalLM.from_pretrained(name)`, failing fast when it needs an unreachable hub,
-    and in one line naming the file when a local directory is broken."""
-    from transformers import AutoModelForCausalLM
-
-    local = Path(name).is_dir()
-    if local:
-        check_model_dir(Path(name))
-    try:
-        return AutoModelForCausalLM.from_pretrained(name, trust_remote_code=trust_remote_code, **kwargs)
-    except Exception as error:
-        if local:
-            raise _broken_dir("model", name, error) from None
-        if isinstance(error, OSError):
-            raise _unavailable("model", name, error) from None
-        raise
-
-
-def load_tokenizer(name: str, *, trust_remote_code: bool = False):
-    """`AutoTokenizer.from_pretrained(name)`, failing fast when it needs an unreachable hub."""
-    from transformers import AutoTokenizer
-
-    local = Path(name).is_dir()
-    try:
-        return AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
-    except Exception as error:
-        if local:
-            raise _broken_dir("tokenizer", name, error) from None
-        if isinstance(error, OSError):
-            raise _unavailable("tokenizer", name, error) from None
-        raise
-
-
 def _broken_dir(kind: str, name: str, error: Exception) -> ModelFileError:
     return ModelFileError(f"{name}: cannot load the {kind} ({type(error).__name__}: {_first_line(error)})")
 
 
 def _first_line(error: Exception) -> str:
     return next((line.strip() for line in str(error).splitlines() if line.strip()), "")
+
+
+def _from_pretrained(kind: str, name: str, load: Callable[[], Any]) -> Any:
+    """`load()`, its errors turned into one line: a broken local directory, or an unreachable hub."""
+    try:
+        return load()
+    except Exception as error:
+        if Path(name).is_dir():
+            raise _broken_dir(kind, name, error) from None
+        if isinstance(error, OSError):
+            raise _unavailable(kind, name, error) from None
+        raise
+
+
+def load_model(name: str, *, trust_remote_code: bool = False, **kwargs: Any):
+    """`AutoModelForCausalLM.from_pretrained(name)`, failing fast when it needs an unreachable hub,
+    and in one line naming the file when a local directory is broken."""
+    from transformers import AutoModelForCausalLM
+
+    if Path(name).is_dir():
+        check_model_dir(Path(name))
+    return _from_pretrained(
+        "model", name, lambda: AutoModelForCausalLM.from_pretrained(name, trust_remote_code=trust_remote_code, **kwargs)
+    )
+
+
+def load_tokenizer(name: str, *, trust_remote_code: bool = False):
+    """`AutoTokenizer.from_pretrained(name)`, failing fast when it needs an unreachable hub."""
+    from transformers import AutoTokenizer
+
+    return _from_pretrained("tokenizer", name, lambda: AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code))
 
 
 def load_dataset(path: str, name: str | None = None, **kwargs: Any):

@@ -42,10 +42,12 @@ def latest_checkpoint(out_dir: Path) -> Path | None:
 
 
 def _safe_optimizer_globals() -> list[type]:
-    # GaLore keeps pickled projector objects in its state; allow exactly that class.
+    # GaLore keeps pickled projector objects in its state; allow exactly those classes.
     from galore_torch.galore_projector import GaLoreProjector
 
-    return [GaLoreProjector]
+    from raycl.training.galore import CompactProjector
+
+    return [GaLoreProjector, CompactProjector]
 
 
 def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:

@@ -3,14 +3,21 @@
 Each returns the model to train, its optimizer and a few facts worth logging, such as how many
 parameters GaLore really projects: a rank at or above a matrix's smaller side saves nothing, and a
 module list that matches nothing makes GaLore a silent no-op.
+
+Full fine-tuning and GaLore can also update per layer (`method.per_layer_updates`): one optimizer
+per parameter, stepped during the backward pass, so no full set of gradients is ever held.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from raycl.config import MethodConfig, TrainConfig
@@ -18,19 +25,95 @@ from raycl.config import MethodConfig, TrainConfig
 ADAM_BETAS = (0.9, 0.95)
 
 
+class PerLayerOptimizer:
+    """One optimizer per parameter, each stepped by a hook the moment its parameter's gradient is
+    complete; the gradient is freed right after, so at most a few gradients live at any time (the
+    layer-wise mode of the GaLore authors' torchrun_main.py).
+
+    It stands in for a `torch.optim.Optimizer` in the trial loop: `param_groups` holds every inner
+    optimizer's group (setting `lr` on them reaches all), `state_dict`/`load_state_dict` carry all
+    their states, and `step`/`zero_grad` have nothing left to do after `backward()`.
+
+    Clipping: global-norm clipping needs every gradient before the first step, which is exactly what
+    this mode never holds. Instead each parameter's gradient is clipped to
+    `grad_clip * sqrt(numel / total_numel)`. When every parameter is within its bound the global norm is
+    within `grad_clip`, so the bound global clipping gives still holds; but a parameter is clipped on
+    its own norm (a large gradient in one layer no longer shrinks the others' updates, and the update's
+    direction across layers changes), and clipping can trigger while the global norm is below
+    `grad_clip`. With a `grad_clip` that never binds, both modes take identical steps.
+
+    Not usable under DDP: the hooks would step on each rank's own gradients before they are averaged.
+    """
+
+    def __init__(self, optimizers: dict[nn.Parameter, torch.optim.Optimizer], grad_clip: float):
+        if dist.is_initialized() and dist.get_world_size() > 1:
+            raise ValueError("method.per_layer_updates: not under DDP (each rank would step on unaveraged gradients)")
+        self.optimizers = optimizers
+        total = sum(p.numel() for p in optimizers)
+        for parameter, optimizer in optimizers.items():
+            max_norm = grad_clip * math.sqrt(parameter.numel() / total)
+            parameter.register_post_accumulate_grad_hook(partial(self._step, optimizer, max_norm))
+
+    @staticmethod
+    def _step(optimizer: torch.optim.Optimizer, max_norm: float, parameter: nn.Parameter) -> None:
+        nn.utils.clip_grad_norm_([parameter], max_norm)
+        optimizer.step()
+        parameter.grad = None
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        return [group for optimizer in self.optimizers.values() for group in optimizer.param_groups]
+
+    @property
+    def state(self) -> dict[nn.Parameter, dict[str, Any]]:
+        return {p: s for optimizer in self.optimizers.values() for p, s in optimizer.state.items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"per_parameter": [optimizer.state_dict() for optimizer in self.optimizers.values()]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        states = state_dict["per_parameter"]
+        if len(states) != len(self.optimizers):
+            raise ValueError(f"optimizer state of {len(states)} parameters, but {len(self.optimizers)} are trained")
+        for optimizer, state in zip(self.optimizers.values(), states):
+            optimizer.load_state_dict(state)
+
+    def step(self) -> None:
+        """Nothing to do: every parameter was stepped during `backward()`."""
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for parameter in self.optimizers:
+            parameter.grad = None
+
+
+Optimizer = torch.optim.Optimizer | PerLayerOptimizer
+
+
 @dataclass
 class PreparedMethod:
     model: nn.Module
-    optimizer: torch.optim.Optimizer
+    optimizer: Optimizer
     info: dict[str, Any] = field(default_factory=dict)
+
+
+def build_optimizer(make: Callable[[list[dict[str, Any]]], torch.optim.Optimizer], groups: list[dict[str, Any]],
+                    per_layer: bool, grad_clip: float) -> Optimizer:
+    """`make(groups)`, or with per-layer updates one `make` per parameter, each keeping its group's settings."""
+    if not per_layer:
+        return make(groups)
+    optimizers = {p: make([{**group, "params": [p]}]) for group in groups for p in group["params"]}
+    return PerLayerOptimizer(optimizers, grad_clip)
 
 
 def _matches(name: str, modules: tuple[str, ...]) -> bool:
     return name.removesuffix(".weight").rsplit(".", 1)[-1] in modules
 
 
-def _full(model: nn.Module, train: TrainConfig) -> PreparedMethod:
-    optimizer = torch.optim.AdamW(model.parameters(), lr=train.lr, betas=ADAM_BETAS, weight_decay=train.weight_decay)
+def _full(model: nn.Module, method: MethodConfig, train: TrainConfig) -> PreparedMethod:
+    def make(groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(groups, lr=train.lr, betas=ADAM_BETAS, weight_decay=train.weight_decay)
+
+    optimizer = build_optimizer(make, [{"params": list(model.parameters())}], method.per_layer_updates, train.grad_clip)
     return PreparedMethod(model, optimizer)
 
 
@@ -53,9 +136,8 @@ def _lora(model: nn.Module, method: MethodConfig, train: TrainConfig) -> Prepare
     return PreparedMethod(model, optimizer, {"lora_adapted_params": sum(p.numel() for p in trainable)})
 
 
-def _galore(model: nn.Module, method: MethodConfig, train: TrainConfig) -> PreparedMethod:
-    from galore_torch import GaLoreAdamW
-
+def galore_groups(model: nn.Module, method: MethodConfig) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """GaLore's parameter groups (the named 2-D weights projected, the rest plain AdamW) and facts about them."""
     projected, regular = [], []
     for name, parameter in model.named_parameters():
         is_target = parameter.ndim == 2 and _matches(name, method.galore_target_modules)
@@ -76,15 +158,25 @@ def _galore(model: nn.Module, method: MethodConfig, train: TrainConfig) -> Prepa
             "proj_type": method.galore_proj_type,
         },
     ]
-    optimizer = GaLoreAdamW(
-        groups, lr=train.lr, betas=ADAM_BETAS, weight_decay=train.weight_decay, no_deprecation_warning=True
-    )
     info = {
         "galore_projected_matrices": len(projected),
         "galore_projected_params": sum(p.numel() for p in projected),
         "galore_saving_matrices": len(saving),
     }
-    return PreparedMethod(model, optimizer, info)
+    return groups, info
+
+
+def _galore(model: nn.Module, method: MethodConfig, train: TrainConfig) -> PreparedMethod:
+    from galore_torch import GaLoreAdamW
+
+    from raycl.training.galore import use_compact_projectors
+
+    def make(groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
+        optimizer = GaLoreAdamW(groups, lr=train.lr, betas=ADAM_BETAS, weight_decay=train.weight_decay, no_deprecation_warning=True)
+        return use_compact_projectors(optimizer)
+
+    groups, info = galore_groups(model, method)
+    return PreparedMethod(model, build_optimizer(make, groups, method.per_layer_updates, train.grad_clip), info)
 
 
 def prepare_method(model: nn.Module, method: MethodConfig, train: TrainConfig) -> PreparedMethod:
@@ -94,22 +186,29 @@ def prepare_method(model: nn.Module, method: MethodConfig, train: TrainConfig) -
     elif method.name == "galore":
         prepared = _galore(model, method, train)
     else:
-        prepared = _full(model, train)
+        prepared = _full(model, method, train)
     prepared.info["trainable_params"] = sum(p.numel() for p in prepared.model.parameters() if p.requires_grad)
     return prepared
 
 
-def _state_bytes(value: Any) -> int:
+def _state_tensors(value: Any) -> Iterator[torch.Tensor]:
     if isinstance(value, torch.Tensor):
-        return value.numel() * value.element_size()
-    if isinstance(value, (list, tuple)):
-        return sum(_state_bytes(item) for item in value)
-    if hasattr(value, "ortho_matrix"):
+        yield value
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _state_tensors(item)
+    elif hasattr(value, "ortho_matrix"):
         # GaLore keeps its projection (a matrix, or two for proj_type "full") in a projector object.
-        return _state_bytes(value.ortho_matrix)
-    return 0
+        yield from _state_tensors(value.ortho_matrix)
 
 
-def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
+def optimizer_state_tensors(optimizer: Optimizer) -> Iterator[torch.Tensor]:
+    """Every tensor of optimizer state, GaLore's projection matrices included."""
+    for state in optimizer.state.values():
+        for value in state.values():
+            yield from _state_tensors(value)
+
+
+def optimizer_state_bytes(optimizer: Optimizer) -> int:
     """Bytes of optimizer state, GaLore's projection matrices included."""
-    return sum(_state_bytes(value) for state in optimizer.state.values() for value in state.values())
+    return sum(t.numel() * t.element_size() for t in optimizer_state_tensors(optimizer))

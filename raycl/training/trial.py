@@ -39,9 +39,11 @@ from raycl.evaluation.harness import benchmark_deltas, load_harness, run_benchma
 from raycl.evaluation.heldout import heldout_loss
 from raycl.mitigation.penalties import EWC, kl_to_base
 from raycl.mitigation.replay import Replay
-from raycl.models.loading import load_base_model
+from raycl.models.loading import load_base_model, pretraining_facts
 from raycl.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, stage_checkpoint_dir
+from raycl.training.memory import StepMemory
 from raycl.training.methods import optimizer_state_bytes, prepare_method
+from raycl.world.ladder import parameter_counts
 from raycl.world.offline import World, load_world
 from raycl.world.stream import offline_stream
 
@@ -68,6 +70,8 @@ class TrialProgress:
     replay_generation_s: float = 0.0
     elapsed_s: float = 0.0
     first_loss: float | None = None  # the reference of the divergence bound
+    train_memory: dict[str, int] = field(default_factory=dict)  # peak of one step by part, once measured
+    untimed_tokens: int = 0  # tokens of that step, whose time (slowed by the tracker) is not counted
 
 
 def resolve_device(choice: str) -> torch.device:
@@ -122,13 +126,6 @@ def load_stream(config: TrialConfig, world: World, tokenizer) -> Stream:
 def needs_frozen_base(replay: ReplayConfig) -> bool:
     """Whether replay reads the frozen base model: KL targets, samples of it, or its loss to rank blocks."""
     return replay.loss == "kl" or replay.source == "self_generated" or replay.selection in ("hardest", "easiest")
-
-
-def embedding_params(model: nn.Module) -> int:
-    """Parameters of the token embeddings and the output head (once when they are tied), which
-    published scaling laws leave out of a model's size."""
-    tensors = {id(t): t for t in (model.get_input_embeddings().weight, model.get_output_embeddings().weight)}
-    return sum(t.numel() for t in tensors.values())
 
 
 def effective_weights(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -258,8 +255,7 @@ def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) 
     replay_rows = config.replay_rows
     replay = Replay(config.replay, stream.replay_pool, frozen_base, tokenizer, config.train.seed) if replay_rows else None
     # Counted before LoRA injects its adapters into the base model in place.
-    num_params = sum(p.numel() for p in base_model.parameters())
-    num_params_non_embedding = num_params - embedding_params(base_model)
+    counts = parameter_counts(base_model)
     prepared = prepare_method(base_model, config.method, config.train)
     model, optimizer = prepared.model, prepared.optimizer
     # The Fisher is measured at the base weights, before any checkpoint is restored over them.
@@ -294,12 +290,16 @@ def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) 
     resumed_after_stage = progress.stages_done
 
     steps, new_rows = config.train.steps_per_stage, config.train.batch_size - replay_rows
+    total_steps = len(stream.stages) * steps
     with ProgressBar(transient=True, disable=rank != 0) as bar:
         task = bar.add_task("training", total=len(stream.stages) * steps, completed=progress.stages_done * steps)
         for stage_index in range(progress.stages_done, len(stream.stages)):
             stage, stage_seed = stream.stages[stage_index], config.train.seed + stage_index
             stage_started = time.perf_counter()
             for local_step in range(steps):
+                # One step (the second, once optimizer state exists) is measured and left out of the timing.
+                measuring = not progress.train_memory and progress.step >= min(1, total_steps - 1)
+                memory = StepMemory(model, optimizer).start() if measuring else None
                 step_started = time.perf_counter()
                 for group in optimizer.param_groups:
                     group["lr"] = learning_rate(config, progress.step)
@@ -335,7 +335,12 @@ def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) 
                 progress.step += 1
                 progress.train_tokens += (new.numel() + old.numel()) * world_size
                 progress.new_tokens += new.numel() * world_size
-                progress.train_time_s += time.perf_counter() - step_started
+                if memory is not None:
+                    progress.train_memory = memory.stop()
+                if memory is None or total_steps == 1:  # a one-step trial has no other step to time
+                    progress.train_time_s += time.perf_counter() - step_started
+                else:
+                    progress.untimed_tokens += (new.numel() + old.numel()) * world_size
                 if replay is not None:
                     progress.replay_generation_s = replay.generation_time_s
                 bar.update(task, advance=1, description=f"stage {stage_index + 1}/{len(stream.stages)} {stage.name} loss {loss_value:.3f}")
@@ -372,8 +377,11 @@ def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) 
         "drift_spread": metrics.drift_spread(drift),
         "peak_memory_bytes": peak_memory_bytes(device),
         "optimizer_state_bytes": optimizer_state_bytes(optimizer),
-        "num_params": num_params,
-        "num_params_non_embedding": num_params_non_embedding,
+        "train_peak_bytes": sum(progress.train_memory.values()),
+        "train_memory": progress.train_memory,
+        "num_params": counts["total_params"],
+        "num_params_non_embedding": counts["non_embedding_params"],
+        **pretraining_facts(config.model, world),
         "method_info": prepared.info,
         "resumed_after_stage": resumed_after_stage,
     }
@@ -402,7 +410,7 @@ def summarize(progress: TrialProgress, config: TrialConfig, stream: Stream, base
         "fwt": metrics.forward_transfer(matrix),
         "stage_forgetting": metrics.stage_forgetting(matrix),
         "average_final_loss": metrics.average_final_loss(matrix),
-        "tokens_per_s": progress.train_tokens / progress.train_time_s,
+        "tokens_per_s": (progress.train_tokens - progress.untimed_tokens) / progress.train_time_s,
         "train_tokens": progress.train_tokens,
         "new_tokens": progress.new_tokens,
         "train_time_s": progress.train_time_s,

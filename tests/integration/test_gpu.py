@@ -25,3 +25,16 @@ def test_trial_trains_under_bf16_autocast_on_cuda(tmp_path: Path, method: str) -
     assert math.isfinite(result["learning"]) and result["learning"] > 0.1
     assert 0 < result["peak_memory_bytes"] < 2**30  # CUDA's own peak, not the process's RSS
     assert all(math.isfinite(loss) for row in result["stage_matrix"] for loss in row)
+
+
+def test_per_layer_galore_reports_its_steps_memory_from_the_cuda_allocator(tmp_path: Path) -> None:
+    config = TrialConfig.model_validate({
+        "world": {"num_stages": 1},
+        "method": {"name": "galore", "per_layer_updates": True},
+        "train": {"steps_per_stage": 10, "device": "cuda"},
+        "eval": {"benchmarks": {"tasks": []}},
+    })
+    result = run_trial(config, tmp_path)
+    # The step's peak (this model's weights, state and allocations) within the process's peak since it was measured.
+    assert 0 < result["train_peak_bytes"] <= result["peak_memory_bytes"]
+    assert result["train_memory"]["weights"] >= 4 * result["num_params"]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import optuna
 import pytest
 import yaml
 from ray.tune.search import Searcher
