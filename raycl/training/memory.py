@@ -4,8 +4,6 @@
         ...  # forward, backward, optimizer step, zero_grad
     memory.peak_bytes, memory.parts   # parts: weights, gradients, optimizer_state, activations
 
-or `memory = StepMemory(model, optimizer).start()` ... `parts = memory.stop()` around a loop body.
-
 The peak is what the step needs at its busiest moment: the model's weights and buffers, the
 gradients alive then, the optimizer's state, and everything else the step has allocated and not yet
 freed ("activations": tensors saved for backward and temporaries). A `TorchDispatchMode` sees every
@@ -50,7 +48,7 @@ class StepMemory(TorchDispatchMode):
         self.device = next(model.parameters()).device
         self.live: dict[int, tuple[int, str, weakref.ref]] = {}  # id(storage) -> (bytes, part, weak reference)
         self.current = dict.fromkeys(PARTS, 0)
-        self.parts = dict.fromkeys(PARTS, 0)  # at the peak
+        self.parts = dict.fromkeys(PARTS, 0)  # at the peak, summing to peak_bytes
         self.peak_bytes = 0
 
     def __enter__(self) -> StepMemory:
@@ -73,14 +71,6 @@ class StepMemory(TorchDispatchMode):
             self.peak_bytes = self.resident_bytes + torch.cuda.max_memory_allocated(self.device) - self._allocated_before
             self.parts["activations"] = self.peak_bytes - sum(v for k, v in self.parts.items() if k != "activations")
         self.live.clear()  # dropping the weak references also drops their callbacks
-
-    def start(self) -> StepMemory:
-        return self.__enter__()
-
-    def stop(self) -> dict[str, int]:
-        """Stop tracking; the peak's parts, which sum to `peak_bytes`."""
-        self.__exit__(None, None, None)
-        return self.parts
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))

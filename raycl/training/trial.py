@@ -299,44 +299,44 @@ def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) 
             for local_step in range(steps):
                 # One step (the second, once optimizer state exists) is measured and left out of the timing.
                 measuring = not progress.train_memory and progress.step >= min(1, total_steps - 1)
-                memory = StepMemory(model, optimizer).start() if measuring else None
-                step_started = time.perf_counter()
-                for group in optimizer.param_groups:
-                    group["lr"] = learning_rate(config, progress.step)
-                # Each rank takes its slice of the batch; batches are pure functions of the step.
-                new = batch_at(stage.train_blocks, new_rows, local_step, stage_seed)[rank::world_size]
-                new_labels = batch_at(stage.train_labels, new_rows, local_step, stage_seed)[rank::world_size]
-                old, old_labels = new[:0], new_labels[:0]
-                if replay is not None:
-                    old, old_labels = (t[rank::world_size] for t in replay.batch(progress.step, replay_rows, config.train.seq_len))
-                with autocast_for(device):
-                    batch = tuple(t.to(device) for t in (new, new_labels, old, old_labels))
-                    loss = step_loss(train_model, batch, config, frozen_base, ewc)
-                loss_value = mean_over_ranks(loss, world_size)
-                if progress.first_loss is None:
-                    progress.first_loss = loss_value
-                if has_diverged(loss_value, progress.first_loss, config.train.divergence_factor):
-                    divergence = Divergence(
-                        step=progress.step + 1,
-                        stage=stage_index + 1,
-                        loss=finite_or_none(loss_value),
-                        first_loss=finite_or_none(progress.first_loss),
-                        bound=finite_or_none(config.train.divergence_factor * progress.first_loss),
-                        config=config.model_dump(mode="json"),
-                    )
-                    if rank == 0:
-                        write_json(out_dir / "result.json", divergence.model_dump())
-                    raise TrialDiverged(divergence)
-                loss.backward()
-                nn.utils.clip_grad_norm_(model.parameters(), config.train.grad_clip)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
+                with StepMemory(model, optimizer) if measuring else contextlib.nullcontext() as memory:
+                    step_started = time.perf_counter()
+                    for group in optimizer.param_groups:
+                        group["lr"] = learning_rate(config, progress.step)
+                    # Each rank takes its slice of the batch; batches are pure functions of the step.
+                    new = batch_at(stage.train_blocks, new_rows, local_step, stage_seed)[rank::world_size]
+                    new_labels = batch_at(stage.train_labels, new_rows, local_step, stage_seed)[rank::world_size]
+                    old, old_labels = new[:0], new_labels[:0]
+                    if replay is not None:
+                        old, old_labels = (t[rank::world_size] for t in replay.batch(progress.step, replay_rows, config.train.seq_len))
+                    with autocast_for(device):
+                        batch = tuple(t.to(device) for t in (new, new_labels, old, old_labels))
+                        loss = step_loss(train_model, batch, config, frozen_base, ewc)
+                    loss_value = mean_over_ranks(loss, world_size)
+                    if progress.first_loss is None:
+                        progress.first_loss = loss_value
+                    if has_diverged(loss_value, progress.first_loss, config.train.divergence_factor):
+                        divergence = Divergence(
+                            step=progress.step + 1,
+                            stage=stage_index + 1,
+                            loss=finite_or_none(loss_value),
+                            first_loss=finite_or_none(progress.first_loss),
+                            bound=finite_or_none(config.train.divergence_factor * progress.first_loss),
+                            config=config.model_dump(mode="json"),
+                        )
+                        if rank == 0:
+                            write_json(out_dir / "result.json", divergence.model_dump())
+                        raise TrialDiverged(divergence)
+                    loss.backward()
+                    nn.utils.clip_grad_norm_(model.parameters(), config.train.grad_clip)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
 
                 progress.step += 1
                 progress.train_tokens += (new.numel() + old.numel()) * world_size
                 progress.new_tokens += new.numel() * world_size
                 if memory is not None:
-                    progress.train_memory = memory.stop()
+                    progress.train_memory = memory.parts
                 if memory is None or total_steps == 1:  # a one-step trial has no other step to time
                     progress.train_time_s += time.perf_counter() - step_started
                 else:

@@ -6,8 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from raycl.config import TrialConfig
+from raycl.config.result import TrialDiverged
 from raycl.training.trial import run_trial
 
 pytestmark = pytest.mark.slow
@@ -54,3 +56,13 @@ def test_result_reports_the_measured_steps_memory_by_part(tmp_path: Path) -> Non
         assert 4 * result["num_params"] <= parts["weights"] < 4 * result["num_params"] + 2**12
     assert per_layer["train_memory"]["optimizer_state"] == ordinary["train_memory"]["optimizer_state"]
     assert per_layer["train_peak_bytes"] <= ordinary["train_peak_bytes"]
+
+
+def test_a_trial_that_diverges_on_its_measured_step_leaves_no_tracker_behind(tmp_path: Path) -> None:
+    # A huge learning rate without warm-up makes the second step, the measured one, diverge.
+    config = TrialConfig.model_validate(SMALL).with_overrides(
+        {"train.lr": 0.5, "train.warmup_steps": 0, "train.divergence_factor": 1.01})
+    with pytest.raises(TrialDiverged) as diverged:
+        run_trial(config, tmp_path / "diverged")
+    assert diverged.value.divergence.step == 2
+    assert _get_current_dispatch_mode() is None  # a reused worker trains its next trial untracked

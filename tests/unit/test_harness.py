@@ -310,3 +310,18 @@ def test_a_checkpoint_never_turns_on_remote_code_by_itself(tmp_path) -> None:
     result = CliRunner().invoke(app, ["eval", str(checkpoint), "--tasks", "raycl_retention"])
     assert result.exit_code == 2 and "--trust-remote-code" in result.output and len(result.output.strip().splitlines()) == 1
     assert not marker.exists()
+
+
+def test_trials_share_one_task_directory_per_world_settings_and_tokenizer(world, tmp_path, monkeypatch) -> None:
+    from raycl.evaluation.harness import shared_task_dir
+
+    monkeypatch.setenv("RAYCL_CACHE", str(tmp_path / "cache"))
+    first = shared_task_dir(world, BenchmarkConfig(), world.tokenizer)
+    assert (first / ".complete").exists() and (first / "raycl_retention.yaml").is_file()
+    stamp = (first / "raycl_retention.yaml").stat().st_mtime_ns
+    assert shared_task_dir(world, BenchmarkConfig(), world.tokenizer) == first  # built once, not rewritten
+    assert (first / "raycl_retention.yaml").stat().st_mtime_ns == stamp
+    other = shared_task_dir(world, BenchmarkConfig(questions_per_entity=2), world.tokenizer)
+    assert other != first and (other / ".complete").exists()
+    # The limit of each evaluation is not part of what the directory holds.
+    assert shared_task_dir(world, BenchmarkConfig(limit=5), world.tokenizer) == first

@@ -132,3 +132,29 @@ def test_progress_table_follows_trials_and_marks_the_feasible_front(space) -> No
     table.failed("t0002", "failed", "ValueError: boom")
     assert table.rows["t0002"].state == "failed" and table.pareto_keys() == {"t0001", "t0003"}
     assert FINAL_KEY not in table.rows["t0001"].metrics
+
+
+def test_a_restarted_trial_finds_the_stage_checkpoint_that_got_furthest(tmp_path: Path) -> None:
+    """Tune numbers checkpoints from 0 again under a new driver: the stages done decide, not the names."""
+    import json
+
+    from raycl.sweep.trainable import furthest_stage_checkpoint, restore_stage_checkpoint
+
+    trial_dir = tmp_path / "tune" / "t0003"
+    for name, stages in (("checkpoint_000000", 2), ("checkpoint_000001", 1), ("checkpoint_000002", 3)):
+        (trial_dir / name).mkdir(parents=True)
+        (trial_dir / name / "progress.json").write_text(json.dumps({"stages_done": stages}))
+        (trial_dir / name / "model.safetensors").write_text(name)
+    (trial_dir / "params.json").write_text("{}")  # Tune's own files are not checkpoints
+    assert furthest_stage_checkpoint(str(tmp_path / "tune" / "t9999")) is None
+    checkpoint = furthest_stage_checkpoint(str(trial_dir))
+    assert Path(checkpoint.path).name == "checkpoint_000002"
+
+    out_dir = tmp_path / "trials" / "t0003"
+    restore_stage_checkpoint(checkpoint, out_dir)
+    restored = out_dir / "checkpoints" / "stage_002"
+    assert (restored / "model.safetensors").read_text() == "checkpoint_000002"
+    # The engine's own copy wins: it is never overwritten.
+    (restored / "model.safetensors").write_text("engine")
+    restore_stage_checkpoint(checkpoint, out_dir)
+    assert (restored / "model.safetensors").read_text() == "engine"
