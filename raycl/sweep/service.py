@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from unittest import mock
+from urllib.parse import urlsplit
 
 from filelock import FileLock, Timeout
 from rich.console import Console
@@ -170,7 +171,10 @@ def _run(space: SearchSpace, *, out_dir: Path, storage: str, tracking_uri: str, 
             if to_run:
                 with _timed(phases, "ray"):
                     ray_session.enter_context(_ray_connection(address, num_cpus, show_worker_logs, out_dir))
-            tracker = opening.result()
+            try:
+                tracker = opening.result()
+            except Exception as error:
+                raise _tracking_failed(error, tracking_uri, study) from None
         console.print(
             f"sweep {space.name}: {len(finished)} finished, {len(interrupted)} interrupted, {to_run} to run\n"
             f"  optuna: {redact_url(storage)} (study {space.name})\n  mlflow: {redact_url(tracking_uri)} "
@@ -317,6 +321,24 @@ def _launch(space: SearchSpace, study: Any, interrupted: list, to_run: int, trac
             heartbeats(study, searcher.owned_trial_ids), _without_tunes_trial_error_logs():
         tuner.fit()
     return plan, progress.launched(), progress.trial_times()
+
+
+def _tracking_failed(error: Exception, tracking_uri: str, study: Any) -> Exception:
+    """MLflow's error (a page of traceback) as one line, password redacted; a study still without
+    trials (just created) is deleted, so that a plain rerun does not find it in the way."""
+    import optuna
+    from mlflow.exceptions import MlflowException
+
+    from raycl.sweep.redaction import redact_url
+
+    if not isinstance(error, MlflowException):
+        return error
+    if not study.trials:
+        optuna.delete_study(study_name=study.study_name, storage=study._storage)
+    message = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+    if password := urlsplit(tracking_uri).password:
+        message = message.replace(password, "***")
+    return ConfigError(f"--tracking-uri {redact_url(tracking_uri)}: MLflow refused: {message}")
 
 
 @contextlib.contextmanager

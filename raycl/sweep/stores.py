@@ -7,8 +7,11 @@ minutes of retries after the Optuna study was already created (which then blocke
 
 from __future__ import annotations
 
+import base64
 import socket
-from urllib.parse import urlsplit
+import urllib.error
+import urllib.request
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from raycl.config import ConfigError
 from raycl.sweep.redaction import redact_url
@@ -56,18 +59,29 @@ def _unreachable(url: str, option: str, what: str, why: str) -> ConfigError:
 
 
 def _check_server(url: str, option: str, what: str) -> None:
-    """A TCP connection to the server's host and port (no request, so no credentials are sent)."""
+    """MLflow's health endpoint answers "OK" (anything else that listens there is no MLflow server)."""
     parts = urlsplit(url)
     try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError as error:
-        raise _unreachable(url, option, what, str(error)) from None
+        netloc = parts.hostname + (f":{parts.port}" if parts.port else "")
+    except (TypeError, ValueError) as error:
+        raise _unreachable(url, option, what, f"not a server URL: {error}") from None
+    health = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/") + "/health", "", ""))
+    headers = {}
+    if parts.username:
+        token = base64.b64encode(f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()).decode()
+        headers["Authorization"] = f"Basic {token}"
     try:
-        socket.create_connection((parts.hostname or "", port), timeout=CONNECT_TIMEOUT_S).close()
-    except socket.timeout:
-        raise _unreachable(url, option, what, f"no answer within {CONNECT_TIMEOUT_S} s") from None
-    except OSError as error:
-        raise _unreachable(url, option, what, error.strerror or str(error)) from None
+        with urllib.request.urlopen(urllib.request.Request(health, headers=headers), timeout=CONNECT_TIMEOUT_S) as response:
+            status = response.status
+    except urllib.error.HTTPError as error:
+        status = error.code
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        if isinstance(reason, (socket.timeout, TimeoutError)):
+            raise _unreachable(url, option, what, f"no answer within {CONNECT_TIMEOUT_S} s") from None
+        raise _unreachable(url, option, what, getattr(reason, "strerror", None) or str(reason)) from None
+    if status != 200:
+        raise _unreachable(url, option, what, f"HTTP {status} from /health: not an MLflow tracking server, or it refused the credentials")
 
 
 def _check_database(url: str, option: str, what: str) -> None:

@@ -195,6 +195,26 @@ def has_diverged(loss: float, first_loss: float, factor: float) -> bool:
     return not math.isfinite(loss) or loss > factor * first_loss
 
 
+def stop_if_diverged(progress: TrialProgress, loss: float, stage_index: int, config: TrialConfig, out_dir: Path | None) -> None:
+    """Raise `TrialDiverged` if this step's `loss` diverged, after writing its `Divergence` to
+    `out_dir/result.json` (rank 0 passes `out_dir`); the trial's first loss is kept in `progress`."""
+    if progress.first_loss is None:
+        progress.first_loss = loss
+    if not has_diverged(loss, progress.first_loss, config.train.divergence_factor):
+        return
+    divergence = Divergence(
+        step=progress.step + 1,
+        stage=stage_index + 1,
+        loss=finite_or_none(loss),
+        first_loss=finite_or_none(progress.first_loss),
+        bound=finite_or_none(config.train.divergence_factor * progress.first_loss),
+        config=config.model_dump(mode="json"),
+    )
+    if out_dir is not None:
+        write_json(out_dir / "result.json", divergence.model_dump())
+    raise TrialDiverged(divergence)
+
+
 def finite_or_none(value: Any) -> Any:
     """`value` with every NaN or infinite float (nested in lists and dicts) replaced by None."""
     if isinstance(value, float):
@@ -313,20 +333,7 @@ def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) 
                         batch = tuple(t.to(device) for t in (new, new_labels, old, old_labels))
                         loss = step_loss(train_model, batch, config, frozen_base, ewc)
                     loss_value = mean_over_ranks(loss, world_size)
-                    if progress.first_loss is None:
-                        progress.first_loss = loss_value
-                    if has_diverged(loss_value, progress.first_loss, config.train.divergence_factor):
-                        divergence = Divergence(
-                            step=progress.step + 1,
-                            stage=stage_index + 1,
-                            loss=finite_or_none(loss_value),
-                            first_loss=finite_or_none(progress.first_loss),
-                            bound=finite_or_none(config.train.divergence_factor * progress.first_loss),
-                            config=config.model_dump(mode="json"),
-                        )
-                        if rank == 0:
-                            write_json(out_dir / "result.json", divergence.model_dump())
-                        raise TrialDiverged(divergence)
+                    stop_if_diverged(progress, loss_value, stage_index, config, out_dir if rank == 0 else None)
                     loss.backward()
                     nn.utils.clip_grad_norm_(model.parameters(), config.train.grad_clip)
                     optimizer.step()

@@ -75,3 +75,38 @@ def test_local_stores_are_not_touched(tmp_path: Path) -> None:
     check_stores(None, None)
     check_stores(f"sqlite:///{tmp_path / 'optuna.db'}", f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture()
+def http_server():
+    """A local HTTP server answering "OK" at /health only; yields its base URL and the headers it saw."""
+    import http.server
+    import threading
+
+    seen: list[dict[str, str]] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(dict(self.headers))
+            healthy = self.path == "/health"
+            self.send_response(200 if healthy else 404)
+            self.end_headers()
+            self.wfile.write(b"OK" if healthy else b"")
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"127.0.0.1:{server.server_address[1]}", seen
+    server.shutdown()
+
+
+def test_a_tracking_server_must_answer_mlflows_health_check(http_server) -> None:
+    address, seen = http_server
+    check_stores(None, f"http://alice:pw@{address}")
+    assert seen[-1]["Authorization"] == "Basic YWxpY2U6cHc="  # the URL's credentials, as MLflow sends them
+    # Something listens, but it is no MLflow server: refused before anything is created.
+    with pytest.raises(ConfigError) as caught:
+        check_stores(None, f"http://alice:pw@{address}/not-mlflow")
+    assert "HTTP 404 from /health" in str(caught.value) and "pw" not in str(caught.value)
