@@ -299,6 +299,10 @@ def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) 
         started -= progress.elapsed_s
         if replay is not None:
             replay.generation_time_s = progress.replay_generation_s
+        # Said again: a driver that died after the checkpoint but before recording its evaluation
+        # learns it now (its tracker skips an evaluation it already has).
+        if report is not None and progress.stages_done:
+            report(eval_metrics(progress, full=True), None)
     else:
         progress = TrialProgress(config=config.model_dump(mode="json"))
         eval_started = time.perf_counter()

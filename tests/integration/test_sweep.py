@@ -166,7 +166,7 @@ def test_report_of_the_smoke_sweep(smoke_sweep, tmp_path: Path) -> None:
     assert on_front == set(parent.data.tags["raycl.pareto_trials"].split(",")) == set(outcome.pareto_keys)
 
     fits = json.loads((directory / "fits.json").read_text())
-    base_size = min(child.data.metrics["num_params"] for child in children)  # LoRA trials count their adapters too
+    base_size = min(child.data.metrics["num_params_non_embedding"] for child in children)
     for target in ("forgetting", "learning"):  # one model size: the report says why there is no fit
         assert fits["targets"][target]["laws"] == [] and fits["targets"][target]["model_sizes"] == [base_size]
         assert any("at least 2 needed" in note for note in fits["targets"][target]["notes"])
