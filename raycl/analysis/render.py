@@ -32,6 +32,7 @@ from raycl.analysis.figures import (
     SensitivityPanel,
 )
 from raycl.analysis.frontier import Frontier
+from raycl.analysis.scaling import FITTED_LABELS
 
 _CMAP = "viridis"
 
@@ -146,7 +147,7 @@ def draw_fits(panels: Sequence[FitFigure]) -> Figure:
         held = ", ".join(f"{name}={value:.3g}" for name, value in curve.held.items())
         ax.set_title(f"{data.law}: {data.expression}" + (f"\nat {held}" if held else ""), fontsize=8)
         ax.set_xlabel(data.vary)
-        ax.set_ylabel(data.target)
+        ax.set_ylabel(FITTED_LABELS.get(data.target, data.target))
         ax.legend(fontsize=7, loc="best")
     for ax in axes[len(panels):]:
         ax.set_visible(False)

@@ -68,6 +68,8 @@ TARGETS = {
     "forgetting": "the base loss after the stream, L0 + forgetting, in nats",
     "learning": "the perplexity ratio on the new data, 1 - learning",
 }
+# Axis labels of the fitted quantities.
+FITTED_LABELS = {"forgetting": "base loss after (L0 + forgetting, nats)", "learning": "perplexity ratio (1 - learning)"}
 SIZE_SYMBOL = "N"
 # Measured baselines a law scales by, with no parameter of their own: that they move with model size
 # (a larger model's base loss is lower) takes nothing from the fit, so they are left out of the
