@@ -211,7 +211,8 @@ def test_sigterm_a_killed_driver_and_a_planted_token_on_a_loopback_only_local_ra
 
 
 def test_two_drivers_on_one_study_run_each_trial_once_and_stop_at_the_budget(tmp_path: Path) -> None:
-    space = write_space(tmp_path, "shared", LR, trials=3, concurrency=1)
+    # Trials long enough that the second driver usually joins while the first still has trials to run.
+    space = write_space(tmp_path, "shared", LR, trials=3, concurrency=1, train={"steps_per_stage": 60})
     storage = f"sqlite:///{tmp_path / 'shared' / 'optuna.db'}"
     first = Driver(tmp_path, space, tmp_path / "a", "a", "--storage", storage)
     first.wait_for("t0000 started")
@@ -223,7 +224,9 @@ def test_two_drivers_on_one_study_run_each_trial_once_and_stop_at_the_budget(tmp
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
     ran = {root: {p.name for p in (tmp_path / root / "shared" / "trials").iterdir()} for root in ("a", "b")}
     assert ran["a"] | ran["b"] == {"t0000", "t0001", "t0002"} and not ran["a"] & ran["b"]
-    assert "t0000" in ran["a"] and ran["b"]  # the second driver took none of the first's, but did its share
+    # The second driver took none of the first's trials. (Whether it ran any depends on how fast the
+    # first one's trials go: a fast machine may finish them all before the second driver's Ray is up.)
+    assert "t0000" in ran["a"]
     for root in ("a", "b"):
         client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / root / 'shared' / 'mlflow.db'}")
         children = client.search_runs([client.get_experiment_by_name("raycl-shared").experiment_id], "tags.`mlflow.parentRunId` != ''")
