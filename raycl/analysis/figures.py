@@ -15,7 +15,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from raycl.analysis.fits import FitCurve, fit_curve
-from raycl.analysis.frontier import frontier
+from raycl.analysis.frontier import Frontier
 from raycl.analysis.pareto import Direction
 from raycl.analysis.scaling import SIZE_SYMBOL, LawFit, TargetFits, model_sizes
 from raycl.config.records import EVAL_PREFIX
@@ -44,13 +44,10 @@ class ParetoFigure:
     front_order: np.ndarray  # indices of the Pareto trials by increasing x, to join them as a line
 
 
-def pareto_figure(
-    rows: Sequence[Mapping[str, Any]], objectives: Mapping[str, Direction], feasible: Sequence[bool] | None = None
-) -> ParetoFigure:
-    """Pareto data of `rows` (complete trials); `feasible` marks those meeting the space's constraints."""
-    if len(objectives) < 2:
-        raise ValueError(f"a Pareto figure needs two objectives, got {list(objectives)}")
-    data = frontier([str(row.get("trial", i)) for i, row in enumerate(rows)], rows, objectives, feasible)
+def pareto_figure(rows: Sequence[Mapping[str, Any]], data: Frontier) -> ParetoFigure:
+    """Pareto data of `rows` (complete trials, sized by `model_sizes`) from their frontier `data`."""
+    if len(data.objectives) < 2:
+        raise ValueError(f"a Pareto figure needs two objectives, got {data.objectives}")
     front = np.flatnonzero(data.pareto)
     return ParetoFigure(
         x_name=data.objectives[0],

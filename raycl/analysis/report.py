@@ -316,7 +316,7 @@ def _frontier_blocks(sweep: SweepData, front: Frontier) -> list[Block]:
     pareto = set(front.pareto_keys)
     if len(objectives) >= 2:
         blocks += [Heading("Pareto front"),
-                   Image("pareto", render.png(render.draw_pareto(figures.pareto_figure(complete, objectives, front.feasible))),
+                   Image("pareto", render.png(render.draw_pareto(figures.pareto_figure(complete, front))),
                          "All complete trials coloured by model size; circled: the Pareto set.")]
         if sweep.recorded_pareto and pareto != set(sweep.recorded_pareto):
             blocks.append(Text(f"Note: the sweep recorded the Pareto set {', '.join(sweep.recorded_pareto)}; recomputed "

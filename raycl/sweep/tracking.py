@@ -164,7 +164,7 @@ class SweepTracker:
         self.client.log_dict(parent, hypervolume_record(front), "pareto/hypervolume.json")
         if front.keys:
             if len(front.objectives) >= 2:
-                pareto = figures.pareto_figure(rows, self.space.objectives, front.feasible)
+                pareto = figures.pareto_figure(rows, front)
                 self.client.log_figure(parent, render.draw_pareto(pareto), "pareto/frontier.png")
             self.client.log_figure(parent, render.draw_hypervolume(front), "pareto/hypervolume.png")
         tags = [

@@ -28,14 +28,15 @@ RECORD = {"stage_names": ["a", "b"], "stage_matrix": [[5.0, 6.0], [3.0, 5.5], [3
 
 
 def test_pareto_figure_marks_exactly_the_non_dominated_feasible_trials() -> None:
-    data = figures.pareto_figure(TABLE, OBJECTIVES, FEASIBLE)
+    keys = [row["trial"] for row in TABLE]
+    data = figures.pareto_figure(TABLE, frontier(keys, TABLE, OBJECTIVES, FEASIBLE))
     assert data.pareto.tolist() == [True, True, True, False, False]
     assert [data.keys[i] for i in data.front_order] == ["t2", "t1", "t0"]  # by increasing learning
     assert (data.x_name, data.y_name, data.directions) == ("learning", "forgetting", ("maximize", "minimize"))
     assert data.sizes.tolist() == [100.0, 100.0, 1000.0, 1000.0, 100.0]  # coloured by base-model size
-    assert figures.pareto_figure(TABLE, OBJECTIVES).pareto.tolist() == [False, False, False, False, True]
+    assert figures.pareto_figure(TABLE, frontier(keys, TABLE, OBJECTIVES)).pareto.tolist() == [False, False, False, False, True]
     with pytest.raises(ValueError, match="two objectives"):
-        figures.pareto_figure(TABLE, {"learning": "maximize"})
+        figures.pareto_figure(TABLE, frontier(keys, TABLE, {"learning": "maximize"}))
 
 
 def test_hypervolume_history_grows_to_the_front_volume_and_keeps_its_reference() -> None:
@@ -135,7 +136,7 @@ def test_report_of_a_three_size_sweep_is_self_contained(tmp_path: Path) -> None:
     specs = [LawSpec(law_from_expression("power", "A * D**b / N**a", ["A", "a", "b"]), "forgetting")]
     fits = fit_sweep(sweep.rows, specs, bootstrap=10)
     blocks, pareto, feasible = build_blocks(sweep, fits, bootstrap=10)
-    expected = figures.pareto_figure(sweep.complete, space.objectives)
+    expected = figures.pareto_figure(sweep.complete, frontier([row["trial"] for row in sweep.complete], sweep.complete, space.objectives))
     assert pareto == {key for key, on in zip(expected.keys, expected.pareto) if on} and all(feasible.values())
     images = [block.name for block in blocks if isinstance(block, render.Image)]
     assert images == ["pareto", "hypervolume", "fits_forgetting", "stage_matrices", "learning_curves", "sensitivity"]
