@@ -38,9 +38,10 @@ from raycl.analysis import figures, render, scaling
 from raycl.analysis.fits import FitResult
 from raycl.analysis.frontier import Frontier, space_frontier
 from raycl.analysis.render import Block, Heading, Image, Table, Text
+from raycl.analysis.seeds import seed_intervals
 from raycl.config import TrialConfig
 from raycl.config.base import dotted
-from raycl.config.records import EVAL_PREFIX, Artifacts, Tags
+from raycl.config.records import EVAL_PREFIX, REPLICATES_ATTR, Artifacts, Tags
 from raycl.config.result import StageRecord, is_reported_metric
 from raycl.config.space import SHIPPED_DIR, SearchSpace, load_space
 
@@ -166,7 +167,8 @@ def _row(child: Any, trial: Any, config: TrialConfig) -> tuple[dict[str, Any], f
         study_metrics = {}
     metrics = {k: v for k, v in child.data.metrics.items() if not k.startswith(EVAL_PREFIX)}
     row = {"trial": child.data.tags[Tags.TRIAL], "state": state, **settings, **sampled, **study_metrics, **metrics}
-    return row | {"sampled": sampled}, finished
+    replicates = trial.user_attrs.get(REPLICATES_ATTR) if trial is not None else None
+    return row | {"sampled": sampled, "replicates": replicates}, finished
 
 
 def _prepend_start(curves: dict[str, list[tuple[int, float]]], record: dict[str, Any]) -> None:
@@ -206,6 +208,8 @@ def load_sweep(name: str, out_root: str | Path = "runs") -> SweepData:
             row, completed_at[key] = _row(child, study.get(int(child.data.tags[Tags.NUMBER])), config)
             if row["state"] not in FINISHED_STATES:
                 continue  # interrupted: `raycl sweep --resume` finishes it
+            if row["replicates"] is None and (text := _artifact(client, run_id, Artifacts.REPLICATES, scratch)):
+                row["replicates"] = json.loads(text)
             rows.append(row)
             curves[key] = {m: [(p.step, p.value) for p in client.get_metric_history(run_id, m)] for m in figures.CURVE_METRICS}
             record = _stage_record(client, run_id, trial_dir, scratch) if row["state"] == "COMPLETE" else None
@@ -245,16 +249,20 @@ def _format(value: Any) -> str:
 
 def pareto_csv(rows: list[dict[str, Any]], objectives: list[str], feasible: dict[str, bool], pareto: set[str],
                parameters: list[str]) -> str:
-    """Every finished trial: key, state, objectives, feasible, pareto, model size, the size-comparable metrics,
-    parameter counts and tokens, sampled params."""
+    """Every finished trial: key, state, objectives (the mean over seeds, then the seeds and each objective's 95%
+    interval over them), feasible, pareto, model size, the size-comparable metrics, parameter counts and tokens,
+    sampled params."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     extra = ["learning_nats", "forgetting_fraction", "base_loss_before", "base_loss_after", "num_params",
              "num_params_non_embedding", "new_tokens", "train_tokens"]
-    writer.writerow(["trial", "state", *objectives, "feasible", "pareto", "model_size", *extra, *parameters])
+    spread = ["seeds", *(f"{name}_ci_{end}" for name in objectives for end in ("low", "high"))]
+    writer.writerow(["trial", "state", *objectives, *spread, "feasible", "pareto", "model_size", *extra, *parameters])
     for row, size in zip(rows, scaling.model_sizes(rows).tolist()):
         key = row["trial"]
-        cells = [*(row.get(name) for name in objectives), feasible.get(key, False), key in pareto, size,
+        intervals = seed_intervals(row.get("replicates"), objectives)
+        cells = [*(row.get(name) for name in objectives), *(intervals.get(name) for name in spread),
+                 feasible.get(key, False), key in pareto, size,
                  *(row.get(name) for name in extra), *(row["sampled"].get(p) for p in parameters)]
         writer.writerow([key, row["state"], *("" if c is None or (isinstance(c, float) and np.isnan(c)) else c for c in cells)])
     return buffer.getvalue()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from statistics import mean
 from typing import Any
+
+from pydantic import Field
 
 from raycl.config.base import StrictModel
 from raycl.config.result import TrialSummary
@@ -14,6 +17,8 @@ Scalar = bool | int | float | str
 FINAL_KEY = "raycl_final"
 # The Ray node a rank-0 evaluation report came from.
 NODE_KEY = "raycl_node_id"
+# Optuna user attr of a trial run under several seeds (`budget.seeds`): each run's objectives.
+REPLICATES_ATTR = "replicates"
 
 
 def trial_key(number: int) -> str:
@@ -38,12 +43,37 @@ class TrialAssignment(StrictModel):
 
 
 class FinalReport(TrialSummary):
-    """A finished trial's last Tune result: its summary, and the Ray nodes its workers ran on."""
+    """A finished trial's last Tune result: its summary, and the Ray nodes its workers ran on.
+
+    A trial run under several seeds (`budget.seeds`) reports the mean of its runs, and under
+    `replicates` each run's metrics, from which the report draws intervals.
+    """
 
     node_ids: list[str]
+    replicates: list[dict[str, float]] = Field(default_factory=list, description="each seed's metrics; empty for one seed")
 
     def to_tune(self) -> dict[str, Any]:
         return self.model_dump() | {FINAL_KEY: 1.0}
+
+    @classmethod
+    def mean_of(cls, reports: list[FinalReport]) -> FinalReport:
+        """The seeds of one configuration as one trial: every metric and stage record averaged over them."""
+        runs = [report.metrics() for report in reports]
+        names = [name for name in runs[0] if all(name in run for run in runs)]
+        averaged = {name: mean(run[name] for run in runs) for name in names}
+        record = {name: _mean_elementwise([getattr(report, name) for report in reports])
+                  for name in ("stage_matrix", "retention_losses", "stage_forgetting")}
+        nodes = sorted({node for report in reports for node in report.node_ids})
+        return cls.model_validate(
+            {"stage_names": reports[0].stage_names, **record, **averaged, "node_ids": nodes, "replicates": runs}
+        )
+
+
+def _mean_elementwise(values: list[Any]) -> Any:
+    """The mean of equally shaped numbers or nested lists of numbers, element by element."""
+    if isinstance(values[0], list):
+        return [_mean_elementwise(list(column)) for column in zip(*values)]
+    return mean(values)
 
 
 class Tags:
@@ -70,6 +100,7 @@ class Artifacts:
     SEARCH_SPACE = "search_space.yaml"  # parent: the space as run
     TRIAL_CONFIG = "trial_config.json"  # child: the full TrialConfig
     STAGE_RECORD = "stage_matrix.json"  # child: its StageRecord
+    REPLICATES = "replicates.json"  # child run under several seeds: each seed's metrics
     ERROR = "error.txt"  # child of a failed trial: the full traceback (also in its trial folder)
 
 

@@ -182,6 +182,11 @@ class Budget(StrictModel):
     cpus_per_worker: float = Field(1.0, gt=0, description="trimmed by the trial's 0.01-CPU coordinator share")
     gpus_per_worker: float = Field(0.0, ge=0)
     max_failures: int = Field(0, ge=0, description="restarts of a failed trial from its last stage checkpoint")
+    seeds: int = Field(
+        1, ge=1, le=16,
+        description="runs of each sampled configuration, with train.seed, train.seed + 1, ... (data order, replay "
+        "draws); Optuna and the report see the mean, the report an interval over them",
+    )
     executor: Literal["auto", "train", "tune"] = Field(
         "auto",
         description="train: a Ray Train worker group per trial; tune: the trial runs in its Tune actor (one process, "
@@ -263,8 +268,11 @@ class SearchSpace(StrictModel):
         return True
 
     def fingerprint(self) -> str:
-        """Hash of what defines the search (not the budget), so a resumed sweep can be checked against it."""
+        """Hash of what defines the search (not the budget, but its seeds: a mean over other seeds is another
+        measurement), so a resumed sweep can be checked against it."""
         defining = self.model_dump(mode="json", exclude={"budget", "description"})
+        if self.budget.seeds != 1:
+            defining["seeds"] = self.budget.seeds
         return hashlib.sha256(json.dumps(defining, sort_keys=True).encode()).hexdigest()[:12]
 
     def sample(self, trial: Any) -> dict[str, Scalar]:

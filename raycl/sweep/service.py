@@ -284,6 +284,7 @@ def _launch(space: SearchSpace, study: Any, interrupted: list, to_run: int, trac
         tune_storage=f"{ray_storage}/tune/{space.name}",
         plan=plan,
         max_failures=space.budget.max_failures,
+        seeds=space.budget.seeds,
     )
     tuner = tune.Tuner(
         tune_trainable(context),

@@ -15,7 +15,7 @@ from optuna.trial import FrozenTrial, TrialState
 from ray.tune.search import Searcher
 
 from raycl.config import ConfigError
-from raycl.config.records import FINAL_KEY, FinalReport, TrialAssignment
+from raycl.config.records import FINAL_KEY, REPLICATES_ATTR, FinalReport, TrialAssignment
 from raycl.config.result import is_reported_metric
 from raycl.config.space import SamplerSpec, SearchSpace
 from raycl.sweep import lease
@@ -67,8 +67,8 @@ def open_study(space: SearchSpace, storage_url: str, *, resume: bool) -> optuna.
         study.set_user_attr("raycl.objectives", list(space.objectives))
     elif recorded != space.fingerprint():
         raise ConfigError(
-            f"{space.source}: the search (objectives, constraints, parameters, fixed, sampler or seed) changed since "
-            f"study {space.name!r} started; only budget may change on --resume"
+            f"{space.source}: the search (objectives, constraints, parameters, fixed, sampler, seed or budget.seeds) changed since "
+            f"study {space.name!r} started; only the rest of budget may change on --resume"
         )
     if [d.name.lower() for d in study.directions] != space.directions:
         raise ConfigError(f"{space.source}: objectives: directions differ from the stored study's")
@@ -162,6 +162,8 @@ class OptunaSearcher(Searcher):
             trial.set_user_attr(name, value)
         trial.set_user_attr("stage_matrix", report.stage_matrix)
         trial.set_user_attr("node_ids", report.node_ids)
+        if report.replicates:
+            trial.set_user_attr(REPLICATES_ATTR, [{name: run[name] for name in self._space.objectives} for run in report.replicates])
         for constraint in self._space.constraints:
             trial.set_constraint(str(constraint), constraint.value(metrics))
         self._study.tell(trial, [metrics[name] for name in self._space.objectives])

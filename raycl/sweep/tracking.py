@@ -124,6 +124,8 @@ class SweepTracker:
             metrics = [Metric(name, value, now, 0) for name, value in report.metrics().items()]
             self.client.log_batch(run_id, metrics=metrics, tags=[RunTag(Tags.NODE_IDS, ",".join(report.node_ids))])
             self.client.log_dict(run_id, report.stage_record().model_dump(), Artifacts.STAGE_RECORD)
+            if report.replicates:
+                self.client.log_dict(run_id, report.replicates, Artifacts.REPLICATES)
             self.client.set_tag(run_id, Tags.FINAL_LOGGED, "true")
         self.client.set_terminated(run_id, status="FINISHED")
 

@@ -6,13 +6,16 @@ single-process trials; a reused actor imports torch and the engine once, and no 
 `train`: Ray Train V2's pattern for Train inside Tune (a `TorchTrainer` handed to a `Tuner` is gone):
 the Tune trial builds a `TorchTrainer` and calls `.fit()`; a `TuneReportCallback` forwards rank 0's
 `ray.train.report` to Tune, and the result comes back as the train function's return value.
-Either way the result is reported to Tune once more as a `FinalReport`, marked with `FINAL_KEY`.
+Either way the result is reported to Tune once more as a `FinalReport`, marked with `FINAL_KEY`. Under
+`budget.seeds: k` a trial runs the engine k times in turn (train.seed, train.seed + 1, ...), each run in
+its own folder and with its own checkpoints, and reports the mean.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +33,9 @@ from raycl.config.result import Divergence, TrialDiverged, TrialResult
 from raycl.sweep.plan import ResourcePlan
 from raycl.training.checkpoint import PROGRESS, stage_checkpoint_dir
 
+REPLICATE = "replicate"  # in a stage checkpoint of the `tune` executor: the index of the seed run it belongs to
+REPLICATE_KEY = "raycl_replicate"  # in a stage report: the same
+
 
 @dataclass(frozen=True)
 class TrialContext:
@@ -41,32 +47,71 @@ class TrialContext:
     tune_storage: str  # the sweep's Tune experiment, one folder per trial
     plan: ResourcePlan
     max_failures: int
+    seeds: int = 1  # runs per trial (budget.seeds)
 
 
 def sweep_trial(config: dict[str, Any], context: TrialContext) -> None:
-    """The Tune trial: run (or resume) the engine trial with the plan's executor, report its result."""
+    """The Tune trial: run (or resume) the engine trial, once per seed, with the plan's executor; report
+    its result (the mean over seeds)."""
     assignment = TrialAssignment.model_validate(config)
     out_dir = Path(context.trials_dir) / assignment.key
+    reports = [run_replicate(replicate, context) for replicate in replicates(assignment, out_dir, context.seeds)]
+    report = reports[0] if len(reports) == 1 else finished(out_dir, lambda: FinalReport.mean_of(reports))
+    tune.report(report.to_tune())
+
+
+@dataclass(frozen=True)
+class Replicate:
+    """One seed's run of a trial: its config (train.seed offset by `index`) and its own folder."""
+
+    assignment: TrialAssignment
+    out_dir: Path
+    index: int
+    run_name: str  # of its Ray Train run, unique per trial and seed
+
+
+def replicates(assignment: TrialAssignment, out_dir: Path, seeds: int) -> list[Replicate]:
+    """The runs of a trial: itself for one seed (in the trial's folder); else one per seed, in `seed_<i>/`."""
+    if seeds == 1:
+        return [Replicate(assignment, out_dir, 0, assignment.key)]
+    runs = []
+    for index in range(seeds):
+        config = assignment.trial_config.with_overrides({"train.seed": assignment.trial_config.train.seed + index})
+        runs.append(Replicate(assignment.model_copy(update={"trial_config": config}), out_dir / f"seed_{index}", index,
+                              f"{assignment.key}-seed{index}"))
+    return runs
+
+
+def finished(out_dir: Path, compute: Callable[[], FinalReport]) -> FinalReport:
+    """The report in `out_dir`'s sweep_result.json, else `compute()`d and written there: a run that finished
+    before its driver could record it is not run again."""
     done = out_dir / "sweep_result.json"
-    # A trial that finished before its driver could record it is not run again.
     if done.exists():
-        report = FinalReport.model_validate_json(done.read_text())
-    else:
-        if divergence := diverged_before(out_dir):
+        return FinalReport.model_validate_json(done.read_text())
+    report = compute()
+    done.parent.mkdir(parents=True, exist_ok=True)
+    partial = done.with_name(done.name + ".partial")
+    partial.write_text(report.model_dump_json())
+    partial.replace(done)
+    return report
+
+
+def run_replicate(replicate: Replicate, context: TrialContext) -> FinalReport:
+    """One seed's run with the plan's executor (or its recorded report)."""
+
+    def compute() -> FinalReport:
+        if divergence := diverged_before(replicate.out_dir):
             # The same steps would diverge again (a restart by Tune, a resumed sweep): fail at once.
             raise TrialDiverged(divergence)
         run = run_in_actor if context.plan.executor == "tune" else run_in_train
-        returned = run(assignment, out_dir, context)
+        returned = run(replicate, context)
         if "diverged" in returned:
             # Raised here, in the Tune trial, so that it fails like any error and is recorded as one.
             raise TrialDiverged(Divergence.model_validate(returned["diverged"]))
         summary = TrialResult.model_validate(returned["result"]).summary()
-        report = FinalReport(**summary.model_dump(), node_ids=returned["node_ids"])
-        done.parent.mkdir(parents=True, exist_ok=True)
-        partial = done.with_name(done.name + ".partial")
-        partial.write_text(report.model_dump_json())
-        partial.replace(done)
-    tune.report(report.to_tune())
+        return FinalReport(**summary.model_dump(), node_ids=returned["node_ids"])
+
+    return finished(replicate.out_dir, compute)
 
 
 def diverged_before(out_dir: Path) -> Divergence | None:
@@ -76,7 +121,7 @@ def diverged_before(out_dir: Path) -> Divergence | None:
     return Divergence.model_validate(record) if record.get("diverged") else None
 
 
-def run_in_actor(assignment: TrialAssignment, out_dir: Path, context: TrialContext) -> dict[str, Any]:
+def run_in_actor(replicate: Replicate, context: TrialContext) -> dict[str, Any]:
     """The `tune` executor: the engine runs in this Tune actor, reusing its imports across trials.
 
     Stage checkpoints go to Tune's storage with each stage's report, so a trial that Tune restarts
@@ -86,29 +131,34 @@ def run_in_actor(assignment: TrialAssignment, out_dir: Path, context: TrialConte
     from raycl.training.trial import run_trial
 
     node_id = ray.get_runtime_context().get_node_id()
-    restore_stage_checkpoint(furthest_stage_checkpoint(f"{context.tune_storage}/{assignment.key}"), out_dir)
+    trial_storage = f"{context.tune_storage}/{replicate.assignment.key}"
+    restore_stage_checkpoint(furthest_stage_checkpoint(trial_storage, replicate.index), replicate.out_dir)
 
     def report(metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
-        checkpoint = tune.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
-        tune.report(dict(metrics) | {NODE_KEY: node_id}, checkpoint=checkpoint)
+        checkpoint = None
+        if checkpoint_dir:
+            # The seeds of a trial share its Tune folder: each checkpoint says whose it is.
+            (Path(checkpoint_dir) / REPLICATE).write_text(str(replicate.index))
+            checkpoint = tune.Checkpoint.from_directory(str(checkpoint_dir))
+        tune.report(dict(metrics) | {NODE_KEY: node_id, REPLICATE_KEY: replicate.index}, checkpoint=checkpoint)
 
-    return {"result": run_trial(assignment.trial_config, out_dir, report=report), "node_ids": [node_id]}
+    return {"result": run_trial(replicate.assignment.trial_config, replicate.out_dir, report=report), "node_ids": [node_id]}
 
 
-def run_in_train(assignment: TrialAssignment, out_dir: Path, context: TrialContext) -> dict[str, Any]:
+def run_in_train(replicate: Replicate, context: TrialContext) -> dict[str, Any]:
     """The `train` executor: a Ray Train worker group runs the engine (DDP across workers)."""
     plan = context.plan
     trainer = TorchTrainer(
         train_worker,
-        train_loop_config={"assignment": assignment.model_dump(mode="json"), "out_dir": str(out_dir)},
+        train_loop_config={"assignment": replicate.assignment.model_dump(mode="json"), "out_dir": str(replicate.out_dir)},
         scaling_config=ScalingConfig(
             num_workers=plan.workers_per_trial,
             use_gpu=plan.gpus_per_worker > 0,
             resources_per_worker=plan.worker_resources,
         ),
         run_config=RunConfig(
-            # A fixed name per trial: a restarted trial finds its own Train checkpoints.
-            name=f"{context.sweep}-{assignment.key}",
+            # A fixed name per trial and seed: a restarted trial finds its own Train checkpoints.
+            name=f"{context.sweep}-{replicate.run_name}",
             storage_path=context.train_storage,
             callbacks=[TuneReportCallback()],
             failure_config=FailureConfig(max_failures=context.max_failures),
@@ -118,15 +168,22 @@ def run_in_train(assignment: TrialAssignment, out_dir: Path, context: TrialConte
     return trainer.fit().return_value
 
 
-def furthest_stage_checkpoint(trial_storage: str) -> tune.Checkpoint | None:
-    """The stage checkpoint that got furthest among those Tune persisted in a trial's folder, by this
-    driver or an earlier one (a new driver's Tune numbers its checkpoints from 0 again)."""
+def furthest_stage_checkpoint(trial_storage: str, replicate: int = 0) -> tune.Checkpoint | None:
+    """The stage checkpoint of seed run `replicate` that got furthest among those Tune persisted in a trial's
+    folder, by this driver or an earlier one (a new driver's Tune numbers its checkpoints from 0 again)."""
     filesystem, root = pyarrow.fs.FileSystem.from_uri(trial_storage)
     found = filesystem.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
     best, best_stages = None, 0
     for info in found:
         progress = f"{info.path}/{PROGRESS}"
         if info.type != pyarrow.fs.FileType.Directory or filesystem.get_file_info(progress).type != pyarrow.fs.FileType.File:
+            continue
+        owner = f"{info.path}/{REPLICATE}"
+        if filesystem.get_file_info(owner).type == pyarrow.fs.FileType.File:
+            with filesystem.open_input_stream(owner) as stream:
+                if int(stream.read()) != replicate:
+                    continue
+        elif replicate != 0:
             continue
         with filesystem.open_input_stream(progress) as stream:
             stages = json.loads(stream.read())["stages_done"]

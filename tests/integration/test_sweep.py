@@ -275,3 +275,33 @@ def test_resume_after_the_driver_was_killed(cluster, tmp_path: Path, executor: s
             assert result == finished_unrecorded[key]
         else:
             assert json.loads(result)["resumed_after_stage"] == stage
+
+
+def test_seeds_run_each_configuration_in_turn_and_report_the_mean(cluster, tmp_path: Path) -> None:
+    """budget.seeds: 2 runs every sampled configuration twice (train.seed, train.seed + 1); Optuna and MLflow
+    get the mean, the report an interval over the two runs."""
+    from raycl.analysis.report import load_sweep, pareto_csv
+
+    path = write_space(tmp_path, "seeds", trials=2, seeds=2)
+    outcome = run_sweep(path, address=cluster.address, out_root=tmp_path / "runs")
+    study = optuna.load_study(study_name="seeds", storage=outcome.storage)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+    client, _, children = mlflow_runs(outcome)
+    for trial in study.trials:
+        trial_dir = tmp_path / "runs" / "seeds" / "trials" / f"t{trial.number:04d}"
+        runs = [json.loads((trial_dir / f"seed_{i}" / "result.json").read_text()) for i in range(2)]
+        assert [run["config"]["train"]["seed"] - runs[0]["config"]["train"]["seed"] for run in runs] == [0, 1]
+        assert runs[0]["forgetting"] != runs[1]["forgetting"]  # another data order, another outcome
+        for name, value in zip(["learning", "forgetting"], trial.values):
+            assert value == pytest.approx(np.mean([run[name] for run in runs]))
+        assert trial.user_attrs["replicates"] == [{n: run[n] for n in ("learning", "forgetting")} for run in runs]
+        child = next(c for c in children if c.data.tags["raycl.trial_id"] == f"t{trial.number:04d}")
+        assert child.data.metrics["forgetting"] == pytest.approx(trial.values[1])
+        logged = json.loads(Path(client.download_artifacts(child.info.run_id, "replicates.json", str(tmp_path / child.info.run_id))).read_text())
+        assert [run["forgetting"] for run in logged] == [run["forgetting"] for run in runs]
+
+    sweep = load_sweep("seeds", tmp_path / "runs")
+    table = list(csv.DictReader(pareto_csv(sweep.rows, ["learning", "forgetting"], {}, set(), []).splitlines()))
+    for row in table:
+        assert row["seeds"] == "2"
+        assert float(row["forgetting_ci_low"]) < float(row["forgetting"]) < float(row["forgetting_ci_high"])
