@@ -154,16 +154,17 @@ def test_every_kind_of_bad_row_is_counted_by_reason() -> None:
         "empty content": [4],
         "non-string content": [5],
         "wrong role sequence": [6],
-        "unknown role": [7],
+        "malformed conversation": [7],
         "not a JSON object": [8],
         "no assistant turn": [9],
     }
     assert sum(summary.skipped.values()) == 8
 
 
-def test_required_fields_make_rows_without_them_malformed() -> None:
-    examples, summary = load_examples(DataSourceConfig(path=str(FIXTURES / "dolly.jsonl"), max_bad_fraction=1.0), required_fields=("year",))
-    assert examples == [] and summary.skipped == {"missing field 'year'": 2}
+def test_required_fields_make_rows_without_them_malformed_and_no_usable_row_fails_at_once() -> None:
+    # max_bad_fraction 1.0 tolerates any share of bad rows, but not a load that kept none.
+    with pytest.raises(DataError, match=r"dolly.jsonl: line 1: missing field 'year'; no usable rows \(2 of 2 malformed\)$"):
+        load_examples(DataSourceConfig(path=str(FIXTURES / "dolly.jsonl"), max_bad_fraction=1.0), required_fields=("year",))
 
 
 def test_clean_conversation_rules() -> None:
@@ -222,7 +223,7 @@ def test_hub_sources_fail_fast_offline(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_source_configs_are_strict() -> None:
     with pytest.raises(ValidationError, match="exactly one of `path` and `hub`"):
         DataSourceConfig()
-    with pytest.raises(ValidationError, match="not a .jsonl/.json/.parquet/.txt file"):
+    with pytest.raises(ValidationError, match="not a .jsonl/.json/.jsonl.gz/.json.gz/.parquet/.txt file"):
         DataSourceConfig(path="data.csv")
     with pytest.raises(ValidationError, match="extra"):
         DataSourceConfig(path="a.jsonl", typo=1)
