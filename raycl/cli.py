@@ -165,14 +165,21 @@ def eval_(
     tasks: str = typer.Option("raycl_retention,raycl_acquisition", "--tasks", help="comma-separated lm-eval task names"),
     limit: Optional[int] = typer.Option(None, "--limit", help="first N examples of each task"),
     batch_size: int = typer.Option(64, "--batch-size"),
-    task_path: Optional[list[str]] = typer.Option(None, "--task-path", help="TASK=FILE for a shipped real benchmark"),
+    task_path: Optional[list[str]] = typer.Option(
+        None, "--task-path", help="TASK=FILE for a shipped real benchmark, or NAME=TEMPLATE:FILE for a shipped template under another name"
+    ),
+    include_path: Optional[Path] = typer.Option(None, "--include-path", help="a directory of your own lm-eval task YAMLs"),
     include_defaults: bool = typer.Option(False, "--include-defaults", help="also offer lm-eval's own tasks (needs the hub)"),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="run the model's own Python code (never taken from the checkpoint)"),
 ) -> None:
     """Score a saved stage checkpoint on lm-eval tasks (also exported to CHECKPOINT/eval/hf for lm_eval)."""
-    from pydantic import ValidationError
-
+    from raycl.config.benchmarks import REAL_TASKS
     from raycl.evaluation.harness import evaluate_checkpoint
+
+    def task_file(pair: str) -> tuple[str, str | dict[str, str]]:
+        name, _, value = pair.partition("=")
+        template, colon, path = value.partition(":")
+        return name, {"template": template, "path": path} if colon and template in REAL_TASKS else value
 
     try:
         scores = evaluate_checkpoint(
@@ -180,11 +187,12 @@ def eval_(
             tasks.split(","),
             limit,
             batch_size=batch_size,
-            task_paths=dict(pair.split("=", 1) for pair in task_path or []),
+            task_paths=dict(map(task_file, task_path or [])),
+            include_path=str(include_path) if include_path else None,
             include_defaults=include_defaults,
             trust_remote_code=trust_remote_code,
         )
-    except (ValidationError, ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError) as error:
         fail(str(error).splitlines()[0])
     table = Table(title=f"lm-eval scores of {checkpoint}")
     table.add_column("task")
