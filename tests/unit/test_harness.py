@@ -397,3 +397,24 @@ def test_trials_share_one_task_directory_per_world_settings_and_tokenizer(world,
     assert other != first and (other / ".complete").exists()
     # The limit of each evaluation is not part of what the directory holds.
     assert shared_task_dir(world, BenchmarkConfig(limit=5), world.tokenizer) == first
+
+
+def test_cli_eval_names_the_key_of_a_bad_task_or_data_file_in_one_line(tmp_path) -> None:
+    """Settings are checked before the checkpoint is read: none exists here."""
+    from typer.testing import CliRunner
+
+    from raycl.cli import app
+
+    csv = tmp_path / "arc.csv"
+    csv.write_text("query,choices,gold\n")
+    checkpoint = str(tmp_path / "stage_001")
+    cases = [
+        (["--tasks", "nope"], "error: raycl eval: tasks: nope is not a raycl task (raycl_retention, "),
+        (["--tasks", "raycl_arc_easy", "--task-path", f"raycl_arc_easy={csv}"], f"error: task_paths.raycl_arc_easy: {csv} is not a JSON-lines file"),
+        (["--tasks", "arc2", "--task-path", f"arc2=raycl_arc_easy:{csv}"], f"error: task_paths.arc2: {csv} is not a JSON-lines file"),
+        (["--tasks", "mine", "--include-path", str(tmp_path / "none")], f"error: include_path: no such directory {tmp_path / 'none'}"),
+    ]
+    for options, expected in cases:
+        result = CliRunner().invoke(app, ["eval", checkpoint, *options])
+        assert result.exit_code == 2 and result.output.startswith(expected), result.output
+        assert len(result.output.strip().splitlines()) == 1
