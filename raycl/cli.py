@@ -24,6 +24,11 @@ def fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+def note(message: str) -> None:
+    """Print one yellow line: something the user should know, that stops nothing."""
+    console.print(f"[yellow]note:[/yellow] {message}", highlight=False, soft_wrap=True)
+
+
 def result_table(result: dict[str, Any]) -> Table:
     """The headline metrics of one trial."""
     table = Table(title="trial result", show_header=True)
@@ -81,7 +86,11 @@ def run(
         trial_config = load_config(config)
     except ConfigError as error:
         fail(str(error))
+    from raycl.data.check import original_note
     from raycl.training.trial import run_trial
+
+    if message := original_note(trial_config):
+        note(message)
 
     try:
         result = run_trial(trial_config, out)
@@ -143,14 +152,35 @@ def sweep(
 
 @app.command()
 def validate(
-    paths: Optional[list[Path]] = typer.Argument(None, help="search-space YAML files; default: every space in search_spaces/"),
+    paths: Optional[list[Path]] = typer.Argument(None, help="search-space or trial-config YAML files; default: every space in search_spaces/"),
 ) -> None:
-    """Check search spaces without running anything; exit status 2 if any is malformed."""
-    from raycl.config import ConfigError
-    from raycl.config.space import validate_spaces
+    """Check search spaces and trial configs without running anything: every key and value, and for a
+    trial config its data files too (each exists, its first rows parse). Exit status 2 if any is malformed."""
+    from raycl.config import ConfigError, TrialConfig, load_config, read_yaml
+    from raycl.config.space import SearchSpace, validate_spaces
+
+    def check(path: Path) -> list[tuple[Path, str | None]]:
+        """(path, error or None) of a space, or of a trial config after printing what its data holds."""
+        from raycl.data.check import check_data, original_note
+
+        try:
+            if set(read_yaml(path)) & (set(SearchSpace.model_fields) - set(TrialConfig.model_fields)):
+                return validate_spaces([path])
+            config = load_config(path)
+            lines = check_data(config)
+        except ConfigError as error:
+            return [(path, str(error))]
+        except (ValueError, FileNotFoundError) as error:  # a DataError is a ValueError
+            return [(path, f"{path}: {error}")]
+        console.print(f"[green]ok[/green] {path} (trial config)", highlight=False, soft_wrap=True)
+        for line in lines:
+            console.print(f"  {line}", highlight=False, soft_wrap=True)
+        if message := original_note(config):
+            note(message)
+        return []
 
     try:
-        checked = validate_spaces(paths or None)
+        checked = validate_spaces(None) if not paths else [result for path in paths for result in check(path)]
     except ConfigError as error:
         fail(str(error))
     for path, error in checked:
