@@ -258,5 +258,28 @@ def report(
     )
 
 
+@app.command()
+def ui(
+    name: str = typer.Argument(..., help="the sweep's name: its folder under OUT_ROOT"),
+    out_root: Path = typer.Option(Path("runs"), "--out-root", help="where sweeps keep their files, one folder per sweep"),
+    host: str = typer.Option("127.0.0.1", "--host", help="address both UIs listen on; any other than 127.0.0.1 opens them to that network"),
+    mlflow_port: int = typer.Option(5000, "--mlflow-port"),
+    optuna_port: int = typer.Option(8080, "--optuna-port"),
+) -> None:
+    """Serve a local sweep's MLflow UI and Optuna dashboard until Ctrl-C (logs in OUT_ROOT/NAME/ui/)."""
+    from raycl.config import ConfigError
+    from raycl.sweep.ui import serve, servers
+
+    sweep_dir = out_root / name
+    try:
+        found = servers(sweep_dir, host, mlflow_port, optuna_port)
+        console.print("starting " + ", ".join(f"{server.name} on {server.host} port {server.port}" for server in found), highlight=False, soft_wrap=True)
+        serve(found, sweep_dir / "ui", lambda server: console.print(f"{server.name}: {server.url}  (Ctrl-C stops)", highlight=False, soft_wrap=True))
+    except (ConfigError, RuntimeError) as error:
+        fail(str(error))
+    except KeyboardInterrupt:
+        console.print("stopped", highlight=False)
+
+
 if __name__ == "__main__":
     app()
