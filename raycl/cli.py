@@ -157,35 +157,38 @@ def validate(
     """Check search spaces and trial configs without running anything: every key and value, and for a
     trial config its data files too (each exists, its first rows parse). Exit status 2 if any is malformed."""
     from raycl.config import ConfigError, TrialConfig, load_config, read_yaml
-    from raycl.config.space import SearchSpace, validate_spaces
+    from raycl.config.space import SearchSpace, load_space, resolve_space_path, shipped_spaces
+    from raycl.data.check import check_data, original_note
 
-    def check(path: Path) -> list[tuple[Path, str | None]]:
-        """(path, error or None) of a space, or of a trial config after printing what its data holds."""
-        from raycl.data.check import check_data, original_note
+    space_keys = set(SearchSpace.model_fields) - set(TrialConfig.model_fields)
 
-        try:
-            if set(read_yaml(path)) & (set(SearchSpace.model_fields) - set(TrialConfig.model_fields)):
-                return validate_spaces([path])
-            config = load_config(path)
-            lines = check_data(config)
-        except ConfigError as error:
-            return [(path, str(error))]
-        except (ValueError, FileNotFoundError) as error:  # a DataError is a ValueError
-            return [(path, f"{path}: {error}")]
-        console.print(f"[green]ok[/green] {path} (trial config)", highlight=False, soft_wrap=True)
-        for line in lines:
-            console.print(f"  {line}", highlight=False, soft_wrap=True)
+    def check(name: Path) -> tuple[str, list[str]]:
+        """The `ok` line of a space or a trial config, and the lines under it (what its data holds)."""
+        path = resolve_space_path(name)  # a space's name, or any file's path as it is
+        if set(read_yaml(path)) & space_keys:
+            load_space(path)
+            return f"ok {path}", []
+        config = load_config(path)
+        lines = [f"  {line}" for line in check_data(config)]
         if message := original_note(config):
-            note(message)
-        return []
+            lines.append(f"[yellow]note:[/yellow] {message}")
+        return f"ok {path} (trial config)", lines
 
-    try:
-        checked = validate_spaces(None) if not paths else [result for path in paths for result in check(path)]
-    except ConfigError as error:
-        fail(str(error))
-    for path, error in checked:
-        console.print(f"[green]ok[/green] {path}" if error is None else f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
-    if any(error for _, error in checked):
+    malformed = False
+    for name in paths or shipped_spaces():
+        try:
+            ok, lines = check(name)
+        except ConfigError as error:
+            problem = str(error)
+        except (ValueError, FileNotFoundError) as error:  # a DataError is a ValueError
+            problem = f"{name}: {error}"
+        else:
+            for line in [ok.replace("ok", "[green]ok[/green]", 1), *lines]:
+                console.print(line, highlight=False, soft_wrap=True)
+            continue
+        malformed = True
+        console.print(f"[red]error:[/red] {problem}", highlight=False, soft_wrap=True)
+    if malformed:
         raise typer.Exit(2)
 
 
