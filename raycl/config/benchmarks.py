@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
 from raycl.config.base import StrictModel
+from raycl.config.stream import absolute_path
 
 # The offline world's multiple-choice probes: base facts, and one task per new-data stage.
 RETENTION = "raycl_retention"
@@ -41,6 +41,11 @@ class TaskFile(StrictModel):
         if template not in REAL_TASKS:
             raise ValueError(f"{template} is not a shipped benchmark template (one of {', '.join(REAL_TASKS)})")
         return template
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, path: str) -> str:
+        return absolute_path(path)
 
 
 class BenchmarkConfig(StrictModel):
@@ -81,8 +86,7 @@ class BenchmarkConfig(StrictModel):
     @field_validator("include_path")
     @classmethod
     def _absolute(cls, include_path: str | None) -> str | None:
-        # Trials run in directories of their own: a relative path would point elsewhere there.
-        return str(Path(include_path).expanduser().absolute()) if include_path is not None else None
+        return absolute_path(include_path) if include_path is not None else None
 
     @model_validator(mode="after")
     def _check_tasks(self) -> BenchmarkConfig:

@@ -24,7 +24,7 @@ def local_suffix(path: str | Path) -> str | None:
     return next((suffix for suffix in LOCAL_SUFFIXES if str(path).endswith(suffix)), None)
 
 
-def _absolute_path(path: str) -> str:
+def absolute_path(path: str) -> str:
     """`path` made absolute against the working directory where the config is read: a sweep's
     trials run in directories of their own, where a relative path would point elsewhere."""
     return str(Path(path).expanduser().absolute())
@@ -38,7 +38,7 @@ class DataSourceConfig(StrictModel):
     @field_validator("path")
     @classmethod
     def _absolute(cls, path: str | None) -> str | None:
-        return _absolute_path(path) if path is not None else None
+        return absolute_path(path) if path is not None else None
 
     hub: str | None = Field(None, description="`datasets` hub name, e.g. lmsys/lmsys-chat-1m")
     subset: str | None = Field(None, description="hub config name, e.g. `en` for allenai/c4")
@@ -79,7 +79,7 @@ class ReplayCorpusConfig(StrictModel):
     @field_validator("paths")
     @classmethod
     def _absolute(cls, paths: tuple[str, ...]) -> tuple[str, ...]:
-        return tuple(map(_absolute_path, paths))
+        return tuple(map(absolute_path, paths))
 
     hub: str | None = Field(None, description="`datasets` hub name, e.g. allenai/c4, monology/pile-uncopyrighted")
     subset: str | None = None
