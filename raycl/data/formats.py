@@ -175,9 +175,11 @@ def _text(value: Any) -> str:
 
 def role_of(raw_role: Any, roles: RoleMap) -> Role:
     """The role of a speaker: from the `roles` map, else the usual names (user, human, gpt, ...)."""
+    if not isinstance(raw_role, str):
+        raise UnknownRole(raw_role)
     if isinstance(roles, Mapping) and raw_role in roles:
         return roles[raw_role]
-    role = ROLES.get(raw_role.lower()) if isinstance(raw_role, str) else None
+    role = ROLES.get(raw_role.lower())
     if role is None:
         raise UnknownRole(raw_role)
     return role

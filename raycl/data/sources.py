@@ -1,10 +1,11 @@
 """Loading conversations and documents from local files or the hub, with bad-row accounting.
 
 Local files: `.jsonl`, `.json` (an array of records, or JSON lines), either gzipped (`.jsonl.gz`,
-`.json.gz`), `.parquet`, and `.txt` (plain text, cut into documents of whole lines). Hub datasets go through `raycl.models.hub.load_dataset`, streamed
-and cut to the first `limit` rows. Malformed rows are skipped and counted by reason in a
-`LoadSummary`; above `max_bad_fraction`, or when no row is usable, the load fails with one line
-naming the first bad row. An unknown speaker fails it at once, naming the line and the role.
+`.json.gz`), `.parquet`, and `.txt` (plain text, cut into documents of whole lines). Hub datasets go
+through `raycl.models.hub.load_dataset`, streamed and cut to the first `limit` rows. Malformed rows
+are skipped and counted by reason in a `LoadSummary`; above `max_bad_fraction`, or when no row is
+usable, the load fails with one line naming the first bad row. An unknown speaker fails it at once,
+naming the line and the role.
 """
 
 from __future__ import annotations

@@ -70,6 +70,8 @@ def check_task_file(task: str, spec: TaskFile) -> Path:
         raise ValueError(f"task_paths.{task}: {path} is not a JSON-lines file ({'/'.join(DATA_SUFFIXES)}), the one format the templates read")
     with path.open(encoding="utf-8") as lines:
         number, line = next(((n, line) for n, line in enumerate(lines, 1) if line.strip()), (0, ""))
+    if number == 0:
+        raise ValueError(f"task_paths.{task}: {path} holds no rows")
     try:
         first = json.loads(line)
     except json.JSONDecodeError as error:
