@@ -170,19 +170,6 @@ class TrialConfig(StrictModel):
     ewc: EWCConfig = EWCConfig()
     eval: EvalConfig = EvalConfig()
 
-    @model_validator(mode="before")
-    @classmethod
-    def _stream_benchmarks(cls, data: Any) -> Any:
-        """A `stream:` trial runs the retention probe alone unless told otherwise: the default
-        acquisition probes ask about the offline world's stages, which it does not train on."""
-        if not isinstance(data, dict) or data.get("stream") is None:
-            return data
-        evaluation = data.get("eval") or {}
-        benchmarks = (evaluation.get("benchmarks") or {}) if isinstance(evaluation, dict) else None
-        if isinstance(benchmarks, dict) and "tasks" not in benchmarks:
-            return data | {"eval": evaluation | {"benchmarks": benchmarks | {"tasks": [RETENTION]}}}
-        return data
-
     @model_validator(mode="after")
     def _check_combinations(self) -> TrialConfig:
         # A real dataset's stage count is known only once it is loaded.
@@ -204,6 +191,19 @@ class TrialConfig(StrictModel):
     def replay_rows(self) -> int:
         """Rows of every training batch drawn from replay."""
         return round(self.replay.ratio * self.train.batch_size)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _stream_benchmarks(cls, data: Any) -> Any:
+        """A `stream:` trial runs the retention probe alone unless told otherwise: the default
+        acquisition probes ask about the offline world's stages, which it does not train on."""
+        if not isinstance(data, dict) or data.get("stream") is None:
+            return data
+        evaluation = data.get("eval") or {}
+        benchmarks = (evaluation.get("benchmarks") or {}) if isinstance(evaluation, dict) else None
+        if isinstance(benchmarks, dict) and "tasks" not in benchmarks:
+            return data | {"eval": evaluation | {"benchmarks": benchmarks | {"tasks": [RETENTION]}}}
+        return data
 
     def with_overrides(self, overrides: dict[str, Any]) -> TrialConfig:
         """A copy with dotted keys replaced, e.g. {"train.lr": 1e-3, "method.name": "lora"}.
