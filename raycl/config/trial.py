@@ -13,7 +13,7 @@ from pydantic import BaseModel, Discriminator, Field, Tag, model_validator
 from pydantic.fields import FieldInfo
 
 from raycl.config.base import ConfigError, StrictModel, read_yaml, validate
-from raycl.config.benchmarks import RETENTION, BenchmarkConfig, is_world_stage_task
+from raycl.config.benchmarks import BenchmarkConfig, is_world_stage_task
 from raycl.config.stream import StreamConfig
 
 
@@ -195,14 +195,15 @@ class TrialConfig(StrictModel):
     @model_validator(mode="before")
     @classmethod
     def _stream_benchmarks(cls, data: Any) -> Any:
-        """A `stream:` trial runs the retention probe alone unless told otherwise: the default
-        acquisition probes ask about the offline world's stages, which it does not train on."""
+        """A `stream:` trial runs the default tasks but the acquisition probes unless told otherwise:
+        those ask about the offline world's stages, which it does not train on."""
         if not isinstance(data, dict) or data.get("stream") is None:
             return data
         evaluation = data.get("eval") or {}
         benchmarks = (evaluation.get("benchmarks") or {}) if isinstance(evaluation, dict) else None
         if isinstance(benchmarks, dict) and "tasks" not in benchmarks:
-            return data | {"eval": evaluation | {"benchmarks": benchmarks | {"tasks": [RETENTION]}}}
+            tasks = [task for task in BenchmarkConfig.model_fields["tasks"].default if not is_world_stage_task(task)]
+            return data | {"eval": evaluation | {"benchmarks": benchmarks | {"tasks": tasks}}}
         return data
 
     def with_overrides(self, overrides: dict[str, Any]) -> TrialConfig:
