@@ -24,6 +24,11 @@ def fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+def note(message: str) -> None:
+    """Print one yellow line: something the user should know, that stops nothing."""
+    console.print(f"[yellow]note:[/yellow] {message}", highlight=False, soft_wrap=True)
+
+
 def result_table(result: dict[str, Any]) -> Table:
     """The headline metrics of one trial."""
     table = Table(title="trial result", show_header=True)
@@ -81,7 +86,11 @@ def run(
         trial_config = load_config(config)
     except ConfigError as error:
         fail(str(error))
+    from raycl.data.check import original_note
     from raycl.training.trial import run_trial
+
+    if message := original_note(trial_config):
+        note(message)
 
     try:
         result = run_trial(trial_config, out)
@@ -143,19 +152,43 @@ def sweep(
 
 @app.command()
 def validate(
-    paths: Optional[list[Path]] = typer.Argument(None, help="search-space YAML files; default: every space in search_spaces/"),
+    paths: Optional[list[Path]] = typer.Argument(None, help="search-space or trial-config YAML files; default: every space in search_spaces/"),
 ) -> None:
-    """Check search spaces without running anything; exit status 2 if any is malformed."""
-    from raycl.config import ConfigError
-    from raycl.config.space import validate_spaces
+    """Check search spaces and trial configs without running anything: every key and value, and for a
+    trial config its data files too (each exists, its first rows parse). Exit status 2 if any is malformed."""
+    from raycl.config import ConfigError, TrialConfig, load_config, read_yaml
+    from raycl.config.space import SearchSpace, load_space, resolve_space_path, shipped_spaces
+    from raycl.data.check import check_data, original_note
 
-    try:
-        checked = validate_spaces(paths or None)
-    except ConfigError as error:
-        fail(str(error))
-    for path, error in checked:
-        console.print(f"[green]ok[/green] {path}" if error is None else f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
-    if any(error for _, error in checked):
+    space_keys = set(SearchSpace.model_fields) - set(TrialConfig.model_fields)
+
+    def check(name: Path) -> tuple[str, list[str]]:
+        """The `ok` line of a space or a trial config, and the lines under it (what its data holds)."""
+        path = resolve_space_path(name)  # a space's name, or any file's path as it is
+        if set(read_yaml(path)) & space_keys:
+            load_space(path)
+            return f"ok {path}", []
+        config = load_config(path)
+        lines = [f"  {line}" for line in check_data(config)]
+        if message := original_note(config):
+            lines.append(f"[yellow]note:[/yellow] {message}")
+        return f"ok {path} (trial config)", lines
+
+    malformed = False
+    for name in paths or shipped_spaces():
+        try:
+            ok, lines = check(name)
+        except ConfigError as error:
+            problem = str(error)
+        except (ValueError, FileNotFoundError) as error:  # a DataError is a ValueError
+            problem = f"{name}: {error}"
+        else:
+            for line in [ok.replace("ok", "[green]ok[/green]", 1), *lines]:
+                console.print(line, highlight=False, soft_wrap=True)
+            continue
+        malformed = True
+        console.print(f"[red]error:[/red] {problem}", highlight=False, soft_wrap=True)
+    if malformed:
         raise typer.Exit(2)
 
 
@@ -165,14 +198,21 @@ def eval_(
     tasks: str = typer.Option("raycl_retention,raycl_acquisition", "--tasks", help="comma-separated lm-eval task names"),
     limit: Optional[int] = typer.Option(None, "--limit", help="first N examples of each task"),
     batch_size: int = typer.Option(64, "--batch-size"),
-    task_path: Optional[list[str]] = typer.Option(None, "--task-path", help="TASK=FILE for a shipped real benchmark"),
+    task_path: Optional[list[str]] = typer.Option(
+        None, "--task-path", help="TASK=FILE for a shipped real benchmark, or NAME=TEMPLATE:FILE for a shipped template under another name"
+    ),
+    include_path: Optional[Path] = typer.Option(None, "--include-path", help="a directory of your own lm-eval task YAMLs"),
     include_defaults: bool = typer.Option(False, "--include-defaults", help="also offer lm-eval's own tasks (needs the hub)"),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="run the model's own Python code (never taken from the checkpoint)"),
 ) -> None:
     """Score a saved stage checkpoint on lm-eval tasks (also exported to CHECKPOINT/eval/hf for lm_eval)."""
-    from pydantic import ValidationError
-
+    from raycl.config.benchmarks import REAL_TASKS
     from raycl.evaluation.harness import evaluate_checkpoint
+
+    def task_file(pair: str) -> tuple[str, str | dict[str, str]]:
+        name, _, value = pair.partition("=")
+        template, colon, path = value.partition(":")
+        return name, {"template": template, "path": path} if colon and template in REAL_TASKS else value
 
     try:
         scores = evaluate_checkpoint(
@@ -180,11 +220,12 @@ def eval_(
             tasks.split(","),
             limit,
             batch_size=batch_size,
-            task_paths=dict(pair.split("=", 1) for pair in task_path or []),
+            task_paths=dict(map(task_file, task_path or [])),
+            include_path=str(include_path) if include_path else None,
             include_defaults=include_defaults,
             trust_remote_code=trust_remote_code,
         )
-    except (ValidationError, ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError) as error:
         fail(str(error).splitlines()[0])
     table = Table(title=f"lm-eval scores of {checkpoint}")
     table.add_column("task")
@@ -218,6 +259,29 @@ def report(
         f"  logged on MLflow parent run {outcome.parent_run_id} under report/",
         highlight=False,
     )
+
+
+@app.command()
+def ui(
+    name: str = typer.Argument(..., help="the sweep's name: its folder under OUT_ROOT"),
+    out_root: Path = typer.Option(Path("runs"), "--out-root", help="where sweeps keep their files, one folder per sweep"),
+    host: str = typer.Option("127.0.0.1", "--host", help="address both UIs listen on; any other than 127.0.0.1 opens them to that network"),
+    mlflow_port: int = typer.Option(5000, "--mlflow-port"),
+    optuna_port: int = typer.Option(8080, "--optuna-port"),
+) -> None:
+    """Serve a local sweep's MLflow UI and Optuna dashboard until Ctrl-C (logs in OUT_ROOT/NAME/ui/)."""
+    from raycl.config import ConfigError
+    from raycl.sweep.ui import serve, servers
+
+    sweep_dir = out_root / name
+    try:
+        found = servers(sweep_dir, host, mlflow_port, optuna_port)
+        console.print("starting " + ", ".join(f"{server.name} on {server.host} port {server.port}" for server in found), highlight=False, soft_wrap=True)
+        serve(found, sweep_dir / "ui", lambda server: console.print(f"{server.name}: {server.url}  (Ctrl-C stops)", highlight=False, soft_wrap=True))
+    except (ConfigError, RuntimeError) as error:
+        fail(str(error))
+    except KeyboardInterrupt:
+        console.print("stopped", highlight=False)
 
 
 if __name__ == "__main__":

@@ -12,28 +12,34 @@ from pydantic import Field, field_validator, model_validator
 
 from raycl.config.base import StrictModel
 
-LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet", ".txt")
+LOCAL_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".parquet", ".txt")
 LossOn = Literal["all", "assistant"]
 Format = Literal["messages", "sharegpt", "oasst", "instruction", "transcript", "text"]
 FORMATS: tuple[Format, ...] = get_args(Format)
+Role = Literal["user", "assistant", "system"]
 
 
-def _absolute_path(path: str) -> str:
+def local_suffix(path: str | Path) -> str | None:
+    """The suffix of `path` among `LOCAL_SUFFIXES` (`.jsonl.gz` counts whole), or None."""
+    return next((suffix for suffix in LOCAL_SUFFIXES if str(path).endswith(suffix)), None)
+
+
+def absolute_path(path: str) -> str:
     """`path` made absolute against the working directory where the config is read: a sweep's
     trials run in directories of their own, where a relative path would point elsewhere."""
     return str(Path(path).expanduser().absolute())
 
 
-
 class DataSourceConfig(StrictModel):
     """Where a dataset comes from and how to read it: a local file or a `datasets` hub name."""
 
-    path: str | None = Field(None, description="local .jsonl/.json/.parquet/.txt file, relative to the working directory")
+    path: str | None = Field(None, description="local .jsonl/.json (optionally .gz)/.parquet/.txt file, relative to the working directory")
 
     @field_validator("path")
     @classmethod
     def _absolute(cls, path: str | None) -> str | None:
-        return _absolute_path(path) if path is not None else None
+        return absolute_path(path) if path is not None else None
+
     hub: str | None = Field(None, description="`datasets` hub name, e.g. lmsys/lmsys-chat-1m")
     subset: str | None = Field(None, description="hub config name, e.g. `en` for allenai/c4")
     split: str = "train"
@@ -43,6 +49,11 @@ class DataSourceConfig(StrictModel):
     fields: dict[str, str] = Field(
         default_factory=dict, description="field-name overrides by canonical name, e.g. {instruction: question, output: answer}"
     )
+    roles: dict[str, Role] | Literal["alternate"] | None = Field(
+        None,
+        description="speaker names to roles, e.g. {Alice: user, Bob: assistant} (names not listed keep the usual "
+        "user/human/gpt/... reading), or `alternate`: turns alternate user, assistant, ... whoever speaks",
+    )
     oasst_paths: Literal["best", "all"] = Field("best", description="oasst trees: best-ranked thread per tree, or every root-to-leaf path")
     document_chars: int = Field(2000, ge=0, description=".txt files: whole lines grouped into documents of at most this many characters; 0: the whole file")
     max_bad_fraction: float = Field(0.05, ge=0, le=1, description="share of malformed rows tolerated (skipped and counted); above it the load fails")
@@ -51,7 +62,7 @@ class DataSourceConfig(StrictModel):
     def _one_origin(self) -> DataSourceConfig:
         if (self.path is None) == (self.hub is None):
             raise ValueError("give exactly one of `path` and `hub`")
-        if self.path is not None and Path(self.path).suffix not in LOCAL_SUFFIXES:
+        if self.path is not None and local_suffix(self.path) is None:
             raise ValueError(f"path: {self.path}: not a {'/'.join(LOCAL_SUFFIXES)} file")
         return self
 
@@ -63,12 +74,13 @@ class DataSourceConfig(StrictModel):
 class ReplayCorpusConfig(StrictModel):
     """Documents of the original (pretraining) distribution: the replay source and the retention probe."""
 
-    paths: tuple[str, ...] = Field((), description="local files or directories of them (.txt, .jsonl, .json, .parquet)")
+    paths: tuple[str, ...] = Field((), description="local files or directories of them (.txt, .jsonl, .json, .jsonl.gz, .json.gz, .parquet)")
 
     @field_validator("paths")
     @classmethod
     def _absolute(cls, paths: tuple[str, ...]) -> tuple[str, ...]:
-        return tuple(map(_absolute_path, paths))
+        return tuple(map(absolute_path, paths))
+
     hub: str | None = Field(None, description="`datasets` hub name, e.g. allenai/c4, monology/pile-uncopyrighted")
     subset: str | None = None
     split: str = "train"

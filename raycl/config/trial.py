@@ -192,6 +192,20 @@ class TrialConfig(StrictModel):
         """Rows of every training batch drawn from replay."""
         return round(self.replay.ratio * self.train.batch_size)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _stream_benchmarks(cls, data: Any) -> Any:
+        """A `stream:` trial runs the default tasks but the acquisition probes unless told otherwise:
+        those ask about the offline world's stages, which it does not train on."""
+        if not isinstance(data, dict) or data.get("stream") is None:
+            return data
+        evaluation = data.get("eval") or {}
+        benchmarks = (evaluation.get("benchmarks") or {}) if isinstance(evaluation, dict) else None
+        if isinstance(benchmarks, dict) and "tasks" not in benchmarks:
+            tasks = [task for task in BenchmarkConfig.model_fields["tasks"].default if not is_world_stage_task(task)]
+            return data | {"eval": evaluation | {"benchmarks": benchmarks | {"tasks": tasks}}}
+        return data
+
     def with_overrides(self, overrides: dict[str, Any]) -> TrialConfig:
         """A copy with dotted keys replaced, e.g. {"train.lr": 1e-3, "method.name": "lora"}.
 

@@ -51,12 +51,20 @@ def _window_stages(encoded: Sequence[Encoded], shape: StreamShapeConfig, seq_len
 def original_distribution(
     config: ReplayCorpusConfig, tokenizer: PreTrainedTokenizerBase, seq_len: int
 ) -> tuple[list[list[int]], torch.Tensor]:
-    """(retention probe, replay pool) from the corpus: a seeded `heldout_fraction` of its documents
-    as probe examples cut to `seq_len`, the rest packed into blocks; the two never share a document."""
+    """(retention probe, replay pool) from the corpus: a seeded `heldout_fraction` of its documents,
+    each cut into probe examples of `seq_len` tokens, and the rest packed into blocks; the two never
+    share a document. Cut, not truncated: a probe of long documents (speeches, books) would otherwise
+    see only their openings."""
     documents = load_replay_documents(config)
     replay, heldout = holdout(documents, config.heldout_fraction, config.seed, key="original")
-    probe = [encode_document(tokenizer, document)[:seq_len] for document in heldout]
+    probe = [block for document in heldout for block in document_blocks(encode_document(tokenizer, document), seq_len)]
     return probe, pack_blocks([encode_document(tokenizer, document) for document in replay], seq_len)
+
+
+def document_blocks(ids: Sequence[int], seq_len: int) -> list[list[int]]:
+    """`ids` cut into consecutive blocks of `seq_len` tokens; the last may be shorter, but a last
+    token alone (nothing to predict) is left out."""
+    return [list(ids[start : start + seq_len]) for start in range(0, len(ids) - 1, seq_len)]
 
 
 def build_stream(

@@ -3,7 +3,8 @@
 Every conversation becomes a list of `{"role": "system" | "user" | "assistant", "content": str}`:
 an optional system message first, then user and assistant turns alternating, user first, with at
 least one assistant turn. Documents become plain strings. A row that cannot be normalized raises
-`BadRow` with a short reason, which the loader counts (see `raycl.data.sources`).
+`BadRow` with a short reason, which the loader counts (see `raycl.data.sources`); a speaker it
+cannot place raises `UnknownRole`, which stops the load: every row by that speaker would be lost.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from raycl.config.stream import FORMATS, Format
+from raycl.config.stream import FORMATS, Format, Role
 
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": str}
 Conversation = list[Message]
+RoleMap = Mapping[str, Role] | Literal["alternate"] | None  # the `roles` of a source config
 
 ROLES = {
     "system": "system",
@@ -50,6 +52,12 @@ INSTRUCTION_VARIANTS = (
     {"instruction": "question", "input": "context", "output": "answer"},
 )
 TRANSCRIPT_MARKER = re.compile(r"(?:^|\n)[ \t]*(Human|User|Assistant|System):[ \t]?")
+# A prompt template already in a user turn (Alpaca's, Llama-2's [INST], ChatML, Zephyr's): the chat
+# template then wraps a template, and the model learns both.
+PROMPT_TEMPLATE = re.compile(
+    r"Below is an instruction that describes a task|^###\s*(?:Instruction|Input|Response)\s*:|\[/?INST\]|<\|im_start\|>|<\|(?:user|assistant)\|>",
+    re.IGNORECASE | re.MULTILINE,
+)
 DETECT_ROWS = 20  # valid rows that vote on the format when it is `auto`
 
 
@@ -65,12 +73,21 @@ class BadRow(Exception):
         self.reason = reason
 
 
+class UnknownRole(BadRow):
+    """A speaker that is none of the known roles and not in `roles`: the loader stops at the first one."""
+
+    def __init__(self, role: Any) -> None:
+        super().__init__("unknown role", repr(role))
+        self.role = role
+
+
 @dataclass(frozen=True)
 class Schema:
-    """A source's format and the field names it uses (canonical name -> field in the rows)."""
+    """A source's format, the field names it uses (canonical name -> field in the rows), and its speakers' roles."""
 
     format: Format
     fields: Mapping[str, str] = field(default_factory=dict)
+    roles: RoleMap = None
 
 
 def _message_list_field(row: Mapping[str, Any], key: str) -> str | None:
@@ -103,13 +120,23 @@ def detect_row(row: Any) -> Schema | None:
     return None
 
 
+def _renamed(row: Any, overrides: Mapping[str, str]) -> Any:
+    """`row` with each overridden field also under its canonical name, so that detection sees it."""
+    if not isinstance(row, dict):
+        return row
+    return row | {canonical: row[name] for canonical, name in overrides.items() if name in row}
+
+
 def detect_schema(rows: Sequence[Any], format: Format | Literal["auto"], overrides: Mapping[str, str], source: str) -> Schema:
     """The schema of a source from its first valid rows (majority vote), or the one it was told.
 
-    `overrides` replace field names by canonical name; unknown canonical names are an error.
+    `overrides` replace field names by canonical name, and guide detection: with `{text: chosen}`,
+    rows whose `chosen` holds a Human/Assistant transcript are transcripts. Unknown canonical names
+    are an error.
     """
     if format == "auto":
-        detected = [schema for schema in map(detect_row, rows[:DETECT_ROWS]) if schema is not None]
+        renamed = [_renamed(row, overrides) for row in rows[:DETECT_ROWS]]
+        detected = [schema for schema in map(detect_row, renamed) if schema is not None]
         votes = Counter((schema.format, tuple(schema.fields.items())) for schema in detected)
         if not votes:
             keys = sorted({key for row in rows[:DETECT_ROWS] if isinstance(row, dict) for key in row})
@@ -121,7 +148,7 @@ def detect_schema(rows: Sequence[Any], format: Format | Literal["auto"], overrid
         schema = Schema(format, dict(fields))
     else:
         # Told the format: take its field spelling from the first row that matches it, if any.
-        detected = (detect_row(row) for row in rows[:DETECT_ROWS])
+        detected = (detect_row(_renamed(row, overrides)) for row in rows[:DETECT_ROWS])
         schema = next((s for s in detected if s is not None and s.format == format), Schema(format, DEFAULT_FIELDS[format]))
     unknown = set(overrides) - set(DEFAULT_FIELDS[schema.format])
     if unknown:
@@ -146,17 +173,29 @@ def _text(value: Any) -> str:
     return value
 
 
-def clean_conversation(turns: Sequence[tuple[Any, Any]]) -> tuple[Conversation, int]:
+def role_of(raw_role: Any, roles: RoleMap) -> Role:
+    """The role of a speaker: from the `roles` map, else the usual names (user, human, gpt, ...)."""
+    if not isinstance(raw_role, str):
+        raise UnknownRole(raw_role)
+    if isinstance(roles, Mapping) and raw_role in roles:
+        return roles[raw_role]
+    role = ROLES.get(raw_role.lower())
+    if role is None:
+        raise UnknownRole(raw_role)
+    return role
+
+
+def clean_conversation(turns: Sequence[tuple[Any, Any]], roles: RoleMap = None) -> tuple[Conversation, int]:
     """Validated messages from (role, content) pairs, and the number of leading assistant turns dropped.
 
-    Conversations that open with the assistant (common in ShareGPT dumps, cut mid-chat) lose those
-    turns: the reply to an unseen prompt teaches the wrong thing. Any other irregularity is a BadRow.
+    `roles` maps speaker names to roles; `alternate` ignores the speakers: user first, then assistant,
+    and so on. Conversations that open with the assistant (common in ShareGPT dumps, cut mid-chat)
+    lose those turns: the reply to an unseen prompt teaches the wrong thing. Any other irregularity
+    is a BadRow.
     """
     messages: Conversation = []
-    for raw_role, raw_content in turns:
-        role = ROLES.get(raw_role.lower()) if isinstance(raw_role, str) else None
-        if role is None:
-            raise BadRow("unknown role", repr(raw_role))
+    for index, (raw_role, raw_content) in enumerate(turns):
+        role = ("user", "assistant")[index % 2] if roles == "alternate" else role_of(raw_role, roles)
         messages.append({"role": role, "content": _text(raw_content)})
     if not messages:
         raise BadRow("empty conversation")
@@ -217,7 +256,14 @@ def normalize_row(schema: Schema, row: Mapping[str, Any]) -> tuple[Conversation 
         turns = _transcript_turns(_text(_get(row, f["text"])))
     else:
         raise ValueError(f"format {schema.format} is not row-wise")  # oasst: see oasst_threads
-    return clean_conversation(turns)
+    return clean_conversation(turns, schema.roles)
+
+
+def holds_prompt_template(conversation: Conversation | str) -> bool:
+    """Whether a user turn already holds a prompt template (`### Response:`, `[INST]`, ...)."""
+    return isinstance(conversation, list) and any(
+        message["role"] == "user" and PROMPT_TEMPLATE.search(message["content"]) for message in conversation
+    )
 
 
 def content_fields(schema: Schema) -> set[str]:
@@ -242,11 +288,12 @@ def oasst_message(schema: Schema, row: Mapping[str, Any], number: int) -> OasstM
     parent = row.get(f["parent_id"])
     if not isinstance(message_id, str) or not (parent is None or isinstance(parent, str)):
         raise BadRow("malformed message id")
-    role = _get(row, f["role"])
-    if not isinstance(role, str) or ROLES.get(role.lower()) not in ("user", "assistant"):
-        raise BadRow("unknown role", repr(role))
+    raw_role = _get(row, f["role"])
+    role = role_of(raw_role, schema.roles)
+    if role == "system":
+        raise UnknownRole(raw_role)  # a tree has prompts and replies only
     rank = row.get(f["rank"])
-    return OasstMessage(message_id, parent, ROLES[role.lower()], _text(_get(row, f["text"])), rank if isinstance(rank, int) else None, number)
+    return OasstMessage(message_id, parent, role, _text(_get(row, f["text"])), rank if isinstance(rank, int) else None, number)
 
 
 def oasst_threads(

@@ -1,13 +1,17 @@
 """Loading conversations and documents from local files or the hub, with bad-row accounting.
 
-Local files: `.jsonl`, `.json` (an array of records, or JSON lines), `.parquet`, and `.txt` (plain
-text, cut into documents of whole lines). Hub datasets go through `raycl.models.hub.load_dataset`, streamed
-and cut to the first `limit` rows. Malformed rows are skipped and counted by reason in a
-`LoadSummary`; above `max_bad_fraction` the load fails with one line naming the first bad row.
+Local files: `.jsonl`, `.json` (an array of records, or JSON lines), either gzipped (`.jsonl.gz`,
+`.json.gz`), `.parquet`, and `.txt` (plain text, cut into documents of whole lines). Hub datasets go
+through `raycl.models.hub.load_dataset`, streamed and cut to the first `limit` rows. Malformed rows
+are skipped and counted by reason in a `LoadSummary`; above `max_bad_fraction`, or when no row is
+usable, the load fails with one line naming the first bad row. An unknown speaker fails it at once,
+naming the line and the role.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import gzip
 import itertools
 import json
 import logging
@@ -16,9 +20,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
-from raycl.config.stream import LOCAL_SUFFIXES, DataSourceConfig, ReplayCorpusConfig
+from raycl.config.stream import LOCAL_SUFFIXES, DataSourceConfig, ReplayCorpusConfig, local_suffix
 from raycl.data.formats import (
     DEFAULT_FIELDS,
     DETECT_ROWS,
@@ -27,9 +31,11 @@ from raycl.data.formats import (
     DataError,
     OasstMessage,
     Schema,
+    UnknownRole,
     clean_conversation,
     content_fields,
     detect_schema,
+    holds_prompt_template,
     normalize_row,
     oasst_message,
     oasst_threads,
@@ -63,6 +69,7 @@ class LoadSummary:
     skipped: Counter[str] = field(default_factory=Counter)
     skipped_at: dict[str, list[int]] = field(default_factory=dict)
     dropped_turns: Counter[str] = field(default_factory=Counter)
+    templated: list[int] = field(default_factory=list)  # numbers of the examples whose user turns hold a prompt template
     first_bad: tuple[int, str] | None = None  # (number, reason with detail) of the earliest malformed row
 
     def skip(self, number: int, bad: BadRow) -> None:
@@ -79,6 +86,8 @@ class LoadSummary:
         bad = sum(self.skipped.values())
         if self.rows == 0:
             raise DataError(f"{self.source}: no rows")
+        if self.examples == 0 and self.first_bad is not None:
+            raise DataError(f"{self.source}: {self.unit} {self.first_bad[0]}: {self.first_bad[1]}; no usable rows ({bad} of {self.rows} malformed)")
         if bad / self.rows > max_bad_fraction:
             raise DataError(
                 f"{self.source}: {self.unit} {self.first_bad[0]}: {self.first_bad[1]}; {bad} of {self.rows} rows malformed ({bad / self.rows:.1%}), "
@@ -116,8 +125,12 @@ def _text_documents(path: Path, max_chars: int) -> Iterator[tuple[int, dict[str,
         yield start + 1, {"text": "".join(lines[start:])}
 
 
+def _open(path: Path) -> IO[str]:
+    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else path.open(encoding="utf-8")
+
+
 def _json_lines(path: Path) -> Iterator[tuple[int, Any]]:
-    with path.open(encoding="utf-8") as handle:
+    with _open(path) as handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():
                 continue  # blank lines separate nothing and hold no row
@@ -140,16 +153,18 @@ def _rows(config: DataSourceConfig, summary: LoadSummary) -> Iterator[tuple[int,
     path = Path(config.path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
-    if path.suffix == ".txt":
+    suffix = local_suffix(path)
+    if suffix == ".txt":
         yield from _text_documents(path, config.document_chars)
-    elif path.suffix == ".parquet":
+    elif suffix == ".parquet":
         import pyarrow.parquet as pq
 
         summary.unit = "row"
         batches = pq.ParquetFile(path).iter_batches()
         yield from enumerate((row for batch in batches for row in batch.to_pylist()), 1)
-    elif path.suffix == ".json":
-        text = path.read_text(encoding="utf-8")
+    elif suffix in (".json", ".json.gz"):
+        with _open(path) as handle:
+            text = handle.read()
         if not text.lstrip().startswith("["):
             yield from _json_lines(path)  # many `.json` files are JSON lines
             return
@@ -178,7 +193,7 @@ def load_examples(config: DataSourceConfig, required_fields: Sequence[str] = ())
     if config.limit is not None:
         rows = itertools.islice(rows, config.limit)
     head: list[tuple[int, Any]] = []
-    if config.path is not None and config.path.endswith(".txt"):
+    if config.path is not None and local_suffix(config.path) == ".txt":
         if config.format not in ("auto", "text"):
             raise DataError(f"{config.path}: a .txt file holds plain text, not format {config.format}")
         schema = Schema("text", DEFAULT_FIELDS["text"])  # the documents are cut from the file itself
@@ -188,6 +203,9 @@ def load_examples(config: DataSourceConfig, required_fields: Sequence[str] = ())
             if sum(isinstance(r, dict) for _, r in head) >= DETECT_ROWS:
                 break
         schema = detect_schema([r for _, r in head if isinstance(r, dict)], config.format, config.fields, config.name)
+    if config.roles == "alternate" and schema.format in ("oasst", "text"):
+        raise DataError(f"{config.name}: roles: alternate is for conversations, and format {schema.format} has no turns to alternate")
+    schema = dataclasses.replace(schema, roles=config.roles)
     summary.format = schema.format
     meta_excluded = content_fields(schema)
 
@@ -213,6 +231,11 @@ def load_examples(config: DataSourceConfig, required_fields: Sequence[str] = ())
                 message_meta[message.id] = meta
                 continue
             content, dropped = normalize_row(schema, row)
+        except UnknownRole as unknown:
+            raise DataError(
+                f"{config.name}: {summary.unit} {number}: unknown role {unknown.role!r}; map speakers to roles with "
+                f"`roles: {{{unknown.role}: user, ...}}` (user, assistant, system) or `roles: alternate`"
+            ) from None
         except BadRow as bad:
             summary.skip(number, bad)
             continue
@@ -224,8 +247,15 @@ def load_examples(config: DataSourceConfig, required_fields: Sequence[str] = ())
         examples = _oasst_examples(messages, message_meta, config.oasst_paths, summary)
     summary.examples = len(examples)
     summary.turns = sum(len(example.content) for example in examples if isinstance(example.content, list))
+    summary.templated = [example.number for example in examples if holds_prompt_template(example.content)]
     summary.check(config.max_bad_fraction)
     log.info(summary.describe())
+    if summary.templated:
+        log.warning(
+            "%s: %d of %d examples already hold a prompt template in a user turn (first: %s %d), and the chat template "
+            "wraps them again; strip it from the data, or load the rows as plain text (format: text)",
+            config.name, len(summary.templated), summary.examples, summary.unit, summary.templated[0],
+        )
     return examples, summary
 
 
@@ -278,7 +308,7 @@ def corpus_sources(config: ReplayCorpusConfig) -> list[DataSourceConfig]:
         if not entry.exists():
             raise DataError(f"{entry}: no such file or directory")
         if entry.is_dir():
-            found = sorted(p for p in entry.iterdir() if p.suffix in LOCAL_SUFFIXES)
+            found = sorted(p for p in entry.iterdir() if local_suffix(p) is not None)
             if not found:
                 raise DataError(f"{entry}: no {'/'.join(LOCAL_SUFFIXES)} files in this directory")
             files += found

@@ -2,8 +2,9 @@
 
 A *task directory* holds lm-eval task YAMLs with absolute `data_files` paths: the offline world's
 multiple-choice probes (`raycl.evaluation.probes`) and the packaged real-benchmark templates
-(`tasks/*.yaml`) pointed at the data files the config names. Both raycl and the `lm_eval` command
-line read it (`--include_path DIR`), and score the same tokens: neither passes `add_bos_token`
+(`tasks/*.yaml`) pointed at the data files the config names, each under the name the config gives
+it. Both raycl and the `lm_eval` command line read it (`--include_path DIR`, beside the config's own
+`include_path`), and score the same tokens: neither passes `add_bos_token`
 (which would make lm-eval's rolling perplexity prepend a second BOS), and the world probes carry the
 tokenizer's BOS in their text, since this world's tokenizer never adds one by itself.
 """
@@ -24,7 +25,8 @@ from unittest import mock
 import yaml
 from filelock import FileLock
 
-from raycl.config.benchmarks import ACQUISITION, REAL_TASKS, BenchmarkConfig
+from raycl.config.base import validate
+from raycl.config.benchmarks import ACQUISITION, REAL_TASKS, BenchmarkConfig, TaskFile
 from raycl.evaluation.probes import acquisition_task, write_world_probes
 from raycl.world.cache import cache_root, fingerprint
 
@@ -37,8 +39,9 @@ if TYPE_CHECKING:  # torch, transformers and lm-eval load only when an evaluatio
 
 TEMPLATES = Path(__file__).parent / "tasks"
 PROBE_TEMPLATE = "raycl_probe"
-# The score a task is known by (lm-eval's convention for HellaSwag is length-normalised accuracy).
+# The score a template's tasks are known by (lm-eval's convention for HellaSwag is length-normalised accuracy).
 PRIMARY_METRIC = {"raycl_hellaswag": "acc_norm"}
+DATA_SUFFIXES = (".jsonl", ".json")  # lm-eval's `json` loader: one JSON object per line
 ACCURACY_METRICS = ("acc", "acc_norm", "exact_match")
 
 
@@ -55,17 +58,28 @@ def _write_task(out: Path, spec: dict, data_file: Path) -> None:
     (out / f"{spec['task']}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
 
 
-def _write_real_task(out: Path, task: str, data_file: str) -> None:
-    path = Path(data_file).expanduser()
+def check_task_file(task: str, spec: TaskFile) -> Path:
+    """The data file of a `task_paths` entry, once its first row is known to hold the template's fields.
+
+    Checked here: lm-eval would fail deep inside a template, with a message naming neither.
+    """
+    path = Path(spec.path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"task_paths.{task}: no such file {path}")
-    # Checked here: lm-eval would fail deep inside a template, with a message naming neither.
-    with path.open() as lines:
-        first = json.loads(next(line for line in lines if line.strip()))
-    missing = [field for field in REAL_TASKS[task] if field not in first]
+    if path.suffix not in DATA_SUFFIXES:
+        raise ValueError(f"task_paths.{task}: {path} is not a JSON-lines file ({'/'.join(DATA_SUFFIXES)}), the one format the templates read")
+    with path.open(encoding="utf-8") as lines:
+        number, line = next(((n, line) for n, line in enumerate(lines, 1) if line.strip()), (0, ""))
+    if number == 0:
+        raise ValueError(f"task_paths.{task}: {path} holds no rows")
+    try:
+        first = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"task_paths.{task}: {path}: line {number}: unparseable JSON ({error.msg})") from None
+    missing = [field for field in REAL_TASKS[spec.template] if not isinstance(first, dict) or field not in first]
     if missing:
         raise ValueError(f"task_paths.{task}: the rows of {path} lack {', '.join(missing)}")
-    _write_task(out, _template(task), path)
+    return path
 
 
 def prepare_task_dir(
@@ -84,25 +98,51 @@ def prepare_task_dir(
     for task, data_file in probes.items():
         spec = {"task": task} | ({"tag": [ACQUISITION]} if task in stage_tasks else {}) | _template(PROBE_TEMPLATE)
         _write_task(out, spec, data_file)
-    for task, data_file in config.task_paths.items():
-        _write_real_task(out, task, data_file)
+    for task, spec in config.task_paths.items():
+        _write_task(out, _template(spec.template) | {"task": task}, check_task_file(task, spec))
     return out
 
 
 @functools.lru_cache(maxsize=8)
-def _cached_tasks(task_dir: str, yaml_stamp: tuple, include_defaults: bool, tasks: tuple[str, ...]) -> dict:
+def _cached_tasks(include_paths: tuple[str, ...], yaml_stamp: tuple, include_defaults: bool, tasks: tuple[str, ...]) -> dict:
     from lm_eval.tasks import TaskManager
 
-    return TaskManager(include_path=task_dir, include_defaults=include_defaults).load(list(tasks))
+    manager = TaskManager(include_path=list(include_paths), include_defaults=include_defaults)
+    unknown = [task for task in tasks if task not in manager.all_tasks]
+    if unknown:
+        where = ["raycl's tasks", *include_paths[1:]] + ["lm-eval's own tasks"] * include_defaults
+        raise ValueError(f"tasks: {unknown[0]} is not one of {', '.join(where)}")
+    try:
+        return manager.load(list(tasks))
+    except OSError as error:  # offline, `datasets` raises ConnectionError: "Couldn't reach 'x' on the Hub (OfflineModeIsEnabled)"
+        raise ValueError(
+            f"tasks: {', '.join(tasks)}: {str(error).splitlines()[0]}; raycl runs offline unless told otherwise: "
+            "set HF_HUB_OFFLINE=0 HF_DATASETS_OFFLINE=0 where the hub is reachable"
+        ) from None
 
 
-def _load_tasks(task_dir: Path, include_defaults: bool, tasks: tuple[str, ...]) -> dict:
+def _load_tasks(task_dir: Path, config: BenchmarkConfig) -> dict:
     """lm-eval's tasks with their datasets, built once per task directory and kept while its YAMLs
-    are unchanged (lm-eval builds the requests anew at every evaluation): building them was a tenth
-    of a warm evaluation of the default probes, and indexing lm-eval's own tasks takes 11-17 s."""
-    task_dir = task_dir.resolve()
-    stamp = tuple((path.name, path.stat().st_mtime_ns) for path in sorted(task_dir.glob("*.yaml")))
-    return _cached_tasks(str(task_dir), stamp, include_defaults, tasks)
+    (and those of `include_path`) are unchanged (lm-eval builds the requests anew at every evaluation):
+    building them was a tenth of a warm evaluation of the default probes, and indexing lm-eval's own
+    tasks takes 11-17 s. An unknown task or an offline hub dataset is a one-line `ValueError`."""
+    task_dir = Path(task_dir).resolve()
+    paths, yamls = [task_dir], sorted(task_dir.glob("*.yaml"))
+    if config.include_path is not None:
+        paths.append(check_include_path(config.include_path))
+        yamls += sorted(paths[-1].rglob("*.yaml"))  # lm-eval reads the whole tree
+    stamp = tuple((str(path), path.stat().st_mtime_ns) for path in yamls)
+    return _cached_tasks(tuple(map(str, paths)), stamp, config.include_defaults, config.tasks)
+
+
+def check_include_path(include_path: str) -> Path:
+    """The `include_path` directory, once it is known to hold task YAMLs."""
+    path = Path(include_path)
+    if not path.is_dir():
+        raise ValueError(f"include_path: no such directory {path}")
+    if next(path.rglob("*.yaml"), None) is None:
+        raise ValueError(f"include_path: {path} holds no task YAML (*.yaml)")
+    return path
 
 
 def shared_task_dir(world: World, config: BenchmarkConfig, tokenizer: PreTrainedTokenizerBase) -> Path:
@@ -114,7 +154,7 @@ def shared_task_dir(world: World, config: BenchmarkConfig, tokenizer: PreTrained
     """
     from raycl.data.tokens import tokenizer_fingerprint  # torch: only once an evaluation is set up
 
-    files = {task: [str(Path(path).resolve()), *_stat(Path(path))] for task, path in config.task_paths.items()}
+    files = {task: [str(Path(spec.path).resolve()), *_stat(Path(spec.path))] for task, spec in config.task_paths.items()}
     spec = {
         "world": world.id,
         "benchmarks": config.model_dump(mode="json", include={"tasks", "task_paths", "questions_per_entity"}),
@@ -145,7 +185,7 @@ def load_harness(task_dir: Path, config: BenchmarkConfig) -> None:
     import lm_eval.evaluator  # noqa: F401  (the import is the point)
 
     with _quiet_lm_eval():
-        _load_tasks(Path(task_dir), config.include_defaults, config.tasks)
+        _load_tasks(Path(task_dir), config)
 
 
 @contextlib.contextmanager
@@ -196,17 +236,18 @@ def _hflm_class() -> type:
     return EncodeOnceHFLM
 
 
-def _scores(results: Mapping, tasks: tuple[str, ...]) -> dict[str, float]:
+def _scores(results: Mapping, config: BenchmarkConfig) -> dict[str, float]:
     """`{task: primary accuracy, "task/metric": other scores}` from lm-eval's results, plus the
     item-weighted mean of the per-stage tasks as `raycl_acquisition` when it was asked for."""
+    templates = {task: spec.template for task, spec in config.task_paths.items()}
     scores: dict[str, float] = {}
     for task, metrics in results["results"].items():
         values = {key.split(",")[0]: value for key, value in metrics.items() if "," in key and "_stderr" not in key}
-        primary = PRIMARY_METRIC.get(task) or next((m for m in ACCURACY_METRICS if m in values), None)
+        primary = PRIMARY_METRIC.get(templates.get(task, task)) or next((m for m in ACCURACY_METRICS if m in values), None)
         if primary is not None:
             scores[task] = float(values[primary])
         scores |= {f"{task}/{m}": float(v) for m, v in values.items() if m != primary and isinstance(v, (int, float))}
-    if ACQUISITION in tasks:
+    if ACQUISITION in config.tasks:
         counts = {task: n["effective"] for task, n in results["n-samples"].items() if task.startswith(ACQUISITION + "_")}
         total = sum(counts.values())
         scores[ACQUISITION] = sum(scores[task] * count for task, count in counts.items()) / total
@@ -235,7 +276,7 @@ def run_benchmarks(
         with _quiet_lm_eval():
             # lm-eval draws from Python's global random when it builds tasks (restored below, so a
             # trial's randomness does not depend on when it evaluates).
-            loaded = _load_tasks(Path(task_dir), config.include_defaults, config.tasks)
+            loaded = _load_tasks(Path(task_dir), config)
             device = next(model.parameters()).device
             hflm = _hflm_class()
             lm = hflm(
@@ -254,7 +295,7 @@ def run_benchmarks(
     finally:
         model.train(was_training)
         random.setstate(random_state)
-    return _scores(results, config.tasks)
+    return _scores(results, config)
 
 
 def benchmark_deltas(before: Mapping[str, float], after: Mapping[str, float]) -> dict[str, float]:
@@ -307,7 +348,8 @@ def evaluate_checkpoint(
     limit: int | None = None,
     *,
     batch_size: int = 64,
-    task_paths: Mapping[str, str] | None = None,
+    task_paths: Mapping[str, str | Mapping[str, str]] | None = None,
+    include_path: str | None = None,
     include_defaults: bool = False,
     out: Path | None = None,
     device: str = "cpu",
@@ -323,6 +365,17 @@ def evaluate_checkpoint(
     from raycl.models import hub
     from raycl.world.offline import load_world
 
+    # Settings first, so that a wrong task name or data file fails before any model loads.
+    benchmarks = validate(
+        BenchmarkConfig,
+        {"tasks": tuple(tasks), "task_paths": dict(task_paths or {}), "include_path": include_path,
+         "batch_size": batch_size, "include_defaults": include_defaults},
+        source="raycl eval",
+    )
+    for task, spec in benchmarks.task_paths.items():
+        check_task_file(task, spec)
+    if benchmarks.include_path is not None:
+        check_include_path(benchmarks.include_path)
     checkpoint_dir = Path(checkpoint_dir)
     out = Path(out) if out is not None else checkpoint_dir / "eval"
     config = load_checkpoint_config(checkpoint_dir)
@@ -332,9 +385,6 @@ def evaluate_checkpoint(
             "runs its own code; pass --trust-remote-code if you trust it"
         )
     config = config.model_copy(update={"model": config.model.model_copy(update={"trust_remote_code": trust_remote_code})})
-    benchmarks = BenchmarkConfig(
-        tasks=tuple(tasks), task_paths=dict(task_paths or {}), batch_size=batch_size, include_defaults=include_defaults
-    )
     hf_dir = export_checkpoint(checkpoint_dir, config, out / "hf")
     model = hub.load_model(str(hf_dir), trust_remote_code=trust_remote_code).to(device)
     tokenizer = hub.load_tokenizer(str(hf_dir), trust_remote_code=trust_remote_code)

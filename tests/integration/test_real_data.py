@@ -137,7 +137,9 @@ def test_the_example_trial_builds_its_stream(tmp_path: Path, monkeypatch: pytest
     assert [stage.name for stage in stream.stages] == ["1_CancerGov_QA", "5_NIDDK_QA", "9_CDC_QA"]
     assert all(len(stage.heldout) == 20 for stage in stream.stages)  # 10% of 200
     assert all(((stage.train_labels != -100).float().mean() > 0.5) for stage in stream.stages)  # answers are long
-    assert len(stream.retention) == 60  # 10% of 300 C4 documents + 300 WikiText documents
+    # 10% of 300 C4 documents + 300 WikiText documents, each cut into blocks of 128 tokens: all of it probes.
+    assert sum(example[0] == tokenizer.bos_token_id for example in stream.retention) == 60
+    assert len(stream.retention) > 5 * 60 and all(len(example) <= 128 for example in stream.retention)
     assert stream.replay_pool.shape[1] == 128
 
 

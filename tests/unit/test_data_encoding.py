@@ -12,7 +12,7 @@ import yaml
 
 from raycl.config import TrialConfig
 from raycl.config.stream import StreamConfig
-from raycl.data.build import build_stream
+from raycl.data.build import build_stream, document_blocks
 from raycl.data.encoding import Encoded, encode_example, pack_masked
 from raycl.data.formats import DataError
 from raycl.data.stream import Stage
@@ -155,13 +155,21 @@ def test_stream_with_its_own_original_corpus(tokenizer, tmp_path: Path) -> None:
     stream = build_stream(config, tokenizer, 32)
     assert [stage.name for stage in stream.stages] == ["part1", "part2"]
     # 5 lines a document, 40 documents: 8 held out as the probe, 32 packed into the replay pool.
-    assert len(stream.retention) == 8 and all(len(example) <= 32 for example in stream.retention)
-    # The probe and the pool share no document; the pool packs every other document.
-    # A probe is cut to 32 tokens: its document is known by its first line number, "The base corpus, line 035".
-    held = {tokenizer.decode(example, skip_special_tokens=True)[:25] for example in stream.retention}
+    # Each held-out document is cut into blocks of 32 tokens, all of which probe: the whole document.
     documents = ["".join(lines[i : i + 5]) for i in range(0, 200, 5)]
+    starts = [example for example in stream.retention if example[0] == tokenizer.bos_token_id]
+    held = {tokenizer.decode(example, skip_special_tokens=True)[:25] for example in starts}
+    probed = [document for document in documents if document[:25] in held]
+    assert len(starts) == 8 and all(len(example) <= 32 for example in stream.retention)
+    assert [token for example in stream.retention for token in example] == [
+        token for document in probed for token in encode_document(tokenizer, document)
+    ]
+    assert len(stream.retention) > 8  # more than each document's opening
+    assert document_blocks(list(range(66)), 32) == [list(range(32)), list(range(32, 64)), [64, 65]]
+    assert document_blocks(list(range(65)), 32) == [list(range(32)), list(range(32, 64))]  # 64 alone predicts nothing
+    # The probe and the pool share no document; the pool packs every other document.
     replayed = [document for document in documents if document[:25] not in held]
-    assert len(held) == 8 and len(replayed) == 32
+    assert len(replayed) == 32
     assert stream.replay_pool.shape == (sum(len(encode_document(tokenizer, d)) for d in replayed) // 32, 32)
     pool_text = tokenizer.decode(stream.replay_pool.flatten(), skip_special_tokens=True)
     assert not any(prefix in pool_text for prefix in held)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -154,16 +156,17 @@ def test_every_kind_of_bad_row_is_counted_by_reason() -> None:
         "empty content": [4],
         "non-string content": [5],
         "wrong role sequence": [6],
-        "unknown role": [7],
+        "malformed conversation": [7],
         "not a JSON object": [8],
         "no assistant turn": [9],
     }
     assert sum(summary.skipped.values()) == 8
 
 
-def test_required_fields_make_rows_without_them_malformed() -> None:
-    examples, summary = load_examples(DataSourceConfig(path=str(FIXTURES / "dolly.jsonl"), max_bad_fraction=1.0), required_fields=("year",))
-    assert examples == [] and summary.skipped == {"missing field 'year'": 2}
+def test_required_fields_make_rows_without_them_malformed_and_no_usable_row_fails_at_once() -> None:
+    # max_bad_fraction 1.0 tolerates any share of bad rows, but not a load that kept none.
+    with pytest.raises(DataError, match=r"dolly.jsonl: line 1: missing field 'year'; no usable rows \(2 of 2 malformed\)$"):
+        load_examples(DataSourceConfig(path=str(FIXTURES / "dolly.jsonl"), max_bad_fraction=1.0), required_fields=("year",))
 
 
 def test_clean_conversation_rules() -> None:
@@ -222,9 +225,87 @@ def test_hub_sources_fail_fast_offline(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_source_configs_are_strict() -> None:
     with pytest.raises(ValidationError, match="exactly one of `path` and `hub`"):
         DataSourceConfig()
-    with pytest.raises(ValidationError, match="not a .jsonl/.json/.parquet/.txt file"):
+    with pytest.raises(ValidationError, match="not a .jsonl/.json/.jsonl.gz/.json.gz/.parquet/.txt file"):
         DataSourceConfig(path="data.csv")
     with pytest.raises(ValidationError, match="extra"):
         DataSourceConfig(path="a.jsonl", typo=1)
     with pytest.raises(ValidationError, match="max_documents: required with `hub`"):
         ReplayCorpusConfig(hub="allenai/c4", subset="en")
+
+
+def write_gzip(path: Path, rows: list) -> Path:
+    with gzip.open(path, "wt", encoding="utf-8") as handle:
+        handle.write("\n".join(map(json.dumps, rows)) + "\n")
+    return path
+
+
+def two_speaker_chats(tmp_path: Path) -> Path:
+    """Human-human conversations whose roles are the speakers' names, gzipped JSON lines."""
+    chats = [
+        {"dialog_id": 1, "conversation": [{"role": "Alice", "content": "Hi Bob."}, {"role": "Bob", "content": "Hi Alice."},
+                                          {"role": "Alice", "content": "Lunch?"}, {"role": "Bob", "content": "Sure."}]},
+        {"dialog_id": 2, "conversation": [{"role": "Bob", "content": "Seen Carol?"}, {"role": "Alice", "content": "Not today."},
+                                          {"role": "Bob", "content": "Pity."}]},
+        {"dialog_id": 3, "conversation": [{"role": "Alice", "content": "Rain again."}, {"role": "Bob", "content": "As ever."}]},
+    ]
+    return write_gzip(tmp_path / "dialogs.jsonl.gz", chats)
+
+
+def test_gzipped_two_speaker_conversations_load_with_a_roles_map(tmp_path: Path) -> None:
+    path = two_speaker_chats(tmp_path)
+    examples, summary = load_examples(DataSourceConfig(path=str(path), roles={"Alice": "user", "Bob": "assistant"}))
+    assert (summary.format, summary.rows, summary.examples, summary.turns) == ("messages", 3, 3, 8)
+    assert examples[0].content == [user("Hi Bob."), assistant("Hi Alice."), user("Lunch?"), assistant("Sure.")]
+    assert [example.meta["dialog_id"] for example in examples] == [1, 2, 3] and not summary.skipped
+    # Dialog 2 opens with Bob, the assistant here: that turn leaves, as any leading assistant turn.
+    assert examples[1].content == [user("Not today."), assistant("Pity.")]
+    assert summary.dropped_turns == {"leading assistant turn": 1}
+
+
+def test_alternate_roles_ignore_who_speaks(tmp_path: Path) -> None:
+    examples, summary = load_examples(DataSourceConfig(path=str(two_speaker_chats(tmp_path)), roles="alternate"))
+    assert (summary.examples, summary.turns, summary.dropped_turns) == (3, 9, {})
+    assert examples[1].content == [user("Seen Carol?"), assistant("Not today."), user("Pity.")]
+
+
+def test_speaker_names_without_roles_fail_at_once_naming_file_line_and_role(tmp_path: Path) -> None:
+    path = two_speaker_chats(tmp_path)
+    with pytest.raises(DataError) as error:
+        load_examples(DataSourceConfig(path=str(path), max_bad_fraction=1.0))
+    message = str(error.value)
+    assert message.startswith(f"{path}: line 1: unknown role 'Alice'; map speakers to roles with `roles:")
+    assert "\n" not in message
+    # A map that leaves a speaker out names that one.
+    with pytest.raises(DataError, match=r"dialogs.jsonl.gz: line 1: unknown role 'Bob'"):
+        load_examples(DataSourceConfig(path=str(path), roles={"Alice": "user"}))
+
+
+def test_preference_transcripts_are_detected_through_fields(tmp_path: Path) -> None:
+    # Anthropic HH-RLHF style: the transcript to train on is `chosen`, in a gzipped JSON array.
+    rows = [
+        {"chosen": "\n\nHuman: Is tea hot?\n\nAssistant: Usually.", "rejected": "\n\nHuman: Is tea hot?\n\nAssistant: No."},
+        {"chosen": "\n\nHuman: Hi\n\nAssistant: Hello!", "rejected": "\n\nHuman: Hi\n\nAssistant: Go away."},
+    ]
+    path = tmp_path / "hh.json.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as handle:
+        json.dump(rows, handle)
+    examples, summary = load_examples(DataSourceConfig(path=str(path), fields={"text": "chosen"}))
+    assert (summary.format, summary.unit, summary.examples) == ("transcript", "record", 2)
+    assert examples[0].content == [user("Is tea hot?"), assistant("Usually.")]
+    assert examples[0].meta == {"rejected": rows[0]["rejected"]}
+    with pytest.raises(DataError, match="cannot tell the format"):
+        load_examples(DataSourceConfig(path=str(path)))
+
+
+def test_prompts_that_already_hold_a_template_are_counted_and_warned_about_once(tmp_path: Path, caplog) -> None:
+    alpaca = "Below is an instruction that describes a task. Write a response.\n\n### Instruction:\nAdd 2 and 2.\n\n### Response:"
+    rows = [{"prompt": alpaca, "response": "4"}, {"prompt": "Add 3 and 3.", "response": "6"}, {"prompt": "[INST] Hi [/INST]", "response": "Hello"}]
+    path = tmp_path / "templated.jsonl"
+    path.write_text("\n".join(map(json.dumps, rows)) + "\n")
+    with caplog.at_level(logging.WARNING, logger="raycl.data.sources"):
+        _, summary = load_examples(DataSourceConfig(path=str(path)))
+    assert summary.templated == [1, 3]
+    warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "2 of 3 examples already hold a prompt template in a user turn (first: line 1)" in warnings[0]
+    _, plain = load("alpaca.jsonl")
+    assert plain.templated == []

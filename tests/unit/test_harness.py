@@ -19,7 +19,9 @@ from raycl.config import TrialConfig, WorldConfig
 from raycl.data.tokens import encode_conversation
 from raycl.evaluation.harness import (
     BenchmarkConfig,
+    TaskFile,
     benchmark_deltas,
+    check_task_file,
     evaluate_checkpoint,
     export_checkpoint,
     load_checkpoint_config,
@@ -72,11 +74,14 @@ def test_default_config_runs_the_world_probes_and_validates_task_names() -> None
     assert config.tasks == ("raycl_retention", "raycl_acquisition") and config.quick_limit == 0
     with pytest.raises(ValidationError, match="raycl_arc_easy needs task_paths.raycl_arc_easy"):
         BenchmarkConfig(tasks=("raycl_arc_easy",))
-    with pytest.raises(ValidationError, match="mmlu is not a raycl task; set include_defaults"):
+    with pytest.raises(ValidationError, match="mmlu is not a raycl task .*; set include_path .* or include_defaults"):
         BenchmarkConfig(tasks=("mmlu",))
     assert BenchmarkConfig(tasks=("mmlu",), include_defaults=True).tasks == ("mmlu",)
-    with pytest.raises(ValidationError, match="task_paths.arc: not a shipped benchmark"):
+    assert BenchmarkConfig(tasks=("mmlu",), include_path="tasks").include_path == str(Path("tasks").absolute())
+    with pytest.raises(ValidationError, match="arc is not a shipped benchmark template"):
         BenchmarkConfig(task_paths={"arc": "/x.jsonl"})
+    named = BenchmarkConfig(tasks=("arc",), task_paths={"arc": {"template": "raycl_arc_easy", "path": "/x.jsonl"}})
+    assert named.task_paths["arc"].template == "raycl_arc_easy"
     with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
         BenchmarkConfig(limits=3)
 
@@ -239,6 +244,73 @@ def test_shipped_real_benchmark_templates_run_on_local_files(world, model, tmp_p
     assert scores["raycl_lambada/perplexity"] > 100
 
 
+def test_a_shipped_template_serves_several_tasks_under_their_own_names(world, model, tmp_path) -> None:
+    paths = write_real_benchmark_files(tmp_path / "data")
+    challenge = tmp_path / "data" / "arc_challenge.jsonl"
+    challenge.write_text(json.dumps({"query": "Question: Where is Bako?", "choices": ["north", "south"], "gold": 0}) + "\n")
+    config = BenchmarkConfig(
+        tasks=("raycl_arc_easy", "arc_challenge", "hellaswag_local"),
+        task_paths={
+            "raycl_arc_easy": paths["raycl_arc_easy"],
+            "arc_challenge": {"template": "raycl_arc_easy", "path": str(challenge)},
+            "hellaswag_local": {"template": "raycl_hellaswag", "path": paths["raycl_hellaswag"]},
+        },
+    )
+    out = prepare_task_dir(world, config, tmp_path / "tasks")
+    spec = yaml.safe_load((out / "arc_challenge.yaml").read_text())
+    assert spec["task"] == "arc_challenge" and spec["dataset_kwargs"]["data_files"]["test"] == str(challenge)
+    scores = run_benchmarks(model, world.tokenizer, config, out)
+    assert {"raycl_arc_easy", "arc_challenge", "hellaswag_local"} <= set(scores)
+    # The HellaSwag template's tasks score acc_norm first, whatever their name.
+    assert "hellaswag_local/acc" in scores and "hellaswag_local/acc_norm" not in scores
+
+
+def write_include_dir(directory: Path, dataset: dict) -> Path:
+    """A directory of one lm-eval task YAML, as users write them for `lm_eval --include_path`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    spec = {
+        "task": "town_words", "test_split": "test", "output_type": "multiple_choice",
+        "doc_to_text": "{{query}}", "doc_to_choice": "{{choices}}", "doc_to_target": "{{gold}}",
+        "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
+    } | dataset
+    (directory / "town_words.yaml").write_text(yaml.safe_dump(spec))
+    return directory
+
+
+def test_include_path_tasks_run_beside_raycl_tasks_and_unknown_names_fail_in_one_line(world, model, task_dir, tmp_path) -> None:
+    data = tmp_path / "towns.jsonl"
+    data.write_text("".join(json.dumps({"query": f"Town {i} trades", "choices": ["wool", "salt"], "gold": i % 2}) + "\n" for i in range(4)))
+    include = write_include_dir(tmp_path / "mine", {"dataset_path": "json", "dataset_kwargs": {"data_files": {"test": str(data)}}})
+    config = BenchmarkConfig(tasks=("raycl_retention", "town_words"), include_path=str(include))
+    scores = run_benchmarks(model, world.tokenizer, config, task_dir)
+    assert scores["town_words"] in (0.0, 0.25, 0.5, 0.75, 1.0) and "raycl_retention" in scores
+    # lm-eval's own tasks are not indexed: a built-in name is unknown here.
+    with pytest.raises(ValueError, match=f"^tasks: hellaswag is not one of raycl's tasks, {include}$"):
+        run_benchmarks(model, world.tokenizer, config.model_copy(update={"tasks": ("hellaswag",)}), task_dir)
+    with pytest.raises(ValueError, match="include_path: no such directory"):
+        run_benchmarks(model, world.tokenizer, config.model_copy(update={"include_path": str(tmp_path / "none")}), task_dir)
+
+
+def test_a_hub_task_offline_fails_in_one_line(world, model, task_dir, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    include = write_include_dir(tmp_path / "hub", {"dataset_path": "allenai/ai2_arc", "dataset_name": "ARC-Easy"})
+    config = BenchmarkConfig(tasks=("town_words",), include_path=str(include))
+    with pytest.raises(ValueError) as error:
+        run_benchmarks(model, world.tokenizer, config, task_dir)
+    assert str(error.value).startswith("tasks: town_words: Couldn't reach 'allenai/ai2_arc' on the Hub") and "\n" not in str(error.value)
+
+
+def test_task_files_are_checked_before_lm_eval_reads_them(tmp_path) -> None:
+    csv = tmp_path / "arc.csv"
+    csv.write_text("query,choices,gold\n")
+    with pytest.raises(ValueError, match=f"task_paths.raycl_arc_easy: {csv} is not a JSON-lines file"):
+        check_task_file("raycl_arc_easy", TaskFile(template="raycl_arc_easy", path=str(csv)))
+    broken = tmp_path / "arc.jsonl"
+    broken.write_text("\n{query: 1}\n")
+    with pytest.raises(ValueError, match=f"task_paths.mine: {broken}: line 2: unparseable JSON"):
+        check_task_file("mine", TaskFile(template="raycl_arc_easy", path=str(broken)))
+
+
 # --- retention metrics ----------------------------------------------------------------------------
 
 
@@ -325,3 +397,24 @@ def test_trials_share_one_task_directory_per_world_settings_and_tokenizer(world,
     assert other != first and (other / ".complete").exists()
     # The limit of each evaluation is not part of what the directory holds.
     assert shared_task_dir(world, BenchmarkConfig(limit=5), world.tokenizer) == first
+
+
+def test_cli_eval_names_the_key_of_a_bad_task_or_data_file_in_one_line(tmp_path) -> None:
+    """Settings are checked before the checkpoint is read: none exists here."""
+    from typer.testing import CliRunner
+
+    from raycl.cli import app
+
+    csv = tmp_path / "arc.csv"
+    csv.write_text("query,choices,gold\n")
+    checkpoint = str(tmp_path / "stage_001")
+    cases = [
+        (["--tasks", "nope"], "error: raycl eval: tasks: nope is not a raycl task (raycl_retention, "),
+        (["--tasks", "raycl_arc_easy", "--task-path", f"raycl_arc_easy={csv}"], f"error: task_paths.raycl_arc_easy: {csv} is not a JSON-lines file"),
+        (["--tasks", "arc2", "--task-path", f"arc2=raycl_arc_easy:{csv}"], f"error: task_paths.arc2: {csv} is not a JSON-lines file"),
+        (["--tasks", "mine", "--include-path", str(tmp_path / "none")], f"error: include_path: no such directory {tmp_path / 'none'}"),
+    ]
+    for options, expected in cases:
+        result = CliRunner().invoke(app, ["eval", checkpoint, *options])
+        assert result.exit_code == 2 and result.output.startswith(expected), result.output
+        assert len(result.output.strip().splitlines()) == 1
