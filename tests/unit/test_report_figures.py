@@ -151,9 +151,11 @@ def test_report_of_a_three_size_sweep_is_self_contained(tmp_path: Path) -> None:
     assert all((tmp_path / f"{name}.png").read_bytes().startswith(b"\x89PNG") for name in images)
 
     table = pareto_csv(sweep.rows, list(space.objectives), feasible, pareto, list(space.parameters)).splitlines()
-    assert table[0].startswith("trial,state,learning,forgetting,feasible,pareto,model_size")
-    assert {line.split(",")[0] for line in table[1:] if line.split(",")[5] == "True"} == pareto
-    assert table[-1].startswith("t99,FAIL,,,False,False")
+    spread = "seeds,learning_ci_low,learning_ci_high,forgetting_ci_low,forgetting_ci_high"
+    assert table[0].startswith(f"trial,state,learning,forgetting,{spread},feasible,pareto,model_size")
+    # One seed per trial: no interval.
+    assert {line.split(",")[0] for line in table[1:] if line.split(",")[10] == "True"} == pareto
+    assert table[-1].startswith("t99,FAIL,,,1,,,,,False,False")
 
 
 def test_report_of_a_missing_sweep_fails_with_one_line_naming_the_path(tmp_path: Path) -> None:
