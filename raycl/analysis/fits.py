@@ -201,6 +201,9 @@ class Law:
     # Parameters that only differences between model sizes determine: an extrapolation check needs
     # more distinct sizes than this in its fit set. None: every parameter (the safe default).
     size_params: int | None = None
+    # Start values of the scale parameters (see `fit_law`), for a law whose variables are already in
+    # reference units: fewer starts make a many-parameter law affordable. None: the default grid.
+    scale_starts: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "params", tuple(self.params))
@@ -378,7 +381,8 @@ def fit_law(
     """Fit ``law`` to positive ``target`` values by multi-start L-BFGS-B (see module doc).
 
     ``grid`` overrides the initial values of some parameters (natural units); the
-    default is {0.01, 1, 100, 1e4} for scale parameters and {0.1, 0.5, 1} for the others.
+    default is the law's ``scale_starts`` or {0.01, 1, 100, 1e4} for scale parameters, and
+    {0.1, 0.5, 1} for the others.
     ``log_params`` are the parameters optimized in log space (hence positive); by default
     those whose name starts with an uppercase letter. With ``bootstrap=0`` the intervals
     are NaN and ``samples`` is empty.
@@ -390,6 +394,8 @@ def fit_law(
     if log_params is None:
         log_params = [p for p in law.params if p[:1].isupper()]
     log_mask = np.array([p in set(log_params) for p in law.params])
+    if grid is None and law.scale_starts is not None:
+        grid = {p: law.scale_starts for p in log_params}
 
     starts = _start_grid(law, log_mask, grid)
     bounds = [(-np.log(_SCALE_BOUND), np.log(_SCALE_BOUND)) if is_log else (-_EXPONENT_BOUND, _EXPONENT_BOUND) for is_log in log_mask]

@@ -90,6 +90,18 @@ BETHUNE_BUDGET = Law(
     "bethune_budget", "L0 * (1 + A * lr**c * P**p * D**b / ((1 + B*r) * N)**a)", ("A", "a", "b", "B", "c", "p"),
     ("L0", "lr", "P", "D", "r", "N"), size_params=1,
 )
+# Forgetting that levels off: the base loss rises towards a ceiling A * exp(-B r) / N**a (in nats at the
+# reference scales), reached faster with a larger step, more new tokens and, with exponent e, a larger
+# model (which learns faster at the same step). Measured on the offline world's ladder: with replay the
+# largest rung's forgetting stops growing (about 0.25 nats at 12.5% replay whether a stage has 30 or 90
+# steps), and its ceiling without replay is about half the small rungs'; the power laws in lr and D
+# above keep growing there and overshoot the largest size. Variables are in reference units (lr 1e-4,
+# D and N 1e5), so three start values per scale parameter cover them.
+SATURATING = Law(
+    "saturating",
+    "L0 + A * (1 - exp(-C * (lr/1e-4)**c * (D/1e5)**b * (N/1e5)**e)) * exp(-B*r) / (N/1e5)**a",
+    ("A", "a", "b", "B", "c", "C", "e"), ("L0", "lr", "D", "r", "N"), size_params=2, scale_starts=(0.1, 1.0, 10.0),
+)
 # The perplexity ratio on new data falls as a power of model size and new tokens.
 RATIO_POWER = Law("ratio_power", "A / (N**a * D**b)", ("A", "a", "b"), ("N", "D"), size_params=1)
 RATIO_POWER_LR = Law("ratio_power_lr", "A / (N**a * D**b * lr**c)", ("A", "a", "b", "c"), ("N", "D", "lr"), size_params=1)
@@ -104,8 +116,8 @@ class LawSpec:
 
 
 def default_laws() -> list[LawSpec]:
-    """The data-injection family for forgetting; power laws in size and tokens for learning."""
-    forgetting = [LawSpec(law, "forgetting") for law in (BETHUNE, BETHUNE_LR, BETHUNE_BUDGET)]
+    """The data-injection family and a saturating law for forgetting; power laws in size and tokens for learning."""
+    forgetting = [LawSpec(law, "forgetting") for law in (BETHUNE, BETHUNE_LR, BETHUNE_BUDGET, SATURATING)]
     return forgetting + [LawSpec(law, "learning") for law in (RATIO_POWER, RATIO_POWER_LR)]
 
 
