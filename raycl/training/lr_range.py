@@ -12,11 +12,12 @@ finite, or above `train.divergence_factor` x the baseline); a drop never held ha
 record keeps the best LR and its drop instead.
 
 Two ramps: `restart` trains every LR for the same steps from the base weights; `single` is the usual LR
-finders' one run whose LR rises point by point. `restart` is the default because its answers are stable:
-on the offline ladder, over three batch seeds, its LRs for each drop stayed within a few percent of each
-other, while the single ramp's moved more and sat far lower (each point inherits every earlier point's
-training, so a drop is reached at an LR that alone would not reach it). A trial also starts from the base
-weights, which is what `restart` measures.
+finders' one run whose LR rises point by point. `restart` is the default because its answer does not depend
+on the ramp. Measured on raycl-tiny-s (10 steps per LR): over three batch seeds both modes agree with
+themselves within 2%; but with 16, 24 and 32 points on the same range, `restart` found the 5% drop at
+2.32e-4, 2.33e-4 and 2.35e-4 and `single` at 1.32e-4, 1.00e-4 and 0.80e-4, because each point of a single
+ramp inherits every earlier point's training, so a denser ramp reaches a drop at a lower LR. A trial, too,
+starts from the base weights, which is what `restart` measures.
 
 Results are cached per model, method, batch and first stage, so `train.lr_at_loss_drop` in a trial or a
 sweep runs the test once and reads it afterwards.
