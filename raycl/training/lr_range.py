@@ -50,6 +50,7 @@ from raycl.world.offline import load_world
 DROPS = (0.01, 0.05, 0.1)
 RECORD_FILE = "lr_range.json"
 FIGURE_FILE = "lr_range.png"
+RANGE_TEST_VERSION = 1  # part of the cache key: raise it when the measurement changes
 
 
 @dataclass(frozen=True)
@@ -213,6 +214,7 @@ def range_spec(config: TrialConfig, settings: RangeSettings) -> dict[str, Any]:
     """Everything that decides a range test's answer: the model, its data's first stage, method, batches, grid."""
     train = config.train
     return {
+        "version": RANGE_TEST_VERSION,
         "model": config.model.model_dump(mode="json"),
         "data": config.stream.model_dump(mode="json") if config.stream else config.world.model_dump(mode="json"),
         "method": config.method.model_dump(mode="json"),
