@@ -216,7 +216,8 @@ def range_spec(config: TrialConfig, settings: RangeSettings) -> dict[str, Any]:
     return {
         "version": RANGE_TEST_VERSION,
         "model": config.model.model_dump(mode="json"),
-        "data": config.stream.model_dump(mode="json") if config.stream else config.world.model_dump(mode="json"),
+        # The offline world's first stage is the same at every stream length, so one test serves them all.
+        "data": config.stream.model_dump(mode="json") if config.stream else config.world.model_dump(mode="json", exclude={"num_stages"}),
         "method": config.method.model_dump(mode="json"),
         "train": {"batch_size": train.batch_size, "seq_len": train.seq_len, "seed": train.seed, "grad_clip": train.grad_clip,
                   "weight_decay": train.weight_decay, "divergence_factor": train.divergence_factor},
