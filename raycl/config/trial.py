@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, Discriminator, Field, Tag, model_validator
+from pydantic import BaseModel, Discriminator, Field, Tag, model_serializer, model_validator
 from pydantic.fields import FieldInfo
 
 from raycl.config.base import ConfigError, StrictModel, read_yaml, validate
@@ -169,6 +169,15 @@ class TrainConfig(StrictModel):
         if self.single_pass and "steps_per_stage" in self.model_fields_set:
             raise ValueError("steps_per_stage: a single pass (online or examples_per_stage) takes one step per batch of the stage's examples")
         return self
+
+    @model_serializer(mode="wrap")
+    def _no_lr_before_the_range_test(self, handler: Any) -> dict[str, Any]:
+        # Until a trial resolves `lr_at_loss_drop`, it has no LR: dumped without one, a config reads back the same
+        # (with the default LR written out, it would read back as asking for both).
+        data = handler(self)
+        if self.lr_at_loss_drop is not None and "lr" not in self.model_fields_set:
+            data.pop("lr", None)
+        return data
 
     @property
     def single_pass(self) -> bool:

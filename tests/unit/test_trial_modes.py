@@ -77,3 +77,11 @@ def test_stop_when_stops_after_a_stage_end_where_the_metric_reaches_its_bound() 
     assert stop_reason(rule, values, stages_done=3, stages=3) is None  # the stream is over anyway
     with pytest.raises(ValueError, match="train.stop_when.metric: bench_raycl_retention is not measured by this trial .measured: learning."):
         stop_reason(rule, {"stage": 0.0, "learning": 0.0}, 0, 3)
+
+
+def test_a_config_asking_for_a_loss_drop_has_no_lr_until_resolved_and_reads_back_the_same() -> None:
+    config = validate_config({"train": {"lr_at_loss_drop": 0.05}}, "x")
+    dumped = config.model_dump(mode="json")
+    assert "lr" not in dumped["train"] and validate_config(dumped, "x") == config
+    resolved = config.with_overrides({"train.lr": 2e-4, "train.lr_at_loss_drop": None})
+    assert resolved.model_dump(mode="json")["train"]["lr"] == 2e-4
