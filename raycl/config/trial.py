@@ -171,12 +171,14 @@ class TrainConfig(StrictModel):
         return self
 
     @model_serializer(mode="wrap")
-    def _no_lr_before_the_range_test(self, handler: Any) -> dict[str, Any]:
-        # Until a trial resolves `lr_at_loss_drop`, it has no LR: dumped without one, a config reads back the same
-        # (with the default LR written out, it would read back as asking for both).
+    def _without_what_is_decided_elsewhere(self, handler: Any) -> dict[str, Any]:
+        # An LR the range test will decide, or steps a single pass takes from the data, are dumped only when
+        # given: with their defaults written out, a config would read back as setting both.
         data = handler(self)
-        if self.lr_at_loss_drop is not None and "lr" not in self.model_fields_set:
-            data.pop("lr", None)
+        decided = {"lr"} if self.lr_at_loss_drop is not None else set()
+        decided |= {"steps_per_stage"} if self.single_pass else set()
+        for name in decided - self.model_fields_set:
+            data.pop(name, None)
         return data
 
     @property

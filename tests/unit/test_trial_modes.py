@@ -85,3 +85,10 @@ def test_a_config_asking_for_a_loss_drop_has_no_lr_until_resolved_and_reads_back
     assert "lr" not in dumped["train"] and validate_config(dumped, "x") == config
     resolved = config.with_overrides({"train.lr": 2e-4, "train.lr_at_loss_drop": None})
     assert resolved.model_dump(mode="json")["train"]["lr"] == 2e-4
+
+
+def test_a_single_pass_config_reads_back_the_same_without_steps_per_stage() -> None:
+    config = validate_config(ONLINE | {"train": {"online": True, "lr_at_loss_drop": 0.1}}, "x")
+    dumped = config.model_dump(mode="json")
+    assert "steps_per_stage" not in dumped["train"] and "lr" not in dumped["train"]
+    assert validate_config(dumped, "x") == config
