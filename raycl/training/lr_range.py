@@ -167,7 +167,7 @@ def measure_ramp(config: TrialConfig, settings: RangeSettings) -> RangeRecord:
                 break
     lrs = lrs[: len(new_losses)]
     if baseline is None:
-        raise ValueError(f"train: the LR range test diverged within its burn-in, at lr {diverged_at_lr:.3g}; lower its min_lr")
+        raise ValueError(f"{config.model.name}: the LR range test diverged at lr {diverged_at_lr:.3g}, within its burn-in: no baseline to read drops from")
     finite = [(loss, lr) for loss, lr in zip(new_losses, lrs) if math.isfinite(loss)]
     best_loss, best_lr = min(finite)
     new_losses = [loss if math.isfinite(loss) else None for loss in new_losses]
