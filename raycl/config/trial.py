@@ -128,6 +128,9 @@ class TrainConfig(StrictModel):
                     "fractional drop of the first stage's held-out loss; not with lr",
     )
     stop_when: StopRule | None = Field(None, description="stop the stream at the first stage end where the metric reaches the bound")
+    layer_lr_slope: float = Field(
+        0.0, gt=-1, lt=1, description="LR times 1 - slope at the first layer up to 1 + slope at the last, linear in depth; 0: one LR"
+    )
     online: bool = Field(
         False, description="online ingestion: batches of 1 (default) or 2 examples, every example once, in order; needs eval.every_steps"
     )

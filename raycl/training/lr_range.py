@@ -142,7 +142,7 @@ def measure_ramp(config: TrialConfig, settings: RangeSettings) -> RangeRecord:
             if settings.mode == "restart" and point:
                 model, optimizer = fresh_model()
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group.get("lr_scale", 1.0)
             for local_step in range(settings.steps_per_point):
                 # restart: every LR sees the same batches; single: the run goes on through fresh ones.
                 step = local_step if settings.mode == "restart" else point * settings.steps_per_point + local_step
@@ -220,7 +220,7 @@ def range_spec(config: TrialConfig, settings: RangeSettings) -> dict[str, Any]:
         "data": config.stream.model_dump(mode="json") if config.stream else config.world.model_dump(mode="json", exclude={"num_stages"}),
         "method": config.method.model_dump(mode="json"),
         "train": {"batch_size": train.batch_size, "seq_len": train.seq_len, "seed": train.seed, "grad_clip": train.grad_clip,
-                  "weight_decay": train.weight_decay, "divergence_factor": train.divergence_factor},
+                  "weight_decay": train.weight_decay, "divergence_factor": train.divergence_factor, "layer_lr_slope": train.layer_lr_slope},
         "eval_batch_size": config.eval.batch_size,
         "settings": asdict(settings),
     }

@@ -335,7 +335,7 @@ def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) 
                 with StepMemory(model, optimizer) if measuring else contextlib.nullcontext() as memory:
                     step_started = time.perf_counter()
                     for group in optimizer.param_groups:
-                        group["lr"] = learning_rate(config, progress.step)
+                        group["lr"] = learning_rate(config, progress.step) * group.get("lr_scale", 1.0)
                     # Each rank takes its slice of the batch; batches are pure functions of the step.
                     new = new_rows_at(blocks, new_rows, local_step, stage_seed, single_pass)[rank::world_size]
                     new_labels = new_rows_at(labels, new_rows, local_step, stage_seed, single_pass)[rank::world_size]

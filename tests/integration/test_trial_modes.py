@@ -88,3 +88,11 @@ def test_raycl_run_online_sees_every_example_once_and_reports_adaptation_steps(t
     assert len(result["adaptation_steps"]) == 2 and all(0 < steps <= 40 for steps in result["adaptation_steps"])
     assert result["adaptation_steps_mean"] == sum(result["adaptation_steps"]) / 2
     assert [(point["stage_index"], point["stage_step"]) for point in result["curves"]] == [(s, k) for s in (0, 1) for k in (10, 20, 30)]
+
+
+@pytest.mark.parametrize("slope", [0.5, -0.5])
+def test_layer_lr_slope_moves_the_later_layers_more_or_less(tmp_path: Path, slope: float) -> None:
+    config = TrialConfig.model_validate(SMALL).with_overrides({"train.steps_per_stage": 10, "train.lr": 3e-3, "train.layer_lr_slope": slope})
+    drift = run_trial(config, tmp_path)["drift"]
+    # Equal LRs move the three layers of raycl-tiny-s alike (0.20, 0.17, 0.17); the slope orders them by depth.
+    assert (drift["layer_02"] > 1.5 * drift["layer_00"]) if slope > 0 else (drift["layer_00"] > 1.5 * drift["layer_02"])
