@@ -96,3 +96,14 @@ def test_layer_lr_slope_moves_the_later_layers_more_or_less(tmp_path: Path, slop
     drift = run_trial(config, tmp_path)["drift"]
     # Equal LRs move the three layers of raycl-tiny-s alike (0.20, 0.17, 0.17); the slope orders them by depth.
     assert (drift["layer_02"] > 1.5 * drift["layer_00"]) if slope > 0 else (drift["layer_00"] > 1.5 * drift["layer_02"])
+
+
+def test_more_examples_per_stage_learn_more_and_count_as_new_tokens(tmp_path: Path) -> None:
+    results = {}
+    for examples in (8, 64):
+        config = TrialConfig.model_validate(SMALL).with_overrides(
+            {"train": {"lr": 1e-3, "batch_size": 8, "warmup_steps": 0, "examples_per_stage": examples}}
+        )
+        results[examples] = run_trial(config, tmp_path / str(examples))
+    assert [results[n]["new_tokens"] for n in (8, 64)] == [8 * 128 * 2, 64 * 128 * 2]  # each block once, two stages
+    assert results[64]["learning"] > results[8]["learning"] + 0.1 and results[64]["forgetting"] > results[8]["forgetting"]
