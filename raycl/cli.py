@@ -106,6 +106,40 @@ def run(
     console.print(f"result: {out / 'result.json'}")
 
 
+@app.command("lr-range")
+def lr_range(
+    config: Optional[Path] = typer.Argument(None, help="trial YAML: its model, method, batch and first stage; default: the offline-world trial"),
+    out: Path = typer.Option(Path("runs/lr_range"), "--out", help="directory for lr_range.json and lr_range.png"),
+    mode: str = typer.Option("restart", "--mode", help="restart: every LR from the base weights; single: one run whose LR rises"),
+) -> None:
+    """LR range test: the LRs at which the first stage's held-out loss falls by 1%, 5% and 10% (cached per model and stage)."""
+    from raycl.config import ConfigError, load_config
+    from raycl.models.hub import HubUnavailableError
+
+    if mode not in ("restart", "single"):
+        fail(f"--mode: {mode!r} is not one of restart, single")
+    try:
+        trial_config = load_config(config)
+    except ConfigError as error:
+        fail(str(error))
+    from raycl.training.lr_range import FIGURE_FILE, RECORD_FILE, RangeSettings, write_range_test
+
+    try:
+        record = write_range_test(trial_config, out, RangeSettings(mode=mode))
+    except (HubUnavailableError, ValueError) as error:
+        fail(str(error))
+    table = Table(title=f"LR range test of {record.model} on {record.stage} (baseline loss {record.baseline_loss:.3f})")
+    table.add_column("loss drop")
+    table.add_column("lr", justify="right")
+    for drop, lr in record.targets.items():
+        table.add_row(f"{float(drop):.0%}", "not reached" if lr is None else f"{lr:.3g}")
+    table.add_row(f"best ({record.best_drop:.1%})", f"{record.best_lr:.3g}")
+    console.print(table)
+    if record.diverged_at_lr is not None:
+        console.print(f"the ramp stopped at lr {record.diverged_at_lr:.3g}, where the loss diverged", highlight=False)
+    console.print(f"record: {out / RECORD_FILE}, figure: {out / FIGURE_FILE}", highlight=False)
+
+
 @app.command()
 def sweep(
     name: str = typer.Argument(..., help="search space: a name in search_spaces/ (smoke, methods, scaling_laws) or a YAML path"),

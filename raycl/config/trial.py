@@ -9,11 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, Discriminator, Field, Tag, model_validator
+from pydantic import BaseModel, Discriminator, Field, Tag, model_serializer, model_validator
 from pydantic.fields import FieldInfo
 
 from raycl.config.base import ConfigError, StrictModel, read_yaml, validate
 from raycl.config.benchmarks import BenchmarkConfig, is_world_stage_task
+from raycl.config.result import BENCHMARK_PREFIX
 from raycl.config.stream import StreamConfig
 
 
@@ -100,10 +101,45 @@ MethodConfig = Annotated[
 METHODS: tuple[type[StrictModel], ...] = (FullMethod, LoraMethod, GaLoreMethod)
 
 
+# What a trial measures at every stage end, the metrics `train.stop_when` may name (beside `bench_<task>`).
+STAGE_END_METRICS = ("learning", "forgetting", "new_loss", "base_loss")
+
+
+class StopRule(StrictModel):
+    """Stop the stream at the first stage end where a metric reaches a bound (e.g. a probe accuracy)."""
+
+    metric: str = Field(description="learning, forgetting, new_loss, base_loss or bench_<task> (an lm-eval score)")
+    at_least: float
+
+    @model_validator(mode="after")
+    def _a_stage_end_metric(self) -> StopRule:
+        if self.metric not in STAGE_END_METRICS and not self.metric.startswith(BENCHMARK_PREFIX):
+            raise ValueError(f"metric: {self.metric!r} is not measured at stage ends ({', '.join(STAGE_END_METRICS)}, {BENCHMARK_PREFIX}<task>)")
+        return self
+
+
 class TrainConfig(StrictModel):
     """The optimisation of each stage."""
 
     lr: float = Field(3e-4, gt=0, lt=1)
+    lr_at_loss_drop: float | None = Field(
+        None, gt=0, lt=1,
+        description="train at the LR where the LR range test (`raycl lr-range`, cached per model) first holds this "
+                    "fractional drop of the first stage's held-out loss; not with lr",
+    )
+    stop_when: StopRule | None = Field(None, description="stop the stream at the first stage end where the metric reaches the bound")
+    layer_lr_slope: float = Field(
+        0.0, gt=-1, lt=1, description="LR times 1 - slope at the first layer up to 1 + slope at the last, linear in depth; 0: one LR"
+    )
+    online: bool = Field(
+        False, description="online ingestion: batches of 1 (default) or 2 examples, every example once, in order; needs eval.every_steps"
+    )
+    examples_per_stage: int | None = Field(
+        None, ge=1, description="train on the first N training blocks of each stage, each once, in order; steps follow from N"
+    )
+    adaptation_share: float = Field(
+        0.5, gt=0, lt=1, description="online: a stage's adaptation_steps are the steps to this share of its whole held-out loss drop"
+    )
     steps_per_stage: int = Field(100, ge=1)
     batch_size: int = Field(16, ge=1)
     seq_len: int = Field(128, ge=16)
@@ -118,6 +154,40 @@ class TrainConfig(StrictModel):
     cpu_threads: int = Field(
         1, ge=1, description="torch threads on CPU; tiny models run fastest on one, and more than the cores slows every trial"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _online_batch(cls, data: Any) -> Any:
+        # Online ingestion means one example a step unless two are asked for.
+        if isinstance(data, dict) and data.get("online") and "batch_size" not in data:
+            return data | {"batch_size": 1}
+        return data
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> TrainConfig:
+        if self.lr_at_loss_drop is not None and "lr" in self.model_fields_set:
+            raise ValueError("lr_at_loss_drop: give train.lr or train.lr_at_loss_drop, not both")
+        if self.online and self.batch_size > 2:
+            raise ValueError(f"batch_size: online training takes 1 or 2 examples a step, not {self.batch_size}")
+        if self.single_pass and "steps_per_stage" in self.model_fields_set:
+            raise ValueError("steps_per_stage: a single pass (online or examples_per_stage) takes one step per batch of the stage's examples")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _without_what_is_decided_elsewhere(self, handler: Any) -> dict[str, Any]:
+        # An LR the range test will decide, or steps a single pass takes from the data, are dumped only when
+        # given: with their defaults written out, a config would read back as setting both.
+        data = handler(self)
+        decided = {"lr"} if self.lr_at_loss_drop is not None else set()
+        decided |= {"steps_per_stage"} if self.single_pass else set()
+        for name in decided - self.model_fields_set:
+            data.pop(name, None)
+        return data
+
+    @property
+    def single_pass(self) -> bool:
+        """Whether each stage is one pass over its examples, in order, rather than `steps_per_stage` shuffled batches."""
+        return self.online or self.examples_per_stage is not None
 
 
 class ReplayConfig(StrictModel):
@@ -173,8 +243,10 @@ class TrialConfig(StrictModel):
     @model_validator(mode="after")
     def _check_combinations(self) -> TrialConfig:
         # A real dataset's stage count is known only once it is loaded.
-        if self.stream is None and self.train.warmup_steps > self.train.steps_per_stage * self.world.num_stages:
+        if self.stream is None and not self.train.single_pass and self.train.warmup_steps > self.train.steps_per_stage * self.world.num_stages:
             raise ValueError("train.warmup_steps: longer than the whole stream")
+        if self.train.online and not self.eval.every_steps:
+            raise ValueError("eval.every_steps: online training evaluates on a schedule in steps; set it above 0")
         if self.stream is not None and any(is_world_stage_task(t) for t in self.eval.benchmarks.tasks):
             raise ValueError(
                 "eval.benchmarks.tasks: the raycl_acquisition probes ask about the offline world's stages, "

@@ -11,6 +11,7 @@ per parameter, stepped during the backward pass, so no full set of gradients is 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -23,6 +24,7 @@ from torch import nn
 from raycl.config import MethodConfig, TrainConfig
 
 ADAM_BETAS = (0.9, 0.95)
+_LAYER_INDEX = re.compile(r"\.layers\.(\d+)\.")
 
 
 class PerLayerOptimizer:
@@ -105,6 +107,27 @@ def build_optimizer(make: Callable[[list[dict[str, Any]]], torch.optim.Optimizer
     return PerLayerOptimizer(optimizers, grad_clip)
 
 
+def depth_groups(model: nn.Module, groups: list[dict[str, Any]], slope: float) -> list[dict[str, Any]]:
+    """`groups` split by transformer layer, each with an `lr_scale` linear in depth: `1 - slope` at the
+    first layer, `1 + slope` at the last; weights outside the layers (embeddings, head) keep 1."""
+    if not slope:
+        return groups
+    names = {id(parameter): name for name, parameter in model.named_parameters()}
+    last = max((int(found[1]) for name in names.values() if (found := _LAYER_INDEX.search(name))), default=0)
+
+    def scale(parameter: nn.Parameter) -> float:
+        found = _LAYER_INDEX.search(names[id(parameter)])
+        return 1.0 if found is None or last == 0 else 1 + slope * (2 * int(found[1]) / last - 1)
+
+    split = []
+    for group in groups:
+        by_scale: dict[float, list[nn.Parameter]] = {}
+        for parameter in group["params"]:
+            by_scale.setdefault(scale(parameter), []).append(parameter)
+        split += [{**group, "params": params, "lr_scale": lr_scale} for lr_scale, params in by_scale.items()]
+    return split
+
+
 def _matches(name: str, modules: tuple[str, ...]) -> bool:
     return name.removesuffix(".weight").rsplit(".", 1)[-1] in modules
 
@@ -113,7 +136,8 @@ def _full(model: nn.Module, method: MethodConfig, train: TrainConfig) -> Prepare
     def make(groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
         return torch.optim.AdamW(groups, lr=train.lr, betas=ADAM_BETAS, weight_decay=train.weight_decay)
 
-    optimizer = build_optimizer(make, [{"params": list(model.parameters())}], method.per_layer_updates, train.grad_clip)
+    groups = depth_groups(model, [{"params": list(model.parameters())}], train.layer_lr_slope)
+    optimizer = build_optimizer(make, groups, method.per_layer_updates, train.grad_clip)
     return PreparedMethod(model, optimizer)
 
 
@@ -132,7 +156,8 @@ def _lora(model: nn.Module, method: MethodConfig, train: TrainConfig) -> Prepare
     except ValueError as error:
         raise ValueError(f"method.lora_target_modules: {error}") from None
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=train.lr, betas=ADAM_BETAS, weight_decay=train.weight_decay)
+    groups = depth_groups(model, [{"params": trainable}], train.layer_lr_slope)
+    optimizer = torch.optim.AdamW(groups, lr=train.lr, betas=ADAM_BETAS, weight_decay=train.weight_decay)
     return PreparedMethod(model, optimizer, {"lora_adapted_params": sum(p.numel() for p in trainable)})
 
 
@@ -176,6 +201,7 @@ def _galore(model: nn.Module, method: MethodConfig, train: TrainConfig) -> Prepa
         return use_compact_projectors(optimizer)
 
     groups, info = galore_groups(model, method)
+    groups = depth_groups(model, groups, train.layer_lr_slope)
     return PreparedMethod(model, build_optimizer(make, groups, method.per_layer_updates, train.grad_clip), info)
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import math
 import resource
 import time
@@ -31,9 +30,9 @@ from torch import nn
 
 from raycl.config import ReplayConfig, TrialConfig
 from raycl.config.result import BENCHMARK_PREFIX, Divergence, TrialDiverged, TrialResult
-from raycl.data.build import build_stream
-from raycl.data.stream import Stream
-from raycl.data.tokens import IGNORE_INDEX, batch_at
+from raycl.config.trial import StopRule
+from raycl.data.stream import Stage, Stream
+from raycl.data.tokens import batch_at
 from raycl.evaluation import metrics
 from raycl.evaluation.harness import benchmark_deltas, load_harness, run_benchmarks, shared_task_dir
 from raycl.evaluation.heldout import heldout_loss
@@ -41,11 +40,12 @@ from raycl.mitigation.penalties import EWC, kl_to_base
 from raycl.mitigation.replay import Replay
 from raycl.models.loading import load_base_model, pretraining_facts
 from raycl.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, stage_checkpoint_dir
+from raycl.training.lr_range import resolve_lr
 from raycl.training.memory import StepMemory
 from raycl.training.methods import optimizer_state_bytes, prepare_method
+from raycl.training.parts import autocast_for, finite_or_none, load_stream, next_token_loss, resolve_device, write_json
 from raycl.world.ladder import parameter_counts
-from raycl.world.offline import World, load_world
-from raycl.world.stream import offline_stream
+from raycl.world.offline import load_world
 
 # Called with an evaluation's metrics, and the stage checkpoint written with it (full evaluations).
 Report = Callable[[dict[str, float], Path | None], None]
@@ -72,19 +72,7 @@ class TrialProgress:
     first_loss: float | None = None  # the reference of the divergence bound
     train_memory: dict[str, int] = field(default_factory=dict)  # peak of one step by part, once measured
     untimed_tokens: int = 0  # tokens of that step, whose time (slowed by the tracker) is not counted
-
-
-def resolve_device(choice: str) -> torch.device:
-    if choice == "auto":
-        choice = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(choice)
-
-
-def autocast_for(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on GPU; fp32 on CPU, where bf16 without native support runs 9-32x slower."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    stopped: str | None = None  # why train.stop_when ended the stream early
 
 
 def peak_memory_bytes(device: torch.device) -> int:
@@ -100,27 +88,56 @@ def learning_rate(config: TrialConfig, step: int) -> float:
     return config.train.lr * min(1.0, (step + 1) / warmup) if warmup else config.train.lr
 
 
-def next_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy of each position's prediction of the next token; IGNORE_INDEX labels are skipped.
+def training_blocks(config: TrialConfig, stage: Stage) -> tuple[torch.Tensor, torch.Tensor]:
+    """The stage's training blocks and labels: all of them, or the first `train.examples_per_stage`."""
+    count = config.train.examples_per_stage
+    if count is None:
+        return stage.train_blocks, stage.train_labels
+    if count > len(stage.train_blocks):
+        raise ValueError(
+            f"train.examples_per_stage: {count}, but stage {stage.name} has {len(stage.train_blocks)} training blocks of {config.train.seq_len} tokens"
+        )
+    return stage.train_blocks[:count], stage.train_labels[:count]
 
-    A batch with nothing to learn (a long user turn under assistant-only loss) gives 0, not NaN.
+
+def stage_steps(config: TrialConfig, stage: Stage) -> int:
+    """`train.steps_per_stage`, or in a single pass one step per batch of the stage's new rows."""
+    if not config.train.single_pass:
+        return config.train.steps_per_stage
+    return math.ceil(len(training_blocks(config, stage)[0]) / (config.train.batch_size - config.replay_rows))
+
+
+def new_rows_at(blocks: torch.Tensor, rows: int, local_step: int, seed: int, single_pass: bool) -> torch.Tensor:
+    """The new-data rows of a step: the next `rows` blocks in order in a single pass, else a seeded shuffle's."""
+    if single_pass:
+        return blocks[local_step * rows : (local_step + 1) * rows]
+    return batch_at(blocks, rows, local_step, seed)
+
+
+def adaptation_steps(start_loss: float, curve: list[tuple[int, float]], end: tuple[int, float], share: float) -> int | None:
+    """Steps into a stage until its held-out loss first fell by `share` of the stage's whole drop.
+
+    `curve` holds the stage's evaluations as (steps into the stage, loss), `end` its last step and final loss;
+    None when the loss did not fall over the stage.
     """
-    targets = labels[:, 1:]
-    if not (targets != IGNORE_INDEX).any():
-        return logits.sum() * 0.0
-    return nn.functional.cross_entropy(logits[:, :-1].float().transpose(1, 2), targets, ignore_index=IGNORE_INDEX)
+    drop = start_loss - end[1]
+    if not drop > 0:
+        return None
+    target = start_loss - share * drop
+    return next(step for step, loss in [*curve, end] if loss <= target)
 
 
-def load_stream(config: TrialConfig, world: World, tokenizer) -> Stream:
-    """The offline world's stages, or a real dataset's (`stream:`), whose original distribution is
-    its own `stream.original` corpus or, without one, the offline world's base corpus."""
-    seq_len = config.train.seq_len
-    if config.stream is None:
-        return offline_stream(world, tokenizer, seq_len)
-    if config.stream.original is not None:
-        return build_stream(config.stream, tokenizer, seq_len)
-    offline = offline_stream(world, tokenizer, seq_len)
-    return build_stream(config.stream, tokenizer, seq_len, retention=offline.retention, replay_pool=offline.replay_pool)
+def stop_reason(rule: StopRule | None, values: dict[str, float], stages_done: int, stages: int) -> str | None:
+    """Why `train.stop_when` ends the stream after `stages_done` stages, or None to go on (never before the
+    first stage or after the last); a metric the trial does not measure is an error, also at step 0."""
+    if rule is None:
+        return None
+    if rule.metric not in values:
+        measured = ", ".join(name for name in values if name not in ("stage", "step", "full_eval"))
+        raise ValueError(f"train.stop_when.metric: {rule.metric} is not measured by this trial (measured: {measured})")
+    if 0 < stages_done < stages and values[rule.metric] >= rule.at_least:
+        return f"train.stop_when: {rule.metric} = {values[rule.metric]:.4g} >= {rule.at_least:g} after stage {stages_done} of {stages}"
+    return None
 
 
 def needs_frozen_base(replay: ReplayConfig) -> bool:
@@ -215,23 +232,6 @@ def stop_if_diverged(progress: TrialProgress, loss: float, stage_index: int, con
     raise TrialDiverged(divergence)
 
 
-def finite_or_none(value: Any) -> Any:
-    """`value` with every NaN or infinite float (nested in lists and dicts) replaced by None."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: finite_or_none(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite_or_none(item) for item in value]
-    return value
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Strict JSON (a bare NaN is not JSON): non-finite numbers are written as null."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(finite_or_none(data), indent=2, allow_nan=False))
-
-
 def eval_metrics(progress: TrialProgress, full: bool) -> dict[str, float]:
     """What an evaluation reports: losses, and at stage ends learning, forgetting and benchmark scores."""
     if full:
@@ -256,10 +256,13 @@ def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) 
     """Run (or resume) the trial `config` in `out_dir`; return its result, also written to `result.json`.
 
     Raises `TrialDiverged` when a step's loss diverges (`has_diverged`): training stops there, and
-    result.json holds the `Divergence` instead of a result.
+    result.json holds the `Divergence` instead of a result. With `train.lr_at_loss_drop`, the trial trains
+    at the LR its range test found (`raycl.training.lr_range`), and raises `LossDropUnreachable`, before
+    training, where the test never held that drop.
     """
     started = time.perf_counter()
     out_dir = Path(out_dir)
+    config, lr_range = resolve_lr(config)
     rank, world_size = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     device = resolve_device(config.train.device)
     torch.manual_seed(config.train.seed)
@@ -311,14 +314,20 @@ def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) 
         progress.retention_losses.append(retention)
         progress.benchmarks.append(benchmarks(bench.limit))
         progress.eval_time_s += time.perf_counter() - eval_started
+        stop_reason(config.train.stop_when, eval_metrics(progress, full=True), 0, len(stream.stages))
     resumed_after_stage = progress.stages_done
 
-    steps, new_rows = config.train.steps_per_stage, config.train.batch_size - replay_rows
-    total_steps = len(stream.stages) * steps
+    new_rows, single_pass = config.train.batch_size - replay_rows, config.train.single_pass
+    steps_of_stage = [stage_steps(config, stage) for stage in stream.stages]
+    total_steps = sum(steps_of_stage)
+    # Online quick evaluations read the same held-out examples as stage ends, so that one curve runs through both.
+    quick_examples = config.eval.max_examples if config.train.online else config.eval.quick_max_examples
+    last_stage = progress.stages_done if progress.stopped else len(stream.stages)
     with ProgressBar(transient=True, disable=rank != 0) as bar:
-        task = bar.add_task("training", total=len(stream.stages) * steps, completed=progress.stages_done * steps)
-        for stage_index in range(progress.stages_done, len(stream.stages)):
-            stage, stage_seed = stream.stages[stage_index], config.train.seed + stage_index
+        task = bar.add_task("training", total=total_steps, completed=sum(steps_of_stage[: progress.stages_done]))
+        for stage_index in range(progress.stages_done, last_stage):
+            stage, stage_seed, steps = stream.stages[stage_index], config.train.seed + stage_index, steps_of_stage[stage_index]
+            blocks, labels = training_blocks(config, stage)
             stage_started = time.perf_counter()
             for local_step in range(steps):
                 # One step (the second, once optimizer state exists) is measured and left out of the timing.
@@ -326,10 +335,10 @@ def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) 
                 with StepMemory(model, optimizer) if measuring else contextlib.nullcontext() as memory:
                     step_started = time.perf_counter()
                     for group in optimizer.param_groups:
-                        group["lr"] = learning_rate(config, progress.step)
+                        group["lr"] = learning_rate(config, progress.step) * group.get("lr_scale", 1.0)
                     # Each rank takes its slice of the batch; batches are pure functions of the step.
-                    new = batch_at(stage.train_blocks, new_rows, local_step, stage_seed)[rank::world_size]
-                    new_labels = batch_at(stage.train_labels, new_rows, local_step, stage_seed)[rank::world_size]
+                    new = new_rows_at(blocks, new_rows, local_step, stage_seed, single_pass)[rank::world_size]
+                    new_labels = new_rows_at(labels, new_rows, local_step, stage_seed, single_pass)[rank::world_size]
                     old, old_labels = new[:0], new_labels[:0]
                     if replay is not None:
                         old, old_labels = (t[rank::world_size] for t in replay.batch(progress.step, replay_rows, config.train.seq_len))
@@ -359,10 +368,13 @@ def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) 
                 every = config.eval.every_steps
                 if every and progress.step % every == 0 and local_step + 1 < steps:
                     eval_started = time.perf_counter()
-                    row, retention = evaluate(model, stream, config, tokenizer.pad_token_id, device, config.eval.quick_max_examples)
+                    row, retention = evaluate(model, stream, config, tokenizer.pad_token_id, device, quick_examples)
                     scores = benchmarks(bench.quick_limit) if bench.quick_limit else {}
                     progress.eval_time_s += time.perf_counter() - eval_started
-                    progress.curves.append({"step": progress.step, "stage_losses": row, "base_loss": retention, "benchmarks": scores})
+                    progress.curves.append({
+                        "step": progress.step, "stage_index": stage_index, "stage_step": local_step + 1,
+                        "stage_losses": row, "base_loss": retention, "benchmarks": scores,
+                    })
                     if report is not None:
                         report(eval_metrics(progress, full=False), None)
 
@@ -375,11 +387,14 @@ def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) 
             progress.stages_done = stage_index + 1
             progress.stage_time_s.append(time.perf_counter() - stage_started)
             progress.elapsed_s = time.perf_counter() - started
+            progress.stopped = stop_reason(config.train.stop_when, eval_metrics(progress, full=True), progress.stages_done, len(stream.stages))
             checkpoint_dir = None
             if rank == 0:
                 checkpoint_dir = save_checkpoint(stage_checkpoint_dir(out_dir, stage_index), model, optimizer, asdict(progress))
             if report is not None:
                 report(eval_metrics(progress, full=True), checkpoint_dir)
+            if progress.stopped:
+                break
 
     progress.elapsed_s = time.perf_counter() - started
     drift = metrics.weight_drift(initial_weights, effective_weights(model))
@@ -395,6 +410,7 @@ def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) 
         **pretraining_facts(config.model, world),
         "method_info": prepared.info,
         "resumed_after_stage": resumed_after_stage,
+        "lr_range": lr_range,
     }
     result = TrialResult.model_validate(result).model_dump()
     if rank == 0:
@@ -404,9 +420,11 @@ def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) 
 
 def summarize(progress: TrialProgress, config: TrialConfig, stream: Stream, base_loss_init: float) -> dict[str, Any]:
     """The trial's metrics from its progress record (pure: no model needed); `base_loss_init` is the
-    untrained model's loss on the original distribution."""
-    matrix, retention = progress.stage_matrix, progress.retention_losses
+    untrained model's loss on the original distribution. A stream stopped early is measured on the stages it trained."""
+    trained, retention = progress.stages_done, progress.retention_losses
+    matrix = [row[:trained] for row in progress.stage_matrix]
     new_before, new_after = metrics.mean_new_loss(matrix[0]), metrics.mean_new_loss(matrix[-1])
+    adaptation = online_adaptation(progress, config, stream) if config.train.online else None
     return {
         "learning": metrics.learning(new_before, new_after),
         "learning_nats": metrics.learning_nats(new_before, new_after),
@@ -415,7 +433,7 @@ def summarize(progress: TrialProgress, config: TrialConfig, stream: Stream, base
         "base_loss_after": retention[-1],
         "forgetting_fraction": metrics.forgetting_fraction(base_loss_init, retention[0], retention[-1]),
         "stage_matrix": matrix,
-        "stage_names": [stage.name for stage in stream.stages],
+        "stage_names": [stage.name for stage in stream.stages[:trained]],
         "retention_losses": retention,
         "bwt": metrics.backward_transfer(matrix),
         "fwt": metrics.forward_transfer(matrix),
@@ -435,4 +453,23 @@ def summarize(progress: TrialProgress, config: TrialConfig, stream: Stream, base
         "curves": progress.curves,
         "data_summary": stream.summary.describe() if stream.summary else None,
         "config": config.model_dump(mode="json"),
+        "lr": config.train.lr,
+        "stopped": progress.stopped,
+        "adaptation_steps": adaptation,
+        "adaptation_steps_mean": sum(adaptation) / len(adaptation) if adaptation and None not in adaptation else None,
     }
+
+
+def online_adaptation(progress: TrialProgress, config: TrialConfig, stream: Stream) -> list[int | None]:
+    """Per trained stage, the steps its held-out loss took to fall by `train.adaptation_share` of the
+    stage's whole drop, read from the stage's start (row j of the matrix), its quick evaluations and its end."""
+    matrix = progress.stage_matrix
+    return [
+        adaptation_steps(
+            matrix[j][j],
+            [(point["stage_step"], point["stage_losses"][j]) for point in progress.curves if point["stage_index"] == j],
+            (stage_steps(config, stream.stages[j]), matrix[j + 1][j]),
+            config.train.adaptation_share,
+        )
+        for j in range(progress.stages_done)
+    ]
