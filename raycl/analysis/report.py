@@ -167,6 +167,9 @@ def _row(child: Any, trial: Any, config: TrialConfig) -> tuple[dict[str, Any], f
         study_metrics = {}
     metrics = {k: v for k, v in child.data.metrics.items() if not k.startswith(EVAL_PREFIX)}
     row = {"trial": child.data.tags[Tags.TRIAL], "state": state, **settings, **sampled, **study_metrics, **metrics}
+    if row.get("lr") is not None:
+        # The LR it trained at: under train.lr_at_loss_drop the config's train.lr is only the default.
+        row["train.lr"] = row["lr"]
     replicates = trial.user_attrs.get(REPLICATES_ATTR) if trial is not None else None
     return row | {"sampled": sampled, "replicates": replicates}, finished
 

@@ -158,3 +158,36 @@ def test_a_restarted_trial_finds_the_stage_checkpoint_that_got_furthest(tmp_path
     (restored / "model.safetensors").write_text("engine")
     restore_stage_checkpoint(checkpoint, out_dir)
     assert (restored / "model.safetensors").read_text() == "engine"
+
+
+def test_each_seed_run_of_a_trial_restarts_from_its_own_stage_checkpoints(tmp_path: Path) -> None:
+    """Under budget.seeds the runs of a trial share its Tune folder; each checkpoint names its run."""
+    import json
+
+    from raycl.sweep.trainable import REPLICATE, furthest_stage_checkpoint
+
+    trial_dir = tmp_path / "t0001"
+    for name, run, stages in (("checkpoint_000000", 0, 3), ("checkpoint_000001", 1, 1), ("checkpoint_000002", 1, 2)):
+        (trial_dir / name).mkdir(parents=True)
+        (trial_dir / name / "progress.json").write_text(json.dumps({"stages_done": stages}))
+        (trial_dir / name / REPLICATE).write_text(str(run))
+    assert Path(furthest_stage_checkpoint(str(trial_dir), 0).path).name == "checkpoint_000000"
+    assert Path(furthest_stage_checkpoint(str(trial_dir), 1).path).name == "checkpoint_000002"
+    assert furthest_stage_checkpoint(str(trial_dir), 2) is None
+
+
+def test_the_mean_over_seeds_averages_metrics_and_stage_records_and_keeps_each_run() -> None:
+    from raycl.config.records import FinalReport
+
+    def run(forgetting: float, offset: float) -> FinalReport:
+        fields = {name: 1.0 for name in FinalReport.model_fields if name not in {"stage_names", "stage_matrix", "retention_losses",
+                  "stage_forgetting", "node_ids", "replicates", "base_pretrain_tokens", "base_pretrain_loss"}}
+        return FinalReport(**fields | {"forgetting": forgetting}, stage_names=["a", "b"],
+                           stage_matrix=[[2.0 + offset, 2.0], [1.0, 2.0], [1.5, 1.0 + offset]], retention_losses=[1.0, 1.2 + offset, 1.4],
+                           stage_forgetting=[0.5 + offset], node_ids=[f"n{offset}"], bench_x=offset)
+
+    mean = FinalReport.mean_of([run(0.2, 0.0), run(0.4, 1.0)])
+    assert mean.forgetting == pytest.approx(0.3) and mean.model_extra["bench_x"] == pytest.approx(0.5)
+    assert mean.stage_matrix == [[2.5, 2.0], [1.0, 2.0], [1.5, 1.5]] and mean.stage_forgetting == [1.0]
+    assert mean.node_ids == ["n0.0", "n1.0"]
+    assert [r["forgetting"] for r in mean.replicates] == [0.2, 0.4] and mean.metrics()["forgetting"] == pytest.approx(0.3)
