@@ -205,3 +205,20 @@ def test_malformed_laws_fail_with_one_line_naming_the_file(tmp_path: Path, text:
     with pytest.raises(ValueError) as error:
         load_laws(path)
     assert str(path) in str(error.value) and message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_saturating_law_rises_from_the_base_loss_to_a_ceiling_that_replay_and_size_lower() -> None:
+    from raycl.analysis.scaling import SATURATING
+
+    theta = np.array([1.0, 0.3, 1.0, 4.0, 1.0, 1.0, 0.5])  # A, a, b, B, c, C, e
+    assert SATURATING.params == ("A", "a", "b", "B", "c", "C", "e")
+
+    def after(**variables: float) -> float:
+        data = {"L0": 0.5, "lr": 1e-4, "D": 1e5, "r": 0.0, "N": 1e5} | variables
+        return float(SATURATING.predict(theta, {k: np.array([v]) for k, v in data.items()})[0])
+
+    assert after(D=1e-6) == pytest.approx(0.5, abs=1e-6)  # no new tokens: no forgetting
+    assert after(D=1e9) == pytest.approx(0.5 + 1.0)  # the ceiling A at the reference size, without replay
+    assert after(D=1e9, r=0.25) == pytest.approx(0.5 + np.exp(-1.0))
+    assert after(D=1e9, N=1e6) == pytest.approx(0.5 + 10**-0.3)
+    assert after(D=1e5) == pytest.approx(0.5 + (1 - np.exp(-1.0)))
