@@ -29,7 +29,7 @@ def main() -> None:
     parser.add_argument("--model", default="raycl-tiny-xl")
     parser.add_argument("--out-root", type=Path, default=Path("runs"))
     parser.add_argument("--search-trials", type=int, default=6)
-    parser.add_argument("--bootstrap", type=int, default=100)
+    parser.add_argument("--bootstrap", type=int, default=50)
     args = parser.parse_args()
     console = Console()
     source = transfer.load_source(args.sweep, args.out_root, REPORTS)

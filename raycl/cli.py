@@ -227,7 +227,7 @@ def predict(
     min_learning: Optional[float] = typer.Option(None, "--min-learning", help="required learning; default: the median of the fitted trials"),
     setting: list[str] = typer.Option([], "--set", help="KEY=VALUE fixing another searched setting (default: its most common value)"),
     search_trials: int = typer.Option(6, "--search-trials", help="trials of the random search --verify runs"),
-    bootstrap: int = typer.Option(100, "--bootstrap", help="bootstrap resamples of the chosen laws (the interval)"),
+    bootstrap: int = typer.Option(50, "--bootstrap", help="bootstrap resamples of the chosen laws (the interval)"),
     out_root: Path = typer.Option(Path("runs"), "--out-root", help="where sweeps keep their files; --verify runs go to NAME/transfer/"),
     reports_dir: Path = typer.Option(Path("reports"), "--reports-dir", help="where to read NAME/pareto.csv when the sweep's store is absent"),
     output: Optional[Path] = typer.Option(None, "--output", help="also write the record as JSON here"),
