@@ -225,6 +225,7 @@ class EarlyStopping(StrictModel):
 
     rungs: Literal["stages"] = Field("stages", description="every stage end but the last is a rung")
     reduction: float = Field(3.0, gt=1, description="eta: 1/reduction of the trials at a rung continue")
+    first_rung: int = Field(1, ge=1, description="the first stage end that is a rung (ASHA's grace period): earlier ones never stop a trial")
 
 
 STAGE_METRICS = ("learning", "forgetting")  # the objectives every stage end reports
@@ -341,6 +342,9 @@ class SearchSpace(StrictModel):
             return self
         if self.fixed.stream is not None:
             raise ValueError("early_stopping: needs the offline world's stages; a real stream's stage count is known only once loaded")
+        if "world.num_stages" not in self.parameters and self.early_stopping.first_rung >= self.fixed.world.num_stages:
+            raise ValueError(f"early_stopping.first_rung: {self.early_stopping.first_rung} leaves no rung before the last of "
+                             f"{self.fixed.world.num_stages} stages")
         for metric in self.objectives:
             if metric not in STAGE_METRICS:
                 raise ValueError(f"early_stopping: objective {metric} is not reported at stage ends (only {', '.join(STAGE_METRICS)} are)")

@@ -1,6 +1,6 @@
 """Multi-objective early stopping at stage boundaries: a Ray Tune scheduler (`early_stopping` in a space).
 
-Every stage end of a trial's stream but the last is a rung. A trial's stage-end report carries the
+Every stage end of a trial's stream from `first_rung` on, but the last, is a rung. A trial's stage-end report carries the
 objectives so far (learning and forgetting after that stage); when it arrives at a rung the trial
 is ranked with the trials that reached the rung before it, by NSGA-II's order (`raycl.sweep.promotion`),
 and continues only within the top ceil(n / reduction); otherwise Tune stops it. The decisions,
@@ -22,10 +22,12 @@ from raycl.sweep.promotion import as_losses, promoted
 class StageHalving(FIFOScheduler):
     """Stops a trial at a stage end when it ranks outside the top 1/reduction of the trials there."""
 
-    def __init__(self, objectives: dict[str, str], reduction: float, history: dict[str, dict[int, list[float]]] | None = None):
+    def __init__(self, objectives: dict[str, str], reduction: float, history: dict[str, dict[int, list[float]]] | None = None,
+                 first_rung: int = 1):
         super().__init__()
         self.objectives = objectives
         self.reduction = reduction
+        self.first_rung = first_rung
         # rung (stage) -> trial key -> objective values there, in arrival order
         self.rungs: dict[int, dict[str, list[float]]] = {}
         self.stopped: dict[str, PrunedRecord] = {}
@@ -38,7 +40,7 @@ class StageHalving(FIFOScheduler):
         """The space's scheduler, seeded with the rung values of trials an earlier driver ran; None without `early_stopping`."""
         if space.early_stopping is None:
             return None
-        return cls(dict(space.objectives), space.early_stopping.reduction, history)
+        return cls(dict(space.objectives), space.early_stopping.reduction, history, space.early_stopping.first_rung)
 
     def rung_values(self, key: str) -> dict[int, list[float]]:
         """The objective values trial `key` had at each rung it reached."""
@@ -49,8 +51,8 @@ class StageHalving(FIFOScheduler):
             return TrialScheduler.CONTINUE
         assignment = TrialAssignment.model_validate(trial.config)
         stage = int(result["stage"])
-        if stage < 1 or stage >= assignment.trial_config.world.num_stages:
-            return TrialScheduler.CONTINUE  # the start, or the last stage: nothing left to save
+        if stage < self.first_rung or stage >= assignment.trial_config.world.num_stages:
+            return TrialScheduler.CONTINUE  # before the first rung, or the last stage: nothing left to save
         at_rung = self.rungs.setdefault(stage, {})
         if assignment.key in at_rung:
             return TrialScheduler.CONTINUE  # said again by a resumed trial: it was promoted then

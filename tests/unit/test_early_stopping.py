@@ -101,6 +101,15 @@ def test_scheduler_stops_at_stage_ends_only_and_records_why() -> None:
     assert scheduler.rung_values("t0000") == {1: [0.5, 0.1]}
 
 
+def test_scheduler_with_a_grace_period_stops_nothing_before_its_first_rung() -> None:
+    scheduler = StageHalving({"learning": "maximize", "forgetting": "minimize"}, 3, first_rung=2)
+    assert scheduler.on_trial_result(None, _trial(0, 4), _stage(1, 0.9, 0.0)) == "CONTINUE"
+    assert scheduler.on_trial_result(None, _trial(1, 4), _stage(1, 0.1, 0.9)) == "CONTINUE"
+    assert scheduler.on_trial_result(None, _trial(0, 4), _stage(2, 0.9, 0.0)) == "CONTINUE"
+    assert scheduler.on_trial_result(None, _trial(1, 4), _stage(2, 0.1, 0.9)) == "STOP"
+    assert scheduler.stopped["t0001"].stage == 2
+
+
 def test_scheduler_seeded_with_an_earlier_drivers_rungs_ranks_against_them() -> None:
     history = {"t0000": {1: [0.9, 0.0]}, "t0001": {1: [0.8, 0.01]}}
     scheduler = StageHalving({"learning": "maximize", "forgetting": "minimize"}, 3, history)
@@ -129,6 +138,7 @@ def test_space_early_stopping_key_validates_and_leaves_the_fingerprint_alone(tmp
 @pytest.mark.parametrize(("extra", "message"), [
     ({"early_stopping": {"reduction": 1}}, "early_stopping.reduction"),
     ({"early_stopping": {"rungs": "steps"}}, "early_stopping.rungs"),
+    ({"early_stopping": {"first_rung": 3}}, "early_stopping.first_rung: 3 leaves no rung before the last of 3 stages"),
     ({"early_stopping": {}, "objectives": {"learning": "maximize", "forgetting_fraction": "minimize"}},
      "objective forgetting_fraction is not reported at stage ends"),
 ])
