@@ -45,7 +45,8 @@ def main() -> None:
 
 def markdown(record: dict, summary: str) -> str:
     rows = [f"| {name} | {entry['predicted']:.4g} | [{entry['low']:.4g}, {entry['high']:.4g}] | {entry['measured']:.4g} | "
-            f"{'yes' if entry['inside'] else 'no'} | {record['laws'][name]['name']}: `{record['laws'][name]['expression']}` |"
+            f"{entry['measured'] - entry['predicted']:+.3g} | {'yes' if entry['inside'] else 'no'} | "
+            f"{record['laws'][name]['name']}: `{record['laws'][name]['expression']}` |"
             for name, entry in record["comparison"].items()]
     search = record["random_search"]
     return "\n".join([
@@ -59,9 +60,12 @@ def markdown(record: dict, summary: str) -> str:
         f"fitted trials' median). Intervals: 2.5-97.5 percentiles of {record['bootstrap']} bootstrap refits (they cover the fit's "
         "uncertainty, not a trial's own noise).",
         "",
-        "| objective | predicted | 95% interval | measured | inside | law |",
-        "|---|---|---|---|---|---|",
+        "| objective | predicted | 95% interval | measured | measured - predicted | inside | law |",
+        "|---|---|---|---|---|---|---|",
         *rows,
+        "",
+        "Inside is not the same as close: an interval as wide as the forgetting one above says the smaller sizes pin the "
+        "forgetting law's exponents down poorly (see reports/scaling_laws for the same laws' held-out errors).",
         "",
         f"Random search at {record['model']} over the sweep's ranges: {search['trials']} trials, "
         f"{search['meeting_requirement']} reached the required learning (least forgetting among them: "
