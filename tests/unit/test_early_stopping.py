@@ -7,15 +7,21 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import optuna
 import pytest
 import yaml
+from mlflow.tracking import MlflowClient
+from rich.console import Console
 
 from raycl.config import ConfigError
-from raycl.config.records import TrialAssignment
+from raycl.config.records import Tags, TrialAssignment
 from raycl.config.space import load_space
 from raycl.config.trial import TrialConfig
+from raycl.sweep.progress import ProgressTable
 from raycl.sweep.promotion import as_losses, crowding_distances, kept, nondominated_fronts, nsga2_order, promoted
 from raycl.sweep.scheduler import StageHalving
+from raycl.sweep.study import OptunaSearcher, finished_trials, open_study, rung_history
+from raycl.sweep.tracking import SweepTracker, TrackingCallback
 
 MIXED = ("maximize", "minimize")  # (learning, forgetting)
 
@@ -152,3 +158,34 @@ def test_every_arrival_order_promotes_the_dominating_trial() -> None:
     for order in itertools.permutations(range(4)):
         arrived = [points[i] for i in order[: order.index(3) + 1]]
         assert promoted(as_losses(arrived, MIXED), reduction=4)
+
+
+def test_a_stopped_trial_is_pruned_in_optuna_tagged_in_mlflow_and_shown_in_the_table(tmp_path: Path) -> None:
+    space = load_space(_space_file(tmp_path, early_stopping={"reduction": 3}))
+    study = open_study(space, f"sqlite:///{tmp_path / 'optuna.db'}", resume=False)
+    scheduler = StageHalving.of(space)
+    searcher = OptunaSearcher(study, space, interrupted=[], defaults={}, scheduler=scheduler)
+    tracker = SweepTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", space, tmp_path / "artifacts")
+    tracker.open_parent({})
+    table = ProgressTable(space, Console(file=open("/dev/null", "w")), scheduler.stopped)
+    tracking = TrackingCallback(tracker, scheduler.stopped)
+    trials = []
+    for number, (learning, forgetting) in enumerate([(0.5, 0.1), (0.2, 0.3)]):
+        trial = SimpleNamespace(config=searcher.suggest(f"tune-{number}"))
+        tracking.on_trial_start(0, [], trial)
+        table.on_trial_start(0, [], trial)
+        decision = scheduler.on_trial_result(None, trial, _stage(1, learning, forgetting))
+        trials.append((trial, decision))
+    assert [decision for _, decision in trials] == ["CONTINUE", "STOP"]
+    stopped = trials[1][0]
+    searcher.on_trial_complete("tune-1", _stage(1, 0.2, 0.3))
+    tracking.on_trial_complete(0, [], stopped)
+    table.on_trial_complete(0, [], stopped)
+
+    pruned = study.trials[1]
+    assert pruned.state == optuna.trial.TrialState.PRUNED and pruned in finished_trials(study)
+    assert pruned.user_attrs[Tags.PRUNED] == {"stage": 1, "values": {"learning": 0.2, "forgetting": 0.3}, "at_rung": 2}
+    assert rung_history(study) == {"t0001": {1: [0.2, 0.3]}}
+    run = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(tracker.child("t0001"))
+    assert run.data.tags[Tags.PRUNED] == "1" and run.info.status == "FINISHED"
+    assert table.rows["t0001"].state == "stopped@1" and table.rows["t0000"].state == "running"
