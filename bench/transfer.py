@@ -40,7 +40,7 @@ def main() -> None:
     logged = transfer.log_on_parent(source, record)
     (REPORTS / "transfer.json").write_text(json.dumps(record | {"logged_on_parent_run": source.parent_run_id if logged else None}, indent=2))
     (REPORTS / "transfer.md").write_text(markdown(record, transfer.describe(record)))
-    console.print(transfer.describe(record), highlight=False)
+    console.print(transfer.describe(record), highlight=False, markup=False)
 
 
 def markdown(record: dict, summary: str) -> str:

@@ -270,7 +270,8 @@ def predict(
     except ValueError as error:
         fail(str(error))
     logged = transfer.log_on_parent(source, record)
-    console.print(transfer.describe(record) + ("\n  logged on MLflow parent run " + source.parent_run_id if logged else ""), highlight=False)
+    console.print(transfer.describe(record) + ("\n  logged on MLflow parent run " + source.parent_run_id if logged else ""),
+                  highlight=False, markup=False)
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(record, indent=2))

@@ -147,7 +147,7 @@ def predict_objectives(fits: Mapping[str, scaling.LawFit], inputs: Mapping[str, 
         with np.errstate(all="ignore"):
             samples = np.array([law_fit.law.predict(theta, data)[0] for theta in fit.samples]) if len(fit.samples) else np.array([])
         samples = _objective(target, samples[np.isfinite(samples)], inputs["L0"])
-        low, high = (np.percentile(samples, [2.5, 97.5]).tolist() if len(samples) else [float("nan")] * 2)
+        low, high = np.percentile(samples, [2.5, 97.5]).tolist() if len(samples) else (None, None)  # None: no bootstrap
         out[target] = {"predicted": value, "low": low, "high": high}
     return out
 
@@ -271,7 +271,8 @@ def verify(source: Source, model: str, record: dict[str, Any] | None, *, overrid
         raise ValueError(f"the picked trial at {model} did not complete")
     trial = measured[0]
     comparison = {
-        name: interval | {"measured": trial[name], "inside": interval["low"] <= trial[name] <= interval["high"]}
+        name: interval | {"measured": trial[name],
+                          "inside": None if interval["low"] is None else interval["low"] <= trial[name] <= interval["high"]}
         for name, interval in record["predicted"].items()
     }
     meeting = [row for row in searched if row["learning"] >= record["required_learning"]]
@@ -311,8 +312,8 @@ def log_on_parent(source: Source, record: dict[str, Any]) -> bool:
     prefix = f"transfer.{record['model']}"
     values = {f"{prefix}.{LR}": record["pick"][LR], f"{prefix}.{REPLAY}": record["pick"][REPLAY]}
     for name, entry in record.get("comparison", record["predicted"]).items():
-        values |= {f"{prefix}.{name}.{key}": float(value) for key, value in entry.items() if key != "inside"}
-    client.log_batch(source.parent_run_id, metrics=[Metric(key, value, 0, 0) for key, value in values.items() if np.isfinite(value)])
+        values |= {f"{prefix}.{name}.{key}": float(value) for key, value in entry.items() if key != "inside" and value is not None}
+    client.log_batch(source.parent_run_id, metrics=[Metric(key, value, 0, 0) for key, value in values.items()])
     client.log_text(source.parent_run_id, json.dumps(record, indent=2), f"transfer/{record['model']}.json")
     return True
 
@@ -324,9 +325,11 @@ def describe(record: dict[str, Any]) -> str:
              f" (least predicted forgetting at learning >= {record['required_learning']:.3g}"
              + ("" if record["meets_requirement"] else "; no point predicted to reach it, so the most learning") + ")"]
     for name, entry in record.get("comparison", record["predicted"]).items():
-        line = f"  {name}: predicted {entry['predicted']:.4g} [{entry['low']:.4g}, {entry['high']:.4g}] ({record['laws'][name]['name']})"
+        interval = "no interval (no bootstrap)" if entry["low"] is None else f"[{entry['low']:.4g}, {entry['high']:.4g}]"
+        line = f"  {name}: predicted {entry['predicted']:.4g} {interval} ({record['laws'][name]['name']})"
         if "measured" in entry:
-            line += f", measured {entry['measured']:.4g}: {'inside' if entry['inside'] else 'outside'} the interval"
+            where = "" if entry["inside"] is None else f": {'inside' if entry['inside'] else 'outside'} the interval"
+            line += f", measured {entry['measured']:.4g}{where}"
         lines.append(line)
     if "compute" in record:
         compute, search = record["compute"], record["random_search"]

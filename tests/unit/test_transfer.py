@@ -56,3 +56,17 @@ def test_prediction_fits_only_smaller_sizes_and_picks_least_forgetting_at_the_re
     for entry in record["predicted"].values():
         assert entry["low"] <= entry["high"]
     assert "raycl-tiny-xl" in transfer.describe(record)
+
+
+def test_describe_says_inside_or_outside_and_when_there_is_no_interval() -> None:
+    record = {
+        "sweep": "s", "model": "m", "model_size": 2e5, "fitted_sizes": [1e4, 5e4], "pick": {transfer.LR: 1e-4, transfer.REPLAY: 0.25},
+        "required_learning": 0.8, "meets_requirement": True, "laws": {"learning": {"name": "ratio_power_lr"}, "forgetting": {"name": "bethune"}},
+        "comparison": {
+            "learning": {"predicted": 0.83, "low": 0.8, "high": 0.85, "measured": 0.9, "inside": False},
+            "forgetting": {"predicted": 0.1, "low": None, "high": None, "measured": 0.05, "inside": None},
+        },
+    }
+    text = transfer.describe(record)
+    assert "learning: predicted 0.83 [0.8, 0.85] (ratio_power_lr), measured 0.9: outside the interval" in text
+    assert "forgetting: predicted 0.1 no interval (no bootstrap) (bethune), measured 0.05\n" in text + "\n"
