@@ -311,7 +311,7 @@ def log_on_parent(source: Source, record: dict[str, Any]) -> bool:
     client = MlflowClient(tracking_uri=source.tracking_uri)
     prefix = f"transfer.{record['model']}"
     values = {f"{prefix}.{LR}": record["pick"][LR], f"{prefix}.{REPLAY}": record["pick"][REPLAY]}
-    for name, entry in record.get("comparison") or record["predicted"].items():
+    for name, entry in (record.get("comparison") or record["predicted"]).items():
         values |= {f"{prefix}.{name}.{key}": float(value) for key, value in entry.items() if key != "inside" and value is not None}
     client.log_batch(source.parent_run_id, metrics=[Metric(key, value, 0, 0) for key, value in values.items()])
     client.log_text(source.parent_run_id, json.dumps(record, indent=2), f"transfer/{record['model']}.json")
@@ -324,7 +324,7 @@ def describe(record: dict[str, Any]) -> str:
              f"{', '.join(f'{n:.3g}' for n in record['fitted_sizes'])}): lr {record['pick'][LR]:.3g}, replay ratio {record['pick'][REPLAY]:g}"
              f" (least predicted forgetting at learning >= {record['required_learning']:.3g}"
              + ("" if record["meets_requirement"] else "; no point predicted to reach it, so the most learning") + ")"]
-    for name, entry in record.get("comparison") or record["predicted"].items():
+    for name, entry in (record.get("comparison") or record["predicted"]).items():
         interval = "no interval (no bootstrap)" if entry["low"] is None else f"[{entry['low']:.4g}, {entry['high']:.4g}]"
         line = f"  {name}: predicted {entry['predicted']:.4g} {interval} ({record['laws'][name]['name']})"
         if "measured" in entry:
