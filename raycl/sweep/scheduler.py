@@ -64,4 +64,5 @@ class StageHalving(FIFOScheduler):
         return TrialScheduler.STOP
 
     def debug_string(self) -> str:
-        return f"Stopping at stage ends by NSGA-II rank, keeping 1/{self.reduction:g}; {len(self.stopped)} stopped."
+        return (f"at stage ends from stage {self.first_rung} on, the top 1/{self.reduction:g} by NSGA-II rank continue "
+                f"({len(self.stopped)} stopped so far; trial actors are not reused)")

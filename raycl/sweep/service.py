@@ -284,6 +284,8 @@ def _launch(space: SearchSpace, study: Any, interrupted: list, to_run: int, trac
     except ValueError as error:
         raise ConfigError(f"{space.source}: {error}") from None
     console.print(plan.describe(to_run), highlight=False)
+    if scheduler is not None:
+        console.print(f"early stopping: {scheduler.debug_string()}", highlight=False)
 
     defaults = {} if space.fixes("train.cpu_threads") else {"train.cpu_threads": plan.threads_per_worker}
     searcher = OptunaSearcher(study, space, interrupted, defaults, out_dir, scheduler)
