@@ -294,6 +294,70 @@ def report(
         highlight=False,
     )
 
+@app.command()
+def predict(
+    name: str = typer.Argument(..., help="a finished sweep over model sizes (e.g. scaling_laws): its folder under OUT_ROOT"),
+    model: str = typer.Option(..., "--model", help="the larger model to transfer to: a ladder rung such as raycl-tiny-xl"),
+    verify: bool = typer.Option(False, "--verify", help="run the picked trial and a random search at that size, and compare"),
+    min_learning: Optional[float] = typer.Option(None, "--min-learning", help="required learning; default: the median of the fitted trials"),
+    setting: list[str] = typer.Option([], "--set", help="KEY=VALUE fixing another searched setting (default: its most common value)"),
+    search_trials: int = typer.Option(6, "--search-trials", help="trials of the random search --verify runs"),
+    bootstrap: int = typer.Option(50, "--bootstrap", help="bootstrap resamples of the chosen laws (the interval)"),
+    out_root: Path = typer.Option(Path("runs"), "--out-root", help="where sweeps keep their files; --verify runs go to NAME/transfer/"),
+    reports_dir: Path = typer.Option(Path("reports"), "--reports-dir", help="where to read NAME/pareto.csv when the sweep's store is absent"),
+    output: Optional[Path] = typer.Option(None, "--output", help="also write the record as JSON here"),
+    seed: int = typer.Option(0, "--seed", help="seed of the bootstrap and of the random search"),
+) -> None:
+    """Predict the learning rate and replay ratio for a larger model from a sweep's scaling-law fits over smaller ones.
+
+    The best forgetting and learning laws (lowest held-out error), fitted on the sweep's trials of models smaller than MODEL, predict both objectives over the sweep's learning-rate x replay-ratio ranges.
+
+    The pick is the least predicted forgetting among the points predicted to reach --min-learning, with the 95% interval of the bootstrap refits.
+
+    --verify runs the pick and a random search at MODEL, and reports predicted vs measured (inside the interval or not) and what a full search at MODEL would cost.
+
+    Logged on the sweep's MLflow parent run: transfer/MODEL.json and transfer.MODEL.* metrics.
+    """
+    import json
+
+    from raycl.analysis import transfer
+    from raycl.sweep import run_sweep
+
+    overrides = {}
+    for item in setting:
+        key, separator, value = item.partition("=")
+        if not separator:
+            fail(f"--set {item}: expected KEY=VALUE")
+        overrides[key] = yaml_value(value)
+    options = {"min_learning": min_learning, "bootstrap": bootstrap, "progress": lambda line: console.print(line, highlight=False)}
+    try:
+        source = transfer.load_source(name, out_root, reports_dir)
+        console.print(f"fitting on {source.origin}", highlight=False)
+        try:
+            record = transfer.predict(source, model, overrides=overrides, seed=seed, **options)
+        except ValueError:
+            if not verify:
+                raise
+            record = None  # the size and base loss of MODEL come from the verification runs
+        if verify:
+            record = transfer.verify(source, model, record, overrides=overrides, search_trials=search_trials, out_root=out_root,
+                                     seed=seed, run=lambda path, root: run_sweep(path, out_root=root, console=console), **options)
+    except ValueError as error:
+        fail(str(error))
+    logged = transfer.log_on_parent(source, record)
+    console.print(transfer.describe(record) + ("\n  logged on MLflow parent run " + source.parent_run_id if logged else ""),
+                  highlight=False, markup=False)
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(record, indent=2))
+
+
+def yaml_value(text: str) -> Any:
+    """A --set value as YAML reads it (40 -> int, 0.25 -> float, full -> str)."""
+    import yaml
+
+    return yaml.safe_load(text)
+
 
 @app.command()
 def ui(

@@ -46,7 +46,7 @@ from raycl.config.result import StageRecord, is_reported_metric
 from raycl.config.space import SHIPPED_DIR, SearchSpace, load_space
 
 _PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
-FINISHED_STATES = ("COMPLETE", "FAIL")
+FINISHED_STATES = ("COMPLETE", "PRUNED", "FAIL")
 CONVENTIONS = (
     "learning = 1 - ppl_after / ppl_before on held-out new data (higher is better; saturates near 1), learning_nats "
     "= loss_before - loss_after on it; forgetting = loss_after - loss_before on held-out base data, in nats (lower is "
@@ -64,8 +64,9 @@ class SweepData:
     space: SearchSpace
     parent_run_id: str
     recorded_pareto: list[str]  # the Pareto set the sweep put on its parent run
-    # Complete trials in completion order, then failed ones: config (dotted keys), final metrics, and
-    # under "sampled" the searched parameters as sampled (a conditional one only where its condition held).
+    # Complete trials in completion order, then stopped early and failed ones: config (dotted keys), final
+    # metrics, under "sampled" the searched parameters as sampled (a conditional one only where its condition
+    # held), and for a trial stopped early under "stopped" its PrunedRecord (stage, objectives there).
     rows: list[dict[str, Any]]
     curves: dict[str, dict[str, list[tuple[int, float]]]]  # trial -> metric -> (step, value)
     stage_records: dict[str, dict[str, Any]]  # trial -> stage_matrix.json
@@ -73,6 +74,9 @@ class SweepData:
     @property
     def complete(self) -> list[dict[str, Any]]:
         return [row for row in self.rows if row["state"] == "COMPLETE"]
+
+    def count(self, state: str) -> int:
+        return sum(row["state"] == state for row in self.rows)
 
 
 @dataclass(frozen=True)
@@ -158,9 +162,12 @@ def _row(child: Any, trial: Any, config: TrialConfig) -> tuple[dict[str, Any], f
         finished = trial.datetime_complete.timestamp() if trial.datetime_complete else 0.0
         sampled = dict(trial.params)
         study_metrics = {k: v for k, v in trial.user_attrs.items() if is_reported_metric(k)}
+        stopped = trial.user_attrs.get(Tags.PRUNED)
     else:
         logged = child.info.status == "FINISHED" and child.data.tags.get(Tags.FINAL_LOGGED) == "true"
         state = "COMPLETE" if logged else {"FAILED": "FAIL"}.get(child.info.status, child.info.status)
+        state = "PRUNED" if Tags.PRUNED in child.data.tags else state
+        stopped = {"stage": int(child.data.tags[Tags.PRUNED])} if state == "PRUNED" else None
         finished = (child.info.end_time or 0) / 1000
         names = [n for n in child.data.tags.get(Tags.SEARCHED, "").split(",") if n]
         sampled = {n: settings[n] for n in names if n in settings}
@@ -171,7 +178,7 @@ def _row(child: Any, trial: Any, config: TrialConfig) -> tuple[dict[str, Any], f
         # The LR it trained at: under train.lr_at_loss_drop the config's train.lr is only the default.
         row["train.lr"] = row["lr"]
     replicates = trial.user_attrs.get(REPLICATES_ATTR) if trial is not None else None
-    return row | {"sampled": sampled, "replicates": replicates}, finished
+    return row | {"sampled": sampled, "replicates": replicates} | ({"stopped": stopped} if state == "PRUNED" else {}), finished
 
 
 def _prepend_start(curves: dict[str, list[tuple[int, float]]], record: dict[str, Any]) -> None:
@@ -360,6 +367,24 @@ def _trial_blocks(sweep: SweepData, pareto: set[str], sizes: list[float]) -> lis
                                                        "Held-out loss on the new data and on the base data at each evaluation.")]
 
 
+def _stopped_blocks(sweep: SweepData) -> list[Block]:
+    """The trials early stopping ended: where, among how many, their objectives there and their parameters."""
+    stopped = [row for row in sweep.rows if row["state"] == "PRUNED"]
+    if not stopped:
+        return []
+    objectives, parameters = list(sweep.space.objectives), list(sweep.space.parameters)
+    table = [[row["trial"], str(row["stopped"].get("stage", "")), str(row["stopped"].get("at_rung", "")),
+              *(_format(row["stopped"].get("values", {}).get(o)) for o in objectives), *(_format(row["sampled"].get(p)) for p in parameters)]
+             for row in stopped]
+    return [Heading("Stopped early"),
+            Text(f"{len(stopped)} trials were stopped at a stage end (early_stopping, reduction "
+                 f"{sweep.space.early_stopping.reduction:g}): each ranked outside the top 1/reduction of the trials that had reached "
+                 "that stage, by non-dominated sorting of the objectives so far and crowding distance. They are PRUNED in "
+                 "Optuna and enter neither the Pareto front nor the fits.") if sweep.space.early_stopping else
+            Text(f"{len(stopped)} trials were stopped at a stage end; they enter neither the Pareto front nor the fits."),
+            Table(["trial", "stopped after stage", "trials at that stage", *(f"{o} there" for o in objectives), *parameters], table)]
+
+
 def _sensitivity_blocks(sweep: SweepData) -> list[Block]:
     space, objectives, parameters = sweep.space, list(sweep.space.objectives), list(sweep.space.parameters)
     log_parameters = [name for name, p in space.parameters.items() if p.log_scale]
@@ -382,7 +407,8 @@ def build_blocks(
     space, complete = sweep.space, sweep.complete
     sizes = scaling.model_sizes(complete).tolist()
     blocks: list[Block] = [
-        Text(f"{space.description} {len(complete)} complete and {len(sweep.rows) - len(complete)} failed trials; model sizes "
+        Text(f"{space.description} {len(complete)} complete, {sweep.count('PRUNED')} stopped early and {sweep.count('FAIL')} "
+             "failed trials; model sizes "
              f"{', '.join(f'{s:.3g}' for s in sorted(set(sizes)) if np.isfinite(s)) or 'unknown'}; objectives "
              f"{', '.join(f'{k} ({v})' for k, v in space.objectives.items())}."),
         Text(CONVENTIONS),
@@ -391,8 +417,8 @@ def build_blocks(
         return [*blocks, Text("No complete trial: nothing to draw.")], set(), {}
     front = space_frontier(space, [row["trial"] for row in complete], complete)
     pareto = set(front.pareto_keys) if len(space.objectives) >= 2 else set()
-    blocks += [*_frontier_blocks(sweep, front), *_fit_blocks(fits, bootstrap), *_trial_blocks(sweep, pareto, sizes),
-               *_sensitivity_blocks(sweep)]
+    blocks += [*_frontier_blocks(sweep, front), *_stopped_blocks(sweep), *_fit_blocks(fits, bootstrap),
+               *_trial_blocks(sweep, pareto, sizes), *_sensitivity_blocks(sweep)]
     return blocks, pareto, dict(zip(front.keys, front.feasible.tolist()))
 
 
@@ -457,5 +483,5 @@ def build_report(
         parent_run_id=sweep.parent_run_id,
         pareto_keys=sorted(pareto_keys),
         complete=complete,
-        failed=len(sweep.rows) - complete,
+        failed=sweep.count("FAIL"),
     )

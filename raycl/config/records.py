@@ -76,6 +76,14 @@ def _mean_elementwise(values: list[Any]) -> Any:
     return mean(values)
 
 
+class PrunedRecord(StrictModel):
+    """A trial that early stopping ended at a stage boundary: where, its objectives there, and how many trials were at that rung."""
+
+    stage: int
+    values: dict[str, float]
+    at_rung: int
+
+
 class Tags:
     """MLflow tag names of a sweep's runs."""
 
@@ -92,6 +100,8 @@ class Tags:
     HV_REFERENCE = "raycl.hv_reference"  # parent: the hypervolume reference point
     FAILURE = "raycl.failure"  # child of a failed trial: why, in one line (also an Optuna user attr)
     DIVERGED = "raycl.diverged"  # child of a diverged trial: the step (also an Optuna user attr)
+    PRUNED = "raycl.pruned"  # child of a trial stopped early: the stage (also an Optuna user attr, as a PrunedRecord)
+    RUNG_VALUES = "raycl.rung_values"  # Optuna user attr: stage -> the objectives the trial had at that rung
 
 
 class Artifacts:
@@ -102,6 +112,7 @@ class Artifacts:
     STAGE_RECORD = "stage_matrix.json"  # child: its StageRecord
     REPLICATES = "replicates.json"  # child run under several seeds: each seed's metrics
     ERROR = "error.txt"  # child of a failed trial: the full traceback (also in its trial folder)
+    PRUNED = "pruned.json"  # child of a trial stopped early: its PrunedRecord
 
 
 EVAL_PREFIX = "eval/"  # child metric curves: eval/new_loss, eval/base_loss, eval/bench_...

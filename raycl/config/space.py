@@ -225,6 +225,17 @@ class SamplerSpec(StrictModel):
         return self
 
 
+class EarlyStopping(StrictModel):
+    """Stop trials at stage ends: at each rung keep the top 1/reduction by NSGA-II rank of the objectives so far."""
+
+    rungs: Literal["stages"] = Field("stages", description="every stage end but the last is a rung")
+    reduction: float = Field(3.0, gt=1, description="eta: 1/reduction of the trials at a rung continue")
+    first_rung: int = Field(1, ge=1, description="the first stage end that is a rung (ASHA's grace period): earlier ones never stop a trial")
+
+
+STAGE_METRICS = ("learning", "forgetting")  # the objectives every stage end reports
+
+
 class SearchSpace(StrictModel):
     """One sweep, as written in `search_spaces/NAME.yaml`."""
 
@@ -239,6 +250,7 @@ class SearchSpace(StrictModel):
     budget: Budget
     sampler: SamplerSpec
     seed: int
+    early_stopping: EarlyStopping | None = Field(None, description="stop trials at stage ends (e.g. {rungs: stages, reduction: 3})")
 
     _name: str = PrivateAttr("")
     _source: str = PrivateAttr("")
@@ -270,7 +282,8 @@ class SearchSpace(StrictModel):
     def fingerprint(self) -> str:
         """Hash of what defines the search (not the budget, but its seeds: a mean over other seeds is another
         measurement), so a resumed sweep can be checked against it."""
-        defining = self.model_dump(mode="json", exclude={"budget", "description"})
+        # early_stopping, like the budget, changes what a sweep spends, not what it searches.
+        defining = self.model_dump(mode="json", exclude={"budget", "description", "early_stopping"})
         if self.budget.seeds != 1:
             defining["seeds"] = self.budget.seeds
         return hashlib.sha256(json.dumps(defining, sort_keys=True).encode()).hexdigest()[:12]
@@ -329,6 +342,23 @@ class SearchSpace(StrictModel):
                     except ConfigError as error:
                         reason = str(error).removeprefix("overrides: ").removeprefix(f"{name}: ")
                         raise ValueError(f"{key}.{option}: {value!r} is not a valid {name} ({reason})") from None
+        return self
+
+    @model_validator(mode="after")
+    def _stages_to_stop_at(self) -> SearchSpace:
+        if self.early_stopping is None:
+            return self
+        if self.fixed.stream is not None:
+            raise ValueError("early_stopping: needs the offline world's stages; a real stream's stage count is known only once loaded")
+        if self.budget.seeds != 1:
+            # A trial's seeds run in turn, so its stage reports would reach the rungs once per seed.
+            raise ValueError(f"early_stopping: ranks one run per trial at each stage end; budget.seeds is {self.budget.seeds}")
+        if "world.num_stages" not in self.parameters and self.early_stopping.first_rung >= self.fixed.world.num_stages:
+            raise ValueError(f"early_stopping.first_rung: {self.early_stopping.first_rung} leaves no rung before the last of "
+                             f"{self.fixed.world.num_stages} stages")
+        for metric in self.objectives:
+            if metric not in STAGE_METRICS:
+                raise ValueError(f"early_stopping: objective {metric} is not reported at stage ends (only {', '.join(STAGE_METRICS)} are)")
         return self
 
     def _reports(self, metric: str) -> bool:

@@ -17,7 +17,7 @@ from rich.live import Live
 from rich.table import Table
 
 from raycl.analysis.frontier import space_frontier
-from raycl.config.records import FINAL_KEY, NODE_KEY, FinalReport, TrialAssignment
+from raycl.config.records import FINAL_KEY, NODE_KEY, FinalReport, PrunedRecord, TrialAssignment
 from raycl.config.space import SearchSpace
 
 
@@ -34,10 +34,11 @@ class Row:
 
 
 class ProgressTable(Callback):
-    def __init__(self, space: SearchSpace, console: Console):
+    def __init__(self, space: SearchSpace, console: Console, stopped: dict[str, PrunedRecord] | None = None):
         self.space = space
         self.console = console
         self.rows: dict[str, Row] = {}
+        self.stopped = {} if stopped is None else stopped  # the early-stopping scheduler's decisions
         self._live: Live | None = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -122,6 +123,13 @@ class ProgressTable(Callback):
         row.node = result.get(NODE_KEY, row.node)
         if self._live is not None:
             self._live.update(self.render(), refresh=True)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        key = TrialAssignment.model_validate(trial.config).key
+        if key in self.stopped:
+            record = self.stopped[key]
+            self.rows[key].state = f"stopped@{record.stage}"
+            self._changed(f"{key} stopped early after stage {record.stage}: ranked outside the top of {record.at_rung} trials there")
 
     def failed(self, key: str, state: str, reason: str) -> None:
         """A trial that ended without a result (`state` failed or diverged), and why (called by the FailureRecorder)."""

@@ -67,6 +67,7 @@ class SweepOutcome:
     trial_times: dict[str, dict[str, float]] = field(default_factory=dict)
     phases: dict[str, float] = field(default_factory=dict)  # the driver's time: optuna, mlflow, ray, trials, frontier
     failures: dict[str, str] = field(default_factory=dict)  # failed trial key -> why, in one line
+    stopped: dict[str, int] = field(default_factory=dict)  # trial key -> the stage early stopping ended it at
     unfinished: int = 0  # trials of the budget not yet run to an end (the sweep was stopped)
 
 
@@ -139,7 +140,8 @@ def _run(space: SearchSpace, *, out_dir: Path, storage: str, tracking_uri: str, 
     from raycl.config.records import Tags, trial_key
     from raycl.sweep.progress import ProgressTable
     from raycl.sweep.redaction import redact_url
-    from raycl.sweep.study import completed_metrics, finished_trials, interrupted_trials, open_study
+    from raycl.sweep.scheduler import StageHalving
+    from raycl.sweep.study import completed_metrics, finished_trials, interrupted_trials, open_study, rung_history
 
     phases: dict[str, float] = {}
     with _timed(phases, "optuna"):
@@ -181,9 +183,10 @@ def _run(space: SearchSpace, *, out_dir: Path, storage: str, tracking_uri: str, 
             f"(experiment raycl-{space.name}, parent run {tracker.parent_id})",
             highlight=False,
         )
-        progress = ProgressTable(space, console)
+        scheduler = StageHalving.of(space, rung_history(study))
+        progress = ProgressTable(space, console, scheduler.stopped if scheduler else None)
         for trial in finished:
-            state = "done" if trial.state == TrialState.COMPLETE else "failed"
+            state = {TrialState.COMPLETE: "done", TrialState.FAIL: "failed"}.get(trial.state, "stopped")
             progress.add_earlier(trial_key(trial.number), trial.params, completed_metrics(trial), state)
         for trial in interrupted:
             progress.add_earlier(trial_key(trial.number), trial.params, {}, "interrupted")
@@ -192,8 +195,8 @@ def _run(space: SearchSpace, *, out_dir: Path, storage: str, tracking_uri: str, 
             try:
                 with _timed(phases, "trials"):
                     plan, launched, trial_times = _launch(
-                        space, study, interrupted, to_run, tracker, progress, out_dir=out_dir, ray_storage=ray_storage,
-                        elastic=address is not None, console=console,
+                        space, study, interrupted, to_run, tracker, progress, scheduler, out_dir=out_dir,
+                        ray_storage=ray_storage, elastic=address is not None, console=console,
                     )
             except BaseException:
                 tracker.end_open_children("KILLED")
@@ -212,15 +215,19 @@ def _run(space: SearchSpace, *, out_dir: Path, storage: str, tracking_uri: str, 
             for t in finished_trials(study) if t.state == TrialState.FAIL
         }
         failed = len(failures)
+        stopped = {
+            trial_key(t.number): t.user_attrs.get(Tags.PRUNED, {}).get("stage", 0)
+            for t in finished_trials(study) if t.state == TrialState.PRUNED
+        }
         # Trials another live driver runs on a shared study are its to finish, not this one's.
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         elsewhere = len(running) - len(interrupted_trials(study, out_dir))
-        unfinished = max(0, space.budget.trials - len(complete) - failed - elsewhere)
+        unfinished = max(0, space.budget.trials - len(complete) - failed - len(stopped) - elsewhere)
         tracker.end_parent("KILLED" if unfinished else "FINISHED")
     reference = ", ".join(f"{name} {value:.4g}" for name, value in zip(summary.objectives, summary.reference))
     wall = time.perf_counter() - started
     console.print(
-        f"sweep {space.name}: {len(complete)} complete, {failed} failed; Pareto set {', '.join(summary.pareto_keys)}; "
+        f"sweep {space.name}: {len(complete)} complete, {len(stopped)} stopped early, {failed} failed; Pareto set {', '.join(summary.pareto_keys)}; "
         f"hypervolume {summary.hypervolume:.4g} (reference: {reference}; {summary.reference_source})\n"
         f"  {wall:.0f} s in all: " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in phases.items())
         + (" (mlflow and ray in parallel)" if "ray" in phases else ""),
@@ -228,6 +235,8 @@ def _run(space: SearchSpace, *, out_dir: Path, storage: str, tracking_uri: str, 
     )
     for key, reason in failures.items():
         console.print(f"  {key} failed: {reason}", highlight=False, soft_wrap=True)
+    if stopped:
+        console.print("  stopped early (stage): " + ", ".join(f"{key} ({stage})" for key, stage in stopped.items()), highlight=False)
     if elsewhere:
         console.print(f"  {elsewhere} trials still run under another driver of study {space.name}", highlight=False)
     return SweepOutcome(
@@ -246,14 +255,15 @@ def _run(space: SearchSpace, *, out_dir: Path, storage: str, tracking_uri: str, 
         trial_times=trial_times,
         phases=phases,
         failures=failures,
+        stopped=stopped,
         unfinished=unfinished,
     )
 
 
-def _launch(space: SearchSpace, study: Any, interrupted: list, to_run: int, tracker: Any, progress: Any, *,
+def _launch(space: SearchSpace, study: Any, interrupted: list, to_run: int, tracker: Any, progress: Any, scheduler: Any, *,
             out_dir: Path, ray_storage: str, elastic: bool,
             console: Console) -> tuple[ResourcePlan, list[str], dict[str, dict[str, float]]]:
-    """Plan on the connected Ray's nodes and run `to_run` trials through Tune."""
+    """Plan on the connected Ray's nodes and run `to_run` trials through Tune (stopped early by `scheduler`, if any)."""
     import ray
     from ray import tune
     from ray.tune.logger import JsonLoggerCallback
@@ -274,9 +284,11 @@ def _launch(space: SearchSpace, study: Any, interrupted: list, to_run: int, trac
     except ValueError as error:
         raise ConfigError(f"{space.source}: {error}") from None
     console.print(plan.describe(to_run), highlight=False)
+    if scheduler is not None:
+        console.print(f"early stopping: {scheduler.debug_string()}", highlight=False)
 
     defaults = {} if space.fixes("train.cpu_threads") else {"train.cpu_threads": plan.threads_per_worker}
-    searcher = OptunaSearcher(study, space, interrupted, defaults, out_dir)
+    searcher = OptunaSearcher(study, space, interrupted, defaults, out_dir, scheduler)
     context = TrialContext(
         sweep=space.name,
         trials_dir=str(out_dir / "trials"),
@@ -291,10 +303,13 @@ def _launch(space: SearchSpace, study: Any, interrupted: list, to_run: int, trac
         tune_config=tune.TuneConfig(
             num_samples=to_run,
             search_alg=searcher,
+            scheduler=scheduler,
             max_concurrent_trials=plan.concurrency,
             # The next trial reuses a finished trial's Tune actor, with ray, torch and (under the
-            # `tune` executor) the engine already imported; Train workers are new processes.
-            reuse_actors=True,
+            # `tune` executor) the engine already imported; Train workers are new processes. Not
+            # under early stopping: a stopped trial's engine trains on in its thread, which Tune
+            # cannot end, and the actor's next trial would fail to reset; its actor is ended instead.
+            reuse_actors=scheduler is None,
             trial_name_creator=lambda trial: trial.config["key"],
             trial_dirname_creator=lambda trial: trial.config["key"],
         ),
@@ -306,7 +321,7 @@ def _launch(space: SearchSpace, study: Any, interrupted: list, to_run: int, trac
             # Only Tune's JSON logger (the result grid reads it); CSV and TensorBoard add nothing here.
             callbacks=[
                 FailureRecorder(searcher, tracker, progress, out_dir / "trials"),
-                TrackingCallback(tracker),
+                TrackingCallback(tracker, scheduler.stopped if scheduler else None),
                 progress,
                 JsonLoggerCallback(),
             ],

@@ -15,10 +15,11 @@ from optuna.trial import FrozenTrial, TrialState
 from ray.tune.search import Searcher
 
 from raycl.config import ConfigError
-from raycl.config.records import FINAL_KEY, REPLICATES_ATTR, FinalReport, TrialAssignment
+from raycl.config.records import FINAL_KEY, REPLICATES_ATTR, FinalReport, Tags, TrialAssignment, trial_key
 from raycl.config.result import is_reported_metric
 from raycl.config.space import SamplerSpec, SearchSpace
 from raycl.sweep import lease
+from raycl.sweep.scheduler import StageHalving
 
 FINGERPRINT_ATTR = "raycl.space_fingerprint"
 INVALID_ATTR = "raycl.invalid_config"
@@ -82,8 +83,8 @@ def interrupted_trials(study: optuna.Study, out_dir: Path) -> list[FrozenTrial]:
 
 
 def finished_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """Trials of the budget that ran to an end (complete or failed); impossible samples excluded."""
-    finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL))
+    """Trials of the budget that ran to an end (complete, stopped early or failed); impossible samples excluded."""
+    finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
     return [trial for trial in finished if INVALID_ATTR not in trial.user_attrs]
 
 
@@ -92,15 +93,17 @@ class OptunaSearcher(Searcher):
 
     Each suggestion is a `TrialAssignment` (as Tune's trial config); interrupted trials are handed
     out first, with their stored parameters. `defaults` (e.g. torch threads from the resource plan)
-    apply under the sampled parameters.
+    apply under the sampled parameters. With a `scheduler` (early stopping), a trial it stopped is
+    told PRUNED, with its objectives at that rung as user attrs, and every trial keeps its rung values.
     """
 
     def __init__(
         self, study: optuna.Study, space: SearchSpace, interrupted: list[FrozenTrial], defaults: dict[str, Any],
-        out_dir: Path | None = None,
+        out_dir: Path | None = None, scheduler: StageHalving | None = None,
     ):
         super().__init__()
         self._study = study
+        self._scheduler = scheduler
         self._space = space
         self._defaults = defaults
         self._out_dir = out_dir  # marks the trials this driver runs (`lease.claim`)
@@ -153,6 +156,13 @@ class OptunaSearcher(Searcher):
             # FailureRecorder callback calls `tell_failed` with the reason.
             self._failed[trial_id] = trial
             return
+        key = trial_key(trial.number)
+        if self._scheduler is not None:
+            trial.set_user_attr(Tags.RUNG_VALUES, {str(stage): values for stage, values in self._scheduler.rung_values(key).items()})
+            if key in self._scheduler.stopped:
+                trial.set_user_attr(Tags.PRUNED, self._scheduler.stopped[key].model_dump())
+                self._study.tell(trial, state=TrialState.PRUNED)
+                return
         if not result or FINAL_KEY not in result:
             # Stopped before it finished (Ctrl-C, shutdown): stays RUNNING, and --resume continues it.
             return
@@ -177,6 +187,14 @@ class OptunaSearcher(Searcher):
         for name, value in attrs.items():
             trial.set_user_attr(name, value)
         self._study.tell(trial, state=TrialState.FAIL)
+
+
+def rung_history(study: optuna.Study) -> dict[str, dict[int, list[float]]]:
+    """Trial key -> stage -> objectives at that rung, of the trials earlier drivers finished (to seed the scheduler)."""
+    return {
+        trial_key(trial.number): {int(stage): values for stage, values in trial.user_attrs[Tags.RUNG_VALUES].items()}
+        for trial in finished_trials(study) if Tags.RUNG_VALUES in trial.user_attrs
+    }
 
 
 def completed_metrics(trial: FrozenTrial) -> dict[str, float]:

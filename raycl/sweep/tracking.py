@@ -19,7 +19,7 @@ from ray.tune import Callback
 
 from raycl.analysis import figures, render
 from raycl.analysis.frontier import Frontier
-from raycl.config.records import EVAL_PREFIX, FINAL_KEY, Artifacts, FinalReport, Tags, TrialAssignment
+from raycl.config.records import EVAL_PREFIX, FINAL_KEY, Artifacts, FinalReport, PrunedRecord, Tags, TrialAssignment
 from raycl.config.result import BENCHMARK_PREFIX
 from raycl.config.space import SearchSpace
 from raycl.sweep.redaction import loggable_params
@@ -140,6 +140,15 @@ class SweepTracker:
         self.client.log_artifact(run_id, str(error_file))
         self.client.set_terminated(run_id, status="FAILED")
 
+    def log_pruned(self, key: str, record: PrunedRecord) -> None:
+        """A trial stopped early: tagged with its stage, its objectives there as an artifact, FINISHED."""
+        run_id = self.child(key)
+        if run_id is None:
+            return
+        self.client.set_tag(run_id, Tags.PRUNED, str(record.stage))
+        self.client.log_dict(run_id, record.model_dump(), Artifacts.PRUNED)
+        self.client.set_terminated(run_id, status="FINISHED")
+
     def end_child(self, key: str, status: str) -> None:
         run_id = self.child(key)
         if run_id is not None:
@@ -184,10 +193,16 @@ class SweepTracker:
 
 
 class TrackingCallback(Callback):
-    """Forwards Tune's trial events to the tracker (driver side)."""
+    """Forwards Tune's trial events to the tracker (driver side); `stopped`: the early-stopping scheduler's decisions."""
 
-    def __init__(self, tracker: SweepTracker):
+    def __init__(self, tracker: SweepTracker, stopped: dict[str, PrunedRecord] | None = None):
         self.tracker = tracker
+        self.stopped = {} if stopped is None else stopped
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        key = TrialAssignment.model_validate(trial.config).key
+        if key in self.stopped:
+            self.tracker.log_pruned(key, self.stopped[key])
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.tracker.open_child(TrialAssignment.model_validate(trial.config))
