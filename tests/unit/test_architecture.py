@@ -90,3 +90,9 @@ def test_importing_the_contract_layer_loads_no_heavy_library() -> None:
     )
     loaded = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
     assert loaded == []
+
+
+def test_test_modules_have_unique_basenames() -> None:
+    """The test folders are not packages: pytest refuses to collect two test modules of the same name."""
+    names = [path.name for path in (PACKAGE.parent / "tests").rglob("test_*.py")]
+    assert len(names) > 20 and sorted(name for name in set(names) if names.count(name) > 1) == []
