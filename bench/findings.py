@@ -26,11 +26,12 @@ import json
 import math
 import multiprocessing
 import os
+import platform
 import tempfile
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from report import REPORTS, machine  # noqa: E402
+import torch  # noqa: E402
+from report import REPORTS  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from raycl.config import TrialConfig  # noqa: E402
@@ -66,8 +68,9 @@ class Scale:
 
 
 # raycl-tiny-xl is left out of finding 3: it costs as much as the four smaller rungs together, and the ladder's
-# own record shows it no better than raycl-tiny-l on the base corpus.
-FULL = Scale(seeds=5, steps=100, every=10, max_examples=128, sizes=SIZES[:4], model="raycl-tiny-m", small="raycl-tiny-s",
+# own record shows it no better than raycl-tiny-l on the base corpus. Trials are short because learning is fast:
+# at these learning rates the new loss falls most of the way within 60 steps.
+FULL = Scale(seeds=5, steps=60, every=5, max_examples=64, sizes=SIZES[:4], model="raycl-tiny-m", small="raycl-tiny-s",
              slow_factors=(10,))
 QUICK = Scale(seeds=3, steps=10, every=5, max_examples=16, sizes=SIZES[:2], model="raycl-tiny-xs", small="raycl-tiny-xs",
               slow_factors=(2,))
@@ -142,9 +145,8 @@ def method_design(s: Scale) -> dict[str, Callable[[int], dict]]:
 
 
 def power_law_design(s: Scale) -> dict[str, Callable[[int], dict]]:
-    # LoRA, as Kalajdzievski fine-tunes; longer and evaluated twice as often as the others, for more points per decade.
-    return {"LoRA r8": lambda seed: trial(s, seed, s.model, steps=s.steps * 3 // 2, every=max(1, s.every // 2),
-                                          **method_overrides(s)["LoRA r8"])}
+    # LoRA, as Kalajdzievski fine-tunes; twice as long as the others, for more than a decade of steps.
+    return {"LoRA r8": lambda seed: trial(s, seed, s.model, steps=2 * s.steps, **method_overrides(s)["LoRA r8"])}
 
 
 def lr_replay_design(s: Scale) -> dict[str, Callable[[int], dict]]:
@@ -154,7 +156,7 @@ def lr_replay_design(s: Scale) -> dict[str, Callable[[int], dict]]:
         "lr + replay 12.5%": lambda seed: trial(s, seed, s.small, **{"replay.ratio": 0.125}),
     }
     for f in s.slow_factors:
-        # Evaluated f/2 times less often: the same number of evaluations per unit of learning, roughly.
+        # Evaluated f/2 times less often: about as many evaluations before the target as at the full LR.
         design[f"lr/{f}"] = lambda seed, f=f: trial(s, seed, s.small, steps=s.steps * f, every=s.every * f // 2, **{"train.lr": lr / f})
     return design
 
@@ -312,8 +314,23 @@ def finding_replay_ratio(s: Scale, results: dict) -> tuple[Finding, Callable]:
     return finding, figure
 
 
-def matched(records_by_label: dict[str, list[dict]], target: float) -> dict[str, list[dict[str, float]]]:
-    return {label: [at_target(r["curve"], target, r["base_loss_init"]) for r in rs] for label, rs in records_by_label.items()}
+def matched_runs(design: dict[str, Callable[[int], dict]], s: Scale, results: dict) -> tuple[dict, float, dict]:
+    """Each condition's records by seed, the finding's common target new loss, and each record's point at it."""
+    runs = by_seed(design, s.seeds, results)
+    target = common_target([r for rs in runs.values() for r in rs])
+    return runs, target, {label: [at_target(r["curve"], target, r["base_loss_init"]) for r in rs] for label, rs in runs.items()}
+
+
+def sweep_figure(x: Sequence[float], at: dict[str, list[dict]], seeds: int, xlabel: str, target: float) -> Callable:
+    """Forgetting at the target against a swept quantity: one grey line per seed, the mean over seeds on top."""
+    def figure(ax):
+        per_seed = np.array([[m["forgetting"] for m in ms] for ms in at.values()])  # conditions x seeds
+        for i in range(seeds):
+            ax.plot(x, per_seed[:, i], color="0.75", lw=0.8)
+        ax.plot(x, per_seed.mean(axis=1), marker="o")
+        ax.set(xscale="log", xlabel=xlabel, ylabel=f"forgetting at new loss {target:.3f} (nats)", xticks=x,
+               xticklabels=[f"{v:g}" for v in x])
+    return figure
 
 
 def trajectory_figure(runs: dict[str, list[dict]], target: float) -> Callable:
@@ -332,9 +349,7 @@ def trajectory_figure(runs: dict[str, list[dict]], target: float) -> Callable:
 
 def finding_self_replay(s: Scale, results: dict) -> tuple[Finding, Callable]:
     design = self_replay_design(s)
-    runs = by_seed(design, s.seeds, results)
-    target = common_target([r for rs in runs.values() for r in rs])
-    at = matched(runs, target)
+    runs, target, at = matched_runs(design, s, results)
     f = {label: [m["forgetting"] for m in ms] for label, ms in at.items()}
     share = [1 - k / n for k, n in zip(f["self-generated 25% + KL"], f["none"])]
     real_share = [1 - k / n for k, n in zip(f["real replay 25%"], f["none"])]
@@ -359,9 +374,7 @@ def finding_self_replay(s: Scale, results: dict) -> tuple[Finding, Callable]:
 
 def finding_size(s: Scale, results: dict) -> tuple[Finding, Callable]:
     design = size_design(s)
-    runs = by_seed(design, s.seeds, results)
-    target = common_target([r for rs in runs.values() for r in rs])
-    at = matched(runs, target)
+    runs, target, at = matched_runs(design, s, results)
     params = [runs[size][0]["num_params_non_embedding"] for size in runs]
     log_n = np.log10(params)
     slopes = [slope(log_n, [at[size][i]["forgetting"] for size in runs]) for i in range(s.seeds)]
@@ -382,20 +395,12 @@ def finding_size(s: Scale, results: dict) -> tuple[Finding, Callable]:
         raw={"target_new_loss": target, "matched": at, "lr": {size: finetune_lr(size) for size in runs},
              "fraction_slope_per_seed": frac_slopes},
     )
-
-    def figure(ax):
-        for i in range(s.seeds):
-            ax.plot(params, [at[size][i]["forgetting"] for size in runs], color="0.75", lw=0.8)
-        ax.plot(params, list(means.values()), marker="o")
-        ax.set(xscale="log", xlabel="non-embedding parameters", ylabel=f"forgetting at new loss {target:.3f} (nats)")
-    return finding, figure
+    return finding, sweep_figure(params, at, s.seeds, "non-embedding parameters", target)
 
 
 def finding_budget(s: Scale, results: dict) -> tuple[Finding, Callable]:
     design = budget_design(s)
-    runs = by_seed(design, s.seeds, results)
-    target = common_target([r for rs in runs.values() for r in rs])
-    at = matched(runs, target)
+    runs, target, at = matched_runs(design, s, results)
     budgets = [float(b) for b in runs]
     slopes = [slope(np.log2(budgets), [at[b][i]["forgetting"] for b in runs]) for i in range(s.seeds)]
     effect, low, high = t_interval(slopes)
@@ -415,13 +420,7 @@ def finding_budget(s: Scale, results: dict) -> tuple[Finding, Callable]:
         "positive: more pretraining, more forgetting",
         slopes, direction=0, note=note, raw={"target_new_loss": target, "matched": at},
     )
-
-    def figure(ax):
-        for i in range(s.seeds):
-            ax.plot(budgets, [at[b][i]["forgetting"] for b in runs], color="0.75", lw=0.8)
-        ax.plot(budgets, list(means.values()), marker="o")
-        ax.set(xscale="log", xlabel="pretraining tokens per non-embedding parameter", ylabel=f"forgetting at new loss {target:.3f} (nats)")
-    return finding, figure
+    return finding, sweep_figure(budgets, at, s.seeds, "pretraining tokens per non-embedding parameter", target)
 
 
 def finding_methods(s: Scale, results: dict) -> tuple[Finding, Callable]:
@@ -430,8 +429,7 @@ def finding_methods(s: Scale, results: dict) -> tuple[Finding, Callable]:
     end = {label: {m: [r[m] for r in rs] for m in ("learning_nats", "forgetting")} for label, rs in runs.items()}
     learns_less = [f - lo for f, lo in zip(end["full"]["learning_nats"], end["LoRA r8"]["learning_nats"])]
     forgets_less = [f - lo for f, lo in zip(end["full"]["forgetting"], end["LoRA r8"]["forgetting"])]
-    target = common_target([r for rs in runs.values() for r in rs])
-    at = matched(runs, target)
+    _, target, at = matched_runs(design, s, results)
     front = {label: [a["forgetting"] - b["forgetting"] for a, b in zip(at["full"], at[label])] for label in ("LoRA r8", "GaLore r8")}
     ll, fr_l, fr_g = t_interval(learns_less), t_interval(front["LoRA r8"]), t_interval(front["GaLore r8"])
     note = (f"Primary: equal steps, each method at its LR. LoRA learns {ll[0]:+.3f} nats less of the new data than full "
@@ -484,17 +482,16 @@ def finding_power_law(s: Scale, results: dict) -> tuple[Finding, Callable]:
         for r, fit in zip(runs, fits):
             steps = np.array([p[0] for p in r["curve"]][1:])
             ax.plot(steps, [p[2] - r["curve"][0][2] for p in r["curve"]][1:], ".", color="0.6", ms=3)
-            ax.plot(steps, fit["scale"] * steps ** fit["exponent"], lw=0.8)
-        ax.set(xscale="log", yscale="log", xlabel="fine-tuning step", ylabel="forgetting (nats)",
-               title=f"exponent {e[0]:.2f} [{e[1]:.2f}, {e[2]:.2f}]")
+            fitted = steps[steps >= 10]
+            ax.plot(fitted, fit["scale"] * fitted ** fit["exponent"], lw=0.8)
+        ax.set(xscale="log", yscale="log", xlabel=f"fine-tuning step (fits from step 10: exponent {e[0]:.2f} [{e[1]:.2f}, {e[2]:.2f}])",
+               ylabel="forgetting (nats)")
     return finding, figure
 
 
 def finding_lr_replay(s: Scale, results: dict) -> tuple[Finding, Callable]:
     design = lr_replay_design(s)
-    runs = by_seed(design, s.seeds, results)
-    target = common_target([r for rs in runs.values() for r in rs])
-    at = matched(runs, target)
+    runs, target, at = matched_runs(design, s, results)
     slow = f"lr/{s.slow_factors[-1]}"
     f = {label: [m["forgetting"] for m in ms] for label, ms in at.items()}
     steps = {label: [m["step"] for m in ms] for label, ms in at.items()}
@@ -545,7 +542,7 @@ def write(out: Path, findings: list[tuple[Finding, Callable]], run: dict[str, An
     lines = [
         "# Seven published forgetting findings on the offline world",
         "",
-        f"`python bench/findings.py` on {machine()}: {run['trials']} trials, {run['workers']} at a time, computed in "
+        f"`python bench/findings.py` on {platform.machine()}, torch {torch.__version__}, one torch thread per trial: {run['trials']} trials, {run['workers']} at a time, computed in "
         f"**{run['span_s'] / 60:.1f} minutes** wall from the first trial's start to the last one's end "
         f"({run['trial_s'] / 60:.1f} trial-minutes; this invocation computed {run['computed']} and took "
         f"{run['wall_s'] / 60:.1f} minutes). The {os.cpu_count()} cores were shared with other jobs: the 1-minute load "
@@ -576,13 +573,16 @@ def write(out: Path, findings: list[tuple[Finding, Callable]], run: dict[str, An
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="3 seeds, 20-step trials on the two smallest rungs")
+    parser.add_argument("--quick", action="store_true", help="10-step trials of the two smallest rungs")
     parser.add_argument("--out", type=Path, default=REPORTS, help="where findings.{md,json} and the figures go")
     parser.add_argument("--cache", type=Path, default=None, help=f"trial cache (default {CACHE}, or OUT/trials.jsonl with --quick)")
     parser.add_argument("--workers", type=int, default=2, help="trials at a time, one torch thread each")
     parser.add_argument("--fresh", action="store_true", help="ignore (and replace) the trial cache")
+    parser.add_argument("--seeds", type=int, default=None, help="seeds per condition (default 5 in the full run, 3 with --quick); more adds to the cached ones")
     args = parser.parse_args()
     scale = QUICK if args.quick else FULL
+    if args.seeds:
+        scale = replace(scale, seeds=args.seeds)
     cache = args.cache or (args.out / "trials.jsonl" if args.quick else CACHE)
     if args.fresh and cache.exists():
         cache.unlink()
