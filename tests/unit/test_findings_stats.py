@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-from findings import at_target, common_target, t_interval  # noqa: E402
+from findings import at_target, busy_seconds, common_target, t_interval  # noqa: E402
 
 # (step, held-out new loss, held-out base loss): learning, then over-fitting past step 20.
 CURVE = [[0, 5.0, 1.0], [10, 4.0, 1.5], [20, 3.0, 2.5], [30, 3.5, 3.0]]
@@ -34,3 +34,7 @@ def test_t_interval_over_seeds() -> None:
     mean, low, high = t_interval([1.0, 2.0, 3.0])
     # sd 1, n 3: half-width t(0.975, 2) / sqrt(3) = 4.303 / 1.732.
     assert mean == 2.0 and high - mean == pytest.approx(4.3027 / math.sqrt(3), rel=1e-4) and mean - low == high - mean
+
+
+def test_busy_time_counts_overlapping_trials_once_and_skips_gaps() -> None:
+    assert busy_seconds([(0, 10), (5, 12), (20, 25), (21, 22)]) == 17
