@@ -1,7 +1,8 @@
 """Seven published forgetting findings, reproduced on the offline world with seeds and 95% intervals.
 
     python bench/findings.py            # every trial (2 at a time), then reports/findings.{md,json} + figures
-    python bench/findings.py --quick --out /tmp/findings   # a smoke check: 3 seeds, tiny budgets
+    python bench/findings.py --seeds 8  # more seeds: only the new ones train, the rest come from the cache
+    python bench/findings.py --quick --out /tmp/findings   # a smoke check: 3 seeds, 10-step trials
 
 Every trial is one fine-tuning stage of the offline world (stage 1, astronomy chats) run through the trial
 engine; seeds are `train.seed` (data order, replay draws, LoRA init, self-generated samples): the world and
@@ -14,6 +15,8 @@ held-out examples, and forgetting is read where the held-out new loss first reac
 (linear between the two evaluations around it), which is what a stop rule at that target would give,
 to within an evaluation interval. The target of a finding is the lowest new loss that every one of its
 trials reaches, so no trial is extrapolated; it is chosen from learning alone, never from forgetting.
+Where the compared base models start the stage at different new losses (findings 3 and 4), forgetting is also
+read at an equal drop of new loss, as a secondary measure reported beside the effect.
 
 Intervals: a Student-t 95% interval over per-seed values; where a value compares conditions, every
 condition of a seed shares its data order, so the differences are seed-paired.
@@ -245,6 +248,8 @@ def slope(x: Sequence[float], y: Sequence[float]) -> float:
 
 @dataclass
 class Finding:
+    """One row of the report: the effect of every seed, the published direction, and how to read it."""
+
     finding: str
     source: str
     setting: dict[str, Any]
@@ -616,7 +621,9 @@ def write(out: Path, findings: list[tuple[Finding, Callable]], run: dict[str, An
         "samples); the world and the pretrained models are the same in every seed. **Matched learning** is by "
         "interpolation across steps: forgetting is read where the held-out new loss first reaches a target that "
         "every trial of the finding reaches, linear between evaluations (what a stop rule at the target would see); "
-        "held-out losses are on the same examples at every evaluation. **Intervals** are Student-t 95% intervals over "
+        "held-out losses are on the same examples at every evaluation. Where the compared base models start the stage at "
+        "different new losses (findings 3 and 4), forgetting is also read at an equal drop of new loss, reported in the "
+        "note beside the effect. **Intervals** are Student-t 95% intervals over "
         "per-seed values, seed-paired where conditions are compared. `reproduced`: the interval excludes zero in the "
         "published direction (finding 2: lies above one half; finding 4: either sign, the literature has both). "
         "`findings.json` keeps every per-seed value to recompute effects and intervals.",
