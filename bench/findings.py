@@ -341,9 +341,9 @@ def slope_by_seed(x: Sequence[float], at: dict[str, list[dict]], seeds: int, nam
     return [slope(x, [ms[i][name] for ms in at.values()]) for i in range(seeds)]
 
 
-def ci_text(values: Sequence[float], digits: int = 3) -> str:
+def ci_text(values: Sequence[float], digits: int = 3, sign: str = "+") -> str:
     mean, low, high = t_interval(values)
-    return f"{mean:+.{digits}f} (95% CI [{low:+.{digits}f}, {high:+.{digits}f}])"
+    return f"{mean:{sign}.{digits}f} (95% CI [{low:{sign}.{digits}f}, {high:{sign}.{digits}f}])"
 
 
 def listing(means: dict[str, float], unit: str = "") -> str:
@@ -359,6 +359,7 @@ def sweep_figure(x: Sequence[float], at: dict[str, list[dict]], seeds: int, xlab
         ax.plot(x, per_seed.mean(axis=1), marker="o")
         ax.set(xscale="log", xlabel=xlabel, ylabel=f"forgetting at new loss {target:.3f} (nats)", xticks=x,
                xticklabels=[f"{v:g}" for v in x])
+        ax.minorticks_off()
     return figure
 
 
@@ -392,7 +393,7 @@ def finding_self_replay(s: Scale, results: dict) -> tuple[Finding, Callable]:
     finding = Finding(
         "2. Self-generated replay with KL to the base removes most forgetting",
         "Marek et al. 2026",
-        setting_of(design["none"](0), replay_ratio=0.25, kl_weight=1.0, target_new_loss=target),
+        setting_of(design["none"](0), replay_ratio=0.25, kl_weight=1.0, target_new_loss=round(target, 4)),
         "share of forgetting removed at matched learning, 1 - F(self-generated + KL) / F(none); positive: removes forgetting",
         share, direction=1, threshold=0.5, note=note,
         raw={"target_new_loss": target, "matched": at, "real_replay_share": real_share, "self_minus_real_nats": gap},
@@ -414,8 +415,8 @@ def finding_size(s: Scale, results: dict) -> tuple[Finding, Callable]:
     mean_drop = {size: float(np.mean([m["forgetting"] for m in ms])) for size, ms in at_drop.items()}
     note = (f"Matched as Marek et al. do, at one target new loss ({target:.3f}, the lowest every size reaches; each size at "
             f"its own fine-tuning LR). Mean forgetting there: {listing(mean, ' nats')}. The rungs do not start the stage "
-            f"alike: held-out new loss before fine-tuning {listing(start, ' nats')}. A better-trained base is more confident, "
-            f"so more surprised by chats about facts it never saw; the smallest rung starts nearest the target and reaches "
+            f"alike: held-out new loss before fine-tuning {listing(start, ' nats')}, against {runs[s.sizes[0]][0]['base_loss_init']:.2f} "
+            f"for a uniform guess. A better-trained base is more confident, so more surprised by chats about facts it never saw; the smallest rung starts nearest the target and reaches "
             f"it after the least learning, so at one target it has learned (and forgotten) least. That is where this world "
             f"differs from real models, whose new-domain loss falls with size. Matched instead at an equal drop of new loss "
             f"({drop:.3f} nats, the largest every trial reaches), mean forgetting is {listing(mean_drop, ' nats')} and the "
@@ -426,7 +427,7 @@ def finding_size(s: Scale, results: dict) -> tuple[Finding, Callable]:
         "3. Larger models forget less at matched learning",
         "Marek et al. 2026; Bethune et al. 2025",
         setting_of(design[s.sizes[0]](0), sizes=list(s.sizes), non_embedding_params=params,
-                   lr={size: float(f"{finetune_lr(size):.3g}") for size in runs}, target_new_loss=target),
+                   lr={size: float(f"{finetune_lr(size):.3g}") for size in runs}, target_new_loss=round(target, 4)),
         "least-squares slope of forgetting (nats) at the target new loss on log10(non-embedding parameters); negative: larger forget less",
         slopes, direction=-1, note=note,
         raw={"target_new_loss": target, "matched": at, "new_loss_before": start, "fraction_slope_per_seed": frac_slopes,
@@ -454,11 +455,11 @@ def finding_budget(s: Scale, results: dict) -> tuple[Finding, Callable]:
             f"start: held-out new loss before fine-tuning {listing(start, ' nats')}; the least-trained base is the least "
             f"surprised by the new chats and reaches the target after the least learning. At an equal drop of new loss "
             f"({drop:.3f} nats) forgetting is {listing(mean_drop, ' nats')}, a slope of {ci_text(drop_slopes)} per doubling: "
-            f"the sign depends on how learning is matched, as Marek et al. found it depends on the setting.")
+            f"the sign depends on how learning is matched.")
     finding = Finding(
         "4. More pretraining tokens per parameter changes forgetting at matched learning",
         "Marek et al. 2026; Springer et al. 2025",
-        setting_of(design["5"](0), pretrain_tokens_per_param=budgets, target_new_loss=target),
+        setting_of(design["5"](0), pretrain_tokens_per_param=budgets, target_new_loss=round(target, 4)),
         "least-squares slope of forgetting (nats) at the target new loss per doubling of pretraining tokens per parameter; "
         "positive: more pretraining, more forgetting",
         slopes, direction=0, note=note,
@@ -475,21 +476,27 @@ def finding_methods(s: Scale, results: dict) -> tuple[Finding, Callable]:
     learns_less = [f - lo for f, lo in zip(end["full"]["learning_nats"], end["LoRA r8"]["learning_nats"])]
     forgets_less = [f - lo for f, lo in zip(end["full"]["forgetting"], end["LoRA r8"]["forgetting"])]
     front = {label: [a["forgetting"] - b["forgetting"] for a, b in zip(at["full"], at[label])] for label in runs if label != "full"}
+    same_lr = {m: [f - lo for f, lo in zip(end["full"][m], end["LoRA r8, full's LR"][m])] for m in ("learning_nats", "forgetting")}
     width = LADDER[s.model].hidden_size
     note = (f"Equal steps ({s.steps}), each method at its LR, full minus LoRA (10x LR): learning {ci_text(learns_less)} nats, "
             f"forgetting {ci_text(forgets_less)} nats; reproduced needs both intervals above zero (LoRA learns less and "
-            f"forgets less). "
-            f"Forgetting at equal steps: " + listing({k: float(np.mean(v["forgetting"])) for k, v in end.items()}, " nats")
-            + f"; learning: " + listing({k: float(np.mean(v["learning_nats"])) for k, v in end.items()}, " nats")
+            f"forgets less). At full's LR instead (a second point of LoRA's front, not the test set before the run), full minus "
+            f"LoRA: learning {ci_text(same_lr['learning_nats'])}, forgetting {ci_text(same_lr['forgetting'])} nats"
+            + (": there LoRA learns less and forgets less, as published. " if min(t_interval(v)[1] for v in same_lr.values()) > 0
+               else ". ") + "Forgetting at equal steps: "
+            + listing({k: float(np.mean(v["forgetting"])) for k, v in end.items()}, " nats")
+            + "; learning: " + listing({k: float(np.mean(v["learning_nats"])) for k, v in end.items()}, " nats")
             + f". Fronts at matched learning (new loss {target:.3f}), forgetting of full minus the method: "
-            + "; ".join(f"{label} {ci_text(v)}" for label, v in front.items()) + " nats. "
-            f"Where this world differs: Biderman et al.'s adapters change a sliver of a 7B model's rank (r <= 256 of d = 4096), "
-            f"which is what holds LoRA back; here rank 8 is a quarter of raycl-tiny-m's width ({width}), so LoRA is hardly "
-            f"low-rank, and at the 10x LR usual for LoRA it moves the model faster than full fine-tuning does.")
+            + "; ".join(f"{label} {ci_text(v)}" for label, v in front.items()) + " nats: "
+            + ("every other method forgets more than full at the same learning, so they are not on one curve here. "
+               if all(t_interval(v)[2] < 0 for v in front.values()) else "see the figure for each method's curve. ")
+            + f"Where this world differs: Biderman et al.'s adapters change a sliver of a 7B model's rank (r <= 256 of "
+            f"d = 4096), which is what holds LoRA back; here rank 8 is a quarter of {s.model}'s width ({width}), so LoRA is "
+            f"hardly low-rank, and at the 10x LR usual for LoRA it moves the model faster than full fine-tuning does.")
     finding = Finding(
         "5. LoRA learns less and forgets less than full fine-tuning, on roughly one trade-off curve",
         "Biderman et al. 2024",
-        setting_of(design["full"](0), methods=method_overrides(s), target_new_loss=target),
+        setting_of(design["full"](0), methods=method_overrides(s), target_new_loss=round(target, 4)),
         "forgetting (nats) of full minus LoRA (10x LR) at equal steps; positive: LoRA forgets less",
         forgets_less, direction=1, prerequisite=t_interval(learns_less)[1] > 0, note=note,
         raw={"end": end, "full_minus_lora_learning_nats": learns_less, "target_new_loss": target, "matched": at,
@@ -530,7 +537,7 @@ def finding_power_law(s: Scale, results: dict) -> tuple[Finding, Callable]:
             ax.plot(steps, [p[2] - r["curve"][0][2] for p in r["curve"]][1:], ".", color="0.6", ms=3)
             fitted = steps[steps >= 10]
             ax.plot(fitted, fit["scale"] * fitted ** fit["exponent"], lw=0.8)
-        ax.set(xscale="log", yscale="log", xlabel=f"fine-tuning step (fits from step 10: exponent {e[0]:.2f} [{e[1]:.2f}, {e[2]:.2f}])",
+        ax.set(xscale="log", yscale="log", xlabel=f"step (fit from 10: exponent {e[0]:.2f} [{e[1]:.2f}, {e[2]:.2f}])",
                ylabel="forgetting (nats)")
     return finding, figure
 
@@ -547,7 +554,7 @@ def finding_lr_replay(s: Scale, results: dict) -> tuple[Finding, Callable]:
     premise = t_interval(lower)[1] > 0
     note = (f"At matched learning (new loss {target:.3f}); replay rows replace new rows in a batch of 16, so a step costs "
             f"the same with or without replay. Replay forgets less than lowering the LR {s.slow_factors[-1]}x, and the "
-            f"lower LR takes {ci_text(cost, 1)} times the steps of replay to reach the target. "
+            f"lower LR takes {ci_text(cost, 1, sign='')} times the steps of replay to reach the target. "
             + ("As published, the lower LR forgets less than the full LR without replay: "
                if premise else "The premise does not hold here: the lower LR does not forget less than the full LR, it "
                "forgets more: per step it forgets more slowly, but by less than it learns more slowly, so by the time it "
@@ -557,7 +564,7 @@ def finding_lr_replay(s: Scale, results: dict) -> tuple[Finding, Callable]:
     finding = Finding(
         "7. A lower LR forgets less but needs many more steps; replay breaks the trade-off",
         "Marek et al. 2026",
-        setting_of(design["lr"](0), slow_lr_factors=list(s.slow_factors), replay_ratio=0.125, target_new_loss=target),
+        setting_of(design["lr"](0), slow_lr_factors=list(s.slow_factors), replay_ratio=0.125, target_new_loss=round(target, 4)),
         f"forgetting (nats) at matched learning of the LR lowered {s.slow_factors[-1]}x minus the LR with 12.5% replay; "
         "positive: replay forgets less",
         effect, direction=1, note=note, caveat="" if premise else "a lower LR forgets more here, not less",
@@ -614,7 +621,7 @@ def write(out: Path, findings: list[tuple[Finding, Callable]], run: dict[str, An
         f"running ({run['trial_s'] / 60:.1f} trial-minutes; the last invocation computed {run['computed']} of them and took "
         f"{run['wall_s'] / 60:.1f} minutes). The {os.cpu_count()} cores were shared with other engineers' jobs: the 1-minute "
         f"load average at trial ends ran from {run['load'][0]:.1f} to {run['load'][2]:.1f} (median {run['load'][1]:.1f}), "
-        f"so each trial had a fraction of a core, and on a quiet machine the run is several times faster.",
+        f"so each trial had a fraction of a core; on an idle machine the run is shorter.",
         "",
         "Every trial fine-tunes a ladder model on one stage of the world (astronomy chats, 175 blocks of 128 tokens) "
         "through the trial engine. **Seeds** are `train.seed` (data order, replay draws, LoRA init, self-generated "
