@@ -633,7 +633,9 @@ def write(out: Path, findings: list[tuple[Finding, Callable]], run: dict[str, An
         "note beside the effect. **Intervals** are Student-t 95% intervals over "
         "per-seed values, seed-paired where conditions are compared. `reproduced`: the interval excludes zero in the "
         "published direction (finding 2: lies above one half; finding 4: either sign, the literature has both). "
-        "`findings.json` keeps every per-seed value to recompute effects and intervals.",
+        "`findings.json` keeps every per-seed value to recompute effects and intervals; `findings_trials.jsonl` keeps "
+        "every trial's evaluation curve, and `python bench/findings.py --cache reports/findings_trials.jsonl` recomputes "
+        "this report from it without training.",
         "",
         "| finding | source | metric | effect | 95% CI | seeds | reproduced |",
         "|---|---|---|---|---|---|---|",
@@ -672,6 +674,9 @@ def main() -> None:
     results = load_cache(cache)
     findings = [analyse(scale, results) for _, analyse in FINDINGS]
     records = [results[k] for k in wanted]
+    # Every trial's curve beside the report: `--cache OUT/findings_trials.jsonl` recomputes it without training.
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "findings_trials.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     write(args.out, findings, {
         "trials": len(wanted), "computed": len(pending), "workers": args.workers, "wall_s": time.perf_counter() - started,
         "busy_s": busy_seconds([(r["started_at"], r["finished_at"]) for r in records]),
