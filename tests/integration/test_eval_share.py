@@ -1,4 +1,5 @@
-"""Every shipped space evaluates in at most a fifth of its trials' time, at its own settings."""
+"""Every shipped space evaluates in at most a fifth of its trials' time, at its own settings (half, for a space
+whose quick checks on a schedule in steps are its measurement, as online ingestion's adaptation curve is)."""
 
 from __future__ import annotations
 
@@ -38,4 +39,5 @@ def test_evaluation_takes_at_most_a_fifth_of_a_trial(path: Path, tmp_path: Path)
     if config.stream is not None and not SHARED.is_dir():
         pytest.skip("needs ../shared/data")
     result = run_trial(config, tmp_path / "trial")
-    assert 0 < result["eval_time_fraction"] <= 0.2, (path.stem, result["eval_time_s"], result["wall_time_s"])
+    bound = 0.5 if config.eval.every_steps else 0.2
+    assert 0 < result["eval_time_fraction"] <= bound, (path.stem, result["eval_time_s"], result["wall_time_s"])
