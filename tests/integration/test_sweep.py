@@ -31,6 +31,7 @@ from optuna.trial import TrialState
 from raycl.analysis.pareto import pareto_mask
 from raycl.config.space import SHIPPED_DIR
 from raycl.sweep import SweepOutcome, run_sweep
+from raycl.sweep.study import storage_for
 
 pytestmark = pytest.mark.slow
 
@@ -218,7 +219,8 @@ def test_resume_after_the_driver_was_killed(cluster, tmp_path: Path, executor: s
     def trials(state: TrialState) -> list:
         if "sweep resumable:" not in log.read_text():  # printed once the driver has opened the study
             return []
-        return optuna.load_study(study_name="resumable", storage=storage).get_trials(states=(state,))
+        # As the driver does, wait for the driver's sqlite writes instead of failing on its lock.
+        return optuna.load_study(study_name="resumable", storage=storage_for(storage)).get_trials(states=(state,))
 
     def ray_checkpoint_stage(key: str) -> int:
         """Stages done by the newest stage checkpoint Ray holds for trial `key` (0 if none): registered
