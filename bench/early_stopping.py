@@ -32,6 +32,8 @@ import yaml
 from rich.console import Console
 from scipy import stats
 
+from raycl.analysis.seeds import mean_interval
+
 REPORTS = Path(__file__).resolve().parents[1] / "reports"
 DIRECTIONS = ("maximize", "minimize")
 OBJECTIVES = ("learning", "forgetting")
@@ -155,9 +157,8 @@ def ranks(values: list[list[float]]) -> np.ndarray:
 
 def interval(samples: list[float]) -> dict:
     """Mean with a 95% t-interval over seeds."""
-    mean = statistics.fmean(samples)
-    half = stats.t.ppf(0.975, len(samples) - 1) * statistics.stdev(samples) / len(samples) ** 0.5 if len(samples) > 1 else float("nan")
-    return {"mean": mean, "low": mean - half, "high": mean + half, "per_seed": samples}
+    low, high = mean_interval(samples)
+    return {"mean": statistics.fmean(samples), "low": low, "high": high, "per_seed": samples}
 
 
 def measure_seed(seed: int, trials: int, scratch: Path) -> dict:

@@ -45,8 +45,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from report import REPORTS  # noqa: E402
-from scipy import stats  # noqa: E402
 
+from raycl.analysis.seeds import mean_interval  # noqa: E402
 from raycl.config import TrialConfig  # noqa: E402
 from raycl.evaluation.metrics import untrained_loss  # noqa: E402
 from raycl.training.trial import run_trial  # noqa: E402
@@ -216,9 +216,7 @@ def load_cache(cache: Path) -> dict[str, dict[str, Any]]:
 
 def t_interval(values: Sequence[float]) -> tuple[float, float, float]:
     """Mean and Student-t 95% interval over per-seed values."""
-    x = np.asarray(values, dtype=float)
-    half = stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x))
-    return float(x.mean()), float(x.mean() - half), float(x.mean() + half)
+    return (float(np.mean(values)), *mean_interval(values))
 
 
 def at_target(curve: Sequence[Sequence[float]], target: float, base_loss_init: float) -> dict[str, float]:
