@@ -1,10 +1,11 @@
 """Multi-objective early stopping at stage ends: hypervolume against compute, with and without stopping.
 
-    python bench/early_stopping.py                    # 4 seeds x 18 trials, both sweeps per seed (~30 min on 2 busy cores)
+    python bench/early_stopping.py                    # 3 seeds x 36 trials, both sweeps per seed (~45 min on 2 cores)
     python bench/early_stopping.py --seeds 0 1 --trials 9
+    python bench/early_stopping.py --design reports/early_stopping_design.json   # the rule's settings, replayed (~3 min)
 
 For each seed the same random-sampler space runs twice on the offline world: once to the end
-(every trial runs every stage) and once with `early_stopping: {rungs: stages, reduction: 3}`.
+(every trial runs every stage) and once with `early_stopping: {rungs: [1], reduction: 3}`.
 A random sampler draws the same trials in the same order whatever the results, so the two sweeps
 hold the same trials and differ only in which were stopped. Per seed:
 - hypervolume_ratio: hypervolume of the completed trials with stopping over that of all trials
@@ -13,8 +14,15 @@ hold the same trials and differ only in which were stopped. Per seed:
 - the same two for the promotion rule replayed on the full sweep's per-stage values (each trial's
   recorded stage times, the sweep's concurrency), a check on the measured numbers;
 - the rank correlation (Spearman, Kendall) between each trial's NSGA-II rank at every stage end
-  and its rank at the end, over the full sweep's trials.
+  and its rank at the end, and each objective's Spearman correlation with its final value, over the
+  full sweep's trials.
 Intervals are 95% t-intervals over seeds. Writes reports/early_stopping.json and .md.
+
+`--design RECORDS` chooses the rule's setting without running a sweep: it pools the full sweeps'
+trials of an earlier run's json, draws sweeps of 18 to 54 trials from them (a random sampler's
+trials are exchangeable), and replays each setting on them. The shipped setting (rungs [1],
+reduction 3) was chosen this way on seeds 0-3 of 18 trials; the default seeds here are fresh.
+Writes reports/early_stopping_design.md.
 """
 
 from __future__ import annotations
@@ -38,9 +46,14 @@ REPORTS = Path(__file__).resolve().parents[1] / "reports"
 DIRECTIONS = ("maximize", "minimize")
 OBJECTIVES = ("learning", "forgetting")
 REDUCTION = 3.0
+RUNGS = (1,)  # stage ends that rank; the last (4) never does
 NUM_STAGES = 4
 STEPS_PER_STAGE = 15
-VARIANTS = [(1, 2.0), (1, 3.0), (1, 4.0), (2, 2.0), (2, 3.0), (2, 4.0)]  # (first_rung, reduction) replayed on the records
+EVERY_STAGE = (1, 2, 3)  # rungs: stages
+# (rungs, reduction) replayed on the records
+VARIANTS = [(EVERY_STAGE, 2.0), (EVERY_STAGE, 3.0), ((1,), 2.0), ((1,), 3.0), ((1,), 4.0), ((1, 2), 3.0), ((1, 3), 3.0), ((2,), 3.0)]
+DESIGN_TRIALS = (18, 36, 54)
+DESIGN_DRAWS = 200
 
 
 def space_file(scratch: Path, seed: int, trials: int, stopping: bool) -> Path:
@@ -60,7 +73,7 @@ def space_file(scratch: Path, seed: int, trials: int, stopping: bool) -> Path:
         "budget": {"trials": trials, "concurrency": 2},
         "sampler": {"name": "random"},
         "seed": seed,
-    } | ({"early_stopping": {"rungs": "stages", "reduction": REDUCTION}} if stopping else {})
+    } | ({"early_stopping": {"rungs": list(RUNGS), "reduction": REDUCTION}} if stopping else {})
     path = scratch / f"es_{seed}_{'stop' if stopping else 'full'}.yaml"
     path.write_text(yaml.safe_dump(space, sort_keys=False))
     return path
@@ -105,7 +118,7 @@ def run(space: Path, scratch: Path) -> dict:
     return {"trials": trials, "wall_s": wall}
 
 
-def simulate(full: dict, concurrency: int, reduction: float = REDUCTION, first_rung: int = 1) -> dict[str, int]:
+def simulate(full: dict, concurrency: int, reduction: float = REDUCTION, rungs: tuple[int, ...] = RUNGS) -> dict[str, int]:
     """The promotion rule replayed on the full sweep's records: stages each trial would run, with
     trials started in order on `concurrency` slots and each stage taking its recorded time."""
     from raycl.sweep.promotion import as_losses, promoted
@@ -120,14 +133,14 @@ def simulate(full: dict, concurrency: int, reduction: float = REDUCTION, first_r
 
     for _ in range(min(concurrency, len(pending))):
         start(0.0)
-    rungs: dict[int, list[list[float]]] = {}
+    at_rung: dict[int, list[list[float]]] = {}
     stages: dict[str, int] = {}
     while events:
         now, key, stage = heapq.heappop(events)
         values = full[key]["stage_values"][stage - 1]
-        if first_rung <= stage < NUM_STAGES:
-            rungs.setdefault(stage, []).append(values)
-            if promoted(as_losses(rungs[stage], DIRECTIONS), reduction):
+        if stage in rungs:
+            at_rung.setdefault(stage, []).append(values)
+            if promoted(as_losses(at_rung[stage], DIRECTIONS), reduction):
                 heapq.heappush(events, (now + full[key]["stage_time_s"][stage], key, stage + 1))
                 continue
         elif stage < NUM_STAGES:
@@ -137,6 +150,58 @@ def simulate(full: dict, concurrency: int, reduction: float = REDUCTION, first_r
         if pending:
             start(now)
     return stages
+
+
+def setting_name(rungs: tuple[int, ...], reduction: float) -> str:
+    return f"rungs={'stages' if rungs == EVERY_STAGE else list(rungs)},reduction={reduction:g}"
+
+
+def replay(done: dict, reference: np.ndarray, rungs: tuple[int, ...], reduction: float) -> dict[str, float]:
+    """Hypervolume and compute ratios of one setting of the rule replayed on a full sweep's records."""
+    stages = simulate(done, 2, reduction, rungs)
+    return {
+        "hypervolume_ratio": hypervolume([done[key]["final"] for key, n in stages.items() if n == NUM_STAGES], reference)
+        / hypervolume([record["final"] for record in done.values()], reference),
+        "compute_ratio": sum(stages.values()) / (NUM_STAGES * len(done)),
+    }
+
+
+def design(records: Path, draws: int = DESIGN_DRAWS) -> str:
+    """Every setting replayed on sweeps drawn from an earlier run's pooled full-sweep trials, per sweep size (markdown)."""
+    from raycl.analysis.pareto import default_reference
+
+    recorded = json.loads(records.read_text())
+    pool = [trial for seed in recorded["per_seed"] for trial in seed["trials_full"].values()]
+    space, hv, compute = recorded["space"], recorded["hypervolume_ratio"], recorded["compute_ratio"]
+    lines = [
+        "# Early stopping: choosing the rule's setting",
+        "",
+        f"The records: real sweeps of seeds {recorded['seeds']} x {space['trials']} trials, with and without "
+        f"`rungs: {space.get('rungs', 'stages')}, reduction {space['reduction']:g}`, which measured a hypervolume ratio of "
+        f"{hv['mean']:.3f} [{hv['low']:.3f}, {hv['high']:.3f}] at a compute ratio of {compute['mean']:.3f} "
+        f"[{compute['low']:.3f}, {compute['high']:.3f}].",
+        "",
+        f"`python bench/early_stopping.py --design {records.relative_to(REPORTS.parent)}`: the {len(pool)} full-sweep trials "
+        f"recorded there pooled; {draws} sweeps of each size drawn from them without replacement (a random sampler's trials are "
+        "exchangeable), each setting of the rule replayed on each (2 trials at once, recorded stage times). Mean ratios, and "
+        "the share of sweeps whose hypervolume ratio reaches 0.95.",
+        "",
+        "| trials | setting | hypervolume ratio | compute ratio | sweeps >= 0.95 |",
+        "|---|---|---|---|---|",
+    ]
+    for trials in DESIGN_TRIALS:
+        rng = np.random.default_rng(trials)
+        samples = [[pool[i] for i in rng.choice(len(pool), trials, replace=False)] for _ in range(draws)]
+        for rungs, reduction in VARIANTS:
+            ratios = []
+            for sample in samples:
+                done = {f"t{number:04d}": trial for number, trial in enumerate(sample)}
+                reference = default_reference(np.array([trial["final"] for trial in sample]), DIRECTIONS)
+                ratios.append(replay(done, reference, rungs, reduction))
+            hv = [r["hypervolume_ratio"] for r in ratios]
+            lines.append(f"| {trials} | {setting_name(rungs, reduction)} | {statistics.fmean(hv):.3f} | "
+                         f"{statistics.fmean(r['compute_ratio'] for r in ratios):.3f} | {np.mean(np.array(hv) >= 0.95):.0%} |")
+    return "\n".join([*lines, ""])
 
 
 def hypervolume(points: list[list[float]], reference: np.ndarray) -> float:
@@ -176,22 +241,20 @@ def measure_seed(seed: int, trials: int, scratch: Path) -> dict:
     stop_steps = sum(record.get("stages", 0) for record in stop["trials"].values()) * STEPS_PER_STAGE
     simulated = simulate(done, concurrency=2)
     sim_kept = [done[key]["final"] for key, stages in simulated.items() if stages == NUM_STAGES]
-    variants = {}
-    for first_rung, reduction in VARIANTS:
-        stages = simulate(done, 2, reduction, first_rung)
-        variants[f"first_rung={first_rung},reduction={reduction:g}"] = {
-            "hypervolume_ratio": hypervolume([done[key]["final"] for key, n in stages.items() if n == NUM_STAGES], reference) / hv_full,
-            "compute_ratio": sum(stages.values()) / (NUM_STAGES * len(done)),
-        }
+    variants = {setting_name(rungs, reduction): replay(done, reference, rungs, reduction) for rungs, reduction in VARIANTS}
     same_trials = all(stop["trials"][key]["params"] == done[key]["params"] for key in done if key in stop["trials"])
 
     final_rank = ranks(finals)
     correlation = {}
     for stage in range(1, NUM_STAGES):
-        at_stage = ranks([record["stage_values"][stage - 1] for record in done.values()])
+        values = [record["stage_values"][stage - 1] for record in done.values()]
+        at_stage = ranks(values)
         correlation[stage] = {
             "spearman": float(stats.spearmanr(at_stage, final_rank).statistic),
             "kendall": float(stats.kendalltau(at_stage, final_rank).statistic),
+        } | {
+            f"{name}_spearman": float(stats.spearmanr([v[i] for v in values], [f[i] for f in finals]).statistic)
+            for i, name in enumerate(OBJECTIVES)
         }
     return {
         "seed": seed,
@@ -217,9 +280,15 @@ def measure_seed(seed: int, trials: int, scratch: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
-    parser.add_argument("--trials", type=int, default=18)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[4, 5, 6])
+    parser.add_argument("--trials", type=int, default=36)
+    parser.add_argument("--design", type=Path, help="an earlier run's json: replay the rule's settings on its pooled trials instead")
     args = parser.parse_args()
+    if args.design:
+        text = design(args.design.resolve())
+        (REPORTS / "early_stopping_design.md").write_text(text)
+        print(text)
+        return
     with tempfile.TemporaryDirectory(prefix="raycl-es-") as scratch:
         seeds = [measure_seed(seed, args.trials, Path(scratch)) for seed in args.seeds]
     hv = [s["hypervolume_stopped"] / s["hypervolume_full"] for s in seeds]
@@ -227,7 +296,7 @@ def main() -> None:
     hv_sim = [s["hypervolume_simulated"] / s["hypervolume_full"] for s in seeds]
     compute_sim = [s["trial_steps_simulated"] / s["trial_steps_full"] for s in seeds]
     correlation = {
-        stage: {name: interval([s["rank_correlation"][stage][name] for s in seeds]) for name in ("spearman", "kendall")}
+        stage: {name: interval([s["rank_correlation"][stage][name] for s in seeds]) for name in seeds[0]["rank_correlation"][stage]}
         for stage in range(1, NUM_STAGES)
     }
     variants = {
@@ -238,7 +307,7 @@ def main() -> None:
         "what": "hypervolume and trial-steps of a sweep with early stopping at stage ends over the same sweep run to the end",
         "measured": "real sweeps (Ray Tune, Optuna, MLflow) with and without the scheduler; simulated: the rule replayed on the full sweep's stage values",
         "space": {"model": "raycl-tiny-xs", "num_stages": NUM_STAGES, "steps_per_stage": STEPS_PER_STAGE, "sampler": "random",
-                  "parameters": ["train.lr", "replay.ratio"], "trials": args.trials, "concurrency": 2, "reduction": REDUCTION},
+                  "parameters": ["train.lr", "replay.ratio"], "trials": args.trials, "concurrency": 2, "rungs": list(RUNGS), "reduction": REDUCTION},
         "seeds": args.seeds,
         "hypervolume_ratio": interval(hv),
         "compute_ratio": interval(compute),
@@ -265,7 +334,7 @@ def markdown(report: dict) -> str:
         "",
         f"`python bench/early_stopping.py`: seeds {report['seeds']}, {space['trials']} trials per sweep of {space['model']} "
         f"({space['num_stages']} stages x {space['steps_per_stage']} steps, random sampler over {', '.join(space['parameters'])}), "
-        f"reduction {space['reduction']:g}, {space['concurrency']} trials at once. Each seed runs the same trials twice "
+        f"rungs {space['rungs']}, reduction {space['reduction']:g}, {space['concurrency']} trials at once. Each seed runs the same trials twice "
         "(a random sampler does not look at results): to the end, and with the scheduler. Means with 95% t-intervals over seeds.",
         "",
         "| | hypervolume ratio | compute ratio (trial-steps) |",
@@ -276,22 +345,23 @@ def markdown(report: dict) -> str:
         "",
         f"Target: hypervolume ratio >= 0.95 at compute ratio <= 0.6; met (means): **{report['meets_target']}**.",
         "",
-        "Other settings of the rule, replayed on the same full sweeps' records (simulated, not run; the real sweeps above use "
-        "first_rung 1, reduction 3, fixed before any measurement):",
+        "Other settings of the rule, replayed on the same full sweeps' records (simulated, not run; the setting of the real "
+        "sweeps was chosen on other seeds' records: [early_stopping_design.md](early_stopping_design.md)):",
         "",
         "| setting | hypervolume ratio | compute ratio |",
         "|---|---|---|",
         *(f"| {name} | {span(entry['hypervolume_ratio'])} | {span(entry['compute_ratio'])} |" for name, entry in report["simulated_variants"].items()),
         "",
-        "Rank correlation between a trial's NSGA-II rank after each stage and after the last one (full sweeps):",
+        "Rank correlation with the end of the stream, after each stage (full sweeps): a trial's NSGA-II position (front, then "
+        "crowding distance) against its final position, and each objective against its final value:",
         "",
-        "| after stage | Spearman | Kendall |",
-        "|---|---|---|",
-        *(f"| {stage} | {span(entry['spearman'])} | {span(entry['kendall'])} |" for stage, entry in report["rank_correlation_with_final"].items()),
+        "| after stage | NSGA-II position: Spearman | Kendall | learning: Spearman | forgetting: Spearman |",
+        "|---|---|---|---|---|",
+        *(f"| {stage} | {span(entry['spearman'])} | {span(entry['kendall'])} | {span(entry['learning_spearman'])} | "
+          f"{span(entry['forgetting_spearman'])} |" for stage, entry in report["rank_correlation_with_final"].items()),
         "",
-        "Wall time is longer with stopping on this machine: a stopped trial's actor is ended and each trial starts a fresh one "
-        "(no actor reuse), which on trials of ~15 s costs more than the stages it saves; the saving is in trial-steps, and "
-        "grows with the trial's length.",
+        f"Wall time, mean over seeds: {statistics.fmean(s['wall_s_stopped'] for s in report['per_seed']):.0f} s with stopping, "
+        f"{statistics.fmean(s['wall_s_full'] for s in report['per_seed']):.0f} s without.",
         "",
         "Per seed (hypervolume with / without, trial-steps with / without, wall seconds with / without):",
         "",

@@ -228,9 +228,26 @@ class SamplerSpec(StrictModel):
 class EarlyStopping(StrictModel):
     """Stop trials at stage ends: at each rung keep the top 1/reduction by NSGA-II rank of the objectives so far."""
 
-    rungs: Literal["stages"] = Field("stages", description="every stage end but the last is a rung")
+    rungs: Literal["stages"] | list[Annotated[int, Field(ge=1)]] = Field(
+        "stages", description="`stages`: every stage end but the last (from first_rung on); or the stage ends to rank at, e.g. [1]"
+    )
     reduction: float = Field(3.0, gt=1, description="eta: 1/reduction of the trials at a rung continue")
     first_rung: int = Field(1, ge=1, description="the first stage end that is a rung (ASHA's grace period): earlier ones never stop a trial")
+
+    @model_validator(mode="after")
+    def _one_way_to_name_rungs(self) -> EarlyStopping:
+        if isinstance(self.rungs, list):
+            if not self.rungs or self.rungs != sorted(set(self.rungs)):
+                raise ValueError(f"rungs: {self.rungs} must list stage ends in increasing order, each once")
+            if "first_rung" in self.model_fields_set:
+                raise ValueError("first_rung: only with rungs: stages (a list of rungs names its first)")
+        return self
+
+    def is_rung(self, stage: int, num_stages: int) -> bool:
+        """Whether the end of `stage` (1-based) of a `num_stages`-stage stream ranks the trials there."""
+        if stage >= num_stages:
+            return False  # the last stage end: nothing left to save
+        return stage >= self.first_rung if self.rungs == "stages" else stage in self.rungs
 
 
 STAGE_METRICS = ("learning", "forgetting")  # the objectives every stage end reports
@@ -250,7 +267,7 @@ class SearchSpace(StrictModel):
     budget: Budget
     sampler: SamplerSpec
     seed: int
-    early_stopping: EarlyStopping | None = Field(None, description="stop trials at stage ends (e.g. {rungs: stages, reduction: 3})")
+    early_stopping: EarlyStopping | None = Field(None, description="stop trials at stage ends (e.g. {rungs: [1], reduction: 3})")
 
     _name: str = PrivateAttr("")
     _source: str = PrivateAttr("")
@@ -353,9 +370,13 @@ class SearchSpace(StrictModel):
         if self.budget.seeds != 1:
             # A trial's seeds run in turn, so its stage reports would reach the rungs once per seed.
             raise ValueError(f"early_stopping: ranks one run per trial at each stage end; budget.seeds is {self.budget.seeds}")
-        if "world.num_stages" not in self.parameters and self.early_stopping.first_rung >= self.fixed.world.num_stages:
-            raise ValueError(f"early_stopping.first_rung: {self.early_stopping.first_rung} leaves no rung before the last of "
-                             f"{self.fixed.world.num_stages} stages")
+        rungs, num_stages = self.early_stopping.rungs, self.fixed.world.num_stages
+        if "world.num_stages" not in self.parameters:
+            if rungs == "stages" and self.early_stopping.first_rung >= num_stages:
+                raise ValueError(f"early_stopping.first_rung: {self.early_stopping.first_rung} leaves no rung before the last of "
+                                 f"{num_stages} stages")
+            if rungs != "stages" and rungs[-1] >= num_stages:
+                raise ValueError(f"early_stopping.rungs: stage end {rungs[-1]} is not before the last of {num_stages} stages")
         for metric in self.objectives:
             if metric not in STAGE_METRICS:
                 raise ValueError(f"early_stopping: objective {metric} is not reported at stage ends (only {', '.join(STAGE_METRICS)} are)")

@@ -15,7 +15,7 @@ from rich.console import Console
 
 from raycl.config import ConfigError
 from raycl.config.records import Tags, TrialAssignment
-from raycl.config.space import load_space
+from raycl.config.space import EarlyStopping, load_space
 from raycl.config.trial import TrialConfig
 from raycl.sweep.progress import ProgressTable
 from raycl.sweep.promotion import as_losses, crowding_distances, kept, nondominated_fronts, nsga2_order, promoted
@@ -94,7 +94,7 @@ def _stage(stage: int, learning: float, forgetting: float) -> dict:
 
 
 def test_scheduler_stops_at_stage_ends_only_and_records_why() -> None:
-    scheduler = StageHalving({"learning": "maximize", "forgetting": "minimize"}, reduction=3)
+    scheduler = StageHalving({"learning": "maximize", "forgetting": "minimize"}, EarlyStopping(reduction=3))
     good, bad = _trial(0), _trial(1)
     assert scheduler.on_trial_result(None, good, _stage(1, 0.5, 0.1)) == "CONTINUE"
     assert scheduler.on_trial_result(None, bad, {"stage": 1.0, "full_eval": 0.0, "new_loss": 9.0}) == "CONTINUE"  # a quick check
@@ -108,7 +108,7 @@ def test_scheduler_stops_at_stage_ends_only_and_records_why() -> None:
 
 
 def test_scheduler_with_a_grace_period_stops_nothing_before_its_first_rung() -> None:
-    scheduler = StageHalving({"learning": "maximize", "forgetting": "minimize"}, 3, first_rung=2)
+    scheduler = StageHalving({"learning": "maximize", "forgetting": "minimize"}, EarlyStopping(reduction=3, first_rung=2))
     assert scheduler.on_trial_result(None, _trial(0, 4), _stage(1, 0.9, 0.0)) == "CONTINUE"
     assert scheduler.on_trial_result(None, _trial(1, 4), _stage(1, 0.1, 0.9)) == "CONTINUE"
     assert scheduler.on_trial_result(None, _trial(0, 4), _stage(2, 0.9, 0.0)) == "CONTINUE"
@@ -116,9 +116,19 @@ def test_scheduler_with_a_grace_period_stops_nothing_before_its_first_rung() -> 
     assert scheduler.stopped["t0001"].stage == 2
 
 
+def test_scheduler_with_listed_rungs_ranks_only_at_those_stage_ends() -> None:
+    scheduler = StageHalving({"learning": "maximize", "forgetting": "minimize"}, EarlyStopping(rungs=[1], reduction=3))
+    assert scheduler.on_trial_result(None, _trial(0, 4), _stage(1, 0.9, 0.0)) == "CONTINUE"
+    assert scheduler.on_trial_result(None, _trial(1, 4), _stage(1, 0.8, 0.1)) == "STOP"
+    assert scheduler.on_trial_result(None, _trial(0, 4), _stage(2, 0.9, 0.0)) == "CONTINUE"
+    assert scheduler.on_trial_result(None, _trial(2, 4), _stage(2, 0.1, 0.9)) == "CONTINUE"  # stage 2 is no rung
+    assert scheduler.rung_values("t0002") == {}
+    assert "of stages [1]" in scheduler.debug_string()
+
+
 def test_scheduler_seeded_with_an_earlier_drivers_rungs_ranks_against_them() -> None:
     history = {"t0000": {1: [0.9, 0.0]}, "t0001": {1: [0.8, 0.01]}}
-    scheduler = StageHalving({"learning": "maximize", "forgetting": "minimize"}, 3, history)
+    scheduler = StageHalving({"learning": "maximize", "forgetting": "minimize"}, EarlyStopping(reduction=3), history)
     assert scheduler.on_trial_result(None, _trial(2), _stage(1, 0.1, 0.5)) == "STOP"
 
 
@@ -145,6 +155,10 @@ def test_space_early_stopping_key_validates_and_leaves_the_fingerprint_alone(tmp
     ({"early_stopping": {"reduction": 1}}, "early_stopping.reduction"),
     ({"early_stopping": {"rungs": "steps"}}, "early_stopping.rungs"),
     ({"early_stopping": {"first_rung": 3}}, "early_stopping.first_rung: 3 leaves no rung before the last of 3 stages"),
+    ({"early_stopping": {"rungs": [1, 3]}}, "early_stopping.rungs: stage end 3 is not before the last of 3 stages"),
+    ({"early_stopping": {"rungs": [2, 1]}}, r"early_stopping.rungs: \[2, 1\] must list stage ends in increasing order"),
+    ({"early_stopping": {"rungs": [0]}}, "early_stopping.rungs"),
+    ({"early_stopping": {"rungs": [1], "first_rung": 2}}, "early_stopping.first_rung: only with rungs: stages"),
     ({"early_stopping": {}, "objectives": {"learning": "maximize", "forgetting_fraction": "minimize"}},
      "objective forgetting_fraction is not reported at stage ends"),
     ({"early_stopping": {}, "budget": {"trials": 3, "seeds": 2}}, "early_stopping: ranks one run per trial at each stage end; budget.seeds is 2"),
