@@ -207,9 +207,11 @@ def run_all(pending: list[dict[str, Any]], cache: Path, workers: int) -> None:
 
 
 def load_cache(cache: Path) -> dict[str, dict[str, Any]]:
+    """The cached trials by key, recomputed from each one's overrides: a key written under an older TrialConfig
+    (fewer fields) still finds its trial, since fields added since default to what the trial ran with."""
     if not cache.exists():
         return {}
-    return {record["key"]: record for record in map(json.loads, cache.read_text().splitlines())}
+    return {key(record["overrides"]): record for record in map(json.loads, cache.read_text().splitlines())}
 
 
 # ---- statistics -----------------------------------------------------------------------------------------------
@@ -616,8 +618,7 @@ def write(out: Path, findings: list[tuple[Finding, Callable]], run: dict[str, An
         "",
         f"`python bench/findings.py` on {platform.machine()}, torch {torch.__version__}, one torch thread per trial: "
         f"{run['trials']} trials, {run['workers']} at a time, in **{run['busy_s'] / 60:.1f} minutes** of wall time with trials "
-        f"running ({run['trial_s'] / 60:.1f} trial-minutes; the last invocation computed {run['computed']} of them and took "
-        f"{run['wall_s'] / 60:.1f} minutes). The {os.cpu_count()} cores were shared with other engineers' jobs: the 1-minute "
+        f"running ({run['trial_s'] / 60:.1f} trial-minutes). The {os.cpu_count()} cores were shared with other engineers' jobs: the 1-minute "
         f"load average at trial ends ran from {run['load'][0]:.1f} to {run['load'][2]:.1f} (median {run['load'][1]:.1f}), "
         f"so each trial had a fraction of a core; on an idle machine the run is shorter.",
         "",
@@ -675,13 +676,15 @@ def main() -> None:
     # Every trial's curve beside the report: `--cache OUT/findings_trials.jsonl` recomputes it without training.
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "findings_trials.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    # Only what the trial records hold goes into the report, so that a rebuild from them writes the same report.
     write(args.out, findings, {
-        "trials": len(wanted), "computed": len(pending), "workers": args.workers, "wall_s": time.perf_counter() - started,
+        "trials": len(wanted), "workers": args.workers,
         "busy_s": busy_seconds([(r["started_at"], r["finished_at"]) for r in records]),
         "trial_s": sum(r["wall_time_s"] for r in records),
         "load": np.percentile([r["load_average"] for r in records], [0, 50, 100]),
     })
     print((args.out / "findings.md").read_text())
+    print(f"computed {len(pending)} of {len(wanted)} trials in {(time.perf_counter() - started) / 60:.1f} minutes")
 
 
 if __name__ == "__main__":

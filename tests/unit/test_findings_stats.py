@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-from findings import at_target, busy_seconds, common_target, t_interval  # noqa: E402
+from findings import at_target, busy_seconds, common_target, key, load_cache, t_interval  # noqa: E402
 
 # (step, held-out new loss, held-out base loss): learning, then over-fitting past step 20.
 CURVE = [[0, 5.0, 1.0], [10, 4.0, 1.5], [20, 3.0, 2.5], [30, 3.5, 3.0]]
@@ -38,3 +39,11 @@ def test_t_interval_over_seeds() -> None:
 
 def test_busy_time_counts_overlapping_trials_once_and_skips_gaps() -> None:
     assert busy_seconds([(0, 10), (5, 12), (20, 25), (21, 22)]) == 17
+
+
+def test_the_cache_finds_a_trial_recorded_under_an_older_config_key(tmp_path: Path) -> None:
+    overrides = {"model.name": "raycl-tiny-s", "train.seed": 1}
+    stale = json.dumps({"model": {"name": "raycl-tiny-s"}}, sort_keys=True)  # a key written when TrialConfig had fewer fields
+    cache = tmp_path / "trials.jsonl"
+    cache.write_text(json.dumps({"key": stale, "overrides": overrides, "learning": 0.5}) + "\n")
+    assert load_cache(cache)[key(overrides)]["learning"] == 0.5
