@@ -377,8 +377,8 @@ def _stopped_blocks(sweep: SweepData) -> list[Block]:
               *(_format(row["stopped"].get("values", {}).get(o)) for o in objectives), *(_format(row["sampled"].get(p)) for p in parameters)]
              for row in stopped]
     return [Heading("Stopped early"),
-            Text(f"{len(stopped)} trials were stopped at a stage end (early_stopping, reduction "
-                 f"{sweep.space.early_stopping.reduction:g}): each ranked outside the top 1/reduction of the trials that had reached "
+            Text(f"{len(stopped)} trials were stopped at a stage end (early_stopping, rungs {sweep.space.early_stopping.rungs}, "
+                 f"reduction {sweep.space.early_stopping.reduction:g}): each ranked outside the top 1/reduction of the trials that had reached "
                  "that stage, by non-dominated sorting of the objectives so far and crowding distance. They are PRUNED in "
                  "Optuna and enter neither the Pareto front nor the fits.") if sweep.space.early_stopping else
             Text(f"{len(stopped)} trials were stopped at a stage end; they enter neither the Pareto front nor the fits."),
