@@ -289,9 +289,8 @@ def markdown(report: dict) -> str:
         "|---|---|---|",
         *(f"| {stage} | {span(entry['spearman'])} | {span(entry['kendall'])} |" for stage, entry in report["rank_correlation_with_final"].items()),
         "",
-        "Wall time is longer with stopping on this machine: a stopped trial's actor is ended and each trial starts a fresh one "
-        "(no actor reuse), which on trials of ~15 s costs more than the stages it saves; the saving is in trial-steps, and "
-        "grows with the trial's length.",
+        "Wall time with and without stopping is measured below; the saving is counted in trial-steps, and grows with the "
+        "trial's length.",
         "",
         "Per seed (hypervolume with / without, trial-steps with / without, wall seconds with / without):",
         "",

@@ -65,4 +65,4 @@ class StageHalving(FIFOScheduler):
 
     def debug_string(self) -> str:
         return (f"at stage ends from stage {self.first_rung} on, the top 1/{self.reduction:g} by NSGA-II rank continue "
-                f"({len(self.stopped)} stopped so far; trial actors are not reused)")
+                f"({len(self.stopped)} stopped so far)")
