@@ -64,4 +64,4 @@ class StageHalving(FIFOScheduler):
     def debug_string(self) -> str:
         where = f"from stage {self.rule.first_rung} on" if self.rule.rungs == "stages" else f"of stages {self.rule.rungs}"
         return (f"at the stage ends {where}, the top 1/{self.rule.reduction:g} by NSGA-II rank continue "
-                f"({len(self.stopped)} stopped so far; trial actors are not reused)")
+                f"({len(self.stopped)} stopped so far)")

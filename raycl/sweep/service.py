@@ -306,10 +306,13 @@ def _launch(space: SearchSpace, study: Any, interrupted: list, to_run: int, trac
             scheduler=scheduler,
             max_concurrent_trials=plan.concurrency,
             # The next trial reuses a finished trial's Tune actor, with ray, torch and (under the
-            # `tune` executor) the engine already imported; Train workers are new processes. Not
-            # under early stopping: a stopped trial's engine trains on in its thread, which Tune
-            # cannot end, and the actor's next trial would fail to reset; its actor is ended instead.
-            reuse_actors=scheduler is None,
+            # `tune` executor) the engine already imported; Train workers are new processes.
+            # A stopped trial's actor too under `tune`: Ray 2.60's function trainable reports
+            # synchronously, so the engine waits in its stage-end `tune.report` while the scheduler
+            # decides, and the reset releases it into Ray's `sys.exit(0)` there, a clean end of the
+            # thread. Not under `train`: the engine runs in the Train workers, Tune's thread waits in
+            # `.fit()`, which trains on, the reset times out and the next trial fails.
+            reuse_actors=scheduler is None or plan.executor == "tune",
             trial_name_creator=lambda trial: trial.config["key"],
             trial_dirname_creator=lambda trial: trial.config["key"],
         ),

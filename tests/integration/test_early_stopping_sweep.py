@@ -2,11 +2,13 @@
 
 One trial at a time, so trials reach the rung in number order and the run is reproducible; the
 assertions are on what the sweep leaves behind: PRUNED Optuna trials with their values at the rung,
-MLflow children tagged, trial folders that stop at the rung's checkpoint, and the report's section.
+MLflow children tagged, trial folders that stop at the rung's checkpoint, one Tune actor reused by
+every trial, and the report's section.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import optuna
@@ -52,6 +54,11 @@ def test_sweep_with_early_stopping_prunes_and_records_the_stopped_trials(tmp_pat
     assert pruned, "five trials at one rung with reduction 3: at least the third or fourth must rank outside the top"
     assert outcome.completed + len(outcome.stopped) == 5 and outcome.unfinished == 0
     assert study.trials[0].state == TrialState.COMPLETE  # the first at the rung always continues
+    # One Tune actor ran every trial, also those after a stopped one: its engine thread ended in the
+    # stage-end report, so the actor's reset succeeded (a failed one ends the next trial in ERROR).
+    tune_dir = outcome.out_dir / "ray" / "tune" / outcome.name
+    pids = {json.loads(line)["pid"] for trial in study.trials for line in (tune_dir / f"t{trial.number:04d}" / "result.json").open()}
+    assert len(pids) == 1 and pruned[0].number < len(study.trials) - 1
 
     # Each decision is the promotion rule applied to the rung values recorded on the study, in arrival order.
     arrived = []
