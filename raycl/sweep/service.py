@@ -307,12 +307,11 @@ def _launch(space: SearchSpace, study: Any, interrupted: list, to_run: int, trac
             max_concurrent_trials=plan.concurrency,
             # The next trial reuses a finished trial's Tune actor, with ray, torch and (under the
             # `tune` executor) the engine already imported; Train workers are new processes.
-            # A stopped trial's actor too under `tune`: Ray 2.60's function trainable reports
-            # synchronously, so the engine waits in its stage-end `tune.report` while the scheduler
-            # decides, and the reset releases it into Ray's `sys.exit(0)` there, a clean end of the
-            # thread. Not under `train`: the engine runs in the Train workers, Tune's thread waits in
-            # `.fit()`, which trains on, the reset times out and the next trial fails.
-            reuse_actors=scheduler is None or plan.executor == "tune",
+            # A stopped trial's actor too (early stopping runs only under `tune`): Ray 2.60's function
+            # trainable reports synchronously, so the engine waits in its stage-end `tune.report` while
+            # the scheduler decides, and the reset releases it into Ray's `sys.exit(0)` there, a clean
+            # end of the thread.
+            reuse_actors=True,
             trial_name_creator=lambda trial: trial.config["key"],
             trial_dirname_creator=lambda trial: trial.config["key"],
         ),

@@ -162,6 +162,8 @@ def test_space_early_stopping_key_validates_and_leaves_the_fingerprint_alone(tmp
     ({"early_stopping": {}, "objectives": {"learning": "maximize", "forgetting_fraction": "minimize"}},
      "objective forgetting_fraction is not reported at stage ends"),
     ({"early_stopping": {}, "budget": {"trials": 3, "seeds": 2}}, "early_stopping: ranks one run per trial at each stage end; budget.seeds is 2"),
+    ({"early_stopping": {}, "budget": {"trials": 3, "executor": "train"}}, "early_stopping: needs the tune executor"),
+    ({"early_stopping": {}, "budget": {"trials": 3, "workers_per_trial": 2}}, "early_stopping: needs the tune executor"),
 ])
 def test_space_early_stopping_errors_name_the_key(tmp_path: Path, extra: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
