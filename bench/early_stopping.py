@@ -1,6 +1,6 @@
 """Multi-objective early stopping at stage ends: hypervolume against compute, with and without stopping.
 
-    python bench/early_stopping.py                    # 3 seeds x 36 trials, both sweeps per seed (~45 min on 2 cores)
+    python bench/early_stopping.py                    # 4 seeds x 36 trials, both sweeps per seed (~30 min on 2 cores)
     python bench/early_stopping.py --seeds 0 1 --trials 9
     python bench/early_stopping.py --design reports/early_stopping_design.json   # the rule's settings, replayed (~3 min)
 
@@ -280,7 +280,7 @@ def measure_seed(seed: int, trials: int, scratch: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[4, 5, 6])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[4, 5, 6, 7])
     parser.add_argument("--trials", type=int, default=36)
     parser.add_argument("--design", type=Path, help="an earlier run's json: replay the rule's settings on its pooled trials instead")
     args = parser.parse_args()
