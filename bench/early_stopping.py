@@ -41,17 +41,17 @@ from rich.console import Console
 from scipy import stats
 
 from raycl.analysis.seeds import mean_interval
+from raycl.config.space import EarlyStopping
 
 REPORTS = Path(__file__).resolve().parents[1] / "reports"
 DIRECTIONS = ("maximize", "minimize")
 OBJECTIVES = ("learning", "forgetting")
-REDUCTION = 3.0
-RUNGS = (1,)  # stage ends that rank; the last (4) never does
+RULE = EarlyStopping(rungs=[1], reduction=3.0)  # what the real sweeps run
 NUM_STAGES = 4
 STEPS_PER_STAGE = 15
-EVERY_STAGE = (1, 2, 3)  # rungs: stages
-# (rungs, reduction) replayed on the records
-VARIANTS = [(EVERY_STAGE, 2.0), (EVERY_STAGE, 3.0), ((1,), 2.0), ((1,), 3.0), ((1,), 4.0), ((1, 2), 3.0), ((1, 3), 3.0), ((2,), 3.0)]
+# settings replayed on the records
+VARIANTS = [EarlyStopping(rungs=rungs, reduction=reduction) for rungs, reduction in
+            [("stages", 2.0), ("stages", 3.0), ([1], 2.0), ([1], 3.0), ([1], 4.0), ([1, 2], 3.0), ([1, 3], 3.0), ([2], 3.0)]]
 DESIGN_TRIALS = (18, 36, 54)
 DESIGN_DRAWS = 200
 
@@ -73,7 +73,7 @@ def space_file(scratch: Path, seed: int, trials: int, stopping: bool) -> Path:
         "budget": {"trials": trials, "concurrency": 2},
         "sampler": {"name": "random"},
         "seed": seed,
-    } | ({"early_stopping": {"rungs": list(RUNGS), "reduction": REDUCTION}} if stopping else {})
+    } | ({"early_stopping": {"rungs": RULE.rungs, "reduction": RULE.reduction}} if stopping else {})
     path = scratch / f"es_{seed}_{'stop' if stopping else 'full'}.yaml"
     path.write_text(yaml.safe_dump(space, sort_keys=False))
     return path
@@ -118,8 +118,8 @@ def run(space: Path, scratch: Path) -> dict:
     return {"trials": trials, "wall_s": wall}
 
 
-def simulate(full: dict, concurrency: int, reduction: float = REDUCTION, rungs: tuple[int, ...] = RUNGS) -> dict[str, int]:
-    """The promotion rule replayed on the full sweep's records: stages each trial would run, with
+def simulate(full: dict, concurrency: int, rule: EarlyStopping = RULE) -> dict[str, int]:
+    """The scheduler's rule replayed on the full sweep's records: stages each trial would run, with
     trials started in order on `concurrency` slots and each stage taking its recorded time."""
     from raycl.sweep.promotion import as_losses, promoted
 
@@ -138,9 +138,9 @@ def simulate(full: dict, concurrency: int, reduction: float = REDUCTION, rungs: 
     while events:
         now, key, stage = heapq.heappop(events)
         values = full[key]["stage_values"][stage - 1]
-        if stage in rungs:
+        if rule.is_rung(stage, NUM_STAGES):
             at_rung.setdefault(stage, []).append(values)
-            if promoted(as_losses(at_rung[stage], DIRECTIONS), reduction):
+            if promoted(as_losses(at_rung[stage], DIRECTIONS), rule.reduction):
                 heapq.heappush(events, (now + full[key]["stage_time_s"][stage], key, stage + 1))
                 continue
         elif stage < NUM_STAGES:
@@ -152,13 +152,13 @@ def simulate(full: dict, concurrency: int, reduction: float = REDUCTION, rungs: 
     return stages
 
 
-def setting_name(rungs: tuple[int, ...], reduction: float) -> str:
-    return f"rungs={'stages' if rungs == EVERY_STAGE else list(rungs)},reduction={reduction:g}"
+def setting_name(rule: EarlyStopping) -> str:
+    return f"rungs={rule.rungs},reduction={rule.reduction:g}"
 
 
-def replay(done: dict, reference: np.ndarray, rungs: tuple[int, ...], reduction: float) -> dict[str, float]:
+def replay(done: dict, reference: np.ndarray, rule: EarlyStopping) -> dict[str, float]:
     """Hypervolume and compute ratios of one setting of the rule replayed on a full sweep's records."""
-    stages = simulate(done, 2, reduction, rungs)
+    stages = simulate(done, 2, rule)
     return {
         "hypervolume_ratio": hypervolume([done[key]["final"] for key, n in stages.items() if n == NUM_STAGES], reference)
         / hypervolume([record["final"] for record in done.values()], reference),
@@ -192,14 +192,14 @@ def design(records: Path, draws: int = DESIGN_DRAWS) -> str:
     for trials in DESIGN_TRIALS:
         rng = np.random.default_rng(trials)
         samples = [[pool[i] for i in rng.choice(len(pool), trials, replace=False)] for _ in range(draws)]
-        for rungs, reduction in VARIANTS:
+        for rule in VARIANTS:
             ratios = []
             for sample in samples:
                 done = {f"t{number:04d}": trial for number, trial in enumerate(sample)}
                 reference = default_reference(np.array([trial["final"] for trial in sample]), DIRECTIONS)
-                ratios.append(replay(done, reference, rungs, reduction))
+                ratios.append(replay(done, reference, rule))
             hv = [r["hypervolume_ratio"] for r in ratios]
-            lines.append(f"| {trials} | {setting_name(rungs, reduction)} | {statistics.fmean(hv):.3f} | "
+            lines.append(f"| {trials} | {setting_name(rule)} | {statistics.fmean(hv):.3f} | "
                          f"{statistics.fmean(r['compute_ratio'] for r in ratios):.3f} | {np.mean(np.array(hv) >= 0.95):.0%} |")
     return "\n".join([*lines, ""])
 
@@ -241,7 +241,7 @@ def measure_seed(seed: int, trials: int, scratch: Path) -> dict:
     stop_steps = sum(record.get("stages", 0) for record in stop["trials"].values()) * STEPS_PER_STAGE
     simulated = simulate(done, concurrency=2)
     sim_kept = [done[key]["final"] for key, stages in simulated.items() if stages == NUM_STAGES]
-    variants = {setting_name(rungs, reduction): replay(done, reference, rungs, reduction) for rungs, reduction in VARIANTS}
+    variants = {setting_name(rule): replay(done, reference, rule) for rule in VARIANTS}
     same_trials = all(stop["trials"][key]["params"] == done[key]["params"] for key in done if key in stop["trials"])
 
     final_rank = ranks(finals)
@@ -307,7 +307,7 @@ def main() -> None:
         "what": "hypervolume and trial-steps of a sweep with early stopping at stage ends over the same sweep run to the end",
         "measured": "real sweeps (Ray Tune, Optuna, MLflow) with and without the scheduler; simulated: the rule replayed on the full sweep's stage values",
         "space": {"model": "raycl-tiny-xs", "num_stages": NUM_STAGES, "steps_per_stage": STEPS_PER_STAGE, "sampler": "random",
-                  "parameters": ["train.lr", "replay.ratio"], "trials": args.trials, "concurrency": 2, "rungs": list(RUNGS), "reduction": REDUCTION},
+                  "parameters": ["train.lr", "replay.ratio"], "trials": args.trials, "concurrency": 2, "rungs": RULE.rungs, "reduction": RULE.reduction},
         "seeds": args.seeds,
         "hypervolume_ratio": interval(hv),
         "compute_ratio": interval(compute),

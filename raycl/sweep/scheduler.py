@@ -1,11 +1,12 @@
 """Multi-objective early stopping at stage boundaries: a Ray Tune scheduler (`early_stopping` in a space).
 
-The rungs are the stage ends the space names (`rungs: [1]`), or every stage end but the last from `first_rung` on
-(`rungs: stages`). A trial's stage-end report carries the objectives so far (learning and forgetting after that stage); when it arrives at a rung the trial
-is ranked with the trials that reached the rung before it, by NSGA-II's order (`raycl.sweep.promotion`),
-and continues only within the top ceil(n / reduction); otherwise Tune stops it. The decisions,
-kept in `stopped`, are read by the Optuna searcher (the trial is PRUNED, its values at the rung kept
-as user attrs), the MLflow tracker (tag) and the live table, all in the driver.
+The rungs are the stage ends the space names (`rungs: [1]`), or every stage end but the last from
+`first_rung` on (`rungs: stages`). A trial's stage-end report carries the objectives so far (learning
+and forgetting after that stage); when it arrives at a rung the trial is ranked with the trials that
+reached the rung before it, by NSGA-II's order (`raycl.sweep.promotion`), and continues only within the
+top ceil(n / reduction); otherwise Tune stops it. The decisions, kept in `stopped`, are read by the
+Optuna searcher (the trial is PRUNED, its values at the rung kept as user attrs), the MLflow tracker
+(tag) and the live table, all in the driver.
 """
 
 from __future__ import annotations

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from raycl.config.space import EarlyStopping
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 from early_stopping import replay, simulate  # noqa: E402
 
@@ -18,11 +20,11 @@ RECORDS = {key: {"stage_values": [values] * 4, "stage_time_s": [1.0] * 4, "final
 def test_replay_starts_trials_in_order_on_free_slots_and_ranks_them_on_arrival() -> None:
     # t0 arrives alone and goes on; t1, dominated by t0, is stopped and t2 takes its slot; t2 dominates
     # everything; t3 arrives last, when t0 has ended, and is dominated by all three.
-    assert simulate(RECORDS, concurrency=2, reduction=2, rungs=(1,)) == {"t0000": 4, "t0001": 1, "t0002": 4, "t0003": 1}
+    assert simulate(RECORDS, 2, EarlyStopping(rungs=[1], reduction=2)) == {"t0000": 4, "t0001": 1, "t0002": 4, "t0003": 1}
     # At rungs 1 and 2 with reduction 4 only one of n < 5 continues: t0 (first) and t2 (best).
-    assert simulate(RECORDS, concurrency=2, reduction=4, rungs=(1, 2))["t0002"] == 4
+    assert simulate(RECORDS, 2, EarlyStopping(rungs=[1, 2], reduction=4))["t0002"] == 4
 
 
 def test_replayed_ratios_count_stages_run_and_the_front_of_completed_trials() -> None:
-    ratios = replay(RECORDS, np.array([0.0, 1.0]), rungs=(1,), reduction=2)
+    ratios = replay(RECORDS, np.array([0.0, 1.0]), EarlyStopping(rungs=[1], reduction=2))
     assert ratios == {"hypervolume_ratio": 1.0, "compute_ratio": 10 / 16}  # t2, which dominates all, completed
