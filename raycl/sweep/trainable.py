@@ -31,7 +31,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from raycl.config.records import NODE_KEY, FinalReport, TrialAssignment
 from raycl.config.result import Divergence, TrialDiverged, TrialResult
 from raycl.sweep.plan import ResourcePlan
-from raycl.training.checkpoint import PROGRESS, stage_checkpoint_dir
+from raycl.training.checkpoint import PROGRESS, check_out_dir, stage_checkpoint_dir
 
 REPLICATE = "replicate"  # in a stage checkpoint of the `tune` executor: the index of the seed run it belongs to
 REPLICATE_KEY = "raycl_replicate"  # in a stage report: the same
@@ -111,6 +111,8 @@ def run_replicate(replicate: Replicate, context: TrialContext) -> FinalReport:
         summary = TrialResult.model_validate(returned["result"]).summary()
         return FinalReport(**summary.model_dump(), node_ids=returned["node_ids"])
 
+    # A folder left by another sweep of the same name (its study deleted) is not this trial's to resume.
+    check_out_dir(replicate.out_dir, replicate.assignment.trial_config)
     return finished(replicate.out_dir, compute)
 
 

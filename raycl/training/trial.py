@@ -39,7 +39,15 @@ from raycl.evaluation.heldout import heldout_loss
 from raycl.mitigation.penalties import EWC, kl_to_base
 from raycl.mitigation.replay import Replay
 from raycl.models.loading import load_base_model, pretraining_facts
-from raycl.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, stage_checkpoint_dir
+from raycl.training.checkpoint import (
+    check_out_dir,
+    claim_out_dir,
+    config_hash,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    stage_checkpoint_dir,
+)
 from raycl.training.lr_range import resolve_lr
 from raycl.training.memory import StepMemory
 from raycl.training.methods import optimizer_state_bytes, prepare_method
@@ -56,6 +64,7 @@ class TrialProgress:
     """Where a trial stands. Saved as progress.json in every stage checkpoint; a resumed trial goes on from it."""
 
     config: dict[str, Any]
+    config_hash: str | None = None  # of the config as given (`raycl.training.checkpoint.config_hash`)
     stages_done: int = 0
     step: int = 0
     stage_matrix: list[list[float]] = field(default_factory=list)  # one row per full evaluation
@@ -258,10 +267,13 @@ def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) 
     Raises `TrialDiverged` when a step's loss diverges (`has_diverged`): training stops there, and
     result.json holds the `Divergence` instead of a result. With `train.lr_at_loss_drop`, the trial trains
     at the LR its range test found (`raycl.training.lr_range`), and raises `LossDropUnreachable`, before
-    training, where the test never held that drop.
+    training, where the test never held that drop. Raises `ForeignOutDir`, before anything else, when `out_dir`
+    holds a trial of another config.
     """
     started = time.perf_counter()
     out_dir = Path(out_dir)
+    check_out_dir(out_dir, config)
+    given = config  # the config as asked, which the out folder belongs to
     config, lr_range = resolve_lr(config)
     rank, world_size = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     device = resolve_device(config.train.device)
@@ -307,7 +319,9 @@ def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) 
         if report is not None and progress.stages_done:
             report(eval_metrics(progress, full=True), None)
     else:
-        progress = TrialProgress(config=config.model_dump(mode="json"))
+        if rank == 0:
+            claim_out_dir(out_dir, given)
+        progress = TrialProgress(config=config.model_dump(mode="json"), config_hash=config_hash(given))
         eval_started = time.perf_counter()
         row, retention = evaluate(model, stream, config, tokenizer.pad_token_id, device, config.eval.max_examples)
         progress.stage_matrix.append(row)
