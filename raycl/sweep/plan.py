@@ -137,3 +137,9 @@ def plan_resources(budget: Budget, nodes: Sequence[NodeCapacity], *, elastic: bo
         num_nodes=len(nodes),
         notes=tuple(notes),
     )
+
+
+def check_fits_locally(budget: Budget, cpus: int, gpus: int) -> None:
+    """Raise plan_resources' one-line `ValueError` when not even one trial of `budget` fits a local Ray of
+    `cpus` CPUs and `gpus` GPUs: found in a second, before any study, run or folder exists."""
+    plan_resources(budget, [NodeCapacity("local", float(cpus), float(gpus))])

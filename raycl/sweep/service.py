@@ -35,7 +35,7 @@ from rich.console import Console
 
 from raycl.config import ConfigError
 from raycl.config.space import SearchSpace, load_space
-from raycl.sweep.plan import ResourcePlan
+from raycl.sweep.plan import ResourcePlan, check_fits_locally
 from raycl.sweep.redaction import is_secret
 from raycl.sweep.stores import check_stores, database_url
 
@@ -98,6 +98,8 @@ def run_sweep(
     started = time.perf_counter()
     console = console or Console()
     space = load_space(name_or_path)
+    if address is None:
+        _check_local_resources(space, num_cpus)
     check_stores(storage, tracking_uri)
     out_dir = (Path(out_root) / space.name).resolve()
     own_tracking = tracking_uri is None
@@ -128,6 +130,19 @@ def run_sweep(
             )
     finally:
         lock.release()
+
+
+def _check_local_resources(space: SearchSpace, num_cpus: int | None) -> None:
+    """The budget against the local Ray this driver would start (its CPUs, and GPUs when asked for)."""
+    gpus = 0
+    if space.budget.gpus_per_worker:
+        import torch
+
+        gpus = torch.cuda.device_count()
+    try:
+        check_fits_locally(space.budget, num_cpus or os.cpu_count() or 1, gpus)
+    except ValueError as error:
+        raise ConfigError(f"{space.source}: {error}") from None
 
 
 def _run(space: SearchSpace, *, out_dir: Path, storage: str, tracking_uri: str, artifact_root: Path | None,
