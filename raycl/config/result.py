@@ -139,12 +139,18 @@ class Divergence(BaseModel):
     loss: float | None = Field(description="that step's loss; None when NaN or infinite")
     first_loss: float | None = Field(description="the trial's first step's loss, the reference of the bound")
     bound: float | None = Field(description="divergence_factor x first_loss")
+    uniform_loss: float | None = Field(
+        None, description="ln(vocab), a uniform guess's loss, when the loss stayed above it (train.divergence_above_uniform_steps)"
+    )
     config: dict[str, Any] = Field(description="the trial config, as JSON")
 
     def reason(self) -> str:
         """One line: where it diverged and why."""
         if self.loss is None:
             why = "the loss is not finite"
+        elif self.uniform_loss is not None:
+            why = (f"the loss {self.loss:.4g} stayed above {self.uniform_loss:.4g}, a uniform guess's (ln vocab), "
+                   "for train.divergence_above_uniform_steps steps after it was below")
         else:
             why = f"the loss {self.loss:.4g} is above {self.bound:.4g} (train.divergence_factor x the first step's {self.first_loss:.4g})"
         return f"diverged at step {self.step} (stage {self.stage}): {why}"

@@ -79,6 +79,8 @@ class TrialProgress:
     replay_generation_s: float = 0.0
     elapsed_s: float = 0.0
     first_loss: float | None = None  # the reference of the divergence bound
+    below_uniform: bool = False  # whether the loss has been below a uniform guess's (ln vocab)
+    steps_above_uniform: int = 0  # steps in a row above it since
     train_memory: dict[str, int] = field(default_factory=dict)  # peak of one step by part, once measured
     untimed_tokens: int = 0  # tokens of that step, whose time (slowed by the tracker) is not counted
     stopped: str | None = None  # why train.stop_when ended the stream early
@@ -221,12 +223,29 @@ def has_diverged(loss: float, first_loss: float, factor: float) -> bool:
     return not math.isfinite(loss) or loss > factor * first_loss
 
 
-def stop_if_diverged(progress: TrialProgress, loss: float, stage_index: int, config: TrialConfig, out_dir: Path | None) -> None:
-    """Raise `TrialDiverged` if this step's `loss` diverged, after writing its `Divergence` to
-    `out_dir/result.json` (rank 0 passes `out_dir`); the trial's first loss is kept in `progress`."""
+def stayed_above_uniform(progress: TrialProgress, loss: float, uniform_loss: float, steps: int) -> bool:
+    """Whether the loss has now been above `uniform_loss` (ln vocab) for `steps` steps in a row after it was below.
+
+    A model whose training loss is worse than a uniform guess on the very data it trains on has lost what it
+    knew; that bound is right at every scale (6.24 nats for the ladder's 512 tokens, 10.8 for a 49152-token
+    model starting near 2.7), where a multiple of the first loss is not. Counted in `progress`, so it resumes.
+    """
+    if loss <= uniform_loss:
+        progress.below_uniform, progress.steps_above_uniform = True, 0
+        return False
+    progress.steps_above_uniform += progress.below_uniform
+    return progress.steps_above_uniform >= steps
+
+
+def stop_if_diverged(progress: TrialProgress, loss: float, stage_index: int, config: TrialConfig, out_dir: Path | None,
+                     uniform_loss: float) -> None:
+    """Raise `TrialDiverged` if this step's `loss` diverged (`has_diverged`, or `stayed_above_uniform`), after writing
+    its `Divergence` to `out_dir/result.json` (rank 0 passes `out_dir`); the trial's first loss is kept in `progress`."""
     if progress.first_loss is None:
         progress.first_loss = loss
-    if not has_diverged(loss, progress.first_loss, config.train.divergence_factor):
+    blown_up = has_diverged(loss, progress.first_loss, config.train.divergence_factor)
+    above = math.isfinite(loss) and stayed_above_uniform(progress, loss, uniform_loss, config.train.divergence_above_uniform_steps)
+    if not blown_up and not above:
         return
     divergence = Divergence(
         step=progress.step + 1,
@@ -234,6 +253,7 @@ def stop_if_diverged(progress: TrialProgress, loss: float, stage_index: int, con
         loss=finite_or_none(loss),
         first_loss=finite_or_none(progress.first_loss),
         bound=finite_or_none(config.train.divergence_factor * progress.first_loss),
+        uniform_loss=None if blown_up else uniform_loss,
         config=config.model_dump(mode="json"),
     )
     if out_dir is not None:
@@ -332,6 +352,7 @@ def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) 
     resumed_after_stage = progress.stages_done
 
     new_rows, single_pass = config.train.batch_size - replay_rows, config.train.single_pass
+    uniform_loss = metrics.untrained_loss(base_model.config.vocab_size)
     steps_of_stage = [stage_steps(config, stage) for stage in stream.stages]
     total_steps = sum(steps_of_stage)
     # Online quick evaluations read the same held-out examples as stage ends, so that one curve runs through both.
@@ -360,7 +381,7 @@ def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) 
                         batch = tuple(t.to(device) for t in (new, new_labels, old, old_labels))
                         loss = step_loss(train_model, batch, config, frozen_base, ewc)
                     loss_value = mean_over_ranks(loss, world_size)
-                    stop_if_diverged(progress, loss_value, stage_index, config, out_dir if rank == 0 else None)
+                    stop_if_diverged(progress, loss_value, stage_index, config, out_dir if rank == 0 else None, uniform_loss)
                     loss.backward()
                     nn.utils.clip_grad_norm_(model.parameters(), config.train.grad_clip)
                     optimizer.step()

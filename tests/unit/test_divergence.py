@@ -1,0 +1,38 @@
+"""The uniform-guess divergence rule: a loss above ln(vocab) for some steps after it was below."""
+
+from __future__ import annotations
+
+import math
+
+from raycl.config import TrialConfig
+from raycl.config.result import Divergence
+from raycl.training.trial import TrialProgress, stayed_above_uniform
+
+LADDER, SMOLLM2 = math.log(512), math.log(49152)
+
+
+def steps_until_diverged(losses: list[float], uniform: float, steps: int = 3) -> int | None:
+    progress = TrialProgress(config={})
+    return next((index + 1 for index, loss in enumerate(losses) if stayed_above_uniform(progress, loss, uniform, steps)), None)
+
+
+def test_a_model_driven_above_a_uniform_guess_diverges_after_the_patience() -> None:
+    # The ladder at lr 0.9: first loss 6.1 (3x is 18.4, never reached), then 8-12 nats.
+    assert steps_until_diverged([6.1, 7.5, 9.0, 12.2, 11.0, 10.8], LADDER) == 4
+    # A real model (first loss ~2.7) wrecked the same way is caught at its own scale.
+    assert steps_until_diverged([2.7, 6.0, 11.5, 12.0, 11.9], SMOLLM2) == 5
+
+
+def test_healthy_streams_and_single_spikes_do_not_diverge() -> None:
+    assert steps_until_diverged([4.0, 5.9, 6.5, 6.0, 6.6, 6.7, 5.5, 5.0], LADDER) is None  # spikes of 1-2 steps
+    assert steps_until_diverged([2.7, 3.4, 4.1, 3.0, 2.6], SMOLLM2) is None  # a new stage starts higher
+    # A model that never was below a uniform guess (trained from scratch) is not judged by it.
+    assert steps_until_diverged([6.3, 6.4, 6.35, 6.3, 6.28], LADDER) is None
+
+
+def test_the_record_says_which_rule_stopped_it() -> None:
+    uniform = Divergence(step=4, stage=1, loss=12.2, first_loss=6.1, bound=18.3, uniform_loss=LADDER, config={})
+    assert "stayed above 6.238, a uniform guess's (ln vocab)" in uniform.reason()
+    factor = Divergence(step=4, stage=1, loss=19.0, first_loss=6.1, bound=18.3, config={})
+    assert "train.divergence_factor" in factor.reason()
+    assert TrialConfig().train.divergence_above_uniform_steps == 3
