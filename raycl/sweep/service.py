@@ -283,6 +283,7 @@ def _launch(space: SearchSpace, study: Any, interrupted: list, to_run: int, trac
     from ray import tune
     from ray.tune.logger import JsonLoggerCallback
 
+    from raycl.adapters.ray_internals import stop_tune_forwarding_credentials
     from raycl.sweep.failures import FailureRecorder
     from raycl.sweep.lease import heartbeats
     from raycl.sweep.plan import NodeCapacity, plan_resources
@@ -348,6 +349,7 @@ def _launch(space: SearchSpace, study: Any, interrupted: list, to_run: int, trac
             failure_config=tune.FailureConfig(max_failures=space.budget.max_failures if plan.executor == "tune" else 0),
         ),
     )
+    stop_tune_forwarding_credentials()
     # Tune's own progress output would duplicate the live table; its default loggers give way to
     # the JSON one above.
     with _scoped_env({"RAY_AIR_NEW_OUTPUT": "0", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}), progress.live(), \
