@@ -6,7 +6,7 @@ and held-out example (-100 where no loss), and the load's summary.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -15,7 +15,7 @@ from raycl.config.stream import ReplayCorpusConfig, StreamConfig, StreamShapeCon
 from raycl.data.encoding import Encoded, check_assistant_masks, encode_example, pack_masked
 from raycl.data.formats import DataError
 from raycl.data.shapes import holdout, split_stages, window_spans
-from raycl.data.sources import Example, load_examples, load_replay_documents
+from raycl.data.sources import Example, LoadSummary, finish_load, iter_examples, load_replay_documents
 from raycl.data.stream import Stage, Stream
 from raycl.data.tokens import encode_document, pack_blocks
 
@@ -48,6 +48,30 @@ def _window_stages(encoded: Sequence[Encoded], shape: StreamShapeConfig, seq_len
     return stages
 
 
+def _check_loss_on(config: StreamConfig, summary: LoadSummary, tokenizer: PreTrainedTokenizerBase) -> None:
+    if config.loss_on == "assistant":
+        if summary.format == "text":
+            raise DataError(f"{config.source.name}: loss_on: assistant needs conversations, and this source holds plain documents")
+        check_assistant_masks(tokenizer)
+
+
+def _window_prefix(examples: Iterable[Example], summary: LoadSummary, config: StreamConfig,
+                   tokenizer: PreTrainedTokenizerBase) -> list[Encoded]:
+    """`examples` encoded until their tokens fill the windows kept (`max_stages`); all of them when every window is."""
+    shape = config.shape
+    needed = None if shape.max_stages is None else shape.window + (shape.max_stages - 1) * shape.step
+    encoded: list[Encoded] = []
+    tokens = 0
+    for example in examples:
+        if not encoded:
+            _check_loss_on(config, summary, tokenizer)
+        encoded.append(encode_example(tokenizer, example.content, config.loss_on))
+        tokens += len(encoded[-1].ids)
+        if needed is not None and tokens >= needed:
+            break
+    return encoded
+
+
 def original_distribution(
     config: ReplayCorpusConfig, tokenizer: PreTrainedTokenizerBase, seq_len: int
 ) -> tuple[list[list[int]], torch.Tensor]:
@@ -78,18 +102,23 @@ def build_stream(
     from `retention` and `replay_pool` (e.g. the offline world's, for its ladder models)."""
     if (config.original is None) == (retention is None or replay_pool is None):
         raise ValueError("give the original distribution in one way: stream.original, or retention with replay_pool")
-    examples, summary = load_examples(config.source, config.shape.required_fields)
-    if config.loss_on == "assistant":
-        if summary.format == "text":
-            raise DataError(f"{config.source.name}: loss_on: assistant needs conversations, and this source holds plain documents")
-        check_assistant_masks(tokenizer)
+    summary = LoadSummary(source=config.source.name)
+    examples = iter_examples(config.source, summary, config.shape.required_fields)
+    if config.shape.by == "window":
+        # Read and encoded only as far as the windows kept reach: a huge file costs what its stages use.
+        encoded = _window_prefix(examples, summary, config, tokenizer)
+        finish_load(summary, config.source)
+    else:
+        examples = list(examples)
+        finish_load(summary, config.source)
+        _check_loss_on(config, summary, tokenizer)
 
     def encode(items: Sequence[Example]) -> list[Encoded]:
         return [encode_example(tokenizer, example.content, config.loss_on) for example in items]
 
     try:
         if config.shape.by == "window":
-            stages = _window_stages(encode(examples), config.shape, seq_len)
+            stages = _window_stages(encoded, config.shape, seq_len)
         else:
             stages = []
             for name, items in split_stages(examples, config.shape):

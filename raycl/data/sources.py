@@ -108,21 +108,38 @@ class LoadSummary:
         return "; ".join(parts)
 
 
+def _bounded_lines(handle: IO[str], limit: int) -> Iterator[tuple[int, str]]:
+    """(line number, text) of the file's lines, read `limit` characters at most at a time: a longer line comes
+    in pieces cut after their last space or tab (or at the limit, where a piece has none), all with its number."""
+    number, carry = 1, ""
+    while piece := carry + handle.readline(limit - len(carry)):
+        carry = ""
+        if len(piece) == limit and not piece.endswith("\n"):
+            cut = max(piece.rfind(" "), piece.rfind("\t")) + 1 or limit
+            piece, carry = piece[:cut], piece[cut:]
+        yield number, piece
+        number += piece.endswith("\n")
+
+
 def _text_documents(path: Path, max_chars: int) -> Iterator[tuple[int, dict[str, str]]]:
-    """Whole lines grouped into documents of at most `max_chars` (a longer line stands alone), numbered by first line."""
-    text = path.read_text(encoding="utf-8")
+    """Whole lines grouped into documents of at most `max_chars`, numbered by first line; a longer line is cut
+    into documents at spaces. Read as they are used: a huge file, or a line without end, costs memory in
+    proportion to the documents taken."""
     if max_chars == 0:
-        yield 1, {"text": text}
+        yield 1, {"text": path.read_text(encoding="utf-8")}
         return
-    lines = text.splitlines(keepends=True)
-    start, size = 0, 0
-    for index, line in enumerate(lines):
-        if size and size + len(line) > max_chars:
-            yield start + 1, {"text": "".join(lines[start:index])}
-            start, size = index, 0
-        size += len(line)
-    if start < len(lines):
-        yield start + 1, {"text": "".join(lines[start:])}
+    with path.open(encoding="utf-8") as handle:
+        start, size, lines = 1, 0, []
+        for number, line in _bounded_lines(handle, max_chars):
+            if size and size + len(line) > max_chars:
+                yield start, {"text": "".join(lines)}
+                size, lines = 0, []
+            if not lines:
+                start = number
+            lines.append(line)
+            size += len(line)
+        if lines:
+            yield start, {"text": "".join(lines)}
 
 
 def _open(path: Path) -> IO[str]:
@@ -189,6 +206,14 @@ def load_examples(config: DataSourceConfig, required_fields: Sequence[str] = ())
     Rows lacking one of `required_fields` (stage or date fields) count as malformed too.
     """
     summary = LoadSummary(source=config.name)
+    examples = list(iter_examples(config, summary, required_fields))
+    finish_load(summary, config)
+    return examples, summary
+
+
+def iter_examples(config: DataSourceConfig, summary: LoadSummary, required_fields: Sequence[str] = ()) -> Iterator[Example]:
+    """The usable examples of `config` as they are read, counted in `summary` (rows, skips, examples); a caller
+    that stops early has read only that far. `finish_load` then checks the share of malformed rows read."""
     rows = _rows(config, summary)
     if config.limit is not None:
         rows = itertools.islice(rows, config.limit)
@@ -209,7 +234,13 @@ def load_examples(config: DataSourceConfig, required_fields: Sequence[str] = ())
     summary.format = schema.format
     meta_excluded = content_fields(schema)
 
-    examples: list[Example] = []
+    def counted(example: Example) -> Example:
+        summary.examples += 1
+        summary.turns += len(example.content) if isinstance(example.content, list) else 0
+        if holds_prompt_template(example.content):
+            summary.templated.append(example.number)
+        return example
+
     messages: list[OasstMessage] = []
     message_meta: dict[str, dict[str, Any]] = {}
     for number, row in itertools.chain(head, rows):
@@ -241,13 +272,14 @@ def load_examples(config: DataSourceConfig, required_fields: Sequence[str] = ())
             continue
         if dropped:
             summary.dropped_turns["leading assistant turn"] += dropped
-        examples.append(Example(content, meta, number))
+        yield counted(Example(content, meta, number))
 
-    if schema.format == "oasst":
-        examples = _oasst_examples(messages, message_meta, config.oasst_paths, summary)
-    summary.examples = len(examples)
-    summary.turns = sum(len(example.content) for example in examples if isinstance(example.content, list))
-    summary.templated = [example.number for example in examples if holds_prompt_template(example.content)]
+    if schema.format == "oasst":  # trees are whole only once every row is read
+        yield from map(counted, _oasst_examples(messages, message_meta, config.oasst_paths, summary))
+
+
+def finish_load(summary: LoadSummary, config: DataSourceConfig) -> None:
+    """Check the share of malformed rows read (`LoadSummary.check`), and log what the load kept."""
     summary.check(config.max_bad_fraction)
     log.info(summary.describe())
     if summary.templated:
@@ -256,7 +288,6 @@ def load_examples(config: DataSourceConfig, required_fields: Sequence[str] = ())
             "wraps them again; strip it from the data, or load the rows as plain text (format: text)",
             config.name, len(summary.templated), summary.examples, summary.unit, summary.templated[0],
         )
-    return examples, summary
 
 
 def _oasst_examples(
