@@ -6,7 +6,7 @@ Pydantic only, so reading a config stays cheap; loading the data is `raycl.data`
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 
@@ -55,7 +55,10 @@ class DataSourceConfig(StrictModel):
         "user/human/gpt/... reading), or `alternate`: turns alternate user, assistant, ... whoever speaks",
     )
     oasst_paths: Literal["best", "all"] = Field("best", description="oasst trees: best-ranked thread per tree, or every root-to-leaf path")
-    document_chars: int = Field(2000, ge=0, description=".txt files: whole lines grouped into documents of at most this many characters; 0: the whole file")
+    document_chars: int = Field(
+        2000, ge=0, description=".txt files: whole lines grouped into documents of at most this many characters (a longer "
+        "line cut at spaces); 0: the whole file"
+    )
     max_bad_fraction: float = Field(0.05, ge=0, le=1, description="share of malformed rows tolerated (skipped and counted); above it the load fails")
 
     @model_validator(mode="after")
@@ -145,3 +148,12 @@ class StreamConfig(StrictModel):
     original: ReplayCorpusConfig | None = Field(
         None, description="documents of the original distribution: replay source and retention probe"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _source_keys_under_source(cls, data: Any) -> Any:
+        # `roles:` (or `path:`, `format:`) written beside `source:` would read as an unknown key of the stream.
+        misplaced = [key for key in data if key in DataSourceConfig.model_fields] if isinstance(data, dict) else []
+        if misplaced:
+            raise ValueError(f"{misplaced[0]}: a key of the source: move it under stream.source (stream.source.{misplaced[0]})")
+        return data

@@ -6,6 +6,7 @@ how to get it, instead of hanging in retries.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from collections.abc import Callable
@@ -66,6 +67,16 @@ def _broken_dir(kind: str, name: str, error: Exception) -> ModelFileError:
     return ModelFileError(f"{name}: cannot load the {kind} ({type(error).__name__}: {_first_line(error)})")
 
 
+def _broken_link(kind: str, name: str) -> ModelFileError | None:
+    """A local path that is a symbolic link loop, or a link to nothing: no hub setting would help."""
+    try:
+        os.stat(name)
+    except OSError as error:
+        if error.errno == errno.ELOOP or os.path.islink(name):
+            return ModelFileError(f"{name}: the {kind} path is a broken symbolic link ({os.strerror(error.errno)}); point it at a directory")
+    return None
+
+
 def _first_line(error: Exception) -> str:
     return next((line.strip() for line in str(error).splitlines() if line.strip()), "")
 
@@ -77,6 +88,8 @@ def _from_pretrained(kind: str, name: str, load: Callable[[], Any]) -> Any:
     except Exception as error:
         if Path(name).is_dir():
             raise _broken_dir(kind, name, error) from None
+        if broken_link := _broken_link(kind, name):
+            raise broken_link from None
         if isinstance(error, OSError):
             raise _unavailable(kind, name, error) from None
         raise
