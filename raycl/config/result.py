@@ -140,7 +140,9 @@ class Divergence(BaseModel):
     first_loss: float | None = Field(description="the trial's first step's loss, the reference of the bound")
     bound: float | None = Field(description="divergence_factor x first_loss")
     uniform_loss: float | None = Field(
-        None, description="ln(vocab), a uniform guess's loss, when the loss stayed above it (train.divergence_above_uniform_steps)"
+        None,
+        description="ln(vocab), a uniform guess's loss, when the loss stayed above it for "
+        "train.divergence_above_uniform_steps steps",
     )
     config: dict[str, Any] = Field(description="the trial config, as JSON")
 

@@ -56,8 +56,9 @@ class DataSourceConfig(StrictModel):
     )
     oasst_paths: Literal["best", "all"] = Field("best", description="oasst trees: best-ranked thread per tree, or every root-to-leaf path")
     document_chars: int = Field(
-        2000, ge=0, description=".txt files: whole lines grouped into documents of at most this many characters (a longer "
-        "line cut at spaces); 0: the whole file"
+        2000, ge=0,
+        description=".txt files: whole lines grouped into documents of at most this many characters (a longer line "
+        "cut at spaces); 0: the whole file",
     )
     max_bad_fraction: float = Field(0.05, ge=0, le=1, description="share of malformed rows tolerated (skipped and counted); above it the load fails")
 
@@ -155,5 +156,6 @@ class StreamConfig(StrictModel):
         # `roles:` (or `path:`, `format:`) written beside `source:` would read as an unknown key of the stream.
         misplaced = [key for key in data if key in DataSourceConfig.model_fields] if isinstance(data, dict) else []
         if misplaced:
-            raise ValueError(f"{misplaced[0]}: a key of the source: move it under stream.source (stream.source.{misplaced[0]})")
+            key = misplaced[0]
+            raise ValueError(f"{key}: a key of the source: move it under stream.source (stream.source.{key})")
         return data

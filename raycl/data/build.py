@@ -51,7 +51,9 @@ def _window_stages(encoded: Sequence[Encoded], shape: StreamShapeConfig, seq_len
 def _check_loss_on(config: StreamConfig, summary: LoadSummary, tokenizer: PreTrainedTokenizerBase) -> None:
     if config.loss_on == "assistant":
         if summary.format == "text":
-            raise DataError(f"{config.source.name}: loss_on: assistant needs conversations, and this source holds plain documents")
+            raise DataError(
+                f"{config.source.name}: loss_on: assistant needs conversations, and this source holds plain documents"
+            )
         check_assistant_masks(tokenizer)
 
 

@@ -56,7 +56,8 @@ def _first_rows(key: str, source: DataSourceConfig, shape: StreamShapeConfig | N
     `DataError` naming `key` where they show the load (or, when they are the whole file, its stages) would fail."""
     required = shape.required_fields if shape is not None else ()
     try:
-        examples, summary = load_examples(source.model_copy(update={"limit": CHECK_ROWS, "max_bad_fraction": 1.0}), required)
+        sample = source.model_copy(update={"limit": CHECK_ROWS, "max_bad_fraction": 1.0})
+        examples, summary = load_examples(sample, required)
         whole = summary.rows < CHECK_ROWS  # the limit was not reached: these rows are the file
         note = _judge_bad_share(summary, source.max_bad_fraction, whole)
     except DataError as error:
@@ -87,7 +88,8 @@ def _judge_bad_share(summary: LoadSummary, max_bad_fraction: float, whole: bool)
             f"{summary.source}: {where}; {bad} of the first {rows} rows malformed ({share:.0%}): the whole file is "
             f"almost surely above max_bad_fraction {max_bad_fraction:.1%}, where `raycl run` stops"
         )
-    return f"{bad} of the first {rows} rows malformed ({share:.0%}, above max_bad_fraction {max_bad_fraction:.1%}): the run may stop ({where})"
+    return (f"{bad} of the first {rows} rows malformed ({share:.0%}, above max_bad_fraction {max_bad_fraction:.1%}): "
+            f"the run may stop ({where})")
 
 
 def _wilson_low(successes: int, trials: int) -> float:
@@ -109,9 +111,10 @@ def _included_names(directory: Path) -> set[str]:
     names: set[str] = set()
     for path in directory.rglob("*.yaml"):
         try:
-            data: Any = yaml.load(path.read_text(encoding="utf-8"), Loader=_AnyTagLoader)  # noqa: S506 (a safe loader)
+            data: Any = yaml.load(path.read_text(encoding="utf-8"), Loader=_AnyTagLoader)  # a SafeLoader
         except (yaml.YAMLError, UnicodeDecodeError) as error:
-            raise DataError(f"eval.benchmarks.include_path: {path}: not readable YAML ({str(error).splitlines()[0]})") from None
+            first = str(error).splitlines()[0]
+            raise DataError(f"eval.benchmarks.include_path: {path}: not readable YAML ({first})") from None
         if not isinstance(data, dict):
             continue
         for key in ("task", "group", "tag"):
@@ -121,7 +124,7 @@ def _included_names(directory: Path) -> set[str]:
 
 
 def _check_included_tasks(benchmarks: BenchmarkConfig) -> None:
-    """Every task that is not raycl's own nor a task_paths entry is defined in include_path (as `run` needs it to be)."""
+    """Every task that is not raycl's own nor a task_paths entry is defined in include_path, as `run` needs."""
     if benchmarks.include_defaults or benchmarks.include_path is None:
         return  # lm-eval's own tasks are many, and indexing them costs seconds
     own = {RETENTION} | set(benchmarks.task_paths)

@@ -211,7 +211,9 @@ def load_examples(config: DataSourceConfig, required_fields: Sequence[str] = ())
     return examples, summary
 
 
-def iter_examples(config: DataSourceConfig, summary: LoadSummary, required_fields: Sequence[str] = ()) -> Iterator[Example]:
+def iter_examples(
+    config: DataSourceConfig, summary: LoadSummary, required_fields: Sequence[str] = ()
+) -> Iterator[Example]:
     """The usable examples of `config` as they are read, counted in `summary` (rows, skips, examples); a caller
     that stops early has read only that far. `finish_load` then checks the share of malformed rows read."""
     rows = _rows(config, summary)

@@ -73,7 +73,8 @@ def _broken_link(kind: str, name: str) -> ModelFileError | None:
         os.stat(name)
     except OSError as error:
         if error.errno == errno.ELOOP or os.path.islink(name):
-            return ModelFileError(f"{name}: the {kind} path is a broken symbolic link ({os.strerror(error.errno)}); point it at a directory")
+            why = os.strerror(error.errno)
+            return ModelFileError(f"{name}: the {kind} path is a broken symbolic link ({why}); point it at a directory")
     return None
 
 

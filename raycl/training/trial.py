@@ -240,11 +240,13 @@ def stayed_above_uniform(progress: TrialProgress, loss: float, uniform_loss: flo
 def stop_if_diverged(progress: TrialProgress, loss: float, stage_index: int, config: TrialConfig, out_dir: Path | None,
                      uniform_loss: float) -> None:
     """Raise `TrialDiverged` if this step's `loss` diverged (`has_diverged`, or `stayed_above_uniform`), after writing
-    its `Divergence` to `out_dir/result.json` (rank 0 passes `out_dir`); the trial's first loss is kept in `progress`."""
+    its `Divergence` to `out_dir/result.json` (rank 0 passes `out_dir`); the trial's first loss is kept in
+    `progress`."""
     if progress.first_loss is None:
         progress.first_loss = loss
     blown_up = has_diverged(loss, progress.first_loss, config.train.divergence_factor)
-    above = math.isfinite(loss) and stayed_above_uniform(progress, loss, uniform_loss, config.train.divergence_above_uniform_steps)
+    patience = config.train.divergence_above_uniform_steps
+    above = math.isfinite(loss) and stayed_above_uniform(progress, loss, uniform_loss, patience)
     if not blown_up and not above:
         return
     divergence = Divergence(
@@ -381,7 +383,8 @@ def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) 
                         batch = tuple(t.to(device) for t in (new, new_labels, old, old_labels))
                         loss = step_loss(train_model, batch, config, frozen_base, ewc)
                     loss_value = mean_over_ranks(loss, world_size)
-                    stop_if_diverged(progress, loss_value, stage_index, config, out_dir if rank == 0 else None, uniform_loss)
+                    rank_out = out_dir if rank == 0 else None
+                    stop_if_diverged(progress, loss_value, stage_index, config, rank_out, uniform_loss)
                     loss.backward()
                     nn.utils.clip_grad_norm_(model.parameters(), config.train.grad_clip)
                     optimizer.step()

@@ -40,7 +40,8 @@ def test_rerun_with_another_lr_into_the_same_out_is_refused_and_the_result_kept(
     refused = raycl("run", str(second), "--out", str(out))
     assert refused.returncode != 0
     lines = refused.stdout.strip().splitlines()
-    assert len(lines) == 1 and "train.lr: 0.0003 there, 0.001 now" in lines[0] and "start fresh" in lines[0], refused.stdout
+    assert len(lines) == 1, refused.stdout
+    assert "train.lr: 0.0003 there, 0.001 now" in lines[0] and "start fresh" in lines[0]
     assert (out / "result.json").read_bytes() == kept
     assert raycl("run", str(first), "--out", str(out)).returncode == 0  # the same config still resumes
 
@@ -85,7 +86,8 @@ def test_no_planted_credential_in_any_file_a_sweep_leaves(tmp_path: Path, monkey
         searched = [tmp_path / "runs", *ray_temp_dirs]
         files = [file for root in searched for file in root.rglob("*") if file.is_file()]
         assert any(file.name.startswith("runtime_env") for file in files)  # Ray's logs were there to search
-        leaks = [(str(file), name) for file in files for name, value in PLANTED.items() if value.encode() in file.read_bytes()]
+        leaks = [(str(file), name) for file in files for name, value in PLANTED.items()
+                 if value.encode() in file.read_bytes()]
         assert leaks == []
     finally:
         for directory in ray_temp_dirs:

@@ -13,7 +13,8 @@ LADDER, SMOLLM2 = math.log(512), math.log(49152)
 
 def steps_until_diverged(losses: list[float], uniform: float, steps: int = 3) -> int | None:
     progress = TrialProgress(config={})
-    return next((index + 1 for index, loss in enumerate(losses) if stayed_above_uniform(progress, loss, uniform, steps)), None)
+    diverged = (index + 1 for index, loss in enumerate(losses) if stayed_above_uniform(progress, loss, uniform, steps))
+    return next(diverged, None)
 
 
 def test_a_model_driven_above_a_uniform_guess_diverges_after_the_patience() -> None:

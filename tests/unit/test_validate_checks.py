@@ -63,7 +63,8 @@ def test_a_task_missing_from_include_path_is_named(tmp_path: Path) -> None:
     data = chats(tmp_path / "fine.jsonl", good=12, bad=0)
     benchmarks = {"tasks": ["raycl_retention", "my_prob"], "include_path": str(tasks)}
     config = validate_config(trial(data, eval={"benchmarks": benchmarks}), "trial.yaml")
-    with pytest.raises(DataError, match=r"eval\.benchmarks\.tasks: my_prob is not defined in include_path .* \(its tasks: my_probe\)"):
+    expected = r"eval\.benchmarks\.tasks: my_prob is not defined in include_path .* \(its tasks: my_probe\)"
+    with pytest.raises(DataError, match=expected):
         check_data(config)
     fixed = validate_config(trial(data, eval={"benchmarks": benchmarks | {"tasks": ["my_probe"]}}), "trial.yaml")
     assert check_data(fixed)[-1] == f"eval.benchmarks.include_path: {tasks}"
