@@ -150,7 +150,7 @@ class TrainConfig(StrictModel):
         3.0, gt=1, description="stop as diverged when a step's loss exceeds this multiple of the first step's (a NaN or infinite loss always stops)"
     )
     divergence_above_uniform_steps: int = Field(
-        3, ge=1,
+        10, ge=1,
         description="stop as diverged when the loss stays above ln(vocab), a uniform guess's loss, for this many "
         "steps in a row after it was below",
     )

@@ -27,6 +27,11 @@ def test_a_model_driven_above_a_uniform_guess_diverges_after_the_patience() -> N
 def test_healthy_streams_and_single_spikes_do_not_diverge() -> None:
     assert steps_until_diverged([4.0, 5.9, 6.5, 6.0, 6.6, 6.7, 5.5, 5.0], LADDER) is None  # spikes of 1-2 steps
     assert steps_until_diverged([2.7, 3.4, 4.1, 3.0, 2.6], SMOLLM2) is None  # a new stage starts higher
+    # A new stage of unseen data starting just above it (GaLore at lr 0.03, measured) is not a divergence,
+    # where the default patience of 10 steps waits; lr 0.9, measured, stays above it from its second step.
+    assert steps_until_diverged([6.13, 3.0, 0.95, 6.66, 6.29, 6.3, 5.43, 5.14], LADDER, steps=10) is None
+    lr_09 = [6.13, 12.19, 16.31, 11.43, 14.47, 13.67, 10.23, 12.2, 10.95, 10.51, 8.77, 8.6]
+    assert steps_until_diverged(lr_09, LADDER, steps=10) == 11
     # A model that never was below a uniform guess (trained from scratch) is not judged by it.
     assert steps_until_diverged([6.3, 6.4, 6.35, 6.3, 6.28], LADDER) is None
 
@@ -36,4 +41,4 @@ def test_the_record_says_which_rule_stopped_it() -> None:
     assert "stayed above 6.238, a uniform guess's (ln vocab)" in uniform.reason()
     factor = Divergence(step=4, stage=1, loss=19.0, first_loss=6.1, bound=18.3, config={})
     assert "train.divergence_factor" in factor.reason()
-    assert TrialConfig().train.divergence_above_uniform_steps == 3
+    assert TrialConfig().train.divergence_above_uniform_steps == 10
