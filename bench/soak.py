@@ -50,7 +50,8 @@ def soak_space(trials: int, directory: Path) -> Path:
         "objectives": {"learning": "maximize", "forgetting": "minimize"},
         "parameters": {"train.lr": {"type": "log_uniform", "low": 1.0e-4, "high": 1.0e-2}},
         "fixed": TRIAL,
-        "budget": {"trials": trials, "concurrency": 2, "workers_per_trial": 1, "cpus_per_worker": 1, "executor": "tune"},
+        "budget": {"trials": trials, "concurrency": 2, "workers_per_trial": 1, "cpus_per_worker": 1,
+                   "executor": "tune"},
         # Random: the sampler's own cost (TPE grows with the trials told) is not what this measures.
         "sampler": {"name": "random"},
         "seed": 0,
@@ -89,7 +90,8 @@ def records(out_dir: Path, parent_run_id: str) -> tuple[list, dict[str, int]]:
     from mlflow.tracking import MlflowClient
 
     study = optuna.load_study(study_name=NAME, storage=f"sqlite:///{out_dir / 'optuna.db'}")
-    complete = sorted(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)), key=lambda t: t.number)
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    complete = sorted(complete, key=lambda t: t.number)
     client = MlflowClient(tracking_uri=f"sqlite:///{out_dir / 'mlflow.db'}")
     experiment = client.get_experiment_by_name(f"raycl-{NAME}")
     children, token = [], None
@@ -100,7 +102,8 @@ def records(out_dir: Path, parent_run_id: str) -> tuple[list, dict[str, int]]:
         token = page.token
         if not token:
             break
-    results = [path for path in (out_dir / "trials").glob("*/result.json") if "diverged" not in json.loads(path.read_text())]
+    results = [path for path in (out_dir / "trials").glob("*/result.json")
+               if "diverged" not in json.loads(path.read_text())]
     return complete, {
         "optuna_complete": len(complete),
         "mlflow_children_finished": sum(run.info.status == "FINISHED" for run in children),
@@ -170,7 +173,8 @@ def measure(trials: int, scratch: Path) -> dict:
             "at_last_trial_end": rss_at(samples, ends[-1]),
             "peak": round(max(b for _, b in samples) / 2**20, 1),
             f"growth_after_{EDGE}_trials": round(rss_at(samples, ends[-1]) - rss_at(samples, after_first), 1),
-            "over_time": [[round(t - samples[0][0], 1), round(b / 2**20, 1)] for t, b in samples[:: max(1, len(samples) // 60)]],
+            "over_time": [[round(t - samples[0][0], 1), round(b / 2**20, 1)]
+                          for t, b in samples[:: max(1, len(samples) // 60)]],
         },
         "phases_s": {name: round(seconds, 1) for name, seconds in outcome.phases.items()},
         "load_average_before": [round(value, 2) for value in load_before],
@@ -201,13 +205,16 @@ def render(report: dict) -> str:
         lines.append(f"| gap between trial ends, median of first {EDGE} / last {EDGE} | {gaps['first_median']} s / "
                      f"{gaps['last_median']} s (x{gaps['last_over_first']}) |")
     lines += [
-        f"| engine time per trial, median first / last | {r['engine_s']['first_median']} s / {r['engine_s']['last_median']} s |",
+        f"| engine time per trial, median first / last | {r['engine_s']['first_median']} s / "
+        f"{r['engine_s']['last_median']} s |",
         f"| driver RSS at the first trial's start / after {EDGE} trials / at the end / peak | "
-        f"{rss['at_first_trial_start']} / {rss[f'after_{EDGE}_trials']} / {rss['at_last_trial_end']} / {rss['peak']} MiB "
+        f"{rss['at_first_trial_start']} / {rss[f'after_{EDGE}_trials']} / {rss['at_last_trial_end']} / "
+        f"{rss['peak']} MiB "
         f"(growth after {EDGE} trials: {rss[f'growth_after_{EDGE}_trials']:+} MiB) |",
         f"| sweep wall time / ideal (engines' time / concurrency) | {r['wall_s']} s / {r['ideal_wall_s']} s = "
         f"**{r['wall_over_ideal']}x** (trials phase alone: {r['trials_phase_over_ideal']}x) |",
-        f"| Ray Tune's own figure for short trials | {r['ray_tune_short_trials_over_ideal']}x ideal (10,000 one-second trials) |",
+        f"| Ray Tune's own figure for short trials | {r['ray_tune_short_trials_over_ideal']}x ideal "
+        "(10,000 one-second trials) |",
         "",
         "Driver phases (s): " + ", ".join(f"{name} {seconds}" for name, seconds in r["phases_s"].items()) + ".",
         "",
