@@ -63,3 +63,21 @@ def test_a_checkpoint_without_the_folder_record_is_checked_by_its_own_hash(tmp_p
     check_out_dir(tmp_path, BASE)
     with pytest.raises(ForeignOutDir, match=r"train\.steps_per_stage: 100 there, 7 now"):
         check_out_dir(tmp_path, BASE.with_overrides({"train.steps_per_stage": 7}))
+
+
+def test_a_sweep_trial_folder_of_another_config_is_refused_before_its_result_is_used(tmp_path: Path) -> None:
+    """A sweep of the same name rerun after its study was deleted finds the old trial folders: t0000 must not
+    hand back the old trial's sweep_result.json as its own."""
+    from raycl.config.records import TrialAssignment
+    from raycl.config.space import SHIPPED_DIR, load_space
+    from raycl.sweep.plan import NodeCapacity, plan_resources
+    from raycl.sweep.trainable import Replicate, TrialContext, run_replicate
+
+    folder = finished_folder(tmp_path / "trials" / "t0000", BASE)
+    (folder / "sweep_result.json").write_text("{}")
+    plan = plan_resources(load_space(SHIPPED_DIR / "smoke.yaml").budget, [NodeCapacity("local", 2.0)])
+    context = TrialContext(sweep="smoke", trials_dir=str(tmp_path / "trials"), train_storage=str(tmp_path / "train"),
+                           tune_storage=str(tmp_path / "tune"), plan=plan, max_failures=0)
+    assignment = TrialAssignment.create(0, {"train.lr": 1e-3}, BASE.with_overrides({"train.lr": 1e-3}))
+    with pytest.raises(ForeignOutDir, match=r"t0000: holds a trial of another config \(train\.lr: 0\.0003 there"):
+        run_replicate(Replicate(assignment, folder, 0, "t0000"), context)
