@@ -32,7 +32,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PretrainedConfig, Qwen2C
 from raycl.config import FullMethod, GaLoreMethod, LoraMethod, TrainConfig
 from raycl.training.memory import StepMemory
 from raycl.training.methods import ADAM_BETAS, PreparedMethod, build_optimizer, galore_groups, prepare_method
-from raycl.world.ladder import LADDER
+from raycl.models.ladder import LADDER
 
 GRAD_CLIP, LR = 1.0, 1e-4
 RAYCL_GAP = GaLoreMethod.model_fields["galore_update_proj_gap"].default

@@ -80,7 +80,7 @@ def run(
     """Run one continual-learning trial locally, without Ray (resumes if OUT has checkpoints)."""
     from raycl.config import ConfigError, load_config
     from raycl.config.result import TrialDiverged
-    from raycl.models.hub import HubUnavailableError
+    from raycl.artifacts.hub import HubUnavailableError
 
     try:
         trial_config = load_config(config)
@@ -114,7 +114,7 @@ def lr_range(
 ) -> None:
     """LR range test: the LRs at which the first stage's held-out loss falls by 1%, 5% and 10% (cached per model and stage)."""
     from raycl.config import ConfigError, load_config
-    from raycl.models.hub import HubUnavailableError
+    from raycl.artifacts.hub import HubUnavailableError
 
     if mode not in ("restart", "single"):
         fail(f"--mode: {mode!r} is not one of restart, single")

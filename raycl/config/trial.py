@@ -29,7 +29,7 @@ class WorldConfig(StrictModel):
 
 
 # The offline ladder's rungs are named raycl-tiny-*, and each is pretrained to these budgets, in tokens per
-# non-embedding parameter (`raycl.world.ladder` builds them).
+# non-embedding parameter (`raycl.models.ladder` builds them).
 LADDER_PREFIX = "raycl-tiny-"
 LADDER_BUDGETS = (5.0, 10.0, 20.0, 40.0)
 

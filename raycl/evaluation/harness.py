@@ -28,7 +28,7 @@ from filelock import FileLock
 from raycl.config.base import validate
 from raycl.config.benchmarks import ACQUISITION, REAL_TASKS, BenchmarkConfig, TaskFile
 from raycl.evaluation.probes import acquisition_task, write_world_probes
-from raycl.world.cache import cache_root, fingerprint
+from raycl.artifacts.cache import cache_root, fingerprint
 
 if TYPE_CHECKING:  # torch, transformers and lm-eval load only when an evaluation runs
     import torch
@@ -362,7 +362,7 @@ def evaluate_checkpoint(
     A checkpoint is data, so its `progress.json` never turns on running model code: only the
     caller's `trust_remote_code` (the `--trust-remote-code` flag) does.
     """
-    from raycl.models import hub
+    from raycl.artifacts import hub
     from raycl.world.offline import load_world
 
     # Settings first, so that a wrong task name or data file fails before any model loads.

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from raycl.config.stream import DataSourceConfig, ReplayCorpusConfig
 from raycl.data.formats import BadRow, DataError, clean_conversation
 from raycl.data.sources import load_examples, load_replay_documents
-from raycl.models.hub import HubUnavailableError
+from raycl.artifacts.hub import HubUnavailableError
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "data"
 
@@ -210,7 +210,7 @@ def test_hub_sources_stream_the_first_rows(monkeypatch: pytest.MonkeyPatch) -> N
         calls.append((name, args, kwargs))
         return datasets.Dataset.from_list(rows).to_iterable_dataset()
 
-    monkeypatch.setattr("raycl.models.hub.load_dataset", fake_load_dataset)
+    monkeypatch.setattr("raycl.artifacts.hub.load_dataset", fake_load_dataset)
     examples, summary = load_examples(DataSourceConfig(hub="lmsys/lmsys-chat-1m", limit=2))
     assert calls == [("lmsys/lmsys-chat-1m", (None,), {"split": "train", "streaming": True})]
     assert summary.source == "lmsys/lmsys-chat-1m[train]" and summary.unit == "row" and len(examples) == 2

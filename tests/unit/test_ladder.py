@@ -1,4 +1,4 @@
-"""Tests of the model ladder (raycl.world.ladder): schedule, budgets, parameter counts, a tiny build."""
+"""Tests of the model ladder (raycl.models.ladder): schedule, budgets, parameter counts, a tiny build."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from raycl.world.corpus import generate_world_text
-from raycl.world.ladder import (
+from raycl.models.ladder import (
     LADDER,
     PretrainRecipe,
     budget_dirname,
