@@ -21,7 +21,7 @@ REPORTS = Path(__file__).resolve().parents[1] / "reports"
 
 
 def main() -> None:
-    from raycl.analysis import transfer
+    from raycl.reporting import transfer
     from raycl.sweep import run_sweep
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -241,7 +241,7 @@ def eval_(
 ) -> None:
     """Score a saved stage checkpoint on lm-eval tasks (also exported to CHECKPOINT/eval/hf for lm_eval)."""
     from raycl.config.benchmarks import REAL_TASKS
-    from raycl.evaluation.harness import evaluate_checkpoint
+    from raycl.reporting.checkpoints import evaluate_checkpoint
 
     def task_file(pair: str) -> tuple[str, str | dict[str, str]]:
         name, _, value = pair.partition("=")
@@ -278,7 +278,7 @@ def report(
     bootstrap: int = typer.Option(200, "--bootstrap", help="bootstrap resamples per fit (0: no intervals)"),
 ) -> None:
     """Report a finished sweep: Pareto front, hypervolume, scaling-law fits, figures (also logged on its MLflow parent run)."""
-    from raycl.analysis.report import build_report
+    from raycl.reporting.report import build_report
 
     try:
         outcome = build_report(
@@ -320,7 +320,7 @@ def predict(
     """
     import json
 
-    from raycl.analysis import transfer
+    from raycl.reporting import transfer
     from raycl.sweep import run_sweep
 
     overrides = {}

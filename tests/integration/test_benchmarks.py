@@ -15,8 +15,9 @@ import torch
 
 from raycl.config import TrialConfig, WorldConfig
 from raycl.data.tokens import batch_at
-from raycl.evaluation.harness import BenchmarkConfig, evaluate_checkpoint, prepare_task_dir, run_benchmarks
+from raycl.evaluation.harness import BenchmarkConfig, prepare_task_dir, run_benchmarks
 from raycl.models.loading import load_base_model
+from raycl.reporting.checkpoints import evaluate_checkpoint
 from raycl.training.checkpoint import save_checkpoint, stage_checkpoint_dir
 from raycl.training.methods import prepare_method
 from raycl.training.trial import run_trial

@@ -10,7 +10,7 @@ from raycl.analysis import figures, render
 from raycl.analysis.fits import law_from_expression
 from raycl.analysis.frontier import frontier
 from raycl.analysis.pareto import hypervolume
-from raycl.analysis.report import SweepData, build_blocks, pareto_csv
+from raycl.reporting.report import SweepData, build_blocks, pareto_csv
 from raycl.analysis.scaling import LawSpec, fit_sweep, fit_target
 from raycl.config.space import load_space
 

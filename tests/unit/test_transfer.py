@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from raycl.analysis import transfer
+from raycl.reporting import transfer
 
 REPORTS = Path(__file__).resolve().parents[2] / "reports"
 
