@@ -190,19 +190,15 @@ def validate(
 ) -> None:
     """Check search spaces and trial configs without running anything: every key and value, and for a
     trial config its data files too (each exists, its first rows parse). Exit status 2 if any is malformed."""
-    from raycl.config import ConfigError, TrialConfig, load_config, read_yaml
-    from raycl.config.space import SearchSpace, load_space, resolve_space_path, shipped_spaces
+    from raycl.config import ConfigError
+    from raycl.config.space import SearchSpace, load_space_or_config, shipped_spaces
     from raycl.data.check import check_data, original_note
-
-    space_keys = set(SearchSpace.model_fields) - set(TrialConfig.model_fields)
 
     def check(name: Path) -> tuple[str, list[str]]:
         """The `ok` line of a space or a trial config, and the lines under it (what its data holds)."""
-        path = resolve_space_path(name)  # a space's name, or any file's path as it is
-        if set(read_yaml(path)) & space_keys:
-            load_space(path)
+        path, config = load_space_or_config(name)
+        if isinstance(config, SearchSpace):
             return f"ok {path}", []
-        config = load_config(path)
         lines = [f"  {line}" for line in check_data(config)]
         if message := original_note(config):
             lines.append(f"[yellow]note:[/yellow] {message}")

@@ -13,7 +13,6 @@ import hashlib
 import json
 import operator
 import re
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -22,7 +21,7 @@ from pydantic import Discriminator, Field, PrivateAttr, Tag, field_validator, mo
 from raycl.config.base import ConfigError, StrictModel, read_yaml, validate
 from raycl.config.records import Scalar
 from raycl.config.result import BENCHMARK_PREFIX, REPORTED_METRICS
-from raycl.config.trial import TrialConfig, config_field
+from raycl.config.trial import TrialConfig, config_field, validate_config
 
 Direction = Literal["maximize", "minimize"]
 SHIPPED_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
@@ -153,10 +152,6 @@ class Constraint(StrictModel):
             raise ValueError(f"{text!r} is not of the form 'metric <= number' or 'metric >= number'")
         return {"metric": match[1], "op": match[2], "bound": float(match[3])}
 
-    @classmethod
-    def parse(cls, text: str) -> Constraint:
-        return cls.model_validate(text)
-
     @model_serializer
     def _as_text(self) -> str:
         return str(self)
@@ -285,9 +280,6 @@ class SearchSpace(StrictModel):
     @property
     def directions(self) -> list[Direction]:
         return list(self.objectives.values())
-
-    def base_config(self) -> TrialConfig:
-        return self.fixed
 
     def fixes(self, dotted: str) -> bool:
         """Whether `fixed` sets the dotted key itself."""
@@ -432,13 +424,11 @@ def shipped_spaces() -> list[Path]:
     return sorted(SHIPPED_DIR.glob("*.yaml"))
 
 
-def validate_spaces(paths: Iterable[str | Path] | None = None) -> list[tuple[Path, str | None]]:
-    """(path, error line or None) for each space; all shipped spaces when `paths` is None."""
-    checked = []
-    for path in shipped_spaces() if paths is None else [resolve_space_path(p) for p in paths]:
-        try:
-            load_space(path)
-            checked.append((Path(path), None))
-        except ConfigError as error:
-            checked.append((Path(path), str(error)))
-    return checked
+def load_space_or_config(name_or_path: str | Path) -> tuple[Path, SearchSpace | TrialConfig]:
+    """The file and the search space or trial config it holds (a space has keys a trial config lacks),
+    validated; a one-line `ConfigError` naming the file and the key otherwise."""
+    path = resolve_space_path(name_or_path)  # a space's name, or any file's path as it is
+    data = read_yaml(path)
+    if set(data) & (set(SearchSpace.model_fields) - set(TrialConfig.model_fields)):
+        return path, load_space(path)
+    return path, validate_config(data, source=str(path))

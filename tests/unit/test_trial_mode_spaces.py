@@ -24,9 +24,9 @@ seed: 0
 
 def test_the_online_and_data_size_spaces_validate_and_use_their_keys() -> None:
     online = load_space(ROOT / "search_spaces" / "online.yaml")
-    assert online.base_config().train.online and online.base_config().train.batch_size == 2
+    assert online.fixed.train.online and online.fixed.train.batch_size == 2
     data_size = load_space(ROOT / "search_spaces" / "data_size.yaml")
-    assert "train.examples_per_stage" in data_size.parameters and data_size.base_config().stream is None
+    assert "train.examples_per_stage" in data_size.parameters and data_size.fixed.stream is None
 
 
 def test_a_space_may_search_the_loss_drop_but_not_beside_a_fixed_lr(tmp_path: Path) -> None:
