@@ -49,8 +49,8 @@ from report import REPORTS  # noqa: E402
 from raycl.analysis.seeds import mean_interval  # noqa: E402
 from raycl.config import TrialConfig  # noqa: E402
 from raycl.evaluation.metrics import untrained_loss  # noqa: E402
-from raycl.training.trial import run_trial  # noqa: E402
 from raycl.models.ladder import LADDER, PretrainRecipe, peak_lr  # noqa: E402
+from raycl.training.trial import run_trial  # noqa: E402
 
 CACHE = REPORTS.parent / "runs" / "findings" / "trials.jsonl"
 SIZES = tuple(LADDER)  # smallest to largest

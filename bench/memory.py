@@ -30,9 +30,9 @@ from report import machine, write_report
 from transformers import LlamaConfig, LlamaForCausalLM, PretrainedConfig, Qwen2Config, Qwen2ForCausalLM
 
 from raycl.config import FullMethod, GaLoreMethod, LoraMethod, TrainConfig
+from raycl.models.ladder import LADDER
 from raycl.training.memory import StepMemory
 from raycl.training.methods import ADAM_BETAS, PreparedMethod, build_optimizer, galore_groups, prepare_method
-from raycl.models.ladder import LADDER
 
 GRAD_CLIP, LR = 1.0, 1e-4
 RAYCL_GAP = GaLoreMethod.model_fields["galore_update_proj_gap"].default

@@ -19,9 +19,9 @@ from report import machine, write_report
 
 from raycl.config import TrialConfig
 from raycl.data.tokens import batch_at
+from raycl.models.ladder import LADDER
 from raycl.models.loading import load_base_model
 from raycl.training.trial import run_trial
-from raycl.models.ladder import LADDER
 from raycl.world.offline import load_world
 from raycl.world.stream import offline_stream
 

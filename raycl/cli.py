@@ -78,9 +78,9 @@ def run(
     out: Path = typer.Option(Path("runs/trial"), "--out", help="directory for checkpoints and result.json"),
 ) -> None:
     """Run one continual-learning trial locally, without Ray (resumes if OUT has checkpoints)."""
+    from raycl.artifacts.hub import HubUnavailableError
     from raycl.config import ConfigError, load_config
     from raycl.config.result import TrialDiverged
-    from raycl.artifacts.hub import HubUnavailableError
 
     try:
         trial_config = load_config(config)
@@ -113,8 +113,8 @@ def lr_range(
     mode: str = typer.Option("restart", "--mode", help="restart: every LR from the base weights; single: one run whose LR rises"),
 ) -> None:
     """LR range test: the LRs at which the first stage's held-out loss falls by 1%, 5% and 10% (cached per model and stage)."""
-    from raycl.config import ConfigError, load_config
     from raycl.artifacts.hub import HubUnavailableError
+    from raycl.config import ConfigError, load_config
 
     if mode not in ("restart", "single"):
         fail(f"--mode: {mode!r} is not one of restart, single")

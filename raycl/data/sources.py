@@ -22,6 +22,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import IO, Any, Literal
 
+from raycl.artifacts import hub
 from raycl.config.stream import LOCAL_SUFFIXES, DataSourceConfig, ReplayCorpusConfig, local_suffix
 from raycl.data.formats import (
     DEFAULT_FIELDS,
@@ -40,7 +41,6 @@ from raycl.data.formats import (
     oasst_message,
     oasst_threads,
 )
-from raycl.artifacts import hub
 
 log = logging.getLogger(__name__)
 

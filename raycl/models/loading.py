@@ -6,8 +6,8 @@ from pathlib import Path
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from raycl.config import ModelConfig
 from raycl.artifacts import hub
+from raycl.config import ModelConfig
 from raycl.models.ladder import LADDER, ladder_model_dir, pretrain_record
 from raycl.world.offline import World
 from raycl.world.tokenizer import CHAT_TEMPLATE

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from raycl.artifacts.hub import HubUnavailableError
 from raycl.config.stream import DataSourceConfig, ReplayCorpusConfig
 from raycl.data.formats import BadRow, DataError, clean_conversation
 from raycl.data.sources import load_examples, load_replay_documents
-from raycl.artifacts.hub import HubUnavailableError
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "data"
 

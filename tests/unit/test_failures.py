@@ -17,10 +17,10 @@ from ray.exceptions import RayTaskError
 from ray.train.v2.api.exceptions import WorkerGroupError
 from rich.console import Console
 
+from raycl.artifacts.hub import ModelFileError
 from raycl.config.records import Artifacts, Tags, TrialAssignment
 from raycl.config.result import Divergence, TrialDiverged
 from raycl.config.space import load_space
-from raycl.artifacts.hub import ModelFileError
 from raycl.sweep.failures import ERROR_FILE_ATTR, FailureRecorder, TrialFailure
 from raycl.sweep.progress import ProgressTable
 from raycl.sweep.study import OptunaSearcher

@@ -8,7 +8,6 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from raycl.world.corpus import generate_world_text
 from raycl.models.ladder import (
     LADDER,
     PretrainRecipe,
@@ -25,6 +24,7 @@ from raycl.models.ladder import (
     pretrain_record,
     wsd_lr,
 )
+from raycl.world.corpus import generate_world_text
 from raycl.world.tokenizer import train_tokenizer
 
 VOCAB = 512
