@@ -156,6 +156,7 @@ def _names(tree: ast.expr) -> tuple[str, ...]:
 def _compile(node: ast.expr) -> Callable[[Mapping[str, _Dual]], _Dual]:
     """Turn a validated tree into closures computing the value and its gradient."""
     if isinstance(node, ast.Constant):
+        assert isinstance(node.value, (int, float))  # validated: numeric constants only
         constant = (float(node.value), None)
         return lambda env: constant
     if isinstance(node, ast.Name):

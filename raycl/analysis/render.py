@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib import colormaps
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import LogNorm, Normalize
@@ -85,7 +86,7 @@ def _size_norm(sizes: np.ndarray) -> Normalize:
     return LogNorm(finite.min(), finite.max())
 
 
-def _size_colorbar(figure: Figure, axes: object, norm: Normalize) -> None:
+def _size_colorbar(figure: Figure, axes: Axes | list[Axes], norm: Normalize) -> None:
     figure.colorbar(ScalarMappable(norm=norm, cmap=_CMAP), ax=axes, label="model size (parameters)")
 
 

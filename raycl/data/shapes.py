@@ -78,10 +78,12 @@ def split_by_time(examples: Sequence[Example], field: str, stages: int) -> list[
 
 def split_stages(examples: Sequence[Example], shape: StreamShapeConfig) -> list[tuple[str, list[Example]]]:
     """The named stages of `examples` (any shape but `window`, which works on tokens), cut to the limits."""
-    if shape.by == "field":
-        stages = split_by_field(examples, shape.field, shape.values)
-    elif shape.by == "time":
-        stages = split_by_time(examples, shape.field, shape.stages)
+    if shape.by in ("field", "time"):
+        assert shape.field is not None  # the config requires it for these two
+        if shape.by == "field":
+            stages = split_by_field(examples, shape.field, shape.values)
+        else:
+            stages = split_by_time(examples, shape.field, shape.stages)
     elif shape.by == "count":
         stages = split_by_count(examples, shape.stages)
     else:

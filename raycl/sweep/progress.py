@@ -59,7 +59,7 @@ class ProgressTable(Callback):
 
     def trial_times(self) -> dict[str, dict[str, float]]:
         """Trial and engine wall time of each trial this driver finished (for the overhead benchmark)."""
-        return {key: {"trial_s": row.trial_s, "engine_s": row.engine_s} for key, row in self.rows.items() if row.launched and row.trial_s is not None}
+        return {key: {"trial_s": row.trial_s, "engine_s": row.engine_s} for key, row in self.rows.items() if row.launched and row.trial_s is not None and row.engine_s is not None}
 
     def render(self) -> Table:
         table = Table(title=f"sweep {self.space.name}  (* Pareto set so far)")
