@@ -44,20 +44,6 @@ def test_facts_of_a_model_the_sweep_never_ran_are_unknown(source: transfer.Sourc
         transfer.predict(without_xl, "raycl-tiny-xl", overrides={"model.pretrain_tokens_per_param": 40}, bootstrap=0)
 
 
-@pytest.mark.slow
-def test_prediction_fits_only_smaller_sizes_and_picks_least_forgetting_at_the_required_learning(source: transfer.Source) -> None:
-    record = transfer.predict(source, "raycl-tiny-xl", min_learning=0.8, bootstrap=4)
-    assert record["fitted_sizes"] and max(record["fitted_sizes"]) < record["model_size"]
-    assert record["source"].endswith("(the sweep's store is absent)")
-    front = record["predicted_front"]
-    meeting = [point for point in front if point["learning"] >= 0.8]
-    assert record["meets_requirement"] and meeting
-    assert record["predicted"]["forgetting"]["predicted"] == pytest.approx(min(point["forgetting"] for point in meeting))
-    for entry in record["predicted"].values():
-        assert entry["low"] <= entry["high"]
-    assert "raycl-tiny-xl" in transfer.describe(record)
-
-
 def test_describe_says_inside_or_outside_and_when_there_is_no_interval() -> None:
     record = {
         "sweep": "s", "model": "m", "model_size": 2e5, "fitted_sizes": [1e4, 5e4], "pick": {transfer.LR: 1e-4, transfer.REPLAY: 0.25},
