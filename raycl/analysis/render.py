@@ -242,7 +242,8 @@ def to_markdown(title: str, blocks: Sequence[Block]) -> str:
 
 
 _STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;font-size:.85em;margin:1em 0}td,th{border:1px solid #ccc;padding:.25em .5em;text-align:right}
+table{border-collapse:collapse;font-size:.85em;margin:1em 0}
+td,th{border:1px solid #ccc;padding:.25em .5em;text-align:right}
 th{background:#f2f2f2}td:first-child,th:first-child{text-align:left}img{max-width:100%}figcaption{font-size:.85em;color:#555}"""
 
 

@@ -310,7 +310,7 @@ def _fit_law(law: Law, data: dict[str, np.ndarray], target: np.ndarray, bootstra
     size_params = law.size_params if law.size_params is not None else len(law.params)
     train_points = int(np.sum(sizes < sizes.max()))
     if fit_sizes <= size_params:
-        notes.append(f"no extrapolation check: {fit_sizes} distinct size(s) below the largest for {size_params} size parameter(s)")
+        notes.append(f"no extrapolation check: {fit_sizes} distinct size(s) " f"below the largest for {size_params} size parameter(s)")
     elif train_points <= len(law.params):
         notes.append(f"no extrapolation check: {train_points} points below the largest size for {len(law.params)} parameters")
     else:

@@ -55,7 +55,7 @@ class BenchmarkConfig(StrictModel):
         default=(RETENTION, ACQUISITION),
         description="raycl_retention (base facts), raycl_acquisition (one task per stage: "
         "raycl_acquisition_<domain>), raycl_arc_easy / raycl_hellaswag / raycl_lambada and other "
-        "task_paths entries, tasks of include_path, or any lm-eval task name (needs include_defaults and a reachable hub)",
+        "task_paths entries, tasks of include_path, or any lm-eval " "task name (needs include_defaults and a reachable hub)",
     )
     task_paths: dict[str, TaskFile] = Field(
         default_factory=dict,
@@ -63,7 +63,7 @@ class BenchmarkConfig(StrictModel):
         "`arc_challenge: {template: raycl_arc_easy, path: FILE}` (a template can serve several tasks)",
     )
     include_path: str | None = Field(
-        default=None, description="a directory of your own lm-eval task YAMLs, as lm-eval's --include_path (lm-eval's own tasks stay unindexed)"
+        default=None, description="a directory of your own lm-eval task YAMLs, as lm-eval's " "--include_path (lm-eval's own tasks stay unindexed)"
     )
     limit: int | None = Field(default=None, ge=1, description="first N examples per task at full evaluations; None: all")
     quick_limit: int = Field(

@@ -204,7 +204,7 @@ class Budget(StrictModel):
         if self.executor != "auto":
             return self.executor, "set in budget.executor"
         if self.workers_per_trial > 1 or self.gpus_per_worker > 0:
-            return "train", "auto: several workers or a GPU per trial, where Ray Train's worker group, fault tolerance and DDP pay off"
+            return "train", "auto: several workers or a GPU per trial, where Ray " "Train's worker group, fault tolerance and DDP pay off"
         return "tune", "auto: one CPU worker per trial, which trains in its Tune actor (no worker group to start)"
 
 
@@ -368,7 +368,7 @@ class SearchSpace(StrictModel):
         if self.early_stopping is None:
             return self
         if self.fixed.stream is not None:
-            raise ValueError("early_stopping: needs the offline world's stages; a real stream's stage count is known only once loaded")
+            raise ValueError("early_stopping: needs the offline world's stages; a " "real stream's stage count is known only once loaded")
         if self.budget.seeds != 1:
             # A trial's seeds run in turn, so its stage reports would reach the rungs once per seed.
             raise ValueError(f"early_stopping: ranks one run per trial at each stage end; budget.seeds is {self.budget.seeds}")
@@ -387,7 +387,7 @@ class SearchSpace(StrictModel):
                 raise ValueError(f"early_stopping.rungs: stage end {rungs[-1]} is not before the last of {num_stages} stages")
         for metric in self.objectives:
             if metric not in STAGE_METRICS:
-                raise ValueError(f"early_stopping: objective {metric} is not reported at stage ends (only {', '.join(STAGE_METRICS)} are)")
+                raise ValueError(f"early_stopping: objective {metric} is not reported " f"at stage ends (only {', '.join(STAGE_METRICS)} are)")
         return self
 
     def _reports(self, metric: str) -> bool:

@@ -104,7 +104,7 @@ class StreamShapeConfig(StrictModel):
     """How examples are split into stages, and how much of each stage is held out."""
 
     by: Literal["count", "field", "time", "window"] = Field(
-        default="count", description="count: equal parts in file order; field: one stage per value; time: equal parts in date order; window: rolling token windows"
+        default="count", description="count: equal parts in file order; field: one stage per value; " "time: equal parts in date order; window: rolling token windows"
     )
     stages: int = Field(default=3, ge=1, description="count/time: number of stages")
     field: str | None = Field(default=None, description="field: the stage field (topic, source, language); time: the date field")

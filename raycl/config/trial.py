@@ -39,7 +39,7 @@ class ModelConfig(StrictModel):
 
     name: str = "raycl-tiny-s"
     pretrain_tokens_per_param: float = Field(
-        default=20.0, gt=0, description="pretraining budget of offline-ladder models, in tokens per non-embedding parameter: 5, 10, 20 or 40"
+        default=20.0, gt=0, description="pretraining budget of offline-ladder models, in " "tokens per non-embedding parameter: 5, 10, 20 or 40"
     )
     trust_remote_code: bool = False
 
@@ -114,7 +114,7 @@ class StopRule(StrictModel):
     @model_validator(mode="after")
     def _a_stage_end_metric(self) -> StopRule:
         if self.metric not in STAGE_END_METRICS and not self.metric.startswith(BENCHMARK_PREFIX):
-            raise ValueError(f"metric: {self.metric!r} is not measured at stage ends ({', '.join(STAGE_END_METRICS)}, {BENCHMARK_PREFIX}<task>)")
+            raise ValueError(f"metric: {self.metric!r} is not measured at stage ends " f"({', '.join(STAGE_END_METRICS)}, {BENCHMARK_PREFIX}<task>)")
         return self
 
 
@@ -132,7 +132,7 @@ class TrainConfig(StrictModel):
         default=0.0, gt=-1, lt=1, description="LR times 1 - slope at the first layer up to 1 + slope at the last, linear in depth; 0: one LR"
     )
     online: bool = Field(
-        default=False, description="online ingestion: batches of 1 (default) or 2 examples, every example once, in order; needs eval.every_steps"
+        default=False, description="online ingestion: batches of 1 (default) or 2 examples, " "every example once, in order; needs eval.every_steps"
     )
     examples_per_stage: int | None = Field(
         default=None, ge=1, description="train on the first N training blocks of each stage, each once, in order; steps follow from N"
@@ -147,7 +147,7 @@ class TrainConfig(StrictModel):
     weight_decay: float = Field(default=0.0, ge=0, le=1, description="AdamW's decoupled decay, a fraction of each weight per unit of lr")
     grad_clip: float = Field(default=1.0, gt=0)
     divergence_factor: float = Field(
-        default=3.0, gt=1, description="stop as diverged when a step's loss exceeds this multiple of the first step's (a NaN or infinite loss always stops)"
+        default=3.0, gt=1, description="stop as diverged when a step's loss exceeds this multiple " "of the first step's (a NaN or infinite loss always stops)"
     )
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -170,7 +170,7 @@ class TrainConfig(StrictModel):
         if self.online and self.batch_size > 2:
             raise ValueError(f"batch_size: online training takes 1 or 2 examples a step, not {self.batch_size}")
         if self.single_pass and "steps_per_stage" in self.model_fields_set:
-            raise ValueError("steps_per_stage: a single pass (online or examples_per_stage) takes one step per batch of the stage's examples")
+            raise ValueError("steps_per_stage: a single pass (online or examples_per_stage) " "takes one step per batch of the stage's examples")
         return self
 
     @model_serializer(mode="wrap")
@@ -186,7 +186,8 @@ class TrainConfig(StrictModel):
 
     @property
     def single_pass(self) -> bool:
-        """Whether each stage is one pass over its examples, in order, rather than `steps_per_stage` shuffled batches."""
+        """Whether each stage is one pass over its examples, in order, rather than `steps_per_stage`
+        shuffled batches."""
         return self.online or self.examples_per_stage is not None
 
 
@@ -195,7 +196,7 @@ class ReplayConfig(StrictModel):
 
     ratio: float = Field(default=0.0, ge=0, lt=1, description="fraction of each batch drawn from replay; 0 is plain fine-tuning")
     source: Literal["base", "self_generated"] = Field(
-        default="base", description="base: the base corpus (disjoint from the retention probe); self_generated: samples of the frozen base model"
+        default="base", description="base: the base corpus (disjoint from the retention " "probe); self_generated: samples of the frozen base model"
     )
     loss: Literal["ntp", "kl"] = Field(default="ntp", description="next-token loss on replay rows, or KL(p_base || p_current) on them")
     kl_weight: float = Field(default=1.0, ge=0, description="lambda of the KL penalty when loss is kl")
@@ -254,7 +255,7 @@ class TrialConfig(StrictModel):
             )
         if self.replay.ratio > 0 and not 0 < self.replay_rows < self.train.batch_size:
             raise ValueError(
-                f"replay.ratio: {self.replay.ratio} of a batch of {self.train.batch_size} rows is {self.replay_rows} replay rows; "
+                f"replay.ratio: {self.replay.ratio} of a batch of " f"{self.train.batch_size} rows is {self.replay_rows} replay rows; "
                 "need at least one replay row and one new row"
             )
         return self

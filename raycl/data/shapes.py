@@ -106,7 +106,8 @@ def holdout(items: Sequence[T], fraction: float, seed: int, key: str = "") -> tu
 
 
 def window_spans(total: int, window: int, step: int) -> list[tuple[int, int]]:
-    """`[start, end)` token spans of a rolling window: `(total - window) // step + 1` of them; the tail that no window reaches is left out."""
+    """`[start, end)` token spans of a rolling window: `(total - window) // step + 1` of them; the tail
+    that no window reaches is left out."""
     if total < window:
         raise DataError(f"window: {window} tokens, but the stream has only {total}")
     return [(start, start + window) for start in range(0, total - window + 1, step)]

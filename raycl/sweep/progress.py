@@ -129,7 +129,7 @@ class ProgressTable(Callback):
         if key in self.stopped:
             record = self.stopped[key]
             self.rows[key].state = f"stopped@{record.stage}"
-            self._changed(f"{key} stopped early after stage {record.stage}: ranked outside the top of {record.at_rung} trials there")
+            self._changed(f"{key} stopped early after stage {record.stage}: ranked " f"outside the top of {record.at_rung} trials there")
 
     def failed(self, key: str, state: str, reason: str) -> None:
         """A trial that ended without a result (`state` failed or diverged), and why (called by the FailureRecorder)."""

@@ -1,4 +1,5 @@
-"""Multi-objective early stopping: the NSGA-II promotion rule on hand-made fronts, and the Tune scheduler's decisions."""
+"""Multi-objective early stopping: the NSGA-II promotion rule on hand-made fronts, and the Tune
+scheduler's decisions."""
 
 from __future__ import annotations
 

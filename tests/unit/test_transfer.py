@@ -1,4 +1,5 @@
-"""Scaling-law-guided transfer: the law inputs of a config, the context, and a prediction from the shipped report's table."""
+"""Scaling-law-guided transfer: the law inputs of a config, the context, and describing a prediction (the
+prediction from the shipped report's table: tests/integration/test_transfer_predict.py)."""
 
 from __future__ import annotations
 
