@@ -5,7 +5,8 @@ as a Ray Train run wrapped by a Tune trial (`train`). A Tune trial that wraps a 
 its own resources while its worker group waits for more. With Tune's default of one CPU per trial,
 two trials on two CPUs hold everything and their workers never start (a Train start-up timeout every
 60 s, forever). So the trial function reserves a sliver (Ray rejects 0), the workers get the rest,
-and `max_concurrent_trials` caps how many trials may hold a sliver at once. The worker share is sized for the worst case, every sliver landing on the same node.
+and `max_concurrent_trials` caps how many trials may hold a sliver at once. The worker share is sized
+for the worst case, every sliver landing on the same node.
 """
 
 from __future__ import annotations
