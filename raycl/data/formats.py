@@ -55,7 +55,8 @@ TRANSCRIPT_MARKER = re.compile(r"(?:^|\n)[ \t]*(Human|User|Assistant|System):[ \
 # A prompt template already in a user turn (Alpaca's, Llama-2's [INST], ChatML, Zephyr's): the chat
 # template then wraps a template, and the model learns both.
 PROMPT_TEMPLATE = re.compile(
-    r"Below is an instruction that describes a " r"task|^###\s*(?:Instruction|Input|Response)\s*:|\[/?INST\]|<\|im_start\|>|<\|(?:user|assistant)\|>",
+    r"Below is an instruction that describes a task|^###\s*(?:Instruction|Input|Response)\s*:"
+    r"|\[/?INST\]|<\|im_start\|>|<\|(?:user|assistant)\|>",
     re.IGNORECASE | re.MULTILINE,
 )
 DETECT_ROWS = 20  # valid rows that vote on the format when it is `auto`
