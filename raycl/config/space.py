@@ -13,6 +13,7 @@ import hashlib
 import json
 import operator
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -83,8 +84,8 @@ class IntRange(_Range):
     type: Literal["int"]
     low: int
     high: int
-    step: int = Field(1, ge=1, description="spacing of the values")
-    log: bool = Field(False, description="sample on a log scale")
+    step: int = Field(default=1, ge=1, description="spacing of the values")
+    log: bool = Field(default=False, description="sample on a log scale")
 
     @property
     def log_scale(self) -> bool:
@@ -160,7 +161,7 @@ class Constraint(StrictModel):
         violation = metrics[self.metric] - self.bound
         return violation if self.op == "<=" else -violation
 
-    def satisfied(self, metrics: dict[str, float]) -> bool:
+    def satisfied(self, metrics: Mapping[str, float]) -> bool:
         compare = operator.le if self.op == "<=" else operator.ge
         return compare(metrics[self.metric], self.bound)
 
@@ -172,18 +173,18 @@ class Budget(StrictModel):
     """How many trials, how many at once, and what each trial's Ray Train worker group gets."""
 
     trials: int = Field(ge=1)
-    concurrency: int = Field(1, ge=1, description="trials running at once (the plan may lower it to fit)")
-    workers_per_trial: int = Field(1, ge=1, description="Ray Train workers (DDP ranks) per trial")
-    cpus_per_worker: float = Field(1.0, gt=0, description="trimmed by the trial's 0.01-CPU coordinator share")
-    gpus_per_worker: float = Field(0.0, ge=0)
-    max_failures: int = Field(0, ge=0, description="restarts of a failed trial from its last stage checkpoint")
+    concurrency: int = Field(default=1, ge=1, description="trials running at once (the plan may lower it to fit)")
+    workers_per_trial: int = Field(default=1, ge=1, description="Ray Train workers (DDP ranks) per trial")
+    cpus_per_worker: float = Field(default=1.0, gt=0, description="trimmed by the trial's 0.01-CPU coordinator share")
+    gpus_per_worker: float = Field(default=0.0, ge=0)
+    max_failures: int = Field(default=0, ge=0, description="restarts of a failed trial from its last stage checkpoint")
     seeds: int = Field(
-        1, ge=1, le=16,
+        default=1, ge=1, le=16,
         description="runs of each sampled configuration, with train.seed, train.seed + 1, ... (data order, replay "
         "draws); Optuna and the report see the mean, the report an interval over them",
     )
     executor: Literal["auto", "train", "tune"] = Field(
-        "auto",
+        default="auto",
         description="train: a Ray Train worker group per trial; tune: the trial runs in its Tune actor (one process, "
         "seconds cheaper); auto: tune for single-worker CPU trials, train otherwise",
     )
@@ -199,7 +200,7 @@ class Budget(StrictModel):
         if self.executor != "auto":
             return self.executor, "set in budget.executor"
         if self.workers_per_trial > 1 or self.gpus_per_worker > 0:
-            return "train", "auto: several workers or a GPU per trial, where Ray Train's worker group, fault tolerance and DDP pay off"
+            return "train", "auto: several workers or a GPU per trial, where Ray " "Train's worker group, fault tolerance and DDP pay off"
         return "tune", "auto: one CPU worker per trial, which trains in its Tune actor (no worker group to start)"
 
 
@@ -210,8 +211,8 @@ class SamplerSpec(StrictModel):
     """The Optuna sampler, always named: Optuna 5's multi-objective default changed from NSGA-II to TPE."""
 
     name: Literal["tpe", "nsga2", "gp", "random"]
-    n_startup_trials: int | None = Field(None, ge=0, description="tpe, gp: random trials before modelling")
-    population_size: int | None = Field(None, ge=2, description="nsga2: trials per generation")
+    n_startup_trials: int | None = Field(default=None, ge=0, description="tpe, gp: random trials before modelling")
+    population_size: int | None = Field(default=None, ge=2, description="nsga2: trials per generation")
 
     @model_validator(mode="after")
     def _options_of_this_sampler(self) -> SamplerSpec:
@@ -226,10 +227,10 @@ class EarlyStopping(StrictModel):
     # [1] by default: measured on the offline world (bench/early_stopping.py), each objective's rank after stage 1
     # already follows its final rank, and every later rung cuts trials of a near-front field, losing hypervolume.
     rungs: Literal["stages"] | list[Annotated[int, Field(ge=1)]] = Field(
-        [1], description="the stage ends to rank at; `stages`: every stage end but the last (from first_rung on)"
+        default=[1], description="the stage ends to rank at; `stages`: every stage end but the last (from first_rung on)"
     )
-    reduction: float = Field(3.0, gt=1, description="eta: 1/reduction of the trials at a rung continue")
-    first_rung: int = Field(1, ge=1, description="the first stage end that is a rung (ASHA's grace period): earlier ones never stop a trial")
+    reduction: float = Field(default=3.0, gt=1, description="eta: 1/reduction of the trials at a rung continue")
+    first_rung: int = Field(default=1, ge=1, description="the first stage end that is a rung (ASHA's grace period): earlier ones never stop a trial")
 
     @model_validator(mode="after")
     def _one_way_to_name_rungs(self) -> EarlyStopping:
@@ -258,13 +259,13 @@ class SearchSpace(StrictModel):
         default_factory=lambda: {"learning": "maximize", "forgetting": "minimize"}, min_length=1
     )
     constraints: list[Constraint] = Field(default_factory=list, description='e.g. "forgetting <= 0.05"')
-    reference_point: dict[str, float] | None = Field(None, description="hypervolume reference; default: just past the worst trial")
+    reference_point: dict[str, float] | None = Field(default=None, description="hypervolume reference; default: just past the worst trial")
     parameters: dict[str, Parameter] = Field(min_length=1)
-    fixed: TrialConfig = Field(TrialConfig(), description="TrialConfig sections every trial shares")
+    fixed: TrialConfig = Field(default=TrialConfig(), description="TrialConfig sections every trial shares")
     budget: Budget
     sampler: SamplerSpec
     seed: int
-    early_stopping: EarlyStopping | None = Field(None, description="stop trials at stage ends (e.g. {rungs: [1], reduction: 3})")
+    early_stopping: EarlyStopping | None = Field(default=None, description="stop trials at stage ends (e.g. {rungs: [1], reduction: 3})")
 
     _name: str = PrivateAttr("")
     _source: str = PrivateAttr("")
@@ -360,7 +361,7 @@ class SearchSpace(StrictModel):
         if self.early_stopping is None:
             return self
         if self.fixed.stream is not None:
-            raise ValueError("early_stopping: needs the offline world's stages; a real stream's stage count is known only once loaded")
+            raise ValueError("early_stopping: needs the offline world's stages; a " "real stream's stage count is known only once loaded")
         if self.budget.seeds != 1:
             # A trial's seeds run in turn, so its stage reports would reach the rungs once per seed.
             raise ValueError(f"early_stopping: ranks one run per trial at each stage end; budget.seeds is {self.budget.seeds}")
@@ -379,7 +380,7 @@ class SearchSpace(StrictModel):
                 raise ValueError(f"early_stopping.rungs: stage end {rungs[-1]} is not before the last of {num_stages} stages")
         for metric in self.objectives:
             if metric not in STAGE_METRICS:
-                raise ValueError(f"early_stopping: objective {metric} is not reported at stage ends (only {', '.join(STAGE_METRICS)} are)")
+                raise ValueError(f"early_stopping: objective {metric} is not reported " f"at stage ends (only {', '.join(STAGE_METRICS)} are)")
         return self
 
     def _reports(self, metric: str) -> bool:

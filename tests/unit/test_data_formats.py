@@ -298,7 +298,7 @@ def test_preference_transcripts_are_detected_through_fields(tmp_path: Path) -> N
 
 
 def test_prompts_that_already_hold_a_template_are_counted_and_warned_about_once(tmp_path: Path, caplog) -> None:
-    alpaca = "Below is an instruction that describes a task. Write a response.\n\n### Instruction:\nAdd 2 and 2.\n\n### Response:"
+    alpaca = "Below is an instruction that describes a task. Write a " "response.\n\n### Instruction:\nAdd 2 and 2.\n\n### Response:"
     rows = [{"prompt": alpaca, "response": "4"}, {"prompt": "Add 3 and 3.", "response": "6"}, {"prompt": "[INST] Hi [/INST]", "response": "Hello"}]
     path = tmp_path / "templated.jsonl"
     path.write_text("\n".join(map(json.dumps, rows)) + "\n")

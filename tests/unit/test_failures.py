@@ -3,6 +3,7 @@ Optuna trial, the MLflow child run and in the trial's folder (a real in-memory s
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from pathlib import Path
@@ -83,7 +84,7 @@ def test_a_failed_trial_keeps_its_reason_in_optuna_mlflow_and_its_folder(tmp_pat
     searcher = OptunaSearcher(study, space, interrupted=[], defaults={})
     tracker = SweepTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", space, tmp_path / "artifacts")
     tracker.open_parent({})
-    progress = ProgressTable(space, Console(file=open("/dev/null", "w")))
+    progress = ProgressTable(space, Console(file=io.StringIO()))
     recorder = FailureRecorder(searcher, tracker, progress, tmp_path / "trials")
 
     assignment = TrialAssignment.model_validate(searcher.suggest("tune-1"))
