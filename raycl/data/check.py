@@ -20,10 +20,10 @@ from raycl.config import TrialConfig
 from raycl.config.benchmarks import RETENTION, BenchmarkConfig, is_world_stage_task
 from raycl.config.stream import DataSourceConfig, StreamShapeConfig
 from raycl.config.trial import LADDER_PREFIX
+from raycl.data.benchmark_files import check_include_path, check_task_file
 from raycl.data.formats import DataError
 from raycl.data.shapes import holdout, split_stages
 from raycl.data.sources import LoadSummary, corpus_sources, load_examples
-from raycl.evaluation.harness import check_include_path, check_task_file
 
 CHECK_ROWS = 20  # rows read from each file
 Z_95 = 1.96  # the sampled share of malformed rows must exceed max_bad_fraction at 95% confidence to fail

@@ -15,7 +15,7 @@ from raycl.data.build import build_stream
 from raycl.data.sources import LoadSummary, iter_examples, load_examples
 from raycl.world.tokenizer import train_tokenizer
 
-WORDS = "river stone cloud lantern orbit maple quartz signal harbor meadow".split()
+WORDS = ["river", "stone", "cloud", "lantern", "orbit", "maple", "quartz", "signal", "harbor", "meadow"]
 FILE_BYTES = 8 * 2**20
 
 

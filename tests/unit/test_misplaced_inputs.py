@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from raycl.artifacts.hub import ModelFileError, load_model
 from raycl.config import ConfigError
 from raycl.config.trial import validate_config
-from raycl.models.hub import ModelFileError, load_model
 
 
 def test_a_symlink_loop_or_a_dangling_link_as_the_model_is_named_as_such(tmp_path: Path) -> None:
