@@ -94,6 +94,7 @@ def records(out_dir: Path, parent_run_id: str) -> tuple[list, dict[str, int]]:
     complete = sorted(complete, key=lambda t: t.number)
     client = MlflowClient(tracking_uri=f"sqlite:///{out_dir / 'mlflow.db'}")
     experiment = client.get_experiment_by_name(f"raycl-{NAME}")
+    assert experiment is not None, "the sweep made no MLflow experiment"
     children, token = [], None
     while True:
         page = client.search_runs([experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
@@ -135,6 +136,7 @@ def measure(trials: int, scratch: Path) -> dict:
     with RssSampler() as rss:
         outcome = run_sweep(space, out_root=scratch / "runs", num_cpus=2)
     out_dir = scratch / "runs" / NAME
+    assert outcome.plan is not None  # the sweep ran trials
     complete, recorded = records(out_dir, outcome.parent_run_id)
     engine = [outcome.trial_times[trial_key(t.number)]["engine_s"] for t in complete]
     # A trial's time in the sweep, from Optuna's ask to its tell, less the engine's own time inside it.
@@ -234,7 +236,7 @@ def render(report: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description="Soak test: a long sweep of the smallest possible trials.")
     parser.add_argument("--trials", type=int, default=300)
     parser.add_argument("--out", type=Path, default=REPORTS, help="where soak.json and soak.md go")
     args = parser.parse_args()

@@ -73,7 +73,7 @@ def _broken_link(kind: str, name: str) -> ModelFileError | None:
         os.stat(name)
     except OSError as error:
         if error.errno == errno.ELOOP or os.path.islink(name):
-            why = os.strerror(error.errno)
+            why = error.strerror or str(error)
             return ModelFileError(f"{name}: the {kind} path is a broken symbolic link ({why}); point it at a directory")
     return None
 

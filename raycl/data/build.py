@@ -63,6 +63,7 @@ def _window_prefix(examples: Iterable[Example], summary: LoadSummary, config: St
                    tokenizer: PreTrainedTokenizerBase) -> list[Encoded]:
     """`examples` encoded until their tokens fill the windows kept (`max_stages`); all of them when every window is."""
     shape = config.shape
+    assert shape.window is not None and shape.step is not None  # required by `by: window`
     needed = None if shape.max_stages is None else shape.window + (shape.max_stages - 1) * shape.step
     encoded: list[Encoded] = []
     tokens = 0
@@ -107,13 +108,15 @@ def build_stream(
     if (config.original is None) == (retention is None or replay_pool is None):
         raise ValueError("give the original distribution in one way: stream.original, or retention with replay_pool")
     summary = LoadSummary(source=config.source.name)
-    examples = iter_examples(config.source, summary, config.shape.required_fields)
+    read = iter_examples(config.source, summary, config.shape.required_fields)
+    encoded: list[Encoded] = []
+    examples: list[Example] = []
     if config.shape.by == "window":
         # Read and encoded only as far as the windows kept reach: a huge file costs what its stages use.
-        encoded = _window_prefix(examples, summary, config, tokenizer)
+        encoded = _window_prefix(read, summary, config, tokenizer)
         finish_load(summary, config.source)
     else:
-        examples = list(examples)
+        examples = list(read)
         finish_load(summary, config.source)
         _check_loss_on(config, summary, tokenizer)
 

@@ -82,6 +82,7 @@ def _judge_bad_share(summary: LoadSummary, max_bad_fraction: float, whole: bool)
     share = bad / rows
     if share <= max_bad_fraction:
         return None
+    assert summary.first_bad is not None  # some rows were malformed
     where = f"{summary.unit} {summary.first_bad[0]}: {summary.first_bad[1]}"
     if _wilson_low(bad, rows) > max_bad_fraction:
         raise DataError(
@@ -118,8 +119,8 @@ def _included_names(directory: Path) -> set[str]:
         if not isinstance(data, dict):
             continue
         for key in ("task", "group", "tag"):
-            values = data.get(key) if isinstance(data.get(key), list) else [data.get(key)]
-            names.update(value for value in values if isinstance(value, str))
+            value = data.get(key)
+            names.update(name for name in (value if isinstance(value, list) else [value]) if isinstance(name, str))
     return names
 
 

@@ -30,4 +30,5 @@ def test_roles_beside_source_says_where_it_belongs() -> None:
         "trial.yaml: stream.roles: a key of the source: move it under stream.source (stream.source.roles)"
     )
     moved = {"stream": {"source": {"path": "dialogs.jsonl", "roles": {"Alice": "user"}}}}
-    assert validate_config(moved, source="trial.yaml").stream.source.roles == {"Alice": "user"}
+    stream = validate_config(moved, source="trial.yaml").stream
+    assert stream is not None and stream.source.roles == {"Alice": "user"}
