@@ -49,6 +49,7 @@ from raycl.data.tokens import (
     pack_blocks,
 )
 from raycl.evaluation.heldout import heldout_loss
+from raycl.models.optimizer_step import optimizer_step
 from raycl.world.cache import cached_build
 from raycl.world.corpus import Domain, Split
 
@@ -201,14 +202,9 @@ def _train_steps(
 ) -> None:
     run.model.train()
     for step in steps:
-        for group in run.optimizer.param_groups:
-            group["lr"] = lr_at(step)
         batch = batch_at(blocks, recipe.batch_size, step, recipe.seed)
         loss = run.model(input_ids=batch, labels=batch).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(run.model.parameters(), 1.0)
-        run.optimizer.step()
-        run.optimizer.zero_grad(set_to_none=True)
+        optimizer_step(loss, run.model, run.optimizer, lr_at(step), grad_clip=1.0)
         run.losses.append(loss.item())
         progress.update(task, advance=1, loss=f"{loss.item():.3f}")
 
