@@ -150,8 +150,8 @@ class EvalRecord(BaseModel):
     new_loss: Measured = Field(description="mean held-out loss over the stages' new data")
     base_loss: Measured = Field(description="held-out loss on the original distribution")
     full_eval: bool = Field(description="a stage end's full evaluation (or step 0's), not a quick one")
-    learning: MeasuredAtStageEnds = Field(None, description="full evaluations: the trial's learning so far")
-    forgetting: MeasuredAtStageEnds = Field(None, description="full evaluations: the trial's forgetting so far")
+    learning: MeasuredAtStageEnds = Field(default=None, description="full evaluations: the trial's learning so far")
+    forgetting: MeasuredAtStageEnds = Field(default=None, description="full evaluations: the trial's forgetting so far")
 
     @model_validator(mode="after")
     def _extras_are_benchmarks(self) -> EvalRecord:
@@ -161,11 +161,13 @@ class EvalRecord(BaseModel):
         return self
 
     def metrics(self) -> dict[str, float]:
-        """What the evaluation measured, by name: the losses, and at full evaluations learning, forgetting and benchmark scores."""
-        return {name: value for name, value in self.to_report().items() if name in MEASURED_AT_STAGE_ENDS or name.startswith(BENCHMARK_PREFIX)}
+        """What the evaluation measured, by name: the losses, and at full evaluations learning, forgetting and
+        benchmark scores."""
+        measured = self.to_report().items()
+        return {name: v for name, v in measured if name in MEASURED_AT_STAGE_ENDS or name.startswith(BENCHMARK_PREFIX)}
 
     def to_report(self) -> dict[str, float]:
-        """Every field as a float (Tune's results and MLflow's metrics are numbers); those a quick evaluation lacks left out."""
+        """Every field as a float (Tune's results and MLflow's metrics are numbers), less those a quick one lacks."""
         return {name: float(value) for name, value in self.model_dump(exclude_none=True).items()}
 
     @classmethod
@@ -173,7 +175,8 @@ class EvalRecord(BaseModel):
         """The evaluation record inside a Tune result (other keys ignored); None for a result that is no evaluation."""
         if not all(name in report for name, field in cls.model_fields.items() if field.is_required()):
             return None
-        return cls.model_validate({k: v for k, v in report.items() if k in cls.model_fields or k.startswith(BENCHMARK_PREFIX)})
+        fields = {k: v for k, v in report.items() if k in cls.model_fields or k.startswith(BENCHMARK_PREFIX)}
+        return cls.model_validate(fields)
 
 
 # What every stage end measures (beside `bench_<task>` scores): the metrics `train.stop_when` may name.

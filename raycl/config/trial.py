@@ -110,7 +110,10 @@ class StopRule(StrictModel):
     @model_validator(mode="after")
     def _a_stage_end_metric(self) -> StopRule:
         if self.metric not in MEASURED_AT_STAGE_ENDS and not self.metric.startswith(BENCHMARK_PREFIX):
-            raise ValueError(f"metric: {self.metric!r} is not measured at stage ends ({', '.join(MEASURED_AT_STAGE_ENDS)}, {BENCHMARK_PREFIX}<task>)")
+            measured = ", ".join(MEASURED_AT_STAGE_ENDS)
+            raise ValueError(
+                f"metric: {self.metric!r} is not measured at stage ends ({measured}, {BENCHMARK_PREFIX}<task>)"
+            )
         return self
 
 

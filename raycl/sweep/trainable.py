@@ -161,7 +161,7 @@ def run_in_train(replicate: Replicate, context: TrialContext) -> EngineRun:
             checkpoint_config=CheckpointConfig(num_to_keep=1),
         ),
     )
-    return trainer.fit().return_value
+    return EngineRun.model_validate(trainer.fit().return_value)
 
 
 def furthest_stage_checkpoint(trial_storage: str, replicate: int = 0) -> tune.Checkpoint | None:

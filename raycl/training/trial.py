@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.distributed as dist
@@ -48,6 +48,8 @@ from raycl.training.parts import autocast_for, finite_or_none, load_stream, next
 from raycl.world.ladder import parameter_counts
 from raycl.world.offline import World, load_world
 
+# A step's new rows, their labels, its replay rows and theirs.
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 # Called with an evaluation's record, and the stage checkpoint written with it (full evaluations).
 Report = Callable[[EvalRecord, Path | None], None]
 
@@ -75,7 +77,9 @@ class TrialProgress:
     untimed_tokens: int = 0  # tokens of that step, whose time (slowed by the tracker) is not counted
     stopped: str | None = None  # why train.stop_when ended the stream early
 
-    def count_step(self, tokens: int, new_tokens: int, seconds: float, memory: dict[str, int] | None, timed: bool) -> None:
+    def count_step(
+        self, tokens: int, new_tokens: int, seconds: float, memory: dict[str, int] | None, timed: bool
+    ) -> None:
         """A finished step: its tokens (replay rows included) and new tokens, the memory it measured, if any, and
         its time; or, untimed (slowed by the memory tracker), its tokens as untimed ones."""
         self.step += 1
@@ -148,10 +152,11 @@ def stop_reason(rule: StopRule | None, stage_end: EvalRecord, stages: int) -> st
         return None
     measured = stage_end.metrics()
     if rule.metric not in measured:
-        raise ValueError(f"train.stop_when.metric: {rule.metric} is not measured by this trial (measured: {', '.join(measured)})")
-    done = stage_end.stage
-    if 0 < done < stages and measured[rule.metric] >= rule.at_least:
-        return f"train.stop_when: {rule.metric} = {measured[rule.metric]:.4g} >= {rule.at_least:g} after stage {done} of {stages}"
+        names = ", ".join(measured)
+        raise ValueError(f"train.stop_when.metric: {rule.metric} is not measured by this trial (measured: {names})")
+    done, value = stage_end.stage, measured[rule.metric]
+    if 0 < done < stages and value >= rule.at_least:
+        return f"train.stop_when: {rule.metric} = {value:.4g} >= {rule.at_least:g} after stage {done} of {stages}"
     return None
 
 
@@ -163,7 +168,7 @@ def needs_frozen_base(replay: ReplayConfig) -> bool:
 def effective_weights(model: nn.Module) -> dict[str, torch.Tensor]:
     """The model's weights as a plain model would have them (LoRA adapters merged into a copy)."""
     if hasattr(model, "merge_and_unload"):
-        model = copy.deepcopy(model).merge_and_unload()
+        model = cast(Any, copy.deepcopy(model)).merge_and_unload()
     return model.state_dict()
 
 
@@ -188,7 +193,7 @@ def evaluate(
 
 def step_loss(
     model: nn.Module,
-    batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+    batch: Batch,
     config: TrialConfig,
     frozen_base: nn.Module | None,
     ewc: EWC | None,
@@ -197,7 +202,7 @@ def step_loss(
     the base on the replay rows; plus the EWC penalty."""
     new, new_labels, old, old_labels = batch
     logits = model(input_ids=torch.cat([new, old])).logits
-    if config.replay.loss == "kl" and len(old):
+    if frozen_base is not None and config.replay.loss == "kl" and len(old):
         with torch.no_grad():
             base_logits = frozen_base(input_ids=old).logits
         kl = kl_to_base(logits[len(new) :], base_logits, old_labels)
@@ -256,7 +261,9 @@ def eval_record(progress: TrialProgress, full: bool) -> EvalRecord:
         row, retention = progress.curves[-1]["stage_losses"], progress.curves[-1]["base_loss"]
     new_loss = metrics.mean_new_loss(row)
     if not full:
-        return EvalRecord(stage=progress.stages_done, step=progress.step, new_loss=new_loss, base_loss=retention, full_eval=False)
+        return EvalRecord(
+            stage=progress.stages_done, step=progress.step, new_loss=new_loss, base_loss=retention, full_eval=False
+        )
     scores = {f"{BENCHMARK_PREFIX}{task}": score for task, score in progress.benchmarks[-1].items() if "/" not in task}
     return EvalRecord(
         stage=progress.stages_done,
@@ -308,14 +315,20 @@ class TrialRun:
         stream = load_stream(config, world, tokenizer)
         initial_weights = {name: t.detach().clone() for name, t in base_model.state_dict().items() if t.ndim == 2}
         base_model.to(device)
-        frozen_base = copy.deepcopy(base_model).eval().requires_grad_(False) if needs_frozen_base(config.replay) else None
-        replay = Replay(config.replay, stream.replay_pool, frozen_base, tokenizer, config.train.seed) if config.replay_rows else None
+        frozen_base = None
+        if needs_frozen_base(config.replay):
+            frozen_base = copy.deepcopy(base_model).eval().requires_grad_(False)
+        replay = None
+        if config.replay_rows:
+            replay = Replay(config.replay, stream.replay_pool, frozen_base, tokenizer, config.train.seed)
         # Counted before LoRA injects its adapters into the base model in place.
         counts = parameter_counts(base_model)
         prepared = prepare_method(base_model, config.method, config.train)
         model = prepared.model
         # The Fisher is measured at the base weights, before any checkpoint is restored over them.
-        ewc = EWC(model, stream.replay_pool, config.ewc.fisher_batches, config.train.seed) if config.ewc.weight else None
+        ewc = None
+        if config.ewc.weight:
+            ewc = EWC(model, stream.replay_pool, config.ewc.fisher_batches, config.train.seed)
         train_model = nn.parallel.DistributedDataParallel(model) if world_size > 1 else model
         model.train()
 
@@ -325,28 +338,30 @@ class TrialRun:
         if task_dir:
             load_harness(task_dir, bench)
         return cls(
-            config=config, device=device, rank=rank, world_size=world_size, world=world, tokenizer=tokenizer, stream=stream,
-            steps_of_stage=[stage_steps(config, stage) for stage in stream.stages], model=model, train_model=train_model,
-            optimizer=prepared.optimizer, method_info=prepared.info, frozen_base=frozen_base, replay=replay, ewc=ewc,
-            task_dir=task_dir, initial_weights=initial_weights, counts=counts, vocab_size=base_model.config.vocab_size,
+            config=config, device=device, rank=rank, world_size=world_size, world=world, tokenizer=tokenizer,
+            stream=stream, steps_of_stage=[stage_steps(config, stage) for stage in stream.stages], model=model,
+            train_model=train_model, optimizer=prepared.optimizer, method_info=prepared.info, frozen_base=frozen_base,
+            replay=replay, ewc=ewc, task_dir=task_dir, initial_weights=initial_weights, counts=counts,
+            vocab_size=base_model.config.vocab_size,
         )  # fmt: skip
 
     def benchmarks(self, limit: int | None) -> dict[str, float]:
-        return run_benchmarks(self.model, self.tokenizer, self.config.eval.benchmarks, self.task_dir, limit) if self.task_dir else {}
+        if self.task_dir is None:
+            return {}
+        return run_benchmarks(self.model, self.tokenizer, self.config.eval.benchmarks, self.task_dir, limit)
 
     def evaluate_and_record(self, progress: TrialProgress, at: tuple[int, int] | None = None) -> EvalRecord:
         """Evaluate, append the outcome to `progress` and return its record: a full evaluation (stage end, step 0)
         to the stage matrix, or with `at` (stage index, steps into it) a quick one to the curves. Its time counts
         as evaluation time."""
-        config, bench = self.config, self.config.eval.benchmarks
+        config, bench, full = self.config, self.config.eval.benchmarks, at is None
         started = time.perf_counter()
-        if at is None:
-            row, retention = evaluate(self.model, self.stream, config, self.tokenizer.pad_token_id, self.device, config.eval.max_examples)
+        # Online quick evaluations read the same held-out examples as stage ends, so that one curve runs through both.
+        examples = config.eval.max_examples if full or config.train.online else config.eval.quick_max_examples
+        row, retention = evaluate(self.model, self.stream, config, self.tokenizer.pad_token_id, self.device, examples)
+        if full:
             scores = self.benchmarks(bench.limit)
         else:
-            # Online quick evaluations read the same held-out examples as stage ends, so that one curve runs through both.
-            examples = config.eval.max_examples if config.train.online else config.eval.quick_max_examples
-            row, retention = evaluate(self.model, self.stream, config, self.tokenizer.pad_token_id, self.device, examples)
             scores = self.benchmarks(bench.quick_limit) if bench.quick_limit else {}
         progress.eval_time_s += time.perf_counter() - started
         if at is None:
@@ -359,21 +374,23 @@ class TrialRun:
                 "step": progress.step, "stage_index": stage_index, "stage_step": stage_step,
                 "stage_losses": row, "base_loss": retention, "benchmarks": scores,
             })  # fmt: skip
-        return eval_record(progress, full=at is None)
+        return eval_record(progress, full)
 
-    def batch(self, step: int, stage_index: int, local_step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """This rank's slice of a step's new rows, their labels, its replay rows and theirs. Batches are pure
-        functions of the step, so that the ranks and a resumed trial draw the same ones."""
+    def batch(self, step: int, stage_index: int, local_step: int) -> Batch:
+        """This rank's slice of a step's new rows, their labels, its replay rows and theirs, on the device. Batches
+        are pure functions of the step, so that the ranks and a resumed trial draw the same ones."""
         config = self.config
         blocks, labels = training_blocks(config, self.stream.stages[stage_index])
-        rows, seed, single_pass = config.train.batch_size - config.replay_rows, config.train.seed + stage_index, config.train.single_pass
+        rows, seed = config.train.batch_size - config.replay_rows, config.train.seed + stage_index
+        single_pass = config.train.single_pass
         mine = slice(self.rank, None, self.world_size)
         new = new_rows_at(blocks, rows, local_step, seed, single_pass)[mine]
         new_labels = new_rows_at(labels, rows, local_step, seed, single_pass)[mine]
         if self.replay is None:
-            return new, new_labels, new[:0], new_labels[:0]
-        old, old_labels = self.replay.batch(step, config.replay_rows, config.train.seq_len)
-        return new, new_labels, old[mine], old_labels[mine]
+            old, old_labels = new[:0], new_labels[:0]
+        else:
+            old, old_labels = (rows[mine] for rows in self.replay.batch(step, config.replay_rows, config.train.seq_len))
+        return new.to(self.device), new_labels.to(self.device), old.to(self.device), old_labels.to(self.device)
 
     def train_step(self, progress: TrialProgress, stage_index: int, local_step: int, out_dir: Path) -> float:
         """One optimizer step, counted in `progress`; returns its loss averaged over ranks.
@@ -386,16 +403,18 @@ class TrialRun:
         measuring = not progress.train_memory and progress.step >= min(1, total_steps - 1)
         with StepMemory(self.model, self.optimizer) if measuring else contextlib.nullcontext() as memory:
             started = time.perf_counter()
-            new, new_labels, old, old_labels = self.batch(progress.step, stage_index, local_step)
+            batch = self.batch(progress.step, stage_index, local_step)
             with autocast_for(self.device):
-                batch = tuple(t.to(self.device) for t in (new, new_labels, old, old_labels))
                 loss = step_loss(self.train_model, batch, config, self.frozen_base, self.ewc)
             loss_value = mean_over_ranks(loss, self.world_size)
             stop_if_diverged(progress, loss_value, stage_index, config, out_dir if self.rank == 0 else None)
-            optimizer_step(loss, self.model, self.optimizer, learning_rate(config, progress.step), config.train.grad_clip)
+            lr = learning_rate(config, progress.step)
+            optimizer_step(loss, self.model, self.optimizer, lr, config.train.grad_clip)
+        seconds = time.perf_counter() - started
+        new, old = batch[0].numel() * self.world_size, batch[2].numel() * self.world_size
         # A one-step trial has no other step to time.
-        progress.count_step((new.numel() + old.numel()) * self.world_size, new.numel() * self.world_size,
-                            time.perf_counter() - started, memory.parts if memory else None, timed=memory is None or total_steps == 1)
+        timed = memory is None or total_steps == 1
+        progress.count_step(new + old, new, seconds, memory.parts if memory else None, timed)
         if self.replay is not None:
             progress.replay_generation_s = self.replay.generation_time_s
         return loss_value
@@ -475,7 +494,8 @@ def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) 
             progress.stopped = stop_reason(config.train.stop_when, stage_end, len(stages))
             checkpoint_dir = None
             if run.rank == 0:
-                checkpoint_dir = save_checkpoint(stage_checkpoint_dir(out_dir, stage_index), run.model, run.optimizer, asdict(progress))
+                directory = stage_checkpoint_dir(out_dir, stage_index)
+                checkpoint_dir = save_checkpoint(directory, run.model, run.optimizer, asdict(progress))
             if report is not None:
                 report(stage_end, checkpoint_dir)
             if progress.stopped:
@@ -495,6 +515,7 @@ def summarize(progress: TrialProgress, config: TrialConfig, stream: Stream, base
     matrix = [row[:trained] for row in progress.stage_matrix]
     new_before, new_after = metrics.mean_new_loss(matrix[0]), metrics.mean_new_loss(matrix[-1])
     adaptation = online_adaptation(progress, config, stream) if config.train.online else None
+    known = [steps for steps in adaptation or [] if steps is not None]
     return {
         "learning": metrics.learning(new_before, new_after),
         "learning_nats": metrics.learning_nats(new_before, new_after),
@@ -526,7 +547,7 @@ def summarize(progress: TrialProgress, config: TrialConfig, stream: Stream, base
         "lr": config.train.lr,
         "stopped": progress.stopped,
         "adaptation_steps": adaptation,
-        "adaptation_steps_mean": sum(adaptation) / len(adaptation) if adaptation and None not in adaptation else None,
+        "adaptation_steps_mean": sum(known) / len(known) if adaptation and len(known) == len(adaptation) else None,
     }
 
 
