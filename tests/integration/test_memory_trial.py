@@ -42,7 +42,7 @@ def test_per_layer_trial_stopped_between_stages_resumes_to_identical_metrics(tmp
     assert resumed.resumed_after_stage == 1 and whole.resumed_after_stage == 0
     for key in ("stage_matrix", "retention_losses", "learning", "forgetting", "bwt", "fwt", "drift",
                 "optimizer_state_bytes", "train_peak_bytes", "train_memory"):
-        assert resumed[key] == whole[key], key
+        assert getattr(resumed, key) == getattr(whole, key), key
 
 
 def test_result_reports_the_measured_steps_memory_by_part(tmp_path: Path) -> None:
