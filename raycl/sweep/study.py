@@ -14,11 +14,11 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from ray.tune.search import Searcher
 
+from raycl.adapters import optuna_internals
 from raycl.config import ConfigError
 from raycl.config.records import FINAL_KEY, REPLICATES_ATTR, FinalReport, Tags, TrialAssignment, trial_key
 from raycl.config.result import is_reported_metric
 from raycl.config.space import SamplerSpec, SearchSpace
-from raycl.adapters import optuna_internals
 from raycl.sweep.lease import ask, claim, orphaned, rdb_storage
 from raycl.sweep.scheduler import StageHalving
 

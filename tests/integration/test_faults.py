@@ -23,7 +23,7 @@ from optuna.trial import TrialState
 from raycl.config.records import Artifacts, Tags
 from raycl.sweep import run_sweep
 from raycl.sweep.failures import ERROR_FILE_ATTR
-from raycl.sweep.service import RAY_TEMP_RECORD
+from raycl.sweep.ray_session import RAY_TEMP_RECORD
 
 pytestmark = pytest.mark.slow
 

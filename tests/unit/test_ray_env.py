@@ -11,7 +11,7 @@ import pytest
 import ray
 from ray._private import ray_constants
 
-from raycl.sweep import service
+from raycl.sweep import ray_session
 
 
 @pytest.fixture()
@@ -31,20 +31,20 @@ def init_calls(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
 
 
 def test_a_cluster_gets_no_secret_through_the_runtime_env(init_calls: list[dict], tmp_path: Path) -> None:
-    assert service._connect_ray("10.0.0.5:6379", None, False, tmp_path) is None
+    assert ray_session.connect("10.0.0.5:6379", None, False, tmp_path) is None
     forwarded = init_calls[0]["runtime_env"]["env_vars"]
     assert forwarded["HF_HOME"] == "/data/hf" and "HF_TOKEN" not in forwarded
-    assert set(service.TRAIN_ENV) <= set(forwarded)
+    assert set(ray_session.TRAIN_ENV) <= set(forwarded)
 
 
 def test_a_local_ray_inherits_the_environment_and_binds_to_loopback(init_calls: list[dict], tmp_path: Path) -> None:
-    temp_dir = service._connect_ray(None, 2, False, tmp_path)
+    temp_dir = ray_session.connect(None, 2, False, tmp_path)
     try:
         call = init_calls[0]
         assert "runtime_env" not in call  # nothing for Ray to log: its processes inherit the environment
-        assert call["env"]["HF_TOKEN"] == "hf_planted0123456789" and set(service.TRAIN_ENV) <= set(call["env"])
+        assert call["env"]["HF_TOKEN"] == "hf_planted0123456789" and set(ray_session.TRAIN_ENV) <= set(call["env"])
         assert call["env"][ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] == "0" and call["clusters_enabled"] is False
         assert ray_constants.ENABLE_RAY_CLUSTER is True and ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR not in os.environ
-        assert (tmp_path / service.RAY_TEMP_RECORD).read_text() == temp_dir == call["_temp_dir"]
+        assert (tmp_path / ray_session.RAY_TEMP_RECORD).read_text() == temp_dir == call["_temp_dir"]
     finally:
         shutil.rmtree(temp_dir, ignore_errors=True)
