@@ -62,7 +62,9 @@ def connect(address: str | None, num_cpus: int | None, show_worker_logs: bool, o
         forwarded = {key: value for key, value in os.environ.items() if key.startswith(FORWARDED_ENV_PREFIXES)}
         withheld = sorted(key for key, value in forwarded.items() if is_secret(key, value))
         if withheld:
-            logging.getLogger(__name__).warning("not forwarded to the cluster (set them on its nodes): %s", ", ".join(withheld))
+            logging.getLogger(__name__).warning(
+                "not forwarded to the cluster (set them on its nodes): %s", ", ".join(withheld)
+            )
         env = knobs | {key: value for key, value in forwarded.items() if key not in withheld}
         try:
             ray.init(address=address, runtime_env={"env_vars": env}, **options)

@@ -22,7 +22,9 @@ from raycl.analysis.pareto import hypervolume
 def heartbeat_study(tmp_path: Path) -> optuna.Study:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}", heartbeat_interval=1, grace_period=1)
+        storage = optuna.storages.RDBStorage(
+            f"sqlite:///{tmp_path / 'optuna.db'}", heartbeat_interval=1, grace_period=1
+        )
     return optuna.create_study(study_name="adapters", storage=storage)
 
 
@@ -44,7 +46,10 @@ def test_trial_id_is_the_storage_id_of_live_and_frozen_trials(heartbeat_study: o
     for trial in (first, second):
         assert storage.get_trial(optuna_internals.trial_id(trial)).number == trial.number
     frozen = heartbeat_study.get_trials(deepcopy=False)
-    assert [optuna_internals.trial_id(t) for t in frozen] == [optuna_internals.trial_id(first), optuna_internals.trial_id(second)]
+    assert [optuna_internals.trial_id(t) for t in frozen] == [
+        optuna_internals.trial_id(first),
+        optuna_internals.trial_id(second),
+    ]
 
 
 def test_a_reopened_trial_gets_its_stored_values_back_and_can_be_told(heartbeat_study: optuna.Study) -> None:

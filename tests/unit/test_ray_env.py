@@ -1,10 +1,13 @@
 """What a sweep hands Ray when it connects: no secret in the runtime env (Ray logs it in clear), and
-a local Ray confined to the loopback interface. Ray's `init` is replaced by a recorder."""
+a local Ray confined to the loopback interface (Ray's `init` is replaced by a recorder); and where Ray's
+and MLflow's own log lines go."""
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 import pytest
@@ -48,3 +51,24 @@ def test_a_local_ray_inherits_the_environment_and_binds_to_loopback(init_calls: 
         assert (tmp_path / ray_session.RAY_TEMP_RECORD).read_text() == temp_dir == call["_temp_dir"]
     finally:
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def test_library_log_lines_go_to_the_log_file_and_the_handlers_come_back(tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
+    names = ("ray", "mlflow", "py.warnings")
+    before = {name: (logging.getLogger(name).handlers[:], logging.getLogger(name).propagate) for name in names}
+    log_file = tmp_path / "sweep.log"
+    with ray_session.library_logs(log_file, verbose=False):
+        logging.getLogger("ray.tune.execution.experiment_state").warning("snapshotting triggered")
+        logging.getLogger("mlflow.store.db.utils").info("Creating initial MLflow database tables...")
+        warnings.warn("a library's deprecation notice", UserWarning, stacklevel=1)
+    out, err = capfd.readouterr()
+    assert out + err == ""
+    assert all(line in log_file.read_text() for line in ("snapshotting triggered", "Creating initial", "deprecation notice"))
+    assert {name: (logging.getLogger(name).handlers, logging.getLogger(name).propagate) for name in names} == before
+
+
+def test_verbose_leaves_library_log_lines_on_the_terminal(tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
+    with ray_session.library_logs(tmp_path / "sweep.log", verbose=True):
+        logging.getLogger("ray.tune.execution.experiment_state").warning("snapshotting triggered")
+    assert "snapshotting triggered" in capfd.readouterr().err
+    assert not (tmp_path / "sweep.log").exists()
