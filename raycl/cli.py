@@ -150,7 +150,7 @@ def sweep(
     ray_storage: Optional[str] = typer.Option(None, "--ray-storage", help="Ray Tune/Train state and checkpoints, shared by all nodes on a cluster (s3://...); default OUT_ROOT/NAME/ray"),
     out_root: Path = typer.Option(Path("runs"), "--out-root", help="where sweeps keep their files, one folder per sweep"),
     worker_logs: bool = typer.Option(False, "--worker-logs", help="stream Ray worker output into this terminal"),
-    verbose: bool = typer.Option(False, "--verbose", help="show Ray's and MLflow's own log lines here too; default: in OUT_ROOT/NAME/sweep.log"),
+    verbose: bool = typer.Option(False, "--verbose", help="show Ray's and MLflow's own log lines here instead of in OUT_ROOT/NAME/sweep.log"),
 ) -> None:
     """Run a sweep: Optuna proposes trials, Ray Tune schedules them, Ray Train runs them, MLflow records them."""
     from raycl.config import ConfigError

@@ -89,7 +89,7 @@ def run_sweep(
     ray_storage: where Ray Tune/Train keep state and stage checkpoints; default `OUT_ROOT/NAME/ray`.
         On a multi-node cluster this must be shared by every node (s3://..., NFS).
     num_cpus: CPUs of a local Ray (default: all).
-    verbose: Ray's and MLflow's own log lines on the terminal too; otherwise they go to `OUT_ROOT/NAME/sweep.log`.
+    verbose: Ray's and MLflow's own log lines on the terminal; otherwise they go to `OUT_ROOT/NAME/sweep.log`.
     Raises `ConfigError` (one line naming the file and key, or the store that cannot be reached)
     before creating anything.
     """
