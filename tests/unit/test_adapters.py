@@ -3,8 +3,10 @@ an upgrade of the pinned versions that changes one fails here rather than in a s
 
 from __future__ import annotations
 
+import ast
 import inspect
 import os
+import re
 import time
 import warnings
 from pathlib import Path
@@ -112,3 +114,30 @@ def test_loopback_only_makes_ray_pick_the_loopback_address_and_restores_everythi
         assert services.get_node_ip_address() == "127.0.0.1"
         assert os.environ[variable] == "0" and ray_constants.ENABLE_RAY_CLUSTER is False
     assert (ray_constants.ENABLE_RAY_CLUSTER, os.environ.get(variable)) == before
+
+
+PACKAGE = Path(__file__).resolve().parents[2] / "raycl"
+# Spellings of the private Ray/Optuna parts above; outside raycl/adapters/ none may appear.
+PRIVATE = re.compile(
+    r"\b(?:ray|optuna)(?:\.\w+)*\._|\._(?:storage|trial_id|study_id|get_stale_trial_ids)\b|\b_temp_dir="
+)
+
+
+def test_private_ray_and_optuna_parts_are_touched_only_in_the_adapters() -> None:
+    touches = [
+        f"{path.relative_to(PACKAGE)}:{number}"
+        for path in PACKAGE.rglob("*.py")
+        if "adapters" not in path.parts
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if PRIVATE.search(line)
+    ]
+    assert touches == []
+
+
+def test_the_adapters_import_nothing_from_raycl() -> None:
+    for path in (PACKAGE / "adapters").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                assert not (node.module or "").startswith("raycl"), path
+            elif isinstance(node, ast.Import):
+                assert not any(alias.name.startswith("raycl") for alias in node.names), path
