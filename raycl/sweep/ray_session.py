@@ -11,6 +11,7 @@ import shutil
 import signal
 import tempfile
 import threading
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -71,8 +72,8 @@ def connect(address: str | None, num_cpus: int | None, show_worker_logs: bool, o
         except ConnectionError as error:
             # Ray's own message is a page long; the usual cause on a fresh `ray start` is token auth.
             raise ConfigError(
-                f"--address {address}: cannot connect to Ray ({str(error).splitlines()[0]}); is the cluster up, and if it "
-                "uses token auth, is RAY_AUTH_MODE=token set here as on the cluster?"
+                f"--address {address}: cannot connect to Ray ({str(error).splitlines()[0]}); is the cluster up, "
+                "and if it uses token auth, is RAY_AUTH_MODE=token set here as on the cluster?"
             ) from None
         return None
     # A short private temp dir: Unix socket paths must stay under ~107 characters, and a cluster of
@@ -143,46 +144,61 @@ def scoped_env(values: dict[str, str]) -> Iterator[None]:
 def library_logs(log_file: Path, verbose: bool) -> Iterator[None]:
     """Ray's and MLflow's own log lines (Tune's snapshot warnings, Ray's token-authentication notice,
     MLflow's table creation, Python warnings) go to `log_file` during the block, not to the terminal,
-    where the sweep prints its own lines; with `verbose` they stay on the terminal.
+    where the sweep prints its own lines; with `verbose` they stay on the terminal."""
+    import ray  # noqa: F401  (sets up the "ray" logger's handler, which `_to_file` swaps)
+
+    # Tune and Train at WARNING (their INFO lines are many); MLflow's notes kept in the file.
+    levels = {
+        "ray.tune": logging.WARNING,
+        "ray.train": logging.WARNING,
+        "mlflow": logging.WARNING if verbose else logging.INFO,
+    }
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_logger_levels(levels))
+        if not verbose:
+            stack.enter_context(_to_file(log_file))
+        yield
+
+
+@contextlib.contextmanager
+def _logger_levels(levels: dict[str, int]) -> Iterator[None]:
+    saved = {name: logging.getLogger(name).level for name in levels}
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+    try:
+        yield
+    finally:
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
+
+
+@contextlib.contextmanager
+def _to_file(log_file: Path) -> Iterator[None]:
+    """The library loggers' records, and Python warnings, to `log_file` alone during the block.
 
     Each library logs through its root logger's own handler (Ray's is set up at `import ray`, MLflow's
     at `import mlflow` unless MLFLOW_CONFIGURE_LOGGING is off), so those handlers are swapped for the
     file's and put back afterwards.
     """
-    import ray  # noqa: F401  (sets up the "ray" logger's handler, which is swapped below)
-
-    levels = {"ray.tune": logging.WARNING, "ray.train": logging.WARNING, "mlflow": logging.WARNING}
-    if not verbose:
-        levels["mlflow"] = logging.INFO  # as MLflow sets it itself: the file has room for its notes
-    saved_levels = {name: logging.getLogger(name).level for name in levels}
-    for name, level in levels.items():
-        logging.getLogger(name).setLevel(level)
-    if verbose:
-        try:
-            yield
-        finally:
-            for name, level in saved_levels.items():
-                logging.getLogger(name).setLevel(level)
-        return
     log_file.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(log_file, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))  # until Ray sets its own
     loggers = [logging.getLogger(name) for name in LIBRARY_LOGGERS]
     saved = [(logger.handlers[:], logger.propagate) for logger in loggers]
     for logger in loggers:
         logger.handlers[:] = [handler]
         logger.propagate = False
+    showwarning = warnings.showwarning
     logging.captureWarnings(True)
     try:
         with scoped_env({"MLFLOW_CONFIGURE_LOGGING": "false"}):  # an `import mlflow` in the block keeps the file
             yield
     finally:
         logging.captureWarnings(False)
+        warnings.showwarning = showwarning
         for logger, (handlers, propagate) in zip(loggers, saved):
             logger.handlers[:] = handlers
             logger.propagate = propagate
-        for name, level in saved_levels.items():
-            logging.getLogger(name).setLevel(level)
         handler.close()
 
 
