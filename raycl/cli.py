@@ -80,9 +80,9 @@ def run(
     out: Path = typer.Option(Path("runs/trial"), "--out", help="directory for checkpoints and result.json"),
 ) -> None:
     """Run one continual-learning trial locally, without Ray (resumes if OUT has checkpoints)."""
+    from raycl.artifacts.hub import HubUnavailableError
     from raycl.config import ConfigError, load_config
     from raycl.config.result import TrialDiverged
-    from raycl.models.hub import HubUnavailableError
 
     try:
         trial_config = load_config(config)
@@ -115,8 +115,8 @@ def lr_range(
     mode: str = typer.Option("restart", "--mode", help="restart: every LR from the base weights; single: one run whose LR rises"),
 ) -> None:
     """LR range test: the LRs at which the first stage's held-out loss falls by 1%, 5% and 10% (cached per model and stage)."""
+    from raycl.artifacts.hub import HubUnavailableError
     from raycl.config import ConfigError, load_config
-    from raycl.models.hub import HubUnavailableError
 
     if mode not in ("restart", "single"):
         fail(f"--mode: {mode!r} is not one of restart, single")
@@ -152,6 +152,7 @@ def sweep(
     ray_storage: Optional[str] = typer.Option(None, "--ray-storage", help="Ray Tune/Train state and checkpoints, shared by all nodes on a cluster (s3://...); default OUT_ROOT/NAME/ray"),
     out_root: Path = typer.Option(Path("runs"), "--out-root", help="where sweeps keep their files, one folder per sweep"),
     worker_logs: bool = typer.Option(False, "--worker-logs", help="stream Ray worker output into this terminal"),
+    verbose: bool = typer.Option(False, "--verbose", help="show Ray's and MLflow's own log lines here instead of in OUT_ROOT/NAME/sweep.log"),
 ) -> None:
     """Run a sweep: Optuna proposes trials, Ray Tune schedules them, Ray Train runs them, MLflow records them."""
     from raycl.config import ConfigError
@@ -167,6 +168,7 @@ def sweep(
             ray_storage=ray_storage,
             out_root=out_root,
             show_worker_logs=worker_logs,
+            verbose=verbose,
             console=console,
         )
     except ConfigError as error:
@@ -192,19 +194,15 @@ def validate(
 ) -> None:
     """Check search spaces and trial configs without running anything: every key and value, and for a
     trial config its data files too (each exists, its first rows parse). Exit status 2 if any is malformed."""
-    from raycl.config import ConfigError, TrialConfig, load_config, read_yaml
-    from raycl.config.space import SearchSpace, load_space, resolve_space_path, shipped_spaces
+    from raycl.config import ConfigError
+    from raycl.config.space import SearchSpace, load_space_or_config, shipped_spaces
     from raycl.data.check import check_data, original_note
-
-    space_keys = set(SearchSpace.model_fields) - set(TrialConfig.model_fields)
 
     def check(name: Path) -> tuple[str, list[str]]:
         """The `ok` line of a space or a trial config, and the lines under it (what its data holds)."""
-        path = resolve_space_path(name)  # a space's name, or any file's path as it is
-        if set(read_yaml(path)) & space_keys:
-            load_space(path)
+        path, config = load_space_or_config(name)
+        if isinstance(config, SearchSpace):
             return f"ok {path}", []
-        config = load_config(path)
         lines = [f"  {line}" for line in check_data(config)]
         if message := original_note(config):
             lines.append(f"[yellow]note:[/yellow] {message}")
@@ -243,7 +241,7 @@ def eval_(
 ) -> None:
     """Score a saved stage checkpoint on lm-eval tasks (also exported to CHECKPOINT/eval/hf for lm_eval)."""
     from raycl.config.benchmarks import REAL_TASKS
-    from raycl.evaluation.harness import evaluate_checkpoint
+    from raycl.reporting.checkpoints import evaluate_checkpoint
 
     def task_file(pair: str) -> tuple[str, str | dict[str, str]]:
         name, _, value = pair.partition("=")
@@ -280,7 +278,7 @@ def report(
     bootstrap: int = typer.Option(200, "--bootstrap", help="bootstrap resamples per fit (0: no intervals)"),
 ) -> None:
     """Report a finished sweep: Pareto front, hypervolume, scaling-law fits, figures (also logged on its MLflow parent run)."""
-    from raycl.analysis.report import build_report
+    from raycl.reporting.report import build_report
 
     try:
         outcome = build_report(
@@ -322,7 +320,7 @@ def predict(
     """
     import json
 
-    from raycl.analysis import transfer
+    from raycl.reporting import transfer
     from raycl.sweep import run_sweep
 
     overrides = {}

@@ -48,7 +48,7 @@ def one_line(error: ValidationError, source: str, prefix: tuple[str, ...] = ()) 
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         message = f"not used by {variant}" if variant else "unknown key"
-    elif first["type"] == "union_tag_invalid":
+    elif first["type"] == "union_tag_invalid" and "ctx" in first:
         field, given = first["ctx"]["tag"].split(":")[1].split("=")
         key, message = f"{key}.{field}", f"{given!r} is not one of {re.sub(r'[a-z_]+:[a-z_]+=', '', first['ctx']['expected_tags'])}"
     elif first["type"] == "value_error" and (named := re.match(r"([\w.]+(?:\[\d+\])?): (.*)", message)):

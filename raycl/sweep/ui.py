@@ -108,5 +108,5 @@ def serve(found: list[Server], log_dir: Path, ready: Callable[[Server], None]) -
                     waiting.remove((server, process))
                     ready(server)
             if waiting and time.monotonic() > deadline:
-                raise RuntimeError(f"{waiting[0][0].name} did not answer at {waiting[0][0].url} within {START_TIMEOUT_S:.0f} s; its output: {log_dir}")
+                raise RuntimeError(f"{waiting[0][0].name} did not answer at {waiting[0][0].url} " f"within {START_TIMEOUT_S:.0f} s; its output: {log_dir}")
             time.sleep(0.5)

@@ -14,6 +14,8 @@ from raycl.config import ConfigError
 from raycl.config.space import SHIPPED_DIR
 from raycl.sweep import run_sweep
 
+pytestmark = pytest.mark.slow
+
 MALFORMED = {
     "unknown_key": (lambda s: s["budget"].update(concurrncy=2), "budget.concurrncy: unknown key"),
     "empty_range": (lambda s: s["parameters"]["train.lr"].update(high=1.0e-3), "parameters.train.lr.high: empty range"),

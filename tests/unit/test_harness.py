@@ -1,5 +1,5 @@
-"""Tests of the lm-eval harness (raycl.evaluation.harness, raycl.evaluation.probes) on a tiny random
-model: no pretraining, no /work/shared."""
+"""Tests of the lm-eval harness (raycl.evaluation.harness, raycl.evaluation.probes) and of checkpoint export
+(raycl.reporting.checkpoints) on a tiny random model: no pretraining, no /work/shared."""
 
 from __future__ import annotations
 
@@ -16,20 +16,13 @@ from pydantic import ValidationError
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from raycl.config import TrialConfig, WorldConfig
+from raycl.config.benchmarks import BenchmarkConfig, TaskFile
+from raycl.data.benchmark_files import check_task_file
 from raycl.data.tokens import encode_conversation
-from raycl.evaluation.harness import (
-    BenchmarkConfig,
-    TaskFile,
-    benchmark_deltas,
-    check_task_file,
-    evaluate_checkpoint,
-    export_checkpoint,
-    load_checkpoint_config,
-    prepare_task_dir,
-    run_benchmarks,
-)
+from raycl.evaluation.harness import benchmark_deltas, prepare_task_dir, run_benchmarks
 from raycl.evaluation.probes import domain_probes
 from raycl.models.loading import load_base_model
+from raycl.reporting.checkpoints import evaluate_checkpoint, export_checkpoint, load_checkpoint_config
 from raycl.training.checkpoint import save_checkpoint
 from raycl.training.methods import prepare_method
 from raycl.world.corpus import _DOMAINS
@@ -418,3 +411,17 @@ def test_cli_eval_names_the_key_of_a_bad_task_or_data_file_in_one_line(tmp_path)
         result = CliRunner().invoke(app, ["eval", checkpoint, *options])
         assert result.exit_code == 2 and result.output.startswith(expected), result.output
         assert len(result.output.strip().splitlines()) == 1
+
+
+def test_lm_evals_progress_bars_are_off_inside_the_quiet_block_and_back_after_it() -> None:
+    import lm_eval.api.model
+    import lm_eval.api.task
+    import lm_eval.models.huggingface
+
+    from raycl.evaluation.harness import _quiet_lm_eval
+
+    modules = (lm_eval.api.model, lm_eval.api.task, lm_eval.models.huggingface)
+    originals = [module.tqdm for module in modules]
+    with _quiet_lm_eval():
+        assert all(module.tqdm(range(2)).disable for module in modules)
+    assert [module.tqdm for module in modules] == originals
