@@ -9,6 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from raycl.config.result import TrialResult
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
 console = Console()
 
@@ -29,25 +31,25 @@ def note(message: str) -> None:
     console.print(f"[yellow]note:[/yellow] {message}", highlight=False, soft_wrap=True)
 
 
-def result_table(result: dict[str, Any]) -> Table:
+def result_table(result: TrialResult) -> Table:
     """The headline metrics of one trial."""
     table = Table(title="trial result", show_header=True)
     table.add_column("metric")
     table.add_column("value", justify="right")
     rows = [
-        ("learning (1 - ppl_after/ppl_before)", f"{result['learning']:.4f}"),
-        ("forgetting (nats)", f"{result['forgetting']:+.4f}"),
-        ("backward transfer (nats)", f"{result['bwt']:+.4f}"),
-        ("forward transfer (nats)", f"{result['fwt']:+.4f}"),
-        ("average final loss (nats)", f"{result['average_final_loss']:.4f}"),
-        ("layer drift spread", f"{result['drift_spread']:.4f}"),
-        ("tokens/s", f"{result['tokens_per_s']:,.0f}"),
-        ("optimizer state", f"{result['optimizer_state_bytes'] / 2**20:.2f} MiB"),
-        ("peak memory", f"{result['peak_memory_bytes'] / 2**20:.0f} MiB"),
-        ("evaluation share of time", f"{result['eval_time_fraction']:.1%}"),
-        ("wall time", f"{result['wall_time_s']:.1f} s"),
+        ("learning (1 - ppl_after/ppl_before)", f"{result.learning:.4f}"),
+        ("forgetting (nats)", f"{result.forgetting:+.4f}"),
+        ("backward transfer (nats)", f"{result.bwt:+.4f}"),
+        ("forward transfer (nats)", f"{result.fwt:+.4f}"),
+        ("average final loss (nats)", f"{result.average_final_loss:.4f}"),
+        ("layer drift spread", f"{result.drift_spread:.4f}"),
+        ("tokens/s", f"{result.tokens_per_s:,.0f}"),
+        ("optimizer state", f"{result.optimizer_state_bytes / 2**20:.2f} MiB"),
+        ("peak memory", f"{result.peak_memory_bytes / 2**20:.0f} MiB"),
+        ("evaluation share of time", f"{result.eval_time_fraction:.1%}"),
+        ("wall time", f"{result.wall_time_s:.1f} s"),
     ]
-    info = result["method_info"]
+    info = result.method_info
     if "galore_projected_matrices" in info:
         rows.append((
             "GaLore projection",
@@ -60,14 +62,14 @@ def result_table(result: dict[str, Any]) -> Table:
     return table
 
 
-def matrix_table(result: dict[str, Any]) -> Table:
+def matrix_table(result: TrialResult) -> Table:
     """The stage matrix R[i][j] with the retention probe beside it."""
     table = Table(title="held-out loss R[i][j] (row i: after stage i; row 0: before training)")
     table.add_column("row")
-    for name in result["stage_names"]:
+    for name in result.stage_names:
         table.add_column(name, justify="right")
     table.add_column("base (retention)", justify="right")
-    for index, (row, retention) in enumerate(zip(result["stage_matrix"], result["retention_losses"])):
+    for index, (row, retention) in enumerate(zip(result.stage_matrix, result.retention_losses)):
         table.add_row(str(index), *(f"{value:.3f}" for value in row), f"{retention:.3f}")
     return table
 
@@ -101,7 +103,7 @@ def run(
         raise typer.Exit(1) from None
     console.print(matrix_table(result))
     console.print(result_table(result))
-    if result["method_info"].get("galore_saving_matrices") == 0:
+    if result.method_info.get("galore_saving_matrices") == 0:
         console.print("[yellow]warning:[/yellow] method.galore_rank is at or above every projected matrix's smaller side: GaLore saved no memory")
     console.print(f"result: {out / 'result.json'}")
 
@@ -150,6 +152,7 @@ def sweep(
     ray_storage: Optional[str] = typer.Option(None, "--ray-storage", help="Ray Tune/Train state and checkpoints, shared by all nodes on a cluster (s3://...); default OUT_ROOT/NAME/ray"),
     out_root: Path = typer.Option(Path("runs"), "--out-root", help="where sweeps keep their files, one folder per sweep"),
     worker_logs: bool = typer.Option(False, "--worker-logs", help="stream Ray worker output into this terminal"),
+    verbose: bool = typer.Option(False, "--verbose", help="show Ray's and MLflow's own log lines here instead of in OUT_ROOT/NAME/sweep.log"),
 ) -> None:
     """Run a sweep: Optuna proposes trials, Ray Tune schedules them, Ray Train runs them, MLflow records them."""
     from raycl.config import ConfigError
@@ -165,6 +168,7 @@ def sweep(
             ray_storage=ray_storage,
             out_root=out_root,
             show_worker_logs=worker_logs,
+            verbose=verbose,
             console=console,
         )
     except ConfigError as error:

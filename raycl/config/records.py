@@ -5,10 +5,10 @@ from __future__ import annotations
 from statistics import mean
 from typing import Any
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from raycl.config.base import StrictModel
-from raycl.config.result import TrialSummary
+from raycl.config.result import Divergence, TrialDiverged, TrialResult, TrialSummary
 from raycl.config.trial import TrialConfig
 
 Scalar = bool | int | float | str
@@ -69,6 +69,23 @@ class FinalReport(TrialSummary):
         )
 
 
+class EngineRun(BaseModel):
+    """What one run of the engine hands back to its Tune trial (from the trial's own actor, or from Ray Train's
+    rank 0): its result, or the divergence that stopped it, and the Ray nodes its ranks ran on."""
+
+    model_config = ConfigDict(frozen=True)
+
+    result: TrialResult | Divergence
+    node_ids: list[str]
+
+    def final_report(self) -> FinalReport:
+        """The Tune trial's report of the run; raises `TrialDiverged` for a diverged one, so that the Tune trial
+        fails like any error and is recorded as one."""
+        if isinstance(self.result, Divergence):
+            raise TrialDiverged(self.result)
+        return FinalReport(**self.result.summary().model_dump(), node_ids=self.node_ids)
+
+
 def _mean_elementwise(values: list[Any]) -> Any:
     """The mean of equally shaped numbers or nested lists of numbers, element by element."""
     if isinstance(values[0], list):
@@ -102,6 +119,14 @@ class Tags:
     DIVERGED = "raycl.diverged"  # child of a diverged trial: the step (also an Optuna user attr)
     PRUNED = "raycl.pruned"  # child of a trial stopped early: the stage (also an Optuna user attr, as a PrunedRecord)
     RUNG_VALUES = "raycl.rung_values"  # Optuna user attr: stage -> the objectives the trial had at that rung
+    STORAGE = "raycl.optuna_storage"  # parent: the Optuna storage URL, password redacted
+    STUDY = "raycl.study"  # parent: the Optuna study's name
+    FINGERPRINT = "raycl.space_fingerprint"  # parent, and the study's user attr: SearchSpace.fingerprint()
+    SAMPLER = "raycl.sampler"  # parent
+    SEED = "raycl.seed"  # parent
+    OBJECTIVES = "raycl.objectives"  # parent ("name:direction,..."), and the study's user attr (the names)
+    INVALID = "raycl.invalid_config"  # Optuna user attr of an impossible sample (not a trial of the budget)
+    OUT_DIR = "raycl.out_dir"  # Optuna user attr: the folder (and so the lock) of the driver that started the trial
 
 
 class Artifacts:

@@ -16,7 +16,7 @@ import yaml
 from raycl.config import TrialConfig
 from raycl.config.result import TrialDiverged
 from raycl.config.space import SHIPPED_DIR
-from raycl.sweep import run_sweep, service
+from raycl.sweep import ray_session, run_sweep
 from raycl.training.trial import run_trial
 
 pytestmark = pytest.mark.slow
@@ -79,7 +79,7 @@ def test_no_planted_credential_in_any_file_a_sweep_leaves(tmp_path: Path, monkey
         monkeypatch.setenv(name, value)
     ray_temp_dirs = []
     # Ray's temp dir is deleted at shutdown: kept here to be searched, as a SIGKILLed driver would leave it.
-    monkeypatch.setattr(service, "_stop_local_ray", lambda temp_dir, out_dir: ray_temp_dirs.append(Path(temp_dir)))
+    monkeypatch.setattr(ray_session, "_stop_local_ray", lambda temp_dir, out_dir: ray_temp_dirs.append(Path(temp_dir)))
     try:
         outcome = run_sweep(path, out_root=tmp_path / "runs", num_cpus=2)
         assert outcome.completed == 2, outcome.failures
