@@ -1,6 +1,6 @@
 """`raycl report NAME`: a finished sweep's frontier, scaling-law fits and figures, written and logged.
 
-    raycl sweep smoke && raycl report smoke              # reports/smoke/report.html, report.md, ...
+    raycl sweep smoke && raycl report smoke              # runs/smoke/report/report.html, report.md, ...
     raycl report scaling_laws --bootstrap 500 --laws my_laws.yaml
 
 The sweep is read where `raycl sweep` left it. MLflow (OUT_ROOT/NAME/mlflow.db) holds every trial's
@@ -10,7 +10,7 @@ hypervolume history used, and fills any final metric a child run lacks. The tria
 (OUT_ROOT/NAME/trials/) only stand in for stage matrices that MLflow's artifact store no longer has,
 e.g. after the out-root was copied elsewhere.
 
-Written to REPORTS_DIR/NAME/: report.html (self-contained), report.md with its PNGs, pareto.csv
+Written to OUT_ROOT/NAME/report/ (or a folder of one's choice): report.html (self-contained), report.md with its PNGs, pareto.csv
 (every finished trial, with `feasible` and `pareto` columns) and fits.json; all of it is also logged
 on the sweep's MLflow parent run under `report/`, and each fitted parameter as a metric
 `fit.TARGET.LAW.PARAM` (plus `fit.TARGET.LAW.heldout_error`, the mean |relative error| on the
@@ -449,13 +449,16 @@ def build_report(
     name: str,
     *,
     out_root: str | Path = "runs",
-    reports_dir: str | Path = "reports",
+    out: str | Path | None = None,
+    reports_dir: str | Path | None = None,
     laws_file: str | Path | None = None,
     bootstrap: int = 200,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
 ) -> ReportOutcome:
-    """Read sweep `name`, fit its laws, write REPORTS_DIR/NAME/ and log it on the parent run.
+    """Read sweep `name`, fit its laws, write the report and log it on the parent run.
+
+    The report goes to `out`, else REPORTS_DIR/NAME/ with `reports_dir`, else OUT_ROOT/NAME/report/.
 
     Laws: the defaults of `raycl.analysis.scaling` plus those of `laws_file` (default
     search_spaces/laws/NAME.yaml when it exists). Raises a one-line ValueError for a missing sweep or
@@ -468,7 +471,7 @@ def build_report(
     sweep = load_sweep(name, out_root)
     fits = scaling.fit_sweep(sweep.rows, specs, bootstrap=bootstrap, seed=seed, progress=progress)
     blocks, pareto_keys, feasible = build_blocks(sweep, fits, bootstrap)
-    directory = Path(reports_dir) / name
+    directory = Path(out) if out else Path(reports_dir) / name if reports_dir else Path(out_root) / name / "report"
     files = render.write_report(directory, f"Sweep report: {name}", blocks)
     csv_path, fits_path = directory / "pareto.csv", directory / "fits.json"
     csv_path.write_text(pareto_csv(sweep.rows, list(sweep.space.objectives), feasible, pareto_keys, list(sweep.space.parameters)))

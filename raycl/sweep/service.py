@@ -83,6 +83,8 @@ def run_sweep(
     num_cpus: int | None = None,
     show_worker_logs: bool = False,
     console: Console | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    sweep_name: str | None = None,
 ) -> SweepOutcome:
     """Run (or with `resume`, finish) the sweep `name_or_path` (a name in search_spaces/ or a YAML path).
 
@@ -92,12 +94,14 @@ def run_sweep(
     ray_storage: where Ray Tune/Train keep state and stage checkpoints; default `OUT_ROOT/NAME/ray`.
         On a multi-node cluster this must be shared by every node (s3://..., NFS).
     num_cpus: CPUs of a local Ray (default: all).
+    overrides: `key=value` items applied to the space's YAML (`budget.trials=2`), validated with it.
+    sweep_name: the sweep's folder, study and experiment name; default the space's name.
     Raises `ConfigError` (one line naming the file and key, or the store that cannot be reached)
     before creating anything.
     """
     started = time.perf_counter()
     console = console or Console()
-    space = load_space(name_or_path)
+    space = load_space(name_or_path, overrides, sweep_name)
     check_stores(storage, tracking_uri)
     out_dir = (Path(out_root) / space.name).resolve()
     own_tracking = tracking_uri is None
