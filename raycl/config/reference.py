@@ -8,11 +8,21 @@ from __future__ import annotations
 import types
 from typing import Any, Literal, Union, get_args, get_origin
 
+import yaml
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from raycl.config.benchmarks import BenchmarkConfig, TaskFile
-from raycl.config.space import Budget, Categorical, EarlyStopping, IntRange, LogUniform, SamplerSpec, SearchSpace, Uniform
+from raycl.config.space import (
+    Budget,
+    Categorical,
+    EarlyStopping,
+    IntRange,
+    LogUniform,
+    SamplerSpec,
+    SearchSpace,
+    Uniform,
+)
 from raycl.config.stream import StreamConfig
 from raycl.config.trial import (
     EvalConfig,
@@ -100,11 +110,13 @@ def default_text(field: Any) -> str:
         return "(section)"
     if isinstance(value, tuple):
         value = list(value)
-    return f"`{value}`"
+    text = yaml.safe_dump(value, default_flow_style=True, width=1000).strip().removesuffix("...").strip()
+    return f"`{text}`" if text not in ("", "''") else "`''`"
 
 
 def section(heading: str, model: type[BaseModel], prefix: str) -> str:
-    lines = [f"## {heading}", "", (model.__doc__ or "").strip().splitlines()[0], "",
+    summary = (model.__dict__.get("__doc__") or "").strip().split("\n\n")[0].replace("\n", " ")
+    lines = [f"## {heading}", "", *([summary, ""] if summary else []),
              "| key | type | default | meaning |", "|---|---|---|---|"]
     for name, field in model.model_fields.items():
         description = (field.description or "").replace("|", "\\|").replace("\n", " ")

@@ -7,6 +7,7 @@ parameters (its engine resumes from its stage checkpoints), instead of being fai
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,9 @@ def open_study(space: SearchSpace, storage_url: str, *, resume: bool) -> optuna.
     if recorded is None:
         study.set_user_attr(FINGERPRINT_ATTR, space.fingerprint())
         study.set_user_attr("raycl.objectives", list(space.objectives))
-        study.set_metric_names(list(space.objectives))  # the dashboard's axes: learning, forgetting
+        with warnings.catch_warnings():  # experimental in name only since Optuna 3.2
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(space.objectives))  # the dashboard's axes: learning, forgetting
     elif recorded != space.fingerprint():
         raise ConfigError(
             f"{space.source}: the search (objectives, constraints, parameters, fixed, sampler, seed or budget.seeds) changed since "
