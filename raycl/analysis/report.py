@@ -338,7 +338,7 @@ def _fit_blocks(fits: dict[str, scaling.TargetFits], bootstrap: int) -> list[Blo
 def _frontier_blocks(sweep: SweepData, front: Frontier) -> list[Block]:
     """Pareto figure and table (with two objectives or more) and the hypervolume history."""
     space, complete = sweep.space, sweep.complete
-    objectives, parameters = dict(space.objectives), list(space.parameters)
+    objectives = dict(space.objectives)
     blocks: list[Block] = []
     pareto = set(front.pareto_keys)
     if len(objectives) >= 2:
@@ -367,7 +367,7 @@ def _trials_table(sweep: SweepData, pareto: set[str]) -> list[Block]:
              *(_format(row["sampled"].get(p)) for p in parameters), *([_format(size)] if by_size else []),
              "yes" if row["trial"] in pareto else "", row["run_id"]]
             for row, size in zip(sweep.rows, sizes.tolist())]
-    intro = f"Every finished trial, in completion order; its MLflow run is a child of the parent run {sweep.parent_run_id}."
+    intro = f"Every finished trial, in completion order; each MLflow run is a child of run {sweep.parent_run_id}."
     return [Heading("Trials"), Text(intro), Table(header, rows)]
 
 
