@@ -20,7 +20,8 @@ from raycl.config.reference import reference
 from raycl.config.space import SHIPPED_DIR, load_space
 from raycl.sweep.ui import choose_port
 
-DOCS = Path(__file__).resolve().parents[2] / "docs"
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = ROOT / "docs"
 COMMANDS = ["run", "lr-range", "sweep", "validate", "eval", "report", "predict", "ui", "ls", "config show", "config cp",
             "config reference"]
 
@@ -217,3 +218,21 @@ def test_a_busy_default_port_moves_to_the_next_free_one() -> None:
         port = listener.getsockname()[1]
         chosen, note = choose_port("127.0.0.1", None, port, "--mlflow-port")
     assert chosen > port and note == f"port {port} is in use; serving on {chosen} (--mlflow-port picks one)"
+
+
+def test_the_readme_shows_the_smoke_space_as_shipped(tmp_path: Path) -> None:
+    block = re.search(r"```yaml\n(description: .*?)```", (ROOT / "README.md").read_text(), re.DOTALL)[1]
+    shown = tmp_path / "smoke.yaml"
+    shown.write_text(block)
+    assert load_space(shown).model_dump() == load_space("smoke").model_dump()
+
+
+def test_every_raycl_command_in_the_readme_parses() -> None:
+    """Each `raycl ...` line of the README's code blocks names a real command and options it takes."""
+    blocks = re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), re.DOTALL)
+    commands = [line.split("#")[0].split() for block in blocks for line in block.splitlines() if line.startswith("raycl ")]
+    assert len(commands) >= 10
+    for words in commands:
+        result = invoke(*words[1:], "--help")
+        assert result.code == 0, words
+        assert all(word in result.out for word in words[1:] if word.startswith("--")), words
