@@ -91,7 +91,7 @@ def test_raycl_ui_serves_both_pages_and_stops_both_servers(tmp_path: Path) -> No
         status, page = get(f"http://127.0.0.1:{mlflow_port}/")
         assert status == 200 and "MLflow" in page
         _, experiments = get(f"http://127.0.0.1:{mlflow_port}/api/2.0/mlflow/experiments/search", {"max_results": 10})
-        assert "tiny" in [experiment["name"] for experiment in json.loads(experiments)["experiments"]]
+        assert "raycl-tiny" in [experiment["name"] for experiment in json.loads(experiments)["experiments"]]
         status, page = get(f"http://127.0.0.1:{optuna_port}/")  # redirected to the dashboard's page
         assert status == 200 and "Optuna Dashboard" in page
         _, studies = get(f"http://127.0.0.1:{optuna_port}/api/studies")
