@@ -36,7 +36,7 @@ def _plain(param: Any) -> None:
     else:
         word = {str: "TEXT", int: "INTEGER", float: "NUMBER"}.get(described.annotation, "PATH" if described.is_path else "VALUE")
     if isinstance(param, typer.core.TyperArgument):
-        param.metavar = param.metavar or word if described.is_choice else param.metavar or (param.name or "value").upper()
+        param.metavar = param.metavar or (word if described.is_choice else (param.name or "value").upper())
         word = None  # the name column shows it
         if param.metavar.startswith("["):
             param._usage_display_name = lambda: param.metavar  # already written as the usage line shows it
@@ -44,20 +44,20 @@ def _plain(param: Any) -> None:
     param.plain = True
 
 
-class PlainCommand(typer.core.TyperCommand):
+class _PlainParams:
     def get_params(self, ctx: Any) -> list[Any]:
-        params = super().get_params(ctx)
+        params = super().get_params(ctx)  # type: ignore[misc]
         for param in params:
             _plain(param)
         return params
 
 
-class PlainGroup(typer.core.TyperGroup):
-    def get_params(self, ctx: Any) -> list[Any]:
-        params = super().get_params(ctx)
-        for param in params:
-            _plain(param)
-        return params
+class PlainCommand(_PlainParams, typer.core.TyperCommand):
+    pass
+
+
+class PlainGroup(_PlainParams, typer.core.TyperGroup):
+    pass
 
 
 class PlainTyper(typer.Typer):

@@ -189,6 +189,13 @@ def test_a_malformed_override_is_refused_like_the_file() -> None:
     assert "did you mean budget?" in invoke("sweep", "smoke", "budgt.trials=2").out
 
 
+def test_run_takes_one_config_and_overrides_checked_before_training(tmp_path: Path) -> None:
+    result = invoke("run", "train.lrr=0.01", "--out", str(tmp_path / "out"))
+    assert result.code == 2 and "the default trial (with train.lrr=0.01): train.lrr: unknown key (did you mean lr?)" in result.out
+    assert invoke("run", "a.yaml", "b.yaml").code == 2
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_rerun_of_a_space_under_another_name_is_its_own_study() -> None:
     space = load_space("smoke", ["budget.trials=2", "fixed.train.lr=0.01"], name="smoke-2")
     assert (space.name, space.budget.trials, space.fixed.train.lr) == ("smoke-2", 2, 0.01)
