@@ -63,8 +63,7 @@ class ProgressTable(Callback):
 
     def render(self) -> Table:
         table = Table(title=f"sweep {self.space.name}  (* Pareto set so far)",
-                      caption="stage: stage ends reported; node: the Ray node that ran the trial (its id's start); "
-                              "s: the trial's wall time in seconds", caption_justify="left")
+                      caption="node: the Ray node that ran it; s: its wall time in seconds", caption_justify="left")
         param_names = list(self.space.parameters)
         for column in ["trial", "state", *map(_short, param_names), *self.space.objectives, "stage", "node", "s", "*"]:
             table.add_column(column, justify="right" if column not in ("trial", "state") else "left")
