@@ -70,7 +70,8 @@ def _step(annotation: Any, part: str | int) -> list[Any]:
 def _tagged(annotation: Any, tag: str) -> bool:
     """Whether a union member is the one a tag (`kind:field=value`) selects."""
     field, value = tag.split(":")[1].split("=")
-    return _is_model(annotation) and field in annotation.model_fields and value in get_args(annotation.model_fields[field].annotation)
+    fields = annotation.model_fields if _is_model(annotation) else {}
+    return field in fields and value in get_args(fields[field].annotation)
 
 
 def known_keys(model: type[BaseModel], location: tuple[str | int, ...]) -> tuple[set[str], set[str]]:
@@ -89,12 +90,9 @@ def known_keys(model: type[BaseModel], location: tuple[str | int, ...]) -> tuple
 Model = TypeVar("Model", bound=BaseModel)
 
 
-def one_line(error: ValidationError, source: str, prefix: tuple[str, ...] = (), model: type[BaseModel] | None = None) -> str:
-    """The first problem of a pydantic error as `source: dotted.key: message`."""
-    return problem_lines(error, source, prefix, model)[0]
-
-
-def problem_lines(error: ValidationError, source: str, prefix: tuple[str, ...] = (), model: type[BaseModel] | None = None) -> list[str]:
+def problem_lines(
+    error: ValidationError, source: str, prefix: tuple[str, ...] = (), model: type[BaseModel] | None = None
+) -> list[str]:
     """Every problem of a pydantic error, each as `source: dotted.key: message`, with a did-you-mean where a
     known key or value of `model` is close to the one given."""
     return [_problem_line(problem, source, prefix, model) for problem in error.errors()]
