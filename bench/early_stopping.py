@@ -2,7 +2,7 @@
 
     python bench/early_stopping.py                    # 4 seeds x 36 trials, both sweeps per seed (~30 min on 2 cores)
     python bench/early_stopping.py --seeds 0 1 --trials 9
-    python bench/early_stopping.py --design reports/early_stopping_design.json   # the rule's settings, replayed (~3 min)
+    python bench/early_stopping.py --design reports/early_stopping_design.json  # the rule's settings, replayed (~3 min)
 
 For each seed the same random-sampler space runs twice on the offline world: once to the end
 (every trial runs every stage) and once with `early_stopping: {rungs: [1], reduction: 3}`.
@@ -167,7 +167,8 @@ def replay(done: dict, reference: np.ndarray, rule: EarlyStopping) -> dict[str, 
 
 
 def design(records: Path, draws: int = DESIGN_DRAWS) -> str:
-    """Every setting replayed on sweeps drawn from an earlier run's pooled full-sweep trials, per sweep size (markdown)."""
+    """Every setting replayed on sweeps drawn from an earlier run's pooled full-sweep trials, per sweep size
+    (markdown)."""
     from raycl.analysis.pareto import default_reference
 
     recorded = json.loads(records.read_text())
@@ -177,13 +178,13 @@ def design(records: Path, draws: int = DESIGN_DRAWS) -> str:
         "# Early stopping: choosing the rule's setting",
         "",
         f"The records: real sweeps of seeds {recorded['seeds']} x {space['trials']} trials, with and without "
-        f"`rungs: {space.get('rungs', 'stages')}, reduction {space['reduction']:g}`, which measured a hypervolume ratio of "
+        f"`rungs: {space.get('rungs', 'stages')}, reduction " f"{space['reduction']:g}`, which measured a hypervolume ratio of "
         f"{hv['mean']:.3f} [{hv['low']:.3f}, {hv['high']:.3f}] at a compute ratio of {compute['mean']:.3f} "
         f"[{compute['low']:.3f}, {compute['high']:.3f}].",
         "",
-        f"`python bench/early_stopping.py --design {records.relative_to(REPORTS.parent)}`: the {len(pool)} full-sweep trials "
-        f"recorded there pooled; {draws} sweeps of each size drawn from them without replacement (a random sampler's trials are "
-        "exchangeable), each setting of the rule replayed on each (2 trials at once, recorded stage times). Mean ratios, and "
+        f"`python bench/early_stopping.py --design " f"{records.relative_to(REPORTS.parent)}`: the {len(pool)} full-sweep trials "
+        f"recorded there pooled; {draws} sweeps of each size drawn from " f"them without replacement (a random sampler's trials are "
+        "exchangeable), each setting of the rule replayed on each (2 " "trials at once, recorded stage times). Mean ratios, and "
         "the share of sweeps whose hypervolume ratio reaches 0.95.",
         "",
         "| trials | setting | hypervolume ratio | compute ratio | sweeps >= 0.95 |",
@@ -304,8 +305,8 @@ def main() -> None:
         for name in seeds[0]["simulated_variants"]
     }
     report = {
-        "what": "hypervolume and trial-steps of a sweep with early stopping at stage ends over the same sweep run to the end",
-        "measured": "real sweeps (Ray Tune, Optuna, MLflow) with and without the scheduler; simulated: the rule replayed on the full sweep's stage values",
+        "what": "hypervolume and trial-steps of a sweep with early " "stopping at stage ends over the same sweep run to the end",
+        "measured": "real sweeps (Ray Tune, Optuna, MLflow) with and without the scheduler; " "simulated: the rule replayed on the full sweep's stage values",
         "space": {"model": "raycl-tiny-xs", "num_stages": NUM_STAGES, "steps_per_stage": STEPS_PER_STAGE, "sampler": "random",
                   "parameters": ["train.lr", "replay.ratio"], "trials": args.trials, "concurrency": 2, "rungs": RULE.rungs, "reduction": RULE.reduction},
         "seeds": args.seeds,
@@ -332,10 +333,10 @@ def markdown(report: dict) -> str:
     lines = [
         "# Early stopping at stage ends (multi-objective, NSGA-II rank, ASHA-style)",
         "",
-        f"`python bench/early_stopping.py`: seeds {report['seeds']}, {space['trials']} trials per sweep of {space['model']} "
-        f"({space['num_stages']} stages x {space['steps_per_stage']} steps, random sampler over {', '.join(space['parameters'])}), "
-        f"rungs {space['rungs']}, reduction {space['reduction']:g}, {space['concurrency']} trials at once. Each seed runs the same trials twice "
-        "(a random sampler does not look at results): to the end, and with the scheduler. Means with 95% t-intervals over seeds.",
+        f"`python bench/early_stopping.py`: seeds {report['seeds']}, " f"{space['trials']} trials per sweep of {space['model']} "
+        f"({space['num_stages']} stages x {space['steps_per_stage']} " f"steps, random sampler over {', '.join(space['parameters'])}), "
+        f"rungs {space['rungs']}, reduction {space['reduction']:g}, " f"{space['concurrency']} trials at once. Each seed runs the same trials twice "
+        "(a random sampler does not look at results): to the end, and " "with the scheduler. Means with 95% t-intervals over seeds.",
         "",
         "| | hypervolume ratio | compute ratio (trial-steps) |",
         "|---|---|---|",
@@ -345,14 +346,14 @@ def markdown(report: dict) -> str:
         "",
         f"Target: hypervolume ratio >= 0.95 at compute ratio <= 0.6; met (means): **{report['meets_target']}**.",
         "",
-        "Other settings of the rule, replayed on the same full sweeps' records (simulated, not run; the setting of the real "
+        "Other settings of the rule, replayed on the same full " "sweeps' records (simulated, not run; the setting of the real "
         "sweeps was chosen on other seeds' records: [early_stopping_design.md](early_stopping_design.md)):",
         "",
         "| setting | hypervolume ratio | compute ratio |",
         "|---|---|---|",
         *(f"| {name} | {span(entry['hypervolume_ratio'])} | {span(entry['compute_ratio'])} |" for name, entry in report["simulated_variants"].items()),
         "",
-        "Rank correlation with the end of the stream, after each stage (full sweeps): a trial's NSGA-II position (front, then "
+        "Rank correlation with the end of the stream, after each " "stage (full sweeps): a trial's NSGA-II position (front, then "
         "crowding distance) against its final position, and each objective against its final value:",
         "",
         "| after stage | NSGA-II position: Spearman | Kendall | learning: Spearman | forgetting: Spearman |",
@@ -360,13 +361,13 @@ def markdown(report: dict) -> str:
         *(f"| {stage} | {span(entry['spearman'])} | {span(entry['kendall'])} | {span(entry['learning_spearman'])} | "
           f"{span(entry['forgetting_spearman'])} |" for stage, entry in report["rank_correlation_with_final"].items()),
         "",
-        f"Wall time, mean over seeds: {statistics.fmean(s['wall_s_stopped'] for s in report['per_seed']):.0f} s with stopping, "
+        f"Wall time, mean over seeds: " f"{statistics.fmean(s['wall_s_stopped'] for s in report['per_seed']):.0f} s with stopping, "
         f"{statistics.fmean(s['wall_s_full'] for s in report['per_seed']):.0f} s without.",
         "",
         "Per seed (hypervolume with / without, trial-steps with / without, wall seconds with / without):",
         "",
-        *(f"- seed {s['seed']}: {s['hypervolume_stopped']:.4g} / {s['hypervolume_full']:.4g}, {s['trial_steps_stopped']} / "
-          f"{s['trial_steps_full']}, {s['wall_s_stopped']:.0f} / {s['wall_s_full']:.0f}; {s['completed_with_stopping']} of "
+        *(f"- seed {s['seed']}: {s['hypervolume_stopped']:.4g} / " f"{s['hypervolume_full']:.4g}, {s['trial_steps_stopped']} / "
+          f"{s['trial_steps_full']}, {s['wall_s_stopped']:.0f} / " f"{s['wall_s_full']:.0f}; {s['completed_with_stopping']} of "
           f"{s['trials']} ran to the end" for s in report["per_seed"]),
         "",
     ]

@@ -49,8 +49,8 @@ from report import REPORTS  # noqa: E402
 from raycl.analysis.seeds import mean_interval  # noqa: E402
 from raycl.config import TrialConfig  # noqa: E402
 from raycl.evaluation.metrics import untrained_loss  # noqa: E402
+from raycl.models.ladder import LADDER, PretrainRecipe, peak_lr  # noqa: E402
 from raycl.training.trial import run_trial  # noqa: E402
-from raycl.world.ladder import LADDER, PretrainRecipe, peak_lr  # noqa: E402
 
 CACHE = REPORTS.parent / "runs" / "findings" / "trials.jsonl"
 SIZES = tuple(LADDER)  # smallest to largest
@@ -307,7 +307,7 @@ def finding_replay_ratio(s: Scale, results: dict) -> tuple[Finding, Callable]:
         "1. Forgetting falls with the replay ratio; 1-5% replay already helps",
         "Ibrahim et al. 2024; Bethune et al. 2025",
         setting_of(design["0/32"](0), replay_rows_of_32=[0, 1, 2, 4, 8]),
-        "forgetting (nats) without replay minus with one replay row in 32 (3.1%), at equal steps; positive: replay helps",
+        "forgetting (nats) without replay minus with one replay " "row in 32 (3.1%), at equal steps; positive: replay helps",
         [a - b for a, b in zip(none, smallest)], direction=1, note=note,
         raw={"ratios": ratios, "forgetting": forgetting, "learning": {lb: [r["learning"] for r in rs] for lb, rs in runs.items()},
              "slope_per_seed": slopes},
@@ -385,7 +385,7 @@ def finding_self_replay(s: Scale, results: dict) -> tuple[Finding, Callable]:
     real_share = [1 - k / n for k, n in zip(f["real replay 25%"], f["none"])]
     gap = [k - r for k, r in zip(f["self-generated 25% + KL"], f["real replay 25%"])]
     g = t_interval(gap)
-    note = (f"At matched learning (new loss {target:.3f}). Real replay removes {t_interval(real_share)[0]:.0%} of the forgetting; "
+    note = (f"At matched learning (new loss {target:.3f}). Real replay " f"removes {t_interval(real_share)[0]:.0%} of the forgetting; "
             f"forgetting with self-generated + KL minus with real replay: {ci_text(gap)} nats: "
             + ("about as good as real replay, as published." if g[1] <= 0 <= g[2] else
                "unlike the published result, not as good as real replay here." if g[1] > 0 else "better than real replay here.")
@@ -394,7 +394,7 @@ def finding_self_replay(s: Scale, results: dict) -> tuple[Finding, Callable]:
         "2. Self-generated replay with KL to the base removes most forgetting",
         "Marek et al. 2026",
         setting_of(design["none"](0), replay_ratio=0.25, kl_weight=1.0, target_new_loss=round(target, 4)),
-        "share of forgetting removed at matched learning, 1 - F(self-generated + KL) / F(none); positive: removes forgetting",
+        "share of forgetting removed at matched learning, 1 - " "F(self-generated + KL) / F(none); positive: removes forgetting",
         share, direction=1, threshold=0.5, note=note,
         raw={"target_new_loss": target, "matched": at, "real_replay_share": real_share, "self_minus_real_nats": gap},
     )
@@ -413,12 +413,12 @@ def finding_size(s: Scale, results: dict) -> tuple[Finding, Callable]:
     start = {size: rs[0]["curve"][0][1] for size, rs in runs.items()}
     mean = {size: float(np.mean([m["forgetting"] for m in ms])) for size, ms in at.items()}
     mean_drop = {size: float(np.mean([m["forgetting"] for m in ms])) for size, ms in at_drop.items()}
-    note = (f"Matched as Marek et al. do, at one target new loss ({target:.3f}, the lowest every size reaches; each size at "
+    note = (f"Matched as Marek et al. do, at one target new loss " f"({target:.3f}, the lowest every size reaches; each size at "
             f"its own fine-tuning LR). Mean forgetting there: {listing(mean, ' nats')}. The rungs do not start the stage "
-            f"alike: held-out new loss before fine-tuning {listing(start, ' nats')}, against {runs[s.sizes[0]][0]['base_loss_init']:.2f} "
-            f"for a uniform guess. A better-trained base is more confident, so more surprised by chats about facts it never saw; the smallest rung starts nearest the target and reaches "
+            f"alike: held-out new loss before fine-tuning {listing(start, ' nats')}, " f"against {runs[s.sizes[0]][0]['base_loss_init']:.2f} "
+            f"for a uniform guess. A better-trained base is more confident, so more surprised by " f"chats about facts it never saw; the smallest rung starts nearest the target and reaches "
             f"it after the least learning, so at one target it has learned (and forgotten) least. That is where this world "
-            f"differs from real models, whose new-domain loss falls with size. Matched instead at an equal drop of new loss "
+            f"differs from real models, whose new-domain loss falls " f"with size. Matched instead at an equal drop of new loss "
             f"({drop:.3f} nats, the largest every trial reaches), mean forgetting is {listing(mean_drop, ' nats')} and the "
             f"slope {ci_text(drop_slopes)} per decade: larger models forget less. The effect above keeps the target-loss "
             f"rule fixed before the run. As a share of pretraining progress undone (Bethune et al.'s measure), at the "
@@ -428,7 +428,7 @@ def finding_size(s: Scale, results: dict) -> tuple[Finding, Callable]:
         "Marek et al. 2026; Bethune et al. 2025",
         setting_of(design[s.sizes[0]](0), sizes=list(s.sizes), non_embedding_params=params,
                    lr={size: float(f"{finetune_lr(size):.3g}") for size in runs}, target_new_loss=round(target, 4)),
-        "least-squares slope of forgetting (nats) at the target new loss on log10(non-embedding parameters); negative: larger forget less",
+        "least-squares slope of forgetting (nats) at the target new loss " "on log10(non-embedding parameters); negative: larger forget less",
         slopes, direction=-1, note=note,
         raw={"target_new_loss": target, "matched": at, "new_loss_before": start, "fraction_slope_per_seed": frac_slopes,
              "equal_drop_nats": drop, "matched_by_drop": at_drop, "drop_slope_per_seed": drop_slopes},
@@ -454,13 +454,13 @@ def finding_budget(s: Scale, results: dict) -> tuple[Finding, Callable]:
             f"pretraining tokens: {listing(mean, ' nats')}. The direction rests on where the bases "
             f"start: held-out new loss before fine-tuning {listing(start, ' nats')}; the least-trained base is the least "
             f"surprised by the new chats and reaches the target after the least learning. At an equal drop of new loss "
-            f"({drop:.3f} nats) forgetting is {listing(mean_drop, ' nats')}, a slope of {ci_text(drop_slopes)} per doubling: "
+            f"({drop:.3f} nats) forgetting is {listing(mean_drop, ' nats')}, " f"a slope of {ci_text(drop_slopes)} per doubling: "
             f"the sign depends on how learning is matched.")
     finding = Finding(
         "4. More pretraining tokens per parameter changes forgetting at matched learning",
         "Marek et al. 2026; Springer et al. 2025",
         setting_of(design["5"](0), pretrain_tokens_per_param=budgets, target_new_loss=round(target, 4)),
-        "least-squares slope of forgetting (nats) at the target new loss per doubling of pretraining tokens per parameter; "
+        "least-squares slope of forgetting (nats) at the target new " "loss per doubling of pretraining tokens per parameter; "
         "positive: more pretraining, more forgetting",
         slopes, direction=0, note=note,
         raw={"target_new_loss": target, "matched": at, "new_loss_before": start, "equal_drop_nats": drop,
@@ -478,9 +478,9 @@ def finding_methods(s: Scale, results: dict) -> tuple[Finding, Callable]:
     front = {label: [a["forgetting"] - b["forgetting"] for a, b in zip(at["full"], at[label])] for label in runs if label != "full"}
     same_lr = {m: [f - lo for f, lo in zip(end["full"][m], end["LoRA r8, full's LR"][m])] for m in ("learning_nats", "forgetting")}
     width = LADDER[s.model].hidden_size
-    note = (f"Equal steps ({s.steps}), each method at its LR, full minus LoRA (10x LR): learning {ci_text(learns_less)} nats, "
+    note = (f"Equal steps ({s.steps}), each method at its LR, full minus " f"LoRA (10x LR): learning {ci_text(learns_less)} nats, "
             f"forgetting {ci_text(forgets_less)} nats; reproduced needs both intervals above zero (LoRA learns less and "
-            f"forgets less). At full's LR instead (a second point of LoRA's front, not the test set before the run), full minus "
+            f"forgets less). At full's LR instead (a second point of " f"LoRA's front, not the test set before the run), full minus "
             f"LoRA: learning {ci_text(same_lr['learning_nats'])}, forgetting {ci_text(same_lr['forgetting'])} nats"
             + (": there LoRA learns less and forgets less, as published. " if min(t_interval(v)[1] for v in same_lr.values()) > 0
                else ". ") + "Forgetting at equal steps: "
@@ -491,7 +491,7 @@ def finding_methods(s: Scale, results: dict) -> tuple[Finding, Callable]:
             + ("every other method forgets more than full at the same learning, so they are not on one curve here. "
                if all(t_interval(v)[2] < 0 for v in front.values()) else "see the figure for each method's curve. ")
             + f"Where this world differs: Biderman et al.'s adapters change a sliver of a 7B model's rank (r <= 256 of "
-            f"d = 4096), which is what holds LoRA back; here rank 8 is a quarter of {s.model}'s width ({width}), so LoRA is "
+            f"d = 4096), which is what holds LoRA back; here rank 8 is " f"a quarter of {s.model}'s width ({width}), so LoRA is "
             f"hardly low-rank, and at the 10x LR usual for LoRA it moves the model faster than full fine-tuning does.")
     finding = Finding(
         "5. LoRA learns less and forgets less than full fine-tuning, on roughly one trade-off curve",
@@ -558,14 +558,14 @@ def finding_lr_replay(s: Scale, results: dict) -> tuple[Finding, Callable]:
             + ("As published, the lower LR forgets less than the full LR without replay: "
                if premise else "The premise does not hold here: the lower LR does not forget less than the full LR, it "
                "forgets more: per step it forgets more slowly, but by less than it learns more slowly, so by the time it "
-               "reaches the target it has forgotten more. This world has no trade-off for replay to break, and replay wins "
+               "reaches the target it has forgotten more. This world " "has no trade-off for replay to break, and replay wins "
                "outright. Forgetting at the full LR minus the lower: ")
-            + f"{ci_text(lower)} nats. Mean forgetting at the target: {listing({k: float(np.mean(v)) for k, v in f.items()}, ' nats')}.")
+            + f"{ci_text(lower)} nats. Mean forgetting at the target: " f"{listing({k: float(np.mean(v)) for k, v in f.items()}, ' nats')}.")
     finding = Finding(
         "7. A lower LR forgets less but needs many more steps; replay breaks the trade-off",
         "Marek et al. 2026",
         setting_of(design["lr"](0), slow_lr_factors=list(s.slow_factors), replay_ratio=0.125, target_new_loss=round(target, 4)),
-        f"forgetting (nats) at matched learning of the LR lowered {s.slow_factors[-1]}x minus the LR with 12.5% replay; "
+        f"forgetting (nats) at matched learning of the LR lowered " f"{s.slow_factors[-1]}x minus the LR with 12.5% replay; "
         "positive: replay forgets less",
         effect, direction=1, note=note, caveat="" if premise else "a lower LR forgets more here, not less",
         raw={"target_new_loss": target, "matched": at, "lr": {label: rs[0]["overrides"]["train.lr"] for label, rs in runs.items()},
@@ -617,9 +617,9 @@ def write(out: Path, findings: list[tuple[Finding, Callable]], run: dict[str, An
         "# Seven published forgetting findings on the offline world",
         "",
         f"`python bench/findings.py` on {platform.machine()}, torch {torch.__version__}, one torch thread per trial: "
-        f"{run['trials']} trials, {run['workers']} at a time, in **{run['busy_s'] / 60:.1f} minutes** of wall time with trials "
-        f"running ({run['trial_s'] / 60:.1f} trial-minutes). The {os.cpu_count()} cores were shared with other engineers' jobs: the 1-minute "
-        f"load average at trial ends ran from {run['load'][0]:.1f} to {run['load'][2]:.1f} (median {run['load'][1]:.1f}), "
+        f"{run['trials']} trials, {run['workers']} at a time, in " f"**{run['busy_s'] / 60:.1f} minutes** of wall time with trials "
+        f"running ({run['trial_s'] / 60:.1f} trial-minutes). The {os.cpu_count()} " f"cores were shared with other engineers' jobs: the 1-minute "
+        f"load average at trial ends ran from {run['load'][0]:.1f} " f"to {run['load'][2]:.1f} (median {run['load'][1]:.1f}), "
         f"so each trial had a fraction of a core; on an idle machine the run is shorter.",
         "",
         "Every trial fine-tunes a ladder model on one stage of the world (astronomy chats, 175 blocks of 128 tokens) "
@@ -627,19 +627,19 @@ def write(out: Path, findings: list[tuple[Finding, Callable]], run: dict[str, An
         "samples); the world and the pretrained models are the same in every seed. **Matched learning** is by "
         "interpolation across steps: forgetting is read where the held-out new loss first reaches a target that "
         "every trial of the finding reaches, linear between evaluations (what a stop rule at the target would see); "
-        "held-out losses are on the same examples at every evaluation. Where the compared base models start the stage at "
-        "different new losses (findings 3 and 4), forgetting is also read at an equal drop of new loss, reported in the "
+        "held-out losses are on the same examples at every evaluation. " "Where the compared base models start the stage at "
+        "different new losses (findings 3 and 4), forgetting is " "also read at an equal drop of new loss, reported in the "
         "note beside the effect. **Intervals** are Student-t 95% intervals over "
         "per-seed values, seed-paired where conditions are compared. `reproduced`: the interval excludes zero in the "
         "published direction (finding 2: lies above one half; finding 4: either sign, the literature has both). "
         "`findings.json` keeps every per-seed value to recompute effects and intervals; `findings_trials.jsonl` keeps "
-        "every trial's evaluation curve, and `python bench/findings.py --cache reports/findings_trials.jsonl` recomputes "
+        "every trial's evaluation curve, and `python bench/findings.py " "--cache reports/findings_trials.jsonl` recomputes "
         "this report from it without training.",
         "",
         "| finding | source | metric | effect | 95% CI | seeds | reproduced |",
         "|---|---|---|---|---|---|---|",
     ]
-    lines += [f"| {r['finding']} | {r['source']} | {r['metric']} | {r['effect']:+.3f} | [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}] "
+    lines += [f"| {r['finding']} | {r['source']} | {r['metric']} | " f"{r['effect']:+.3f} | [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}] "
               f"| {r['seeds']} | {verdict(r)} |" for r in rows]
     lines += ["", f"**{sum(r['reproduced'] for r in rows)} of {len(rows)} reproduced.**", ""]
     for i, r in enumerate(rows, 1):

@@ -16,7 +16,7 @@ import torch
 from report import machine, write_report
 
 from raycl.config import WorldConfig
-from raycl.world.ladder import (
+from raycl.models.ladder import (
     LADDER,
     PretrainRecipe,
     budget_dirname,

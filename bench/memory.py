@@ -30,9 +30,9 @@ from report import machine, write_report
 from transformers import LlamaConfig, LlamaForCausalLM, PretrainedConfig, Qwen2Config, Qwen2ForCausalLM
 
 from raycl.config import FullMethod, GaLoreMethod, LoraMethod, TrainConfig
+from raycl.models.ladder import LADDER
 from raycl.training.memory import StepMemory
 from raycl.training.methods import ADAM_BETAS, PreparedMethod, build_optimizer, galore_groups, prepare_method
-from raycl.world.ladder import LADDER
 
 GRAD_CLIP, LR = 1.0, 1e-4
 RAYCL_GAP = GaLoreMethod.model_fields["galore_update_proj_gap"].default
@@ -157,7 +157,8 @@ def spread(times: list[float]) -> float:
 
 
 def training_flops_per_token(num_params: int, config: PretrainedConfig, seq_len: int) -> float:
-    """6N for the weights' matmuls (forward and backward) plus attention scores, 12 * layers * d * T (PaLM, appendix B)."""
+    """6N for the weights' matmuls (forward and backward) plus attention scores, 12 * layers * d * T
+    (PaLM, appendix B)."""
     return 6 * num_params + 12 * config.num_hidden_layers * config.hidden_size * seq_len
 
 
@@ -274,24 +275,33 @@ def main() -> None:
     ]
     galore = [r for label, r in rows.items() if r["refresh_s"] > 0]
     overheads = [r["tracker_overhead"] for r in rows.values()]
+    peak_source = (
+        "CUDA: the allocator peak above the step start, plus the weights, gradients and optimizer state held at "
+        "the start."
+        if on_gpu
+        else "CPU: live tensor storages tracked by raycl.training.memory.StepMemory (scratch memory inside kernels "
+        "is not seen)."
+    )
+    timing = "wall time on a dedicated GPU" if on_gpu else "CPU time of one thread on 2 cores shared with 3 other engineers"
+
     def labels(keep: Callable[[dict], bool]) -> str:
         return ", ".join(label for label, r in rows.items() if keep(r)) or "none"
 
     notes = [
-        f"S0 met by: {labels(lambda r: r['meets_s0'])}. Below 0.5x AdamW's peak: {labels(lambda r: r['peak_ratio_vs_adamw'] < 0.5)}. "
+        f"S0 met by: {labels(lambda r: r['meets_s0'])}. Below 0.5x AdamW's " f"peak: {labels(lambda r: r['peak_ratio_vs_adamw'] < 0.5)}. "
         f"Above 0.8x its speed: {labels(lambda r: r['speed_ratio_vs_adamw'] > 0.8)}.",
-        f"Peak: the busiest moment of one dedicated step (forward, backward, clipping, optimizer step), split into its parts "
-        f"(MiB at that moment). {'CUDA: the allocator peak above the step start, plus the weights, gradients and optimizer state held at the start.' if on_gpu else 'CPU: live tensor storages tracked by raycl.training.memory.StepMemory (scratch memory inside kernels is not seen).'}",
+        f"Peak: the busiest moment of one dedicated step (forward, " f"backward, clipping, optimizer step), split into its parts "
+        f"(MiB at that moment). {peak_source}",
         f"Speed: median of {args.rounds} rounds x {args.steps_per_round} steps per method, interleaved, "
-        f"{'wall time on a dedicated GPU' if on_gpu else 'CPU time of one thread on 2 cores shared with 3 other engineers'}; "
-        f"one method's steps spread by {min(r['step_spread'] for r in rows.values()):.0%}-{max(r['step_spread'] for r in rows.values()):.0%} "
+        f"{timing}; "
+        f"one method's steps spread by " f"{min(r['step_spread'] for r in rows.values()):.0%}-{max(r['step_spread'] for r in rows.values()):.0%} "
         "(interquartile range over median). "
-        f"GaLore's projection refresh took {min(r['refresh_s'] for r in galore):.2f}-{max(r['refresh_s'] for r in galore):.2f} s "
-        f"and is amortised over raycl's default update_proj_gap of {RAYCL_GAP} steps (tokens/s, speed, S0), or the GaLore paper's 200.",
-        "Per-layer updates move the peak from the optimizer step (weights, every gradient, state) into the backward pass "
-        "(weights, state, the activations not yet consumed, one gradient): they save the gradients less those activations.",
-        f"GaLore projects each gradient and back, 4 x rank FLOPs per projected weight per step, against 6 x tokens for the "
-        f"step itself: at {tokens} tokens, the small batch that lets weights and optimizer state dominate memory, that adds "
+        f"GaLore's projection refresh took " f"{min(r['refresh_s'] for r in galore):.2f}-{max(r['refresh_s'] for r in galore):.2f} s "
+        f"and is amortised over raycl's default update_proj_gap of " f"{RAYCL_GAP} steps (tokens/s, speed, S0), or the GaLore paper's 200.",
+        "Per-layer updates move the peak from the optimizer step " "(weights, every gradient, state) into the backward pass "
+        "(weights, state, the activations not yet consumed, one " "gradient): they save the gradients less those activations.",
+        f"GaLore projects each gradient and back, 4 x rank FLOPs " f"per projected weight per step, against 6 x tokens for the "
+        f"step itself: at {tokens} tokens, the small batch that lets " f"weights and optimizer state dominate memory, that adds "
         + " and ".join(f"{4 * r / (6 * tokens):.0%} at rank {r}" for r in (config.hidden_size // 4, config.hidden_size // 16))
         + " to the FLOPs of the projected weights.",
         f"The memory tracker slows its one step {min(overheads):.1f}-{max(overheads):.1f}x; that step is never timed.",
@@ -302,22 +312,22 @@ def main() -> None:
                      f"GPU tests (`pytest -m gpu`): {tests}.")
     else:
         notes += [
-            "8-bit GaLore (GaLoreAdamW8bit) calls torch.cuda.synchronize() unconditionally and fails on CPU: it runs only "
+            "8-bit GaLore (GaLoreAdamW8bit) calls torch.cuda.synchronize() " "unconditionally and fails on CPU: it runs only "
             "with `--device cuda`.",
-            "GPU: `python bench/memory.py --device cuda` runs this comparison on a 494M Qwen2-style model (Qwen2-0.5B's "
+            "GPU: `python bench/memory.py --device cuda` runs this " "comparison on a 494M Qwen2-style model (Qwen2-0.5B's "
             "shape) under bf16 autocast, adds 8-bit GaLore, MFU and the GPU test tier (`pytest -m gpu`), and writes "
             "reports/memory_gpu.md. No GPU was lent to this task: that mode was checked by reading only, never run.",
-            f"Why not the ladder's largest rung, {rung['model']}: at {rung['num_params'] / 1e6:.2f}M parameters and the trial's default "
-            f"{rung['batch'][0]} x {rung['batch'][1]} batch, activations are {rung['activations_share_of_adamw_peak']:.0%} of AdamW's peak, "
+            f"Why not the ladder's largest rung, {rung['model']}: at " f"{rung['num_params'] / 1e6:.2f}M parameters and the trial's default "
+            f"{rung['batch'][0]} x {rung['batch'][1]} batch, activations are " f"{rung['activations_share_of_adamw_peak']:.0%} of AdamW's peak, "
             "so no optimizer can move the whole; measured peak vs AdamW there: "
             + ", ".join(f"{k} {v:.2f}" for k, v in rung["peak_ratio_vs_adamw"].items()) + ".",
         ]
     shape = f"{config.num_hidden_layers} layers, d={config.hidden_size}, vocab {config.vocab_size}"
     print(write_report(
         "memory_gpu" if on_gpu else "memory",
-        f"Memory benchmark: {model_class.__name__} ({result['num_params'] / 1e6:.0f}M parameters, {shape}) on {args.device}",
-        [f"One run of `python bench/memory.py --device {args.device}` on {machine()}: batches of {args.batch_size} x {args.seq_len} "
-         f"tokens (the token batch of the GaLore paper's LLaMA 7B memory figure){', bf16 autocast over fp32 weights' if on_gpu else ', fp32'}, "
+        f"Memory benchmark: {model_class.__name__} " f"({result['num_params'] / 1e6:.0f}M parameters, {shape}) on {args.device}",
+        [f"One run of `python bench/memory.py --device {args.device}` on " f"{machine()}: batches of {args.batch_size} x {args.seq_len} "
+         f"tokens (the token batch of the GaLore paper's LLaMA 7B memory " f"figure){', bf16 autocast over fp32 weights' if on_gpu else ', fp32'}, "
          f"lr {LR}, clipping at {GRAD_CLIP}, random tokens (memory and speed do not depend on them)."],
         header, table, notes, report,
     ))

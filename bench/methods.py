@@ -19,9 +19,9 @@ from report import machine, write_report
 
 from raycl.config import TrialConfig
 from raycl.data.tokens import batch_at
+from raycl.models.ladder import LADDER
 from raycl.models.loading import load_base_model
 from raycl.training.trial import run_trial
-from raycl.world.ladder import LADDER
 from raycl.world.offline import load_world
 from raycl.world.stream import offline_stream
 
@@ -98,7 +98,7 @@ def main() -> None:
         "methods",
         f"Methods benchmark: {args.model} ({full['num_params']:,} parameters)",
         [f"One run of `python bench/methods.py --model {args.model}` on {machine()}: "
-         f"{report['stages']} stages x {args.steps_per_stage} steps of the offline world, default trial settings."],
+         f"{report['stages']} stages x {args.steps_per_stage} " f"steps of the offline world, default trial settings."],
         ["method", "learning", "forgetting (nats)", "optimizer state", "state vs full", "trainable params",
          "tokens/s", "speed vs full", "evaluation share of wall time"],
         table,

@@ -88,20 +88,20 @@ def render(report: dict) -> str:
         "torch and the engine). `tune`: the trial trains in its Tune actor; `train`: a Ray Train worker",
         "group per trial.",
         "",
-        "| executor | cache | trials x concurrency (workers) | sweep wall | engine sum | ideal wall | target wall | **overhead ratio** | per-trial overhead (median; each) | driver phases | load avg before/after |",
+        "| executor | cache | trials x concurrency (workers) | sweep wall | engine sum | ideal wall | target " "wall | **overhead ratio** | per-trial overhead (median; each) | driver phases | load avg before/after |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for entry in report["runs"]:
         phases = ", ".join(f"{name} {seconds}" for name, seconds in entry["phases_s"].items())
         lines.append(
-            f"| {entry['executor']} | {entry['cache']} | {entry['trials']} x {entry['concurrency']} ({entry['workers_per_trial']}) | "
-            f"{entry['sweep_wall_s']} s | {entry['engine_sum_s']} s | {entry['ideal_wall_s']} s | {entry['target_wall_s']} s | "
-            f"**{entry['overhead_ratio']}** | {entry['per_trial_overhead_s_median']} s; {entry['per_trial_overhead_s']} | "
+            f"| {entry['executor']} | {entry['cache']} | {entry['trials']} " f"x {entry['concurrency']} ({entry['workers_per_trial']}) | "
+            f"{entry['sweep_wall_s']} s | {entry['engine_sum_s']} s | " f"{entry['ideal_wall_s']} s | {entry['target_wall_s']} s | "
+            f"**{entry['overhead_ratio']}** | {entry['per_trial_overhead_s_median']} " f"s; {entry['per_trial_overhead_s']} | "
             f"{phases} | {entry['load_average_before_after']} |"
         )
     lines += [
         "",
-        f"Space `{report['space']}`; {report['machine']}; measured {report['measured_at']}, total {report['total_s']} s;",
+        f"Space `{report['space']}`; {report['machine']}; measured " f"{report['measured_at']}, total {report['total_s']} s;",
         "shared with other work where the load average says so. Driver phases in seconds (mlflow and ray in parallel).",
         "",
         "Why `tune` wins for tiny CPU trials: a Ray Train run starts a controller, a fresh worker process that",

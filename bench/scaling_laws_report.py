@@ -17,17 +17,20 @@ REPORTS = Path(__file__).resolve().parents[1] / "reports"
 
 
 def main() -> None:
-    from raycl.analysis.report import build_report
+    from raycl.reporting.report import build_report
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sweep", default="scaling_laws")
     parser.add_argument("--out-root", type=Path, default=Path("runs"))
     parser.add_argument("--bootstrap", type=int, default=200)
     args = parser.parse_args()
-    outcome = build_report(args.sweep, out_root=args.out_root, out=REPORTS / args.sweep, bootstrap=args.bootstrap,
-                           progress=print)
-    print(f"{outcome.directory / 'report.md'}: {outcome.complete} complete trials, "
-          f"Pareto set {', '.join(outcome.pareto_keys)}")
+    outcome = build_report(
+        args.sweep, out_root=args.out_root, out=REPORTS / args.sweep, bootstrap=args.bootstrap, progress=print
+    )
+    print(
+        f"{outcome.directory / 'report.md'}: {outcome.complete} complete trials, "
+        f"Pareto set {', '.join(outcome.pareto_keys)}"
+    )
 
 
 if __name__ == "__main__":

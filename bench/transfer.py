@@ -1,6 +1,6 @@
 """Scaling-law-guided transfer, checked: fit the scaling_laws sweep below its largest rung, predict, run there.
 
-    python bench/transfer.py                                   # runs/scaling_laws, raycl-tiny-xl (~10 min on 2 busy cores)
+    python bench/transfer.py              # runs/scaling_laws, raycl-tiny-xl (~10 min on 2 busy cores)
     python bench/transfer.py --out-root /path/to/runs --model raycl-tiny-xl
 
 What `raycl predict scaling_laws --model raycl-tiny-xl --verify` does: the laws are fitted on the
@@ -21,7 +21,7 @@ REPORTS = Path(__file__).resolve().parents[1] / "reports"
 
 
 def main() -> None:
-    from raycl.analysis import transfer
+    from raycl.reporting import transfer
     from raycl.sweep import run_sweep
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -49,27 +49,28 @@ def markdown(record: dict, summary: str) -> str:
             f"{record['laws'][name]['name']}: `{record['laws'][name]['expression']}` |"
             for name, entry in record["comparison"].items()]
     search = record["random_search"]
+    least = search["least_forgetting_meeting_requirement"]
     return "\n".join([
         f"# Scaling-law-guided transfer: {record['sweep']} to {record['model']}",
         "",
-        f"`python bench/transfer.py` (what `raycl predict {record['sweep']} --model {record['model']} --verify` runs). Laws fitted on "
-        f"{record['fitted_trials']} complete trials of sizes {', '.join(f'{n:.3g}' for n in record['fitted_sizes'])} only, from "
-        f"{record['source']}; {record['model']} has N = {record['model_size']:.3g} non-embedding parameters. Context: "
-        f"{', '.join(f'{k} = {v}' for k, v in record['context'].items())}. Pick: lr {record['pick']['train.lr']:.3g}, replay ratio "
-        f"{record['pick']['replay.ratio']:g}, the least predicted forgetting at learning >= {record['required_learning']:.3g} (the "
-        f"fitted trials' median). Intervals: 2.5-97.5 percentiles of {record['bootstrap']} bootstrap refits (they cover the fit's "
+        f"`python bench/transfer.py` (what `raycl predict {record['sweep']} " f"--model {record['model']} --verify` runs). Laws fitted on "
+        f"{record['fitted_trials']} complete trials of sizes " f"{', '.join(f'{n:.3g}' for n in record['fitted_sizes'])} only, from "
+        f"{record['source']}; {record['model']} has N = " f"{record['model_size']:.3g} non-embedding parameters. Context: "
+        f"{', '.join(f'{k} = {v}' for k, v in record['context'].items())}. " f"Pick: lr {record['pick']['train.lr']:.3g}, replay ratio "
+        f"{record['pick']['replay.ratio']:g}, the least predicted " f"forgetting at learning >= {record['required_learning']:.3g} (the "
+        f"fitted trials' median). Intervals: 2.5-97.5 percentiles of " f"{record['bootstrap']} bootstrap refits (they cover the fit's "
         "uncertainty, not a trial's own noise).",
         "",
         "| objective | predicted | 95% interval | measured | measured - predicted | inside | law |",
         "|---|---|---|---|---|---|---|",
         *rows,
         "",
-        "Inside is not the same as close: an interval as wide as the forgetting one above says the smaller sizes pin the "
+        "Inside is not the same as close: an interval as wide as " "the forgetting one above says the smaller sizes pin the "
         "forgetting law's exponents down poorly (see reports/scaling_laws for the same laws' held-out errors).",
         "",
         f"Random search at {record['model']} over the sweep's ranges: {search['trials']} trials, "
         f"{search['meeting_requirement']} reached the required learning (least forgetting among them: "
-        f"{search['least_forgetting_meeting_requirement'] if search['least_forgetting_meeting_requirement'] is not None else 'none'}); "
+        f"{'none' if least is None else least}); "
         f"{search['picked_dominated_by']} dominate the pick.",
         "",
         "| lr | replay ratio | learning | forgetting |",
@@ -77,7 +78,7 @@ def markdown(record: dict, summary: str) -> str:
         *(f"| {row['train.lr']:.3g} | {row['replay.ratio']:g} | {row['learning']:.4g} | {row['forgetting']:.4g} |" for row in search["results"]),
         "",
         f"Compute: one trial at {record['model']} took {record['compute']['trial_seconds_at_target']:.0f} s "
-        f"({record['compute']['trial_flops_at_target']:.3g} FLOPs, 6 N T); a {record['compute']['search_at_target_trials']}-trial "
+        f"({record['compute']['trial_flops_at_target']:.3g} FLOPs, 6 N " f"T); a {record['compute']['search_at_target_trials']}-trial "
         f"search there would cost about {record['compute']['search_at_target_seconds']:.0f} s "
         f"({record['compute']['search_at_target_flops']:.3g} FLOPs); the transfer ran one.",
         "",

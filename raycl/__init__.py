@@ -1,4 +1,24 @@
-"""raycl: distributed hyperparameter sweeps for continual learning of language models."""
+"""raycl: distributed hyperparameter sweeps for continual learning of language models.
+
+Its packages are layers, listed here from the bottom up. A module imports from its own package and from
+packages listed before it, never from one listed after it (imports inside functions count too), and no
+modules or packages import each other in a cycle. tests/unit/test_architecture.py reads this list and
+enforces it; bench/ and tests/ stand on top.
+
+    config      the contract layer: typed configs and the records that cross boundaries (pydantic only)
+    artifacts   the build cache and hub access (models, tokenizers, datasets by name)
+    adapters    the private Ray and Optuna APIs raycl relies on, one module per library
+    data        datasets and their formats, stream shapes, tokens and packing, benchmark data files
+    world       the offline world: corpus, tokenizer, its text as tokens and as a continual stream
+    models      base models by name, the offline ladder and its pretraining, held-out loss
+    mitigation  replay, self-generated replay, KL to the base model, EWC
+    evaluation  the metric vocabulary, lm-eval benchmarks and the world's probes
+    training    the trial loop, update methods, checkpoints, the LR range test
+    analysis    pure: results in, frontier, fits, figures and tables out (no MLflow, Optuna, Ray or sweep)
+    sweep       Ray Tune orchestration, the Optuna study, MLflow records, the live table
+    reporting   a finished sweep's report, scaling-law transfer, checkpoint export
+    cli         the `raycl` command
+"""
 
 import os
 

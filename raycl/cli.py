@@ -34,7 +34,8 @@ def _plain(param: Any) -> None:
     elif described.is_choice:
         word = "|".join(map(str, described.choices))
     else:
-        word = {str: "TEXT", int: "INTEGER", float: "NUMBER"}.get(described.annotation, "PATH" if described.is_path else "VALUE")
+        fallback = "PATH" if described.is_path else "VALUE"
+        word = {str: "TEXT", int: "INTEGER", float: "NUMBER"}.get(described.annotation, fallback)
     if isinstance(param, typer.core.TyperArgument):
         param.metavar = param.metavar or (word if described.is_choice else (param.name or "value").upper())
         word = None  # the name column shows it
@@ -92,7 +93,9 @@ def _version(shown: bool) -> None:
 
 @app.callback()
 def main(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="print the version and exit"),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="print the version and exit"
+    ),
 ) -> None:
     """Distributed hyperparameter sweeps for continual learning of language models."""
 
@@ -160,7 +163,7 @@ def matrix_table(result: dict[str, Any]) -> Table:
 
 @app.command()
 def run(
-    args: Optional[list[str]] = typer.Argument(
+    args: list[str] | None = typer.Argument(
         None, metavar="[CONFIG] [KEY=VALUE]...",
         help="trial YAML (sections world/model/method/train/eval; default: the offline-world trial), then overrides "
              "of its keys, e.g. train.lr=0.001 method.name=lora (`raycl config show` lists them)",
@@ -168,9 +171,9 @@ def run(
     out: Path = typer.Option(Path("runs/trial"), "--out", help="directory for checkpoints and result.json"),
 ) -> None:
     """Run one continual-learning trial locally, without Ray (resumes if OUT has checkpoints)."""
+    from raycl.artifacts.hub import HubUnavailableError
     from raycl.config import ConfigError, load_config
     from raycl.config.result import TrialDiverged
-    from raycl.models.hub import HubUnavailableError
 
     paths, overrides = split_overrides(args)
     if len(paths) > 1:
@@ -204,11 +207,13 @@ def run(
 def lr_range(
     config: Optional[Path] = typer.Argument(None, help="trial YAML: its model, method, batch and first stage; default: the offline-world trial"),
     out: Path = typer.Option(Path("runs/lr_range"), "--out", help="directory for lr_range.json and lr_range.png"),
-    mode: RangeMode = typer.Option("restart", "--mode", help="restart: every LR from the base weights; single: one run whose LR rises"),
+    mode: RangeMode = typer.Option(
+        "restart", "--mode", help="restart: every LR from the base weights; single: one run whose LR rises"
+    ),
 ) -> None:
     """LR range test: the LRs at which the first stage's held-out loss falls by 1%, 5% and 10% (cached per model and stage)."""
+    from raycl.artifacts.hub import HubUnavailableError
     from raycl.config import ConfigError, load_config
-    from raycl.models.hub import HubUnavailableError
 
     try:
         trial_config = load_config(config)
@@ -235,19 +240,28 @@ def lr_range(
 @app.command()
 def sweep(
     name: str = typer.Argument(..., help=f"search space: one in search_spaces/ ({', '.join(SPACES)}) or a YAML path"),
-    overrides: Optional[list[str]] = typer.Argument(
-        None, metavar="KEY=VALUE", help="overrides of the space's keys, checked as the file is: budget.trials=2 fixed.train.lr=0.001"
+    overrides: list[str] | None = typer.Argument(
+        None,
+        metavar="KEY=VALUE",
+        help="overrides of the space's keys, checked as the file is: budget.trials=2 fixed.train.lr=0.001",
     ),
-    sweep_name: Optional[str] = typer.Option(
-        None, "--name", help="run under this name (its folder, Optuna study and MLflow experiment); default: the space's"
+    sweep_name: str | None = typer.Option(
+        None, "--name", help="run under this name (its folder, Optuna study and MLflow experiment); default: the space"
     ),
-    new: bool = typer.Option(False, "--new", help="a fresh sweep beside a finished one: the first free name of NAME-2, NAME-3, ..."),
+    new: bool = typer.Option(
+        False, "--new", help="a fresh sweep beside a finished one: the first free name of NAME-2, NAME-3, ..."
+    ),
     resume: bool = typer.Option(False, "--resume", help="finish a sweep whose driver died: finished trials kept, interrupted ones continued"),
-    address: Optional[str] = typer.Option(None, "--address", help="join a running Ray cluster ('auto', HOST:PORT); default: start a local Ray"),
+    address: str | None = typer.Option(
+        None, "--address", help="join a running Ray cluster ('auto', HOST:PORT); default: start a local Ray"
+    ),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI; default sqlite OUT_ROOT/NAME/mlflow.db"),
     storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL; default sqlite OUT_ROOT/NAME/optuna.db"),
-    ray_storage: Optional[str] = typer.Option(
-        None, "--ray-storage", help="Ray Tune/Train state and checkpoints, shared by all nodes on a cluster (s3://...); default OUT_ROOT/NAME/ray"
+    ray_storage: str | None = typer.Option(
+        None,
+        "--ray-storage",
+        help="Ray Tune/Train state and checkpoints, shared by all nodes on a cluster (s3://...); "
+        "default OUT_ROOT/NAME/ray",
     ),
     out_root: Path = typer.Option(RUNS, "--out-root", help="where sweeps keep their files, one folder per sweep"),
     worker_logs: bool = typer.Option(False, "--worker-logs", help="stream Ray worker output into this terminal"),
@@ -265,7 +279,8 @@ def sweep(
     except ConfigError as error:
         fail(*error.lines)
     if new:
-        sweep_name = next(f"{sweep_name}-{n}" for n in range(2, 10_000) if not (out_root / f"{sweep_name}-{n}").exists())
+        taken = sweep_name
+        sweep_name = next(f"{taken}-{n}" for n in range(2, 10_000) if not (out_root / f"{taken}-{n}").exists())
     try:
         outcome = run_sweep(
             name,
@@ -283,7 +298,8 @@ def sweep(
     except ConfigError as error:
         fail(*error.lines)
     except KeyboardInterrupt:
-        console.print(f"[yellow]interrupted:[/yellow] `{_again(name, sweep_name, overrides)} --resume` goes on from here", highlight=False)
+        again = _again(name, sweep_name, overrides)
+        console.print(f"[yellow]interrupted:[/yellow] `{again} --resume` goes on from here", highlight=False)
         raise typer.Exit(130) from None
     if outcome.unfinished:
         console.print(
@@ -302,7 +318,8 @@ def sweep(
 
 def _again(name: str, sweep_name: str, overrides: list[str] | None) -> str:
     """The command that reruns this sweep."""
-    return " ".join(["raycl sweep", name, *(overrides or []), *([] if sweep_name == Path(name).stem else ["--name", sweep_name])])
+    renamed = [] if sweep_name == Path(name).stem else ["--name", sweep_name]
+    return " ".join(["raycl sweep", name, *(overrides or []), *renamed])
 
 
 @app.command()
@@ -312,19 +329,15 @@ def validate(
     """Check search spaces and trial configs without running anything: every key and value (each problem on a
     line of its own, with the key meant where one is close), and the data files they name (each exists, its first
     rows parse). Exit status 2 if any is malformed."""
-    from raycl.config import ConfigError, TrialConfig, load_config, read_yaml
-    from raycl.config.space import SearchSpace, load_space, resolve_space_path, shipped_spaces
+    from raycl.config import ConfigError
+    from raycl.config.space import SearchSpace, load_space_or_config, shipped_spaces
     from raycl.data.check import check_data, original_note
-
-    space_keys = set(SearchSpace.model_fields) - set(TrialConfig.model_fields)
 
     def check(name: Path) -> tuple[str, list[str]]:
         """The `ok` line of a space or a trial config, and the lines under it (what its data holds)."""
-        path = resolve_space_path(name)  # a space's name, or any file's path as it is
-        if set(read_yaml(path)) & space_keys:
-            space = load_space(path)
-            return f"ok {path}", [f"  fixed.{line}" for line in check_data(space.fixed)]
-        config = load_config(path)
+        path, config = load_space_or_config(name)
+        if isinstance(config, SearchSpace):
+            return f"ok {path}", [f"  fixed.{line}" for line in check_data(config.fixed)]
         lines = [f"  {line}" for line in check_data(config)]
         if message := original_note(config):
             lines.append(f"[yellow]note:[/yellow] {message}")
@@ -364,7 +377,7 @@ def eval_(
 ) -> None:
     """Score a saved stage checkpoint on lm-eval tasks (also exported to CHECKPOINT/eval/hf for lm_eval)."""
     from raycl.config.benchmarks import REAL_TASKS
-    from raycl.evaluation.harness import evaluate_checkpoint
+    from raycl.reporting.checkpoints import evaluate_checkpoint
 
     def task_file(pair: str) -> tuple[str, str | dict[str, str]]:
         name, _, value = pair.partition("=")
@@ -395,17 +408,22 @@ def eval_(
 @app.command()
 def report(
     name: str = typer.Argument(..., help="the sweep's name: its folder under OUT_ROOT"),
-    out: Optional[Path] = typer.Option(None, "--out", help="the report's folder; default OUT_ROOT/NAME/report"),
+    out: Path | None = typer.Option(None, "--out", help="the report's folder; default OUT_ROOT/NAME/report"),
     out_root: Path = typer.Option(RUNS, "--out-root", help="where sweeps keep their files, one folder per sweep"),
-    reports_dir: Optional[Path] = typer.Option(None, "--reports-dir", hidden=True, help="the report goes to REPORTS_DIR/NAME/"),
-    laws: Optional[Path] = typer.Option(
-        None, "--laws", help="YAML list of extra laws {name, target, expression, params}; default search_spaces/laws/NAME.yaml if present"
+    reports_dir: Path | None = typer.Option(
+        None, "--reports-dir", hidden=True, help="the report goes to REPORTS_DIR/NAME/"
+    ),
+    laws: Path | None = typer.Option(
+        None,
+        "--laws",
+        help="YAML list of extra laws {name, target, expression, params}; "
+        "default search_spaces/laws/NAME.yaml if present",
     ),
     bootstrap: int = typer.Option(200, "--bootstrap", help="bootstrap resamples per fit (0: no intervals)"),
 ) -> None:
     """Report a finished sweep: every trial, the Pareto front, hypervolume, per-method summary, benchmark deltas,
     scaling-law fits where sizes vary, figures (also logged on its MLflow parent run)."""
-    from raycl.analysis.report import build_report
+    from raycl.reporting.report import build_report
 
     directory = out or (reports_dir / name if reports_dir else None)
     try:
@@ -432,10 +450,12 @@ def predict(
     setting: list[str] = typer.Option([], "--set", help="KEY=VALUE fixing another searched setting (default: its most common value)"),
     search_trials: int = typer.Option(6, "--search-trials", help="trials of the random search --verify runs"),
     bootstrap: int = typer.Option(50, "--bootstrap", help="bootstrap resamples of the chosen laws (the interval)"),
-    out_root: Path = typer.Option(RUNS, "--out-root", help="where sweeps keep their files; --verify runs go to NAME/transfer/"),
+    out_root: Path = typer.Option(
+        RUNS, "--out-root", help="where sweeps keep their files; --verify runs go to NAME/transfer/"
+    ),
     reports_dir: Path = typer.Option(Path("reports"), "--reports-dir", help="where to read NAME/pareto.csv when the sweep's store is absent"),
-    out: Optional[Path] = typer.Option(None, "--out", help="also write the record as JSON to this file"),
-    output: Optional[Path] = typer.Option(None, "--output", hidden=True, help="the same as --out"),
+    out: Path | None = typer.Option(None, "--out", help="also write the record as JSON to this file"),
+    output: Path | None = typer.Option(None, "--output", hidden=True, help="the same as --out"),
     seed: int = typer.Option(0, "--seed", help="seed of the bootstrap and of the random search"),
 ) -> None:
     """Predict the learning rate and replay ratio for a larger model from a sweep's scaling-law fits over smaller ones.
@@ -450,7 +470,7 @@ def predict(
     """
     import json
 
-    from raycl.analysis import transfer
+    from raycl.reporting import transfer
     from raycl.sweep import run_sweep
 
     overrides = {}
@@ -494,8 +514,8 @@ def ui(
     name: str = typer.Argument(..., help="the sweep's name: its folder under OUT_ROOT"),
     out_root: Path = typer.Option(RUNS, "--out-root", help="where sweeps keep their files, one folder per sweep"),
     host: str = typer.Option("127.0.0.1", "--host", help="address both UIs listen on; any other than 127.0.0.1 opens them to that network"),
-    mlflow_port: Optional[int] = typer.Option(None, "--mlflow-port", help="default 5000, or the next free port above it"),
-    optuna_port: Optional[int] = typer.Option(None, "--optuna-port", help="default 8080, or the next free port above it"),
+    mlflow_port: int | None = typer.Option(None, "--mlflow-port", help="default 5000, or the next free port above it"),
+    optuna_port: int | None = typer.Option(None, "--optuna-port", help="default 8080, or the next free port above it"),
 ) -> None:
     """Serve a local sweep's MLflow UI (on its trials, learning and forgetting as columns) and Optuna dashboard
     until Ctrl-C (logs in OUT_ROOT/NAME/ui/)."""
@@ -504,12 +524,16 @@ def ui(
 
     sweep_dir = out_root / name
     try:
-        ports = [choose_port(host, mlflow_port, 5000, "--mlflow-port"), choose_port(host, optuna_port, 8080, "--optuna-port")]
+        ports = [
+            choose_port(host, mlflow_port, 5000, "--mlflow-port"),
+            choose_port(host, optuna_port, 8080, "--optuna-port"),
+        ]
         for _, moved in ports:
             if moved:
                 note(moved)
         found = servers(sweep_dir, host, ports[0][0], ports[1][0])
-        console.print("starting " + ", ".join(f"{server.name} on {server.host} port {server.port}" for server in found), highlight=False)
+        starting = ", ".join(f"{server.name} on {server.host} port {server.port}" for server in found)
+        console.print(f"starting {starting}", highlight=False)
 
         def ready(server: Any) -> None:
             console.print(f"{server.name}: {server.url}  (Ctrl-C stops)", highlight=False)
@@ -554,7 +578,7 @@ def _spaces() -> list[dict[str, Any]]:
 
 def _models() -> list[dict[str, Any]]:
     from raycl.config.trial import LADDER_BUDGETS
-    from raycl.world.ladder import LADDER
+    from raycl.models.ladder import LADDER
 
     budgets = ", ".join(f"{budget:g}" for budget in LADDER_BUDGETS)
     rows = []
@@ -564,18 +588,22 @@ def _models() -> list[dict[str, Any]]:
         params = layers * (4 * h * h + 3 * h * i + 2 * h) + h
         rows.append({"model": name, "non-embedding params": f"{params:,}", "hidden": h, "layers": layers,
                      "heads": rung.num_heads, "pretrained to (tokens/param)": budgets})
-    rows.append({"model": "a local directory or a hub id", "non-embedding params": "", "hidden": "", "layers": "", "heads": "",
-                 "pretrained to (tokens/param)": "model.name: PATH (a Hugging Face causal LM; the hub needs a network)"})
+    other = "model.name: PATH (a Hugging Face causal LM; the hub needs a network)"
+    rows.append(dict.fromkeys(rows[0], "") | {"model": "a directory or hub id", "pretrained to (tokens/param)": other})
     return rows
 
 
 def _tasks() -> list[dict[str, Any]]:
     from raycl.config.benchmarks import ACQUISITION, REAL_TASKS, RETENTION
 
-    rows = [{"task": RETENTION, "what": "multiple-choice facts of the offline world's base corpus (forgetting)", "data": "built in"},
-            {"task": f"{ACQUISITION}[_STAGE]", "what": "facts of each new-data stage (learning), one task per stage", "data": "built in"}]
-    rows += [{"task": task, "what": "a real benchmark template", "data": f"eval.benchmarks.task_paths.{task}: jsonl with {', '.join(fields)}"}
-             for task, fields in REAL_TASKS.items()]
+    rows = [
+        {"task": RETENTION, "what": "facts of the offline world's base corpus (forgetting)", "data": "built in"},
+        {"task": f"{ACQUISITION}[_STAGE]", "what": "facts of each new-data stage (learning)", "data": "built in"},
+    ]
+    rows += [
+        {"task": task, "what": "a real benchmark", "data": f"task_paths.{task}: jsonl with {', '.join(fields)}"}
+        for task, fields in REAL_TASKS.items()
+    ]
     rows.append({"task": "your own", "what": "lm-eval task YAMLs", "data": "eval.benchmarks.include_path: DIR"})
     return rows
 
@@ -585,34 +613,34 @@ def _metrics() -> list[dict[str, Any]]:
 
     rows = [{"metric": name, "meaning": TrialSummary.model_fields[name].description or ""} for name in REPORTED_METRICS]
     rows += [{"metric": f"{BENCHMARK_PREFIX}TASK", "meaning": "an lm-eval task's score after the stream"},
-             {"metric": f"{BENCHMARK_PREFIX}TASK_delta", "meaning": "its change from before the stream, in points (100 x accuracy)"},
-             {"metric": f"{BENCHMARK_PREFIX}max_drop", "meaning": "the largest fall, in points, of a retention-type task (not acquisition)"}]
+             {"metric": f"{BENCHMARK_PREFIX}TASK_delta", "meaning": "its change over the stream, in points"},
+             {"metric": f"{BENCHMARK_PREFIX}max_drop", "meaning": "the largest fall of a retention-type task"}]
     return rows
 
 
 @config_app.command("show")
 def config_show(
-    args: Optional[list[str]] = typer.Argument(
-        None, metavar="[SPACE|TRIAL] [KEY=VALUE]...",
-        help="a search space (a name in search_spaces/ or a path) or a trial YAML, then overrides; default: the trial `raycl run` runs",
+    args: list[str] | None = typer.Argument(
+        None,
+        metavar="[SPACE|TRIAL] [KEY=VALUE]...",
+        help="a search space (a name in search_spaces/ or a path) or a trial YAML, then overrides; "
+        "default: the trial `raycl run` runs",
     ),
 ) -> None:
     """Print a config with every default filled in: what a run or a sweep would use."""
     import yaml
 
     from raycl.config import ConfigError, load_config
-    from raycl.config.space import is_space_file, load_space, resolve_space_path
+    from raycl.config.space import load_space_or_config
 
     paths, overrides = split_overrides(args)
     if len(paths) > 1:
         fail(f"one space or trial config at most, got {', '.join(paths)} (an override is KEY=VALUE)")
     try:
-        if paths and is_space_file(path := resolve_space_path(paths[0])):
-            resolved = load_space(path, overrides).model_dump(mode="json")
-        else:
-            resolved = load_config(Path(paths[0]) if paths else None, overrides).model_dump(mode="json")
+        config = load_space_or_config(paths[0], overrides)[1] if paths else load_config(None, overrides)
     except ConfigError as error:
         fail(*error.lines)
+    resolved = config.model_dump(mode="json")
     console.print(yaml.safe_dump(resolved, sort_keys=False, width=1000).rstrip(), highlight=False, markup=False)
 
 
@@ -635,7 +663,8 @@ def config_cp(
         fail(f"{target}: exists (--force overwrites it)")
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(source.read_text())
-    console.print(f"copied {source.name} to {target}; edit it, then `raycl validate {target}` and `raycl sweep {target}`", highlight=False)
+    then = f"`raycl validate {target}` and `raycl sweep {target}`"
+    console.print(f"copied {source.name} to {target}; edit it, then {then}", highlight=False)
 
 
 @config_app.command("reference")

@@ -1,5 +1,5 @@
-"""Fixtures shared by every test: one offline-world cache per session, one torch thread, and the GPU
-marker's skip."""
+"""Fixtures shared by every test: one offline-world cache per session, one torch thread, the GPU marker's
+skip, and the rule that slow tests live in tests/integration/ and only there."""
 
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ def raycl_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session", autouse=True)
 def one_thread() -> None:
     """Tiny models run fastest on one thread; two on a shared 2-core box ran many times slower
-    (oversubscribed threads slowed runs 3-30x). Trials set their own `train.cpu_threads`; this covers code the tests drive directly."""
+    (oversubscribed threads slowed runs 3-30x). Trials set their own `train.cpu_threads`; this covers
+    code the tests drive directly."""
     import torch
 
     threads = torch.get_num_threads()
@@ -38,7 +39,21 @@ def one_thread() -> None:
     torch.set_num_threads(threads)
 
 
+SLOW_FOLDER = Path(__file__).parent / "integration"
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects: every collected test is checked, in any stage
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    misplaced = [
+        item.nodeid
+        for item in items
+        if (item.get_closest_marker("slow") is not None) != item.path.is_relative_to(SLOW_FOLDER)
+    ]
+    if misplaced:
+        raise pytest.UsageError(
+            "slow tests live in tests/integration/ and only there (module-level `pytestmark = pytest.mark.slow`); "
+            f"these disagree: {', '.join(misplaced)}"
+        )
     gpu_items = [item for item in items if "gpu" in item.keywords]
     if not gpu_items:
         return

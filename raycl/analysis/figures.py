@@ -217,10 +217,11 @@ def sensitivity(
             present = {str(v) for v in raw}
             order = [str(v) for v in (category_order or {}).get(parameter, ())]
             categories = None if numeric else [v for v in order if v in present] + sorted(present - set(order))
-            x = np.array(raw, dtype=float) if numeric else np.array([categories.index(str(v)) for v in raw], dtype=float)
+            x = np.array(raw, dtype=float) if categories is None else np.array([categories.index(str(v)) for v in raw], dtype=float)
             rho = float("nan")
             if numeric and len(x) >= 3 and np.ptp(x) > 0 and np.ptp(y) > 0:
-                rho = float(spearmanr(x, y).statistic)
+                # scipy's array-API decorator hides the SignificanceResult type.
+                rho = float(spearmanr(x, y).statistic)  # pyright: ignore[reportAttributeAccessIssue]
             panels.append(SensitivityPanel(
                 objective=objective,
                 parameter=parameter,

@@ -135,7 +135,7 @@ def _validate(node: ast.AST, expression: str) -> None:
         raise _reject(node, expression, f"unsupported syntax ({type(node).__name__})")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _parse(expression: str) -> ast.expr:
     try:
         tree = ast.parse(expression, mode="eval")
@@ -156,6 +156,7 @@ def _names(tree: ast.expr) -> tuple[str, ...]:
 def _compile(node: ast.expr) -> Callable[[Mapping[str, _Dual]], _Dual]:
     """Turn a validated tree into closures computing the value and its gradient."""
     if isinstance(node, ast.Constant):
+        assert isinstance(node.value, (int, float))  # validated: numeric constants only
         constant = (float(node.value), None)
         return lambda env: constant
     if isinstance(node, ast.Name):
@@ -172,7 +173,7 @@ def _compile(node: ast.expr) -> Callable[[Mapping[str, _Dual]], _Dual]:
     return lambda env: rule(*left(env), *right(env))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _program(expression: str) -> Callable[[Mapping[str, _Dual]], _Dual]:
     return _compile(_parse(expression))
 

@@ -69,7 +69,7 @@ def frontier(
         reference, source = default_reference(candidates, directions), "default: 10% of the range past the worst feasible trial"
     else:
         reference, source = np.full(len(names), np.nan), "none: no feasible trial"
-    history = hypervolume_history(candidates, directions, reference) if usable.any() else np.zeros(len(metrics))
+    history = hypervolume_history(candidates, directions, reference.tolist()) if usable.any() else np.zeros(len(metrics))
     return Frontier(
         objectives=names,
         directions=directions,

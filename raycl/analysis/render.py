@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib import colormaps
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import LogNorm, Normalize
@@ -93,7 +94,7 @@ def _size_norm(sizes: np.ndarray) -> Normalize:
     return LogNorm(finite.min(), finite.max())
 
 
-def _size_colorbar(figure: Figure, axes: object, norm: Normalize) -> None:
+def _size_colorbar(figure: Figure, axes: Axes | list[Axes], norm: Normalize) -> None:
     figure.colorbar(ScalarMappable(norm=norm, cmap=_CMAP), ax=axes, label="model size (parameters)")
 
 
@@ -259,7 +260,8 @@ def to_markdown(title: str, blocks: Sequence[Block]) -> str:
 
 
 _STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;font-size:.85em;margin:1em 0}td,th{border:1px solid #ccc;padding:.25em .5em;text-align:right}
+table{border-collapse:collapse;font-size:.85em;margin:1em 0}
+td,th{border:1px solid #ccc;padding:.25em .5em;text-align:right}
 th{background:#f2f2f2}pre{background:#f6f6f6;padding:.5em;font-size:.8em;overflow-x:auto}
 td:first-child,th:first-child{text-align:left}img{max-width:100%}figcaption{font-size:.85em;color:#555}"""
 

@@ -128,7 +128,7 @@ class LawEntry(StrictModel):
     target: str
     expression: str
     params: list[str]
-    size_params: int | None = Field(None, ge=0, description="parameters only differences in N determine; default: all")
+    size_params: int | None = Field(default=None, ge=0, description="parameters only differences in N determine; default: all")
     _law: Law = PrivateAttr()
 
     @field_validator("name")
@@ -299,9 +299,8 @@ def _fit_law(law: Law, data: dict[str, np.ndarray], target: np.ndarray, bootstra
              if len(np.unique(columns[v])) == 1]
     if len(target) <= len(law.params):
         return LawFit(law, None, None, [*notes, f"no fit: {len(target)} points for {len(law.params)} parameters"])
-    options = {"bootstrap": bootstrap, "seed": seed}
     try:
-        fit = fit_law(law, columns, target, **options)
+        fit = fit_law(law, columns, target, bootstrap=bootstrap, seed=seed)
     except ValueError as error:
         return LawFit(law, None, None, [*notes, f"no fit: {error}"])
     notes += [f"{p} = {fit.params[p]:.3g} sits on its bound: the data do not pin it down" for p in fit.at_bound]
@@ -311,12 +310,12 @@ def _fit_law(law: Law, data: dict[str, np.ndarray], target: np.ndarray, bootstra
     size_params = law.size_params if law.size_params is not None else len(law.params)
     train_points = int(np.sum(sizes < sizes.max()))
     if fit_sizes <= size_params:
-        notes.append(f"no extrapolation check: {fit_sizes} distinct size(s) below the largest for {size_params} size parameter(s)")
+        notes.append(f"no extrapolation check: {fit_sizes} distinct size(s) " f"below the largest for {size_params} size parameter(s)")
     elif train_points <= len(law.params):
         notes.append(f"no extrapolation check: {train_points} points below the largest size for {len(law.params)} parameters")
     else:
         try:
-            extrapolation = extrapolation_check(law, columns, target, SIZE_SYMBOL, **options)
+            extrapolation = extrapolation_check(law, columns, target, SIZE_SYMBOL, bootstrap=bootstrap, seed=seed)
         except ValueError as error:
             notes.append(f"no extrapolation check: {error}")
     return LawFit(law, fit, extrapolation, notes)

@@ -122,7 +122,7 @@ def _problem_line(first: Any, source: str, prefix: tuple[str, ...], model: type[
             accepted, alternatives = known_keys(model, first["loc"][:-1])
             if first["loc"][-1] not in alternatives:
                 message += did_you_mean(first["loc"][-1], accepted)
-    elif first["type"] == "union_tag_invalid":
+    elif first["type"] == "union_tag_invalid" and "ctx" in first:
         field, given = first["ctx"]["tag"].split(":")[1].split("=")
         expected = re.sub(r"[a-z_]+:[a-z_]+=", "", first["ctx"]["expected_tags"])
         suggestion = did_you_mean(given, re.findall(r"'([^']*)'", expected))

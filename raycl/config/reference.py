@@ -100,10 +100,7 @@ def type_name(annotation: Any) -> str:
 def default_text(field: Any) -> str:
     if field.is_required():
         return "required"
-    if field.default_factory is not None:
-        value = field.default_factory()
-    else:
-        value = field.default
+    value = field.default_factory() if field.default_factory is not None else field.default
     if value is PydanticUndefined:
         return ""
     if isinstance(value, BaseModel):
@@ -116,8 +113,13 @@ def default_text(field: Any) -> str:
 
 def section(heading: str, model: type[BaseModel], prefix: str) -> str:
     summary = (model.__dict__.get("__doc__") or "").strip().split("\n\n")[0].replace("\n", " ")
-    lines = [f"## {heading}", "", *([summary, ""] if summary else []),
-             "| key | type | default | meaning |", "|---|---|---|---|"]
+    lines = [
+        f"## {heading}",
+        "",
+        *([summary, ""] if summary else []),
+        "| key | type | default | meaning |",
+        "|---|---|---|---|",
+    ]
     for name, field in model.model_fields.items():
         description = (field.description or "").replace("|", "\\|").replace("\n", " ")
         lines.append(f"| `{prefix}{name}` | {type_name(field.annotation)} | {default_text(field)} | {description} |")

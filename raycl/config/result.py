@@ -47,7 +47,7 @@ class TrialSummary(StageRecord):
     base_loss_before: Reported = Field(description="held-out loss on the original distribution before the stream (L_before)")
     base_loss_after: Reported = Field(description="held-out loss on the original distribution after the stream (L_after)")
     forgetting_fraction: Reported = Field(
-        description="(L_after - L_before) / (L_init - L_before) on held-out original data: the share of pretraining progress undone"
+        description="(L_after - L_before) / (L_init - L_before) on held-out " "original data: the share of pretraining progress undone"
     )
     bwt: Reported = Field(description="backward transfer: mean of R[j+1][j] - R[T][j]")
     fwt: Reported = Field(description="forward transfer: mean of R[0][j] - R[j][j]")
@@ -65,12 +65,12 @@ class TrialSummary(StageRecord):
     num_params_non_embedding: Reported = Field(description="the base model's parameters outside its token embeddings and output head")
     wall_time_s: Reported
     train_tokens: Reported = Field(description="tokens trained on, replay rows included")
-    base_pretrain_tokens: ReportedWhereKnown = Field(None, description="tokens the base model was pretrained on (ladder models)")
-    base_pretrain_loss: ReportedWhereKnown = Field(None, description="the base model's final pretraining loss (ladder models)")
+    base_pretrain_tokens: ReportedWhereKnown = Field(default=None, description="tokens the base model was pretrained on (ladder models)")
+    base_pretrain_loss: ReportedWhereKnown = Field(default=None, description="the base model's final pretraining loss (ladder models)")
     new_tokens: Reported = Field(description="tokens of new data trained on")
-    lr: ReportedWhereKnown = Field(None, description="the learning rate trained at: train.lr, or the LR range test's for train.lr_at_loss_drop")
+    lr: ReportedWhereKnown = Field(default=None, description="the learning rate trained at: train.lr, or the LR range test's for train.lr_at_loss_drop")
     adaptation_steps_mean: ReportedWhereKnown = Field(
-        None, description="online trials: mean over stages of adaptation_steps; None where a stage's loss did not fall"
+        default=None, description="online trials: mean over stages of adaptation_steps; None where a stage's loss did not fall"
     )
 
     @model_validator(mode="after")
@@ -108,12 +108,12 @@ class TrialResult(TrialSummary):
     method_info: dict[str, Any]
     train_memory: dict[str, int] = Field(description="train_peak_bytes by part, measured on one dedicated step")
     resumed_after_stage: int
-    stopped: str | None = Field(None, description="why the stream stopped before its last stage (train.stop_when); None: it ran every stage")
+    stopped: str | None = Field(default=None, description="why the stream stopped before its last stage (train.stop_when); None: it ran every stage")
     adaptation_steps: list[int | None] | None = Field(
-        None, description="online trials, per stage: steps until its held-out loss fell by train.adaptation_share of the stage's whole drop"
+        default=None, description="online trials, per stage: steps until its held-out loss " "fell by train.adaptation_share of the stage's whole drop"
     )
     lr_range: dict[str, Any] | None = Field(
-        None, description="train.lr_at_loss_drop trials: the drop asked, the LR it resolved to, and the range test's record"
+        default=None, description="train.lr_at_loss_drop trials: the drop asked, the LR it resolved to, and the range test's record"
     )
 
     def summary(self) -> TrialSummary:
@@ -146,7 +146,7 @@ class Divergence(BaseModel):
         if self.loss is None:
             why = "the loss is not finite"
         else:
-            why = f"the loss {self.loss:.4g} is above {self.bound:.4g} (train.divergence_factor x the first step's {self.first_loss:.4g})"
+            why = f"the loss {self.loss:.4g} is above {self.bound:.4g} " f"(train.divergence_factor x the first step's {self.first_loss:.4g})"
         return f"diverged at step {self.step} (stage {self.stage}): {why}"
 
 

@@ -13,7 +13,7 @@ import hashlib
 import json
 import operator
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -23,7 +23,7 @@ from pydantic import Discriminator, Field, PrivateAttr, Tag, field_validator, mo
 from raycl.config.base import ConfigError, StrictModel, apply_overrides, did_you_mean, read_yaml, validate
 from raycl.config.records import Scalar
 from raycl.config.result import BENCHMARK_PREFIX, REPORTED_METRICS
-from raycl.config.trial import TrialConfig, config_field, config_keys
+from raycl.config.trial import TrialConfig, config_field, config_keys, validate_config
 
 Direction = Literal["maximize", "minimize"]
 SHIPPED_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
@@ -85,8 +85,8 @@ class IntRange(_Range):
     type: Literal["int"]
     low: int
     high: int
-    step: int = Field(1, ge=1, description="spacing of the values")
-    log: bool = Field(False, description="sample on a log scale")
+    step: int = Field(default=1, ge=1, description="spacing of the values")
+    log: bool = Field(default=False, description="sample on a log scale")
 
     @property
     def log_scale(self) -> bool:
@@ -154,10 +154,6 @@ class Constraint(StrictModel):
             raise ValueError(f"{text!r} is not of the form 'metric <= number' or 'metric >= number'")
         return {"metric": match[1], "op": match[2], "bound": float(match[3])}
 
-    @classmethod
-    def parse(cls, text: str) -> Constraint:
-        return cls.model_validate(text)
-
     @model_serializer
     def _as_text(self) -> str:
         return str(self)
@@ -166,7 +162,7 @@ class Constraint(StrictModel):
         violation = metrics[self.metric] - self.bound
         return violation if self.op == "<=" else -violation
 
-    def satisfied(self, metrics: dict[str, float]) -> bool:
+    def satisfied(self, metrics: Mapping[str, float]) -> bool:
         compare = operator.le if self.op == "<=" else operator.ge
         return compare(metrics[self.metric], self.bound)
 
@@ -178,18 +174,18 @@ class Budget(StrictModel):
     """How many trials, how many at once, and what each trial's Ray Train worker group gets."""
 
     trials: int = Field(ge=1)
-    concurrency: int = Field(1, ge=1, description="trials running at once (the plan may lower it to fit)")
-    workers_per_trial: int = Field(1, ge=1, description="Ray Train workers (DDP ranks) per trial")
-    cpus_per_worker: float = Field(1.0, gt=0, description="trimmed by the trial's 0.01-CPU coordinator share")
-    gpus_per_worker: float = Field(0.0, ge=0)
-    max_failures: int = Field(0, ge=0, description="restarts of a failed trial from its last stage checkpoint")
+    concurrency: int = Field(default=1, ge=1, description="trials running at once (the plan may lower it to fit)")
+    workers_per_trial: int = Field(default=1, ge=1, description="Ray Train workers (DDP ranks) per trial")
+    cpus_per_worker: float = Field(default=1.0, gt=0, description="trimmed by the trial's 0.01-CPU coordinator share")
+    gpus_per_worker: float = Field(default=0.0, ge=0)
+    max_failures: int = Field(default=0, ge=0, description="restarts of a failed trial from its last stage checkpoint")
     seeds: int = Field(
-        1, ge=1, le=16,
+        default=1, ge=1, le=16,
         description="runs of each sampled configuration, with train.seed, train.seed + 1, ... (data order, replay "
         "draws); Optuna and the report see the mean, the report an interval over them",
     )
     executor: Literal["auto", "train", "tune"] = Field(
-        "auto",
+        default="auto",
         description="train: a Ray Train worker group per trial; tune: the trial runs in its Tune actor (one process, "
         "seconds cheaper); auto: tune for single-worker CPU trials, train otherwise",
     )
@@ -205,7 +201,7 @@ class Budget(StrictModel):
         if self.executor != "auto":
             return self.executor, "set in budget.executor"
         if self.workers_per_trial > 1 or self.gpus_per_worker > 0:
-            return "train", "auto: several workers or a GPU per trial, where Ray Train's worker group, fault tolerance and DDP pay off"
+            return "train", "auto: several workers or a GPU per trial, where Ray " "Train's worker group, fault tolerance and DDP pay off"
         return "tune", "auto: one CPU worker per trial, which trains in its Tune actor (no worker group to start)"
 
 
@@ -216,8 +212,8 @@ class SamplerSpec(StrictModel):
     """The Optuna sampler, always named: Optuna 5's multi-objective default changed from NSGA-II to TPE."""
 
     name: Literal["tpe", "nsga2", "gp", "random"]
-    n_startup_trials: int | None = Field(None, ge=0, description="tpe, gp: random trials before modelling")
-    population_size: int | None = Field(None, ge=2, description="nsga2: trials per generation")
+    n_startup_trials: int | None = Field(default=None, ge=0, description="tpe, gp: random trials before modelling")
+    population_size: int | None = Field(default=None, ge=2, description="nsga2: trials per generation")
 
     @model_validator(mode="after")
     def _options_of_this_sampler(self) -> SamplerSpec:
@@ -232,10 +228,10 @@ class EarlyStopping(StrictModel):
     # [1] by default: measured on the offline world (bench/early_stopping.py), each objective's rank after stage 1
     # already follows its final rank, and every later rung cuts trials of a near-front field, losing hypervolume.
     rungs: Literal["stages"] | list[Annotated[int, Field(ge=1)]] = Field(
-        [1], description="the stage ends to rank at; `stages`: every stage end but the last (from first_rung on)"
+        default=[1], description="the stage ends to rank at; `stages`: every stage end but the last (from first_rung on)"
     )
-    reduction: float = Field(3.0, gt=1, description="eta: 1/reduction of the trials at a rung continue")
-    first_rung: int = Field(1, ge=1, description="the first stage end that is a rung (ASHA's grace period): earlier ones never stop a trial")
+    reduction: float = Field(default=3.0, gt=1, description="eta: 1/reduction of the trials at a rung continue")
+    first_rung: int = Field(default=1, ge=1, description="the first stage end that is a rung (ASHA's grace period): earlier ones never stop a trial")
 
     @model_validator(mode="after")
     def _one_way_to_name_rungs(self) -> EarlyStopping:
@@ -264,13 +260,13 @@ class SearchSpace(StrictModel):
         default_factory=lambda: {"learning": "maximize", "forgetting": "minimize"}, min_length=1
     )
     constraints: list[Constraint] = Field(default_factory=list, description='e.g. "forgetting <= 0.05"')
-    reference_point: dict[str, float] | None = Field(None, description="hypervolume reference; default: just past the worst trial")
+    reference_point: dict[str, float] | None = Field(default=None, description="hypervolume reference; default: just past the worst trial")
     parameters: dict[str, Parameter] = Field(min_length=1)
-    fixed: TrialConfig = Field(TrialConfig(), description="TrialConfig sections every trial shares")
+    fixed: TrialConfig = Field(default=TrialConfig(), description="TrialConfig sections every trial shares")
     budget: Budget
     sampler: SamplerSpec
     seed: int
-    early_stopping: EarlyStopping | None = Field(None, description="stop trials at stage ends (e.g. {rungs: [1], reduction: 3})")
+    early_stopping: EarlyStopping | None = Field(default=None, description="stop trials at stage ends (e.g. {rungs: [1], reduction: 3})")
 
     _name: str = PrivateAttr("")
     _source: str = PrivateAttr("")
@@ -292,9 +288,6 @@ class SearchSpace(StrictModel):
     @property
     def directions(self) -> list[Direction]:
         return list(self.objectives.values())
-
-    def base_config(self) -> TrialConfig:
-        return self.fixed
 
     def fixes(self, dotted: str) -> bool:
         """Whether `fixed` sets the dotted key itself."""
@@ -347,15 +340,19 @@ class SearchSpace(StrictModel):
             key = f"parameters.{name}"
             field = config_field(name)
             if field is None:
-                raise ValueError(f"{key}: not a trial config key (use section.field, e.g. train.lr){did_you_mean(name, config_keys())}")
+                suggestion = did_you_mean(name, config_keys())
+                raise ValueError(f"{key}: not a trial config key (use section.field, e.g. train.lr){suggestion}")
             if self.fixes(name):
                 raise ValueError(f"{key}: also set in fixed.{name}")
             if parameter.type in ("uniform", "log_uniform") and field.annotation is int:
                 raise ValueError(f"{key}.type: {name} takes whole numbers: use type: int")
             for condition, allowed in parameter.when.items():
                 if condition not in names[:index]:
-                    raise ValueError(f"{key}.when.{condition}: condition on a parameter that is not searched before this one"
-                                     f"{did_you_mean(condition, names[:index])}")
+                    suggestion = did_you_mean(condition, names[:index])
+                    raise ValueError(
+                        f"{key}.when.{condition}: condition on a parameter that is not searched before this one"
+                        + suggestion
+                    )
                 target = self.parameters[condition]
                 for value in allowed if isinstance(allowed, list) else [allowed]:
                     if target.type == "categorical" and value not in target.choices:
@@ -377,7 +374,7 @@ class SearchSpace(StrictModel):
         if self.early_stopping is None:
             return self
         if self.fixed.stream is not None:
-            raise ValueError("early_stopping: needs the offline world's stages; a real stream's stage count is known only once loaded")
+            raise ValueError("early_stopping: needs the offline world's stages; a " "real stream's stage count is known only once loaded")
         if self.budget.seeds != 1:
             # A trial's seeds run in turn, so its stage reports would reach the rungs once per seed.
             raise ValueError(f"early_stopping: ranks one run per trial at each stage end; budget.seeds is {self.budget.seeds}")
@@ -396,7 +393,7 @@ class SearchSpace(StrictModel):
                 raise ValueError(f"early_stopping.rungs: stage end {rungs[-1]} is not before the last of {num_stages} stages")
         for metric in self.objectives:
             if metric not in STAGE_METRICS:
-                raise ValueError(f"early_stopping: objective {metric} is not reported at stage ends (only {', '.join(STAGE_METRICS)} are)")
+                raise ValueError(f"early_stopping: objective {metric} is not reported " f"at stage ends (only {', '.join(STAGE_METRICS)} are)")
         return self
 
     def _reports(self, metric: str) -> bool:
@@ -425,7 +422,10 @@ def resolve_space_path(name_or_path: str | Path) -> Path:
         if candidate.is_file():
             return candidate
     known = sorted(path.stem for path in SHIPPED_DIR.glob("*.yaml"))
-    raise ConfigError(f"{text}: no search space of that name in search_spaces/{did_you_mean(text, known)} (shipped: {', '.join(known)})")
+    suggestion = did_you_mean(text, known)
+    raise ConfigError(
+        f"{text}: no search space of that name in search_spaces/{suggestion} (shipped: {', '.join(known)})"
+    )
 
 
 def load_space(name_or_path: str | Path, overrides: Iterable[str] = (), name: str | None = None) -> SearchSpace:
@@ -444,22 +444,19 @@ def load_space(name_or_path: str | Path, overrides: Iterable[str] = (), name: st
     return space
 
 
-def is_space_file(path: Path) -> bool:
-    """Whether a YAML file is a search space (it has a key only spaces have) rather than a trial config."""
-    return bool(set(read_yaml(path)) & (set(SearchSpace.model_fields) - set(TrialConfig.model_fields)))
-
-
 def shipped_spaces() -> list[Path]:
     return sorted(SHIPPED_DIR.glob("*.yaml"))
 
 
-def validate_spaces(paths: Iterable[str | Path] | None = None) -> list[tuple[Path, str | None]]:
-    """(path, error line or None) for each space; all shipped spaces when `paths` is None."""
-    checked = []
-    for path in shipped_spaces() if paths is None else [resolve_space_path(p) for p in paths]:
-        try:
-            load_space(path)
-            checked.append((Path(path), None))
-        except ConfigError as error:
-            checked.append((Path(path), str(error)))
-    return checked
+def load_space_or_config(
+    name_or_path: str | Path, overrides: Iterable[str] = ()
+) -> tuple[Path, SearchSpace | TrialConfig]:
+    """The file and the search space or trial config it holds (a space has keys a trial config lacks), with
+    `key=value` overrides, validated; a `ConfigError` naming the file and the key of each problem otherwise."""
+    path = resolve_space_path(name_or_path)  # a space's name, or any file's path as it is
+    data = read_yaml(path)
+    if set(data) & (set(SearchSpace.model_fields) - set(TrialConfig.model_fields)):
+        return path, load_space(path, overrides)
+    overrides = list(overrides)
+    source = f"{path} (with {' '.join(overrides)})" if overrides else str(path)
+    return path, validate_config(apply_overrides(data, overrides, str(path)), source=source)

@@ -33,30 +33,30 @@ def absolute_path(path: str) -> str:
 class DataSourceConfig(StrictModel):
     """Where a dataset comes from and how to read it: a local file or a `datasets` hub name."""
 
-    path: str | None = Field(None, description="local .jsonl/.json (optionally .gz)/.parquet/.txt file, relative to the working directory")
+    path: str | None = Field(default=None, description="local .jsonl/.json (optionally .gz)/.parquet/.txt file, relative to the working directory")
 
     @field_validator("path")
     @classmethod
     def _absolute(cls, path: str | None) -> str | None:
         return absolute_path(path) if path is not None else None
 
-    hub: str | None = Field(None, description="`datasets` hub name, e.g. lmsys/lmsys-chat-1m")
-    subset: str | None = Field(None, description="hub config name, e.g. `en` for allenai/c4")
+    hub: str | None = Field(default=None, description="`datasets` hub name, e.g. lmsys/lmsys-chat-1m")
+    subset: str | None = Field(default=None, description="hub config name, e.g. `en` for allenai/c4")
     split: str = "train"
-    streaming: bool = Field(True, description="hub only: stream rows instead of downloading the whole split")
-    limit: int | None = Field(None, ge=1, description="read only the first N rows")
-    format: Format | Literal["auto"] = Field("auto", description="auto: detected from the first valid rows")
+    streaming: bool = Field(default=True, description="hub only: stream rows instead of downloading the whole split")
+    limit: int | None = Field(default=None, ge=1, description="read only the first N rows")
+    format: Format | Literal["auto"] = Field(default="auto", description="auto: detected from the first valid rows")
     fields: dict[str, str] = Field(
         default_factory=dict, description="field-name overrides by canonical name, e.g. {instruction: question, output: answer}"
     )
     roles: dict[str, Role] | Literal["alternate"] | None = Field(
-        None,
+        default=None,
         description="speaker names to roles, e.g. {Alice: user, Bob: assistant} (names not listed keep the usual "
         "user/human/gpt/... reading), or `alternate`: turns alternate user, assistant, ... whoever speaks",
     )
-    oasst_paths: Literal["best", "all"] = Field("best", description="oasst trees: best-ranked thread per tree, or every root-to-leaf path")
-    document_chars: int = Field(2000, ge=0, description=".txt files: whole lines grouped into documents of at most this many characters; 0: the whole file")
-    max_bad_fraction: float = Field(0.05, ge=0, le=1, description="share of malformed rows tolerated (skipped and counted); above it the load fails")
+    oasst_paths: Literal["best", "all"] = Field(default="best", description="oasst trees: best-ranked thread per tree, or every root-to-leaf path")
+    document_chars: int = Field(default=2000, ge=0, description=".txt files: whole lines grouped into documents of at most this many characters; 0: the whole file")
+    max_bad_fraction: float = Field(default=0.05, ge=0, le=1, description="share of malformed rows tolerated (skipped and counted); above it the load fails")
 
     @model_validator(mode="after")
     def _one_origin(self) -> DataSourceConfig:
@@ -74,22 +74,22 @@ class DataSourceConfig(StrictModel):
 class ReplayCorpusConfig(StrictModel):
     """Documents of the original (pretraining) distribution: the replay source and the retention probe."""
 
-    paths: tuple[str, ...] = Field((), description="local files or directories of them (.txt, .jsonl, .json, .jsonl.gz, .json.gz, .parquet)")
+    paths: tuple[str, ...] = Field(default=(), description="local files or directories of them (.txt, .jsonl, .json, .jsonl.gz, .json.gz, .parquet)")
 
     @field_validator("paths")
     @classmethod
     def _absolute(cls, paths: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(map(absolute_path, paths))
 
-    hub: str | None = Field(None, description="`datasets` hub name, e.g. allenai/c4, monology/pile-uncopyrighted")
+    hub: str | None = Field(default=None, description="`datasets` hub name, e.g. allenai/c4, monology/pile-uncopyrighted")
     subset: str | None = None
     split: str = "train"
     text_field: str = "text"
-    max_documents: int | None = Field(None, ge=1, description="first N documents of each file, or of the hub split (required for the hub)")
-    document_chars: int = Field(2000, ge=0, description=".txt files: whole lines grouped into documents of at most this many characters")
-    heldout_fraction: float = Field(0.1, gt=0, lt=1, description="share of documents held out (seeded) as the retention probe, never replayed")
+    max_documents: int | None = Field(default=None, ge=1, description="first N documents of each file, or of the hub split (required for the hub)")
+    document_chars: int = Field(default=2000, ge=0, description=".txt files: whole lines grouped into documents of at most this many characters")
+    heldout_fraction: float = Field(default=0.1, gt=0, lt=1, description="share of documents held out (seeded) as the retention probe, never replayed")
     seed: int = 0
-    max_bad_fraction: float = Field(0.05, ge=0, le=1)
+    max_bad_fraction: float = Field(default=0.05, ge=0, le=1)
 
     @model_validator(mode="after")
     def _one_origin(self) -> ReplayCorpusConfig:
@@ -104,16 +104,16 @@ class StreamShapeConfig(StrictModel):
     """How examples are split into stages, and how much of each stage is held out."""
 
     by: Literal["count", "field", "time", "window"] = Field(
-        "count", description="count: equal parts in file order; field: one stage per value; time: equal parts in date order; window: rolling token windows"
+        default="count", description="count: equal parts in file order; field: one stage per value; " "time: equal parts in date order; window: rolling token windows"
     )
-    stages: int = Field(3, ge=1, description="count/time: number of stages")
-    field: str | None = Field(None, description="field: the stage field (topic, source, language); time: the date field")
-    values: tuple[str, ...] | None = Field(None, description="field: the stages to keep, in this order (default: every value, in order of first appearance)")
-    window: int | None = Field(None, ge=2, description="window: tokens per stage")
-    step: int | None = Field(None, ge=1, description="window: tokens between the starts of consecutive stages (< window overlaps)")
-    max_stages: int | None = Field(None, ge=1, description="keep the first N stages")
-    examples_per_stage: int | None = Field(None, ge=2, description="keep the first N examples of each stage (before the held-out split)")
-    heldout_fraction: float = Field(0.1, gt=0, lt=1, description="share of each stage's examples (or windows' blocks) held out, seeded")
+    stages: int = Field(default=3, ge=1, description="count/time: number of stages")
+    field: str | None = Field(default=None, description="field: the stage field (topic, source, language); time: the date field")
+    values: tuple[str, ...] | None = Field(default=None, description="field: the stages to keep, in this order (default: every value, in order of first appearance)")
+    window: int | None = Field(default=None, ge=2, description="window: tokens per stage")
+    step: int | None = Field(default=None, ge=1, description="window: tokens between the starts of consecutive stages (< window overlaps)")
+    max_stages: int | None = Field(default=None, ge=1, description="keep the first N stages")
+    examples_per_stage: int | None = Field(default=None, ge=2, description="keep the first N examples of each stage (before the held-out split)")
+    heldout_fraction: float = Field(default=0.1, gt=0, lt=1, description="share of each stage's examples (or windows' blocks) held out, seeded")
     seed: int = 0
 
     @model_validator(mode="after")
@@ -133,7 +133,7 @@ class StreamShapeConfig(StrictModel):
     @property
     def required_fields(self) -> tuple[str, ...]:
         """Row fields the shape reads: rows without them are malformed for this stream."""
-        return (self.field,) if self.by in ("field", "time") else ()
+        return (self.field,) if self.by in ("field", "time") and self.field is not None else ()
 
 
 class StreamConfig(StrictModel):
@@ -141,7 +141,7 @@ class StreamConfig(StrictModel):
 
     source: DataSourceConfig
     shape: StreamShapeConfig = StreamShapeConfig()
-    loss_on: LossOn = Field("all", description="all: every token; assistant: assistant turns (and their EOS) only")
+    loss_on: LossOn = Field(default="all", description="all: every token; assistant: assistant turns (and their EOS) only")
     original: ReplayCorpusConfig | None = Field(
-        None, description="documents of the original distribution: replay source and retention probe"
+        default=None, description="documents of the original distribution: replay source and retention probe"
     )

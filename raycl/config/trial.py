@@ -22,14 +22,14 @@ class WorldConfig(StrictModel):
     """The embedded offline world: a base corpus and new-data stages, generated from a seed."""
 
     seed: int = 0
-    num_stages: int = Field(3, ge=1, le=5, description="new-data stages in the stream")
-    base_entities: int = Field(120, ge=8, description="entities the base corpus teaches")
-    stage_entities: int = Field(24, ge=4, description="new entities each stage teaches")
-    vocab_size: int = Field(512, ge=300, le=65536, description="size of the locally trained BPE")
+    num_stages: int = Field(default=3, ge=1, le=5, description="new-data stages in the stream")
+    base_entities: int = Field(default=120, ge=8, description="entities the base corpus teaches")
+    stage_entities: int = Field(default=24, ge=4, description="new entities each stage teaches")
+    vocab_size: int = Field(default=512, ge=300, le=65536, description="size of the locally trained BPE")
 
 
 # The offline ladder's rungs are named raycl-tiny-*, and each is pretrained to these budgets, in tokens per
-# non-embedding parameter (`raycl.world.ladder` builds them).
+# non-embedding parameter (`raycl.models.ladder` builds them).
 LADDER_PREFIX = "raycl-tiny-"
 LADDER_BUDGETS = (5.0, 10.0, 20.0, 40.0)
 
@@ -39,7 +39,7 @@ class ModelConfig(StrictModel):
 
     name: str = "raycl-tiny-s"
     pretrain_tokens_per_param: float = Field(
-        20.0, gt=0, description="pretraining budget of offline-ladder models, in tokens per non-embedding parameter: 5, 10, 20 or 40"
+        default=20.0, gt=0, description="pretraining budget of offline-ladder models, in " "tokens per non-embedding parameter: 5, 10, 20 or 40"
     )
     trust_remote_code: bool = False
 
@@ -63,15 +63,15 @@ class FullMethod(StrictModel):
     """Full fine-tuning: AdamW on every weight."""
 
     name: Literal["full"] = "full"
-    per_layer_updates: bool = Field(False, description=_PER_LAYER)
+    per_layer_updates: bool = Field(default=False, description=_PER_LAYER)
 
 
 class LoraMethod(StrictModel):
     """LoRA adapters (peft) on the named modules; the base weights stay frozen."""
 
     name: Literal["lora"]
-    lora_rank: int = Field(8, ge=1, description="higher rank: more trainable parameters and state")
-    lora_alpha: float = Field(16.0, gt=0)
+    lora_rank: int = Field(default=8, ge=1, description="higher rank: more trainable parameters and state")
+    lora_alpha: float = Field(default=16.0, gt=0)
     lora_target_modules: tuple[str, ...] = _PROJECTIONS
 
 
@@ -79,12 +79,12 @@ class GaLoreMethod(StrictModel):
     """GaLore (galore-torch): AdamW state kept in a low-rank projection of each named matrix's gradient."""
 
     name: Literal["galore"]
-    galore_rank: int = Field(8, ge=1, description="rank of the gradient projection; at or above a matrix side saves nothing")
-    galore_update_proj_gap: int = Field(50, ge=1, description="steps between SVD refreshes of the projection")
-    galore_scale: float = Field(0.25, gt=0)
+    galore_rank: int = Field(default=8, ge=1, description="rank of the gradient projection; at or above a matrix side saves nothing")
+    galore_update_proj_gap: int = Field(default=50, ge=1, description="steps between SVD refreshes of the projection")
+    galore_scale: float = Field(default=0.25, gt=0)
     galore_proj_type: Literal["std", "reverse_std", "right", "left", "full"] = "std"
     galore_target_modules: tuple[str, ...] = _PROJECTIONS
-    per_layer_updates: bool = Field(False, description=_PER_LAYER)
+    per_layer_updates: bool = Field(default=False, description=_PER_LAYER)
 
 
 def _method_name(value: Any) -> str:
@@ -114,45 +114,45 @@ class StopRule(StrictModel):
     @model_validator(mode="after")
     def _a_stage_end_metric(self) -> StopRule:
         if self.metric not in STAGE_END_METRICS and not self.metric.startswith(BENCHMARK_PREFIX):
-            raise ValueError(f"metric: {self.metric!r} is not measured at stage ends ({', '.join(STAGE_END_METRICS)}, {BENCHMARK_PREFIX}<task>)")
+            raise ValueError(f"metric: {self.metric!r} is not measured at stage ends " f"({', '.join(STAGE_END_METRICS)}, {BENCHMARK_PREFIX}<task>)")
         return self
 
 
 class TrainConfig(StrictModel):
     """The optimisation of each stage."""
 
-    lr: float = Field(3e-4, gt=0, lt=1)
+    lr: float = Field(default=3e-4, gt=0, lt=1)
     lr_at_loss_drop: float | None = Field(
-        None, gt=0, lt=1,
+        default=None, gt=0, lt=1,
         description="train at the LR where the LR range test (`raycl lr-range`, cached per model) first holds this "
                     "fractional drop of the first stage's held-out loss; not with lr",
     )
-    stop_when: StopRule | None = Field(None, description="stop the stream at the first stage end where the metric reaches the bound")
+    stop_when: StopRule | None = Field(default=None, description="stop the stream at the first stage end where the metric reaches the bound")
     layer_lr_slope: float = Field(
-        0.0, gt=-1, lt=1, description="LR times 1 - slope at the first layer up to 1 + slope at the last, linear in depth; 0: one LR"
+        default=0.0, gt=-1, lt=1, description="LR times 1 - slope at the first layer up to 1 + slope at the last, linear in depth; 0: one LR"
     )
     online: bool = Field(
-        False, description="online ingestion: batches of 1 (default) or 2 examples, every example once, in order; needs eval.every_steps"
+        default=False, description="online ingestion: batches of 1 (default) or 2 examples, " "every example once, in order; needs eval.every_steps"
     )
     examples_per_stage: int | None = Field(
-        None, ge=1, description="train on the first N training blocks of each stage, each once, in order; steps follow from N"
+        default=None, ge=1, description="train on the first N training blocks of each stage, each once, in order; steps follow from N"
     )
     adaptation_share: float = Field(
-        0.5, gt=0, lt=1, description="online: a stage's adaptation_steps are the steps to this share of its whole held-out loss drop"
+        default=0.5, gt=0, lt=1, description="online: a stage's adaptation_steps are the steps to this share of its whole held-out loss drop"
     )
-    steps_per_stage: int = Field(100, ge=1)
-    batch_size: int = Field(16, ge=1)
-    seq_len: int = Field(128, ge=16)
-    warmup_steps: int = Field(5, ge=0, description="linear warm-up at the start of the stream")
-    weight_decay: float = Field(0.0, ge=0, le=1, description="AdamW's decoupled decay, a fraction of each weight per unit of lr")
-    grad_clip: float = Field(1.0, gt=0)
+    steps_per_stage: int = Field(default=100, ge=1)
+    batch_size: int = Field(default=16, ge=1)
+    seq_len: int = Field(default=128, ge=16)
+    warmup_steps: int = Field(default=5, ge=0, description="linear warm-up at the start of the stream")
+    weight_decay: float = Field(default=0.0, ge=0, le=1, description="AdamW's decoupled decay, a fraction of each weight per unit of lr")
+    grad_clip: float = Field(default=1.0, gt=0)
     divergence_factor: float = Field(
-        3.0, gt=1, description="stop as diverged when a step's loss exceeds this multiple of the first step's (a NaN or infinite loss always stops)"
+        default=3.0, gt=1, description="stop as diverged when a step's loss exceeds this multiple " "of the first step's (a NaN or infinite loss always stops)"
     )
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     cpu_threads: int = Field(
-        1, ge=1, description="torch threads on CPU; tiny models run fastest on one, and more than the cores slows every trial"
+        default=1, ge=1, description="torch threads on CPU; tiny models run fastest on one, and more than the cores slows every trial"
     )
 
     @model_validator(mode="before")
@@ -170,7 +170,7 @@ class TrainConfig(StrictModel):
         if self.online and self.batch_size > 2:
             raise ValueError(f"batch_size: online training takes 1 or 2 examples a step, not {self.batch_size}")
         if self.single_pass and "steps_per_stage" in self.model_fields_set:
-            raise ValueError("steps_per_stage: a single pass (online or examples_per_stage) takes one step per batch of the stage's examples")
+            raise ValueError("steps_per_stage: a single pass (online or examples_per_stage) " "takes one step per batch of the stage's examples")
         return self
 
     @model_serializer(mode="wrap")
@@ -186,45 +186,46 @@ class TrainConfig(StrictModel):
 
     @property
     def single_pass(self) -> bool:
-        """Whether each stage is one pass over its examples, in order, rather than `steps_per_stage` shuffled batches."""
+        """Whether each stage is one pass over its examples, in order, rather than `steps_per_stage`
+        shuffled batches."""
         return self.online or self.examples_per_stage is not None
 
 
 class ReplayConfig(StrictModel):
     """Replay of old data mixed into every training batch, and how it enters the loss."""
 
-    ratio: float = Field(0.0, ge=0, lt=1, description="fraction of each batch drawn from replay; 0 is plain fine-tuning")
+    ratio: float = Field(default=0.0, ge=0, lt=1, description="fraction of each batch drawn from replay; 0 is plain fine-tuning")
     source: Literal["base", "self_generated"] = Field(
-        "base", description="base: the base corpus (disjoint from the retention probe); self_generated: samples of the frozen base model"
+        default="base", description="base: the base corpus (disjoint from the retention " "probe); self_generated: samples of the frozen base model"
     )
-    loss: Literal["ntp", "kl"] = Field("ntp", description="next-token loss on replay rows, or KL(p_base || p_current) on them")
-    kl_weight: float = Field(1.0, ge=0, description="lambda of the KL penalty when loss is kl")
-    buffer_size: int | None = Field(None, ge=1, description="replay blocks kept; None keeps the whole source")
+    loss: Literal["ntp", "kl"] = Field(default="ntp", description="next-token loss on replay rows, or KL(p_base || p_current) on them")
+    kl_weight: float = Field(default=1.0, ge=0, description="lambda of the KL penalty when loss is kl")
+    buffer_size: int | None = Field(default=None, ge=1, description="replay blocks kept; None keeps the whole source")
     selection: Literal["random", "reservoir", "hardest", "easiest"] = Field(
-        "random", description="which blocks a finite buffer keeps; hardest/easiest rank by the base model's loss"
+        default="random", description="which blocks a finite buffer keeps; hardest/easiest rank by the base model's loss"
     )
-    regenerate_every: int = Field(60, ge=1, description="self_generated: steps between fresh chunks of samples")
-    generated_per_chunk: int = Field(32, ge=1, description="self_generated: sequences sampled per chunk")
+    regenerate_every: int = Field(default=60, ge=1, description="self_generated: steps between fresh chunks of samples")
+    generated_per_chunk: int = Field(default=32, ge=1, description="self_generated: sequences sampled per chunk")
 
 
 class EWCConfig(StrictModel):
     """Elastic weight consolidation: a diagonal-Fisher penalty anchoring weights important to the base corpus."""
 
-    weight: float = Field(0.0, ge=0, description="lambda; 0 turns EWC off")
-    fisher_batches: int = Field(16, ge=1, description="base-corpus batches for the Fisher estimate")
+    weight: float = Field(default=0.0, ge=0, description="lambda; 0 turns EWC off")
+    fisher_batches: int = Field(default=16, ge=1, description="base-corpus batches for the Fisher estimate")
 
 
 class EvalConfig(StrictModel):
     """When and how much the trial evaluates."""
 
-    every_steps: int = Field(0, ge=0, description="quick held-out loss check every K steps; 0: stage ends only")
+    every_steps: int = Field(default=0, ge=0, description="quick held-out loss check every K steps; 0: stage ends only")
     max_examples: int | None = Field(
-        None, ge=1, description="held-out examples per split at full evaluations (the same first N each time); None: all"
+        default=None, ge=1, description="held-out examples per split at full evaluations (the same first N each time); None: all"
     )
-    quick_max_examples: int = Field(64, ge=1, description="examples per split in a quick check")
-    batch_size: int = Field(32, ge=1)
+    quick_max_examples: int = Field(default=64, ge=1, description="examples per split in a quick check")
+    batch_size: int = Field(default=32, ge=1)
     benchmarks: BenchmarkConfig = Field(
-        BenchmarkConfig(), description="lm-eval tasks at step 0 and every stage end (world probes by default)"
+        default=BenchmarkConfig(), description="lm-eval tasks at step 0 and every stage end (world probes by default)"
     )
 
 
@@ -232,7 +233,7 @@ class TrialConfig(StrictModel):
     """Everything that defines one continual-learning trial."""
 
     world: WorldConfig = WorldConfig()
-    stream: StreamConfig | None = Field(None, description="a real dataset as the new data; None: the offline world's stages")
+    stream: StreamConfig | None = Field(default=None, description="a real dataset as the new data; None: the offline world's stages")
     model: ModelConfig = ModelConfig()
     method: MethodConfig = FullMethod()
     train: TrainConfig = TrainConfig()
@@ -254,7 +255,7 @@ class TrialConfig(StrictModel):
             )
         if self.replay.ratio > 0 and not 0 < self.replay_rows < self.train.batch_size:
             raise ValueError(
-                f"replay.ratio: {self.replay.ratio} of a batch of {self.train.batch_size} rows is {self.replay_rows} replay rows; "
+                f"replay.ratio: {self.replay.ratio} of a batch of " f"{self.train.batch_size} rows is {self.replay_rows} replay rows; "
                 "need at least one replay row and one new row"
             )
         return self

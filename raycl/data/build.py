@@ -35,12 +35,14 @@ def _stage(name: str, train: Sequence[Encoded], heldout: Sequence[Encoded], seq_
 
 def _window_stages(encoded: Sequence[Encoded], shape: StreamShapeConfig, seq_len: int) -> list[Stage]:
     """Rolling windows over the concatenated token stream; each window is cut into blocks, some held out."""
-    if shape.window < 2 * seq_len:
-        raise DataError(f"window: {shape.window} tokens hold fewer than two blocks of {seq_len} (one to train, one held out)")
+    window, step = shape.window, shape.step
+    assert window is not None and step is not None  # the config requires both for by: window
+    if window < 2 * seq_len:
+        raise DataError(f"window: {window} tokens hold fewer than two blocks of {seq_len} (one to train, one held out)")
     ids = [token for example in encoded for token in example.ids]
     labels = [label for example in encoded for label in example.labels]
     stages = []
-    for index, (start, end) in enumerate(window_spans(len(ids), shape.window, shape.step)[: shape.max_stages]):
+    for index, (start, end) in enumerate(window_spans(len(ids), window, step)[: shape.max_stages]):
         name = f"window{index + 1}"
         blocks = [Encoded(ids[s : s + seq_len], labels[s : s + seq_len]) for s in range(start, end - seq_len + 1, seq_len)]
         train, heldout = holdout(blocks, shape.heldout_fraction, shape.seed, key=name)
@@ -99,4 +101,5 @@ def build_stream(
         raise DataError(f"{config.source.name}: {error}") from None
     if config.original is not None:
         retention, replay_pool = original_distribution(config.original, tokenizer, seq_len)
+    assert retention is not None and replay_pool is not None  # checked on entry: exactly one way was given
     return Stream(stages=stages, retention=[list(ids) for ids in retention], replay_pool=replay_pool, summary=summary)

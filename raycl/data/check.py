@@ -11,9 +11,9 @@ from __future__ import annotations
 from raycl.config import TrialConfig
 from raycl.config.stream import DataSourceConfig
 from raycl.config.trial import LADDER_PREFIX
+from raycl.data.benchmark_files import check_include_path, check_task_file
 from raycl.data.formats import DataError
 from raycl.data.sources import corpus_sources, load_examples
-from raycl.evaluation.harness import check_include_path, check_task_file
 
 CHECK_ROWS = 20  # rows read from each file
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from transformers import PreTrainedTokenizerBase
+from transformers import BatchEncoding, PreTrainedTokenizerBase
 
 from raycl.config.stream import LossOn
 from raycl.data.formats import Conversation
@@ -32,9 +32,15 @@ def template_name(tokenizer: PreTrainedTokenizerBase) -> str:
     return f"the chat template of {tokenizer.name_or_path!r}" if tokenizer.name_or_path else "the tokenizer's chat template"
 
 
+def template_text(tokenizer: PreTrainedTokenizerBase) -> str:
+    """The tokenizer's chat template; all of them where it names several."""
+    template = tokenizer.chat_template or ""
+    return template if isinstance(template, str) else "\n".join(template.values())
+
+
 def check_assistant_masks(tokenizer: PreTrainedTokenizerBase) -> None:
     """Raise unless the tokenizer's chat template marks assistant turns (`{% generation %}`)."""
-    if not GENERATION_MARK.search(tokenizer.chat_template or ""):
+    if not GENERATION_MARK.search(template_text(tokenizer)):
         raise ValueError(
             f"loss_on: assistant needs a chat template with {{% generation %}} marks around assistant turns, "
             f"and {template_name(tokenizer)} has none: use loss_on: all, or set a template that marks them"
@@ -47,7 +53,7 @@ def fit_system(tokenizer: PreTrainedTokenizerBase, conversation: Conversation) -
     A template that never mentions the system role (the project's default among them) would render
     a system message as something else, e.g. an assistant turn that then gets trained on.
     """
-    if conversation[0]["role"] != "system" or "system" in (tokenizer.chat_template or ""):
+    if conversation[0]["role"] != "system" or "system" in template_text(tokenizer):
         return conversation
     system, user, *rest = conversation
     return [{"role": "user", "content": f"{system['content']}\n\n{user['content']}"}, *rest]
@@ -66,6 +72,7 @@ def encode_example(tokenizer: PreTrainedTokenizerBase, content: Conversation | s
         return Encoded(ids, list(ids))
     check_assistant_masks(tokenizer)
     encoded = tokenizer.apply_chat_template(conversation, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
+    assert isinstance(encoded, BatchEncoding)  # return_dict=True
     ids, mask = list(encoded["input_ids"]), encoded["assistant_masks"]
     if not any(mask) and any(message["role"] == "assistant" for message in conversation):
         raise ValueError(f"loss_on: assistant: {template_name(tokenizer)} marked none of an assistant turn's tokens")

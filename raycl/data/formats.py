@@ -21,7 +21,7 @@ Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content":
 Conversation = list[Message]
 RoleMap = Mapping[str, Role] | Literal["alternate"] | None  # the `roles` of a source config
 
-ROLES = {
+ROLES: dict[str, Role] = {
     "system": "system",
     "user": "user",
     "human": "user",
@@ -55,7 +55,8 @@ TRANSCRIPT_MARKER = re.compile(r"(?:^|\n)[ \t]*(Human|User|Assistant|System):[ \
 # A prompt template already in a user turn (Alpaca's, Llama-2's [INST], ChatML, Zephyr's): the chat
 # template then wraps a template, and the model learns both.
 PROMPT_TEMPLATE = re.compile(
-    r"Below is an instruction that describes a task|^###\s*(?:Instruction|Input|Response)\s*:|\[/?INST\]|<\|im_start\|>|<\|(?:user|assistant)\|>",
+    r"Below is an instruction that describes a task|^###\s*(?:Instruction|Input|Response)\s*:"
+    r"|\[/?INST\]|<\|im_start\|>|<\|(?:user|assistant)\|>",
     re.IGNORECASE | re.MULTILINE,
 )
 DETECT_ROWS = 20  # valid rows that vote on the format when it is `auto`
@@ -137,15 +138,17 @@ def detect_schema(rows: Sequence[Any], format: Format | Literal["auto"], overrid
     if format == "auto":
         renamed = [_renamed(row, overrides) for row in rows[:DETECT_ROWS]]
         detected = [schema for schema in map(detect_row, renamed) if schema is not None]
-        votes = Counter((schema.format, tuple(schema.fields.items())) for schema in detected)
+        votes: Counter[tuple[Format, tuple[tuple[str, str], ...]]] = Counter(
+            (schema.format, tuple(schema.fields.items())) for schema in detected
+        )
         if not votes:
             keys = sorted({key for row in rows[:DETECT_ROWS] if isinstance(row, dict) for key in row})
             raise DataError(
                 f"{source}: cannot tell the format from the first {min(len(rows), DETECT_ROWS)} rows "
                 f"(fields: {', '.join(keys) or 'none'}); set `format` to one of {', '.join(FORMATS)}"
             )
-        format, fields = votes.most_common(1)[0][0]
-        schema = Schema(format, dict(fields))
+        voted, fields = votes.most_common(1)[0][0]
+        schema = Schema(voted, dict(fields))
     else:
         # Told the format: take its field spelling from the first row that matches it, if any.
         detected = (detect_row(_renamed(row, overrides)) for row in rows[:DETECT_ROWS])

@@ -78,10 +78,12 @@ def split_by_time(examples: Sequence[Example], field: str, stages: int) -> list[
 
 def split_stages(examples: Sequence[Example], shape: StreamShapeConfig) -> list[tuple[str, list[Example]]]:
     """The named stages of `examples` (any shape but `window`, which works on tokens), cut to the limits."""
-    if shape.by == "field":
-        stages = split_by_field(examples, shape.field, shape.values)
-    elif shape.by == "time":
-        stages = split_by_time(examples, shape.field, shape.stages)
+    if shape.by in ("field", "time"):
+        assert shape.field is not None  # the config requires it for these two
+        if shape.by == "field":
+            stages = split_by_field(examples, shape.field, shape.values)
+        else:
+            stages = split_by_time(examples, shape.field, shape.stages)
     elif shape.by == "count":
         stages = split_by_count(examples, shape.stages)
     else:
@@ -104,7 +106,8 @@ def holdout(items: Sequence[T], fraction: float, seed: int, key: str = "") -> tu
 
 
 def window_spans(total: int, window: int, step: int) -> list[tuple[int, int]]:
-    """`[start, end)` token spans of a rolling window: `(total - window) // step + 1` of them; the tail that no window reaches is left out."""
+    """`[start, end)` token spans of a rolling window: `(total - window) // step + 1` of them; the tail
+    that no window reaches is left out."""
     if total < window:
         raise DataError(f"window: {window} tokens, but the stream has only {total}")
     return [(start, start + window) for start in range(0, total - window + 1, step)]

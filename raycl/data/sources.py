@@ -2,7 +2,7 @@
 
 Local files: `.jsonl`, `.json` (an array of records, or JSON lines), either gzipped (`.jsonl.gz`,
 `.json.gz`), `.parquet`, and `.txt` (plain text, cut into documents of whole lines). Hub datasets go
-through `raycl.models.hub.load_dataset`, streamed and cut to the first `limit` rows. Malformed rows
+through `raycl.artifacts.hub.load_dataset`, streamed and cut to the first `limit` rows. Malformed rows
 are skipped and counted by reason in a `LoadSummary`; above `max_bad_fraction`, or when no row is
 usable, the load fails with one line naming the first bad row. An unknown speaker fails it at once,
 naming the line and the role.
@@ -22,6 +22,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import IO, Any, Literal
 
+from raycl.artifacts import hub
 from raycl.config.stream import LOCAL_SUFFIXES, DataSourceConfig, ReplayCorpusConfig, local_suffix
 from raycl.data.formats import (
     DEFAULT_FIELDS,
@@ -40,7 +41,6 @@ from raycl.data.formats import (
     oasst_message,
     oasst_threads,
 )
-from raycl.models import hub
 
 log = logging.getLogger(__name__)
 

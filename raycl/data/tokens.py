@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -24,13 +25,17 @@ def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
 
 def encode_conversation(tokenizer: PreTrainedTokenizerBase, conversation: Conversation) -> list[int]:
     """Token ids of a chat rendered with the tokenizer's chat template (BOS included once)."""
-    return list(tokenizer.apply_chat_template(list(conversation), tokenize=True, return_dict=False))
+    # One conversation, tokenized, without a dict: a flat list of ids (the return type spans every option).
+    return cast(list[int], list(tokenizer.apply_chat_template(list(conversation), tokenize=True, return_dict=False)))
 
 
 def encode_document(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
     """Token ids of a plain document framed as `BOS text EOS`."""
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    return [tokenizer.bos_token_id, *ids, tokenizer.eos_token_id]
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    if not isinstance(bos, int) or not isinstance(eos, int):
+        raise ValueError(f"{tokenizer.name_or_path}: documents are framed as BOS text EOS, and it lacks one of them")
+    ids: list[int] = tokenizer(text, add_special_tokens=False).input_ids
+    return [bos, *ids, eos]
 
 
 def pack_blocks(sequences: Sequence[Sequence[int]], block_size: int) -> torch.Tensor:

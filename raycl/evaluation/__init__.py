@@ -1,1 +1,1 @@
-"""Evaluation: held-out losses and the metrics derived from them."""
+"""Evaluation: the metrics derived from held-out losses, and lm-eval benchmarks with their probes."""

@@ -1,4 +1,4 @@
-"""lm-eval benchmarks on a model in memory (inside a trial) or on a saved trial checkpoint.
+"""lm-eval benchmarks on a model in memory: inside a trial, or a saved checkpoint exported by `raycl.reporting`.
 
 A *task directory* holds lm-eval task YAMLs with absolute `data_files` paths: the offline world's
 multiple-choice probes (`raycl.evaluation.probes`) and the packaged real-benchmark templates
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import logging
 import random
 import shutil
@@ -25,23 +24,21 @@ from unittest import mock
 import yaml
 from filelock import FileLock
 
-from raycl.config.base import validate
-from raycl.config.benchmarks import ACQUISITION, REAL_TASKS, BenchmarkConfig, TaskFile
+from raycl.artifacts.cache import cache_root, fingerprint
+from raycl.config.benchmarks import ACQUISITION, BenchmarkConfig
+from raycl.data.benchmark_files import check_include_path, check_task_file
 from raycl.evaluation.probes import acquisition_task, write_world_probes
-from raycl.world.cache import cache_root, fingerprint
 
 if TYPE_CHECKING:  # torch, transformers and lm-eval load only when an evaluation runs
     import torch
     from transformers import PreTrainedTokenizerBase
 
-    from raycl.config import TrialConfig
     from raycl.world.offline import World
 
 TEMPLATES = Path(__file__).parent / "tasks"
 PROBE_TEMPLATE = "raycl_probe"
 # The score a template's tasks are known by (lm-eval's convention for HellaSwag is length-normalised accuracy).
 PRIMARY_METRIC = {"raycl_hellaswag": "acc_norm"}
-DATA_SUFFIXES = (".jsonl", ".json")  # lm-eval's `json` loader: one JSON object per line
 ACCURACY_METRICS = ("acc", "acc_norm", "exact_match")
 
 
@@ -56,30 +53,6 @@ def _write_task(out: Path, spec: dict, data_file: Path) -> None:
         "cache_dir": str((out / ".datasets").resolve()),
     }
     (out / f"{spec['task']}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-
-
-def check_task_file(task: str, spec: TaskFile) -> Path:
-    """The data file of a `task_paths` entry, once its first row is known to hold the template's fields.
-
-    Checked here: lm-eval would fail deep inside a template, with a message naming neither.
-    """
-    path = Path(spec.path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"task_paths.{task}: no such file {path}")
-    if path.suffix not in DATA_SUFFIXES:
-        raise ValueError(f"task_paths.{task}: {path} is not a JSON-lines file ({'/'.join(DATA_SUFFIXES)}), the one format the templates read")
-    with path.open(encoding="utf-8") as lines:
-        number, line = next(((n, line) for n, line in enumerate(lines, 1) if line.strip()), (0, ""))
-    if number == 0:
-        raise ValueError(f"task_paths.{task}: {path} holds no rows")
-    try:
-        first = json.loads(line)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"task_paths.{task}: {path}: line {number}: unparseable JSON ({error.msg})") from None
-    missing = [field for field in REAL_TASKS[spec.template] if not isinstance(first, dict) or field not in first]
-    if missing:
-        raise ValueError(f"task_paths.{task}: the rows of {path} lack {', '.join(missing)}")
-    return path
 
 
 def prepare_task_dir(
@@ -133,16 +106,6 @@ def _load_tasks(task_dir: Path, config: BenchmarkConfig) -> dict:
         yamls += sorted(paths[-1].rglob("*.yaml"))  # lm-eval reads the whole tree
     stamp = tuple((str(path), path.stat().st_mtime_ns) for path in yamls)
     return _cached_tasks(tuple(map(str, paths)), stamp, config.include_defaults, config.tasks)
-
-
-def check_include_path(include_path: str) -> Path:
-    """The `include_path` directory, once it is known to hold task YAMLs."""
-    path = Path(include_path)
-    if not path.is_dir():
-        raise ValueError(f"include_path: no such directory {path}")
-    if next(path.rglob("*.yaml"), None) is None:
-        raise ValueError(f"include_path: {path} holds no task YAML (*.yaml)")
-    return path
 
 
 def shared_task_dir(world: World, config: BenchmarkConfig, tokenizer: PreTrainedTokenizerBase) -> Path:
@@ -307,86 +270,3 @@ def benchmark_deltas(before: Mapping[str, float], after: Mapping[str, float]) ->
     deltas = {f"bench_{task}_delta": 100.0 * (after[task] - before[task]) for task in tasks}
     drops = [100.0 * (before[task] - after[task]) for task in tasks if not task.startswith(ACQUISITION)]
     return deltas | {"bench_max_drop": max([0.0, *drops])}
-
-
-def load_checkpoint_config(checkpoint_dir: Path) -> TrialConfig:
-    """The trial config a stage checkpoint was trained under (kept in its `progress.json`)."""
-    from raycl.config import TrialConfig
-
-    progress = json.loads((Path(checkpoint_dir) / "progress.json").read_text())
-    return TrialConfig.model_validate(progress["config"])
-
-
-def export_checkpoint(checkpoint_dir: Path, config: TrialConfig, out: Path | None = None) -> Path:
-    """Write the checkpoint's model as a plain Hugging Face directory (weights, config, tokenizer)
-    that `from_pretrained` and `lm_eval --model hf` read; LoRA adapters are merged. Default `out`:
-    `checkpoint_dir/eval/hf`."""
-    from safetensors.torch import load_model
-
-    from raycl.models.loading import load_base_model
-    from raycl.training.checkpoint import WEIGHTS
-    from raycl.training.methods import prepare_method
-    from raycl.world.offline import load_world
-
-    checkpoint_dir = Path(checkpoint_dir)
-    out = Path(out) if out is not None else checkpoint_dir / "eval" / "hf"
-    model, tokenizer = load_base_model(config.model, load_world(config.world))
-    if config.method.name == "lora":
-        # The checkpoint holds the adapter-wrapped model: rebuild the wrapping to load it, then merge.
-        model = prepare_method(model, config.method, config.train).model
-    load_model(model, str(checkpoint_dir / WEIGHTS))
-    if config.method.name == "lora":
-        model = model.merge_and_unload()
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
-
-
-def evaluate_checkpoint(
-    checkpoint_dir: Path,
-    tasks: list[str],
-    limit: int | None = None,
-    *,
-    batch_size: int = 64,
-    task_paths: Mapping[str, str | Mapping[str, str]] | None = None,
-    include_path: str | None = None,
-    include_defaults: bool = False,
-    out: Path | None = None,
-    device: str = "cpu",
-    trust_remote_code: bool = False,
-) -> dict[str, float]:
-    """`raycl eval CHECKPOINT_DIR --tasks ...`: scores of a saved stage checkpoint, as `run_benchmarks`.
-
-    Writes the exported model to `out/hf` and the task directory to `out/tasks` (default `out`:
-    `checkpoint_dir/eval`); both can be handed to the `lm_eval` command line as they are.
-    A checkpoint is data, so its `progress.json` never turns on running model code: only the
-    caller's `trust_remote_code` (the `--trust-remote-code` flag) does.
-    """
-    from raycl.models import hub
-    from raycl.world.offline import load_world
-
-    # Settings first, so that a wrong task name or data file fails before any model loads.
-    benchmarks = validate(
-        BenchmarkConfig,
-        {"tasks": tuple(tasks), "task_paths": dict(task_paths or {}), "include_path": include_path,
-         "batch_size": batch_size, "include_defaults": include_defaults},
-        source="raycl eval",
-    )
-    for task, spec in benchmarks.task_paths.items():
-        check_task_file(task, spec)
-    if benchmarks.include_path is not None:
-        check_include_path(benchmarks.include_path)
-    checkpoint_dir = Path(checkpoint_dir)
-    out = Path(out) if out is not None else checkpoint_dir / "eval"
-    config = load_checkpoint_config(checkpoint_dir)
-    if config.model.trust_remote_code and not trust_remote_code:
-        raise ValueError(
-            f"{checkpoint_dir / 'progress.json'}: model.trust_remote_code: the checkpoint's model {config.model.name!r} "
-            "runs its own code; pass --trust-remote-code if you trust it"
-        )
-    config = config.model_copy(update={"model": config.model.model_copy(update={"trust_remote_code": trust_remote_code})})
-    hf_dir = export_checkpoint(checkpoint_dir, config, out / "hf")
-    model = hub.load_model(str(hf_dir), trust_remote_code=trust_remote_code).to(device)
-    tokenizer = hub.load_tokenizer(str(hf_dir), trust_remote_code=trust_remote_code)
-    task_dir = prepare_task_dir(load_world(config.world), benchmarks, out / "tasks", tokenizer)
-    return run_benchmarks(model, tokenizer, benchmarks, task_dir, limit)

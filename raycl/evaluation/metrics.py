@@ -88,7 +88,7 @@ def stage_forgetting(matrix: Matrix) -> list[float]:
     stage, `R[T][j] - min_{j < l < T} R[l][j]`, in nats (Chaudhry et al. 2018, for losses). Positive:
     stage j was forgotten; negative: later stages lowered its loss below anything reached before."""
     stages = _check_shape(matrix)
-    return [matrix[stages][j] - min(matrix[l][j] for l in range(j + 1, stages)) for j in range(stages - 1)]
+    return [matrix[stages][j] - min(matrix[later][j] for later in range(j + 1, stages)) for j in range(stages - 1)]
 
 
 _LAYER_INDEX = re.compile(r"\.layers\.(\d+)\.")

@@ -63,6 +63,7 @@ def domain_probes(
             prompt = tokenizer.apply_chat_template(
                 [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
             )
+            assert isinstance(prompt, str)  # tokenize=False renders text
             if before:
                 # The space before the value belongs to the choice, as tokenized in training.
                 context, choices = prompt + _capitalized(before.rstrip(" ")), [f" {v}{after}" for v in values]

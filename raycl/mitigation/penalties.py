@@ -42,4 +42,6 @@ class EWC:
 
     def penalty(self) -> torch.Tensor:
         """`1/2 sum_i F_i (theta_i - theta*_i)^2`."""
-        return 0.5 * sum((self.fisher[n] * (p - self.anchor[n]).pow(2)).sum() for n, p in self.params.items())
+        total = sum((self.fisher[n] * (p - self.anchor[n]).pow(2)).sum() for n, p in self.params.items())
+        assert isinstance(total, torch.Tensor)  # at least one weight is anchored
+        return 0.5 * total

@@ -22,7 +22,8 @@ def sample_from_base(
     # A private RNG stream: sampling must neither depend on nor disturb the training's randomness.
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
-        ids = model.generate(
+        # A transformers causal LM; typed as a Module, whose __getattr__ hides `generate` from the checker.
+        ids = model.generate(  # pyright: ignore[reportCallIssue]
             input_ids=start,
             attention_mask=torch.ones_like(start),
             do_sample=True,

@@ -6,9 +6,9 @@ from pathlib import Path
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from raycl.artifacts import hub
 from raycl.config import ModelConfig
-from raycl.models import hub
-from raycl.world.ladder import LADDER, ladder_model_dir, pretrain_record
+from raycl.models.ladder import LADDER, ladder_model_dir, pretrain_record
 from raycl.world.offline import World
 from raycl.world.tokenizer import CHAT_TEMPLATE
 

@@ -86,7 +86,7 @@ class FailureRecorder(Callback):
         error_file = self.trials_dir / key / Artifacts.ERROR
         error_file.parent.mkdir(parents=True, exist_ok=True)
         error_file.write_text(failure.traceback or failure.reason)
-        attrs = {Tags.FAILURE: failure.reason, ERROR_FILE_ATTR: str(error_file)}
+        attrs: dict[str, str | int] = {Tags.FAILURE: failure.reason, ERROR_FILE_ATTR: str(error_file)}
         if failure.diverged_step is not None:
             attrs[Tags.DIVERGED] = failure.diverged_step
         self.searcher.tell_failed(trial.trial_id, attrs)

@@ -2,10 +2,11 @@
 
 A trial runs either in its Tune actor (`tune` executor: the actor holds the worker's resources) or
 as a Ray Train run wrapped by a Tune trial (`train`). A Tune trial that wraps a Ray Train run holds
-its own resources while its worker group waits for more. With Tune's default of one CPU per trial, two trials on two CPUs hold everything and their
-workers never start (a Train start-up timeout every 60 s, forever). So the trial function reserves a sliver (Ray rejects 0), the
-workers get the rest, and `max_concurrent_trials` caps how many trials may hold a sliver at once.
-The worker share is sized for the worst case, every sliver landing on the same node.
+its own resources while its worker group waits for more. With Tune's default of one CPU per trial,
+two trials on two CPUs hold everything and their workers never start (a Train start-up timeout every
+60 s, forever). So the trial function reserves a sliver (Ray rejects 0), the workers get the rest,
+and `max_concurrent_trials` caps how many trials may hold a sliver at once. The worker share is sized
+for the worst case, every sliver landing on the same node.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ class ResourcePlan:
             ),
             (
                 f"  each trial: coordinator {TRIAL_CPU:g} CPU + {self.workers_per_trial} Train worker(s) x "
-                f"({self.cpus_per_worker:g} CPU, {self.gpus_per_worker:g} GPU, {self.threads_per_worker} torch thread(s))"
+                f"({self.cpus_per_worker:g} CPU, {self.gpus_per_worker:g} " f"GPU, {self.threads_per_worker} torch thread(s))"
                 if self.executor == "train" else
                 f"  each trial: its Tune actor with {self.cpus_per_worker:g} CPU, {self.gpus_per_worker:g} GPU, "
                 f"{self.threads_per_worker} torch thread(s)"

@@ -59,7 +59,7 @@ class ProgressTable(Callback):
 
     def trial_times(self) -> dict[str, dict[str, float]]:
         """Trial and engine wall time of each trial this driver finished (for the overhead benchmark)."""
-        return {key: {"trial_s": row.trial_s, "engine_s": row.engine_s} for key, row in self.rows.items() if row.launched and row.trial_s is not None}
+        return {key: {"trial_s": row.trial_s, "engine_s": row.engine_s} for key, row in self.rows.items() if row.launched and row.trial_s is not None and row.engine_s is not None}
 
     def render(self) -> Table:
         table = Table(title=f"sweep {self.space.name}  (* Pareto set so far)",
@@ -130,7 +130,7 @@ class ProgressTable(Callback):
         if key in self.stopped:
             record = self.stopped[key]
             self.rows[key].state = f"stopped@{record.stage}"
-            self._changed(f"{key} stopped early after stage {record.stage}: ranked outside the top of {record.at_rung} trials there")
+            self._changed(f"{key} stopped early after stage {record.stage}: ranked " f"outside the top of {record.at_rung} trials there")
 
     def failed(self, key: str, state: str, reason: str) -> None:
         """A trial that ended without a result (`state` failed or diverged), and why (called by the FailureRecorder)."""

@@ -61,9 +61,11 @@ def _unreachable(url: str, option: str, what: str, why: str) -> ConfigError:
 def _check_server(url: str, option: str, what: str) -> None:
     """MLflow's health endpoint answers "OK" (anything else that listens there is no MLflow server)."""
     parts = urlsplit(url)
+    if parts.hostname is None:
+        raise _unreachable(url, option, what, "not a server URL: no host")
     try:
         netloc = parts.hostname + (f":{parts.port}" if parts.port else "")
-    except (TypeError, ValueError) as error:
+    except ValueError as error:
         raise _unreachable(url, option, what, f"not a server URL: {error}") from None
     health = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/") + "/health", "", ""))
     headers = {}
@@ -87,6 +89,7 @@ def _check_server(url: str, option: str, what: str) -> None:
 def _check_database(url: str, option: str, what: str) -> None:
     """One SQLAlchemy connection, opened and closed: the server is up and takes these credentials."""
     import sqlalchemy
+    import sqlalchemy.exc
 
     timeout = {"connect_timeout": CONNECT_TIMEOUT_S} if url.startswith(("postgres", "mysql", "mariadb")) else {}
     try:

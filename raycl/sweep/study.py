@@ -52,8 +52,10 @@ def open_study(space: SearchSpace, storage_url: str, *, resume: bool) -> optuna.
     storage = storage_for(storage_url)
     exists = space.name in optuna.study.get_all_study_names(storage)
     if exists and not resume:
-        raise ConfigError(f"{space.source}: study {space.name!r} already exists in {storage_url}; pass --resume to continue it, "
-                          "or --new for a fresh sweep beside it")
+        raise ConfigError(
+            f"{space.source}: study {space.name!r} already exists in {storage_url}; pass --resume to continue it, "
+            "or --new for a fresh sweep beside it"
+        )
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # Offset the seed by the trials already asked, so a resumed sweep does not replay the first draws.
     previous = len(optuna.load_study(study_name=space.name, storage=storage).trials) if exists else 0

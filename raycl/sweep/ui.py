@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -71,8 +71,9 @@ def choose_port(host: str, port: int | None, default: int, option: str) -> tuple
         return port, None
     for candidate in range(default, default + 50):
         if port_is_free(host, candidate):
-            moved = None if candidate == default else f"port {default} is in use; serving on {candidate} ({option} picks one)"
-            return candidate, moved
+            if candidate == default:
+                return candidate, None
+            return candidate, f"port {default} is in use; serving on {candidate} ({option} picks one)"
     raise ConfigError(f"ports {default}-{default + 49} on {host} are all in use; choose one with {option} PORT")
 
 
@@ -86,7 +87,8 @@ def mlflow_links(db: Path, name: str) -> dict[str, str]:
     experiment = client.get_experiment_by_name(f"raycl-{name}")
     if experiment is None:
         return {}
-    parents = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{Tags.ROLE}` = 'parent'", max_results=1)
+    parent_filter = f"tags.`{Tags.ROLE}` = 'parent'"
+    parents = client.search_runs([experiment.experiment_id], filter_string=parent_filter, max_results=1)
     base = f"#/experiments/{experiment.experiment_id}"
     links = {"experiment": f"{base}/runs?viewStateShareKey={SHARED_VIEW}&compareRunsMode=TABLE"}
     client.set_experiment_tag(experiment.experiment_id, "mlflow.experimentKind", "custom_model_development")
@@ -97,7 +99,9 @@ def mlflow_links(db: Path, name: str) -> dict[str, str]:
     metrics = [objective.split(":")[0] for objective in objectives]
     trials = f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
     children = client.search_runs([experiment.experiment_id], filter_string=trials, max_results=1000)
-    searched = dict.fromkeys(name for child in children for name in child.data.tags.get(Tags.SEARCHED, "").split(",") if name)
+    searched = dict.fromkeys(
+        name for child in children for name in child.data.tags.get(Tags.SEARCHED, "").split(",") if name
+    )
     view = {
         "searchFilter": trials,
         "orderByKey": f"metrics.`{metrics[0]}`",
@@ -189,5 +193,5 @@ def serve(found: list[Server], log_dir: Path, ready: Callable[[Server], None]) -
                     waiting.remove((server, process))
                     ready(server)
             if waiting and time.monotonic() > deadline:
-                raise RuntimeError(f"{waiting[0][0].name} did not answer at {waiting[0][0].url} within {START_TIMEOUT_S:.0f} s; its output: {log_dir}")
+                raise RuntimeError(f"{waiting[0][0].name} did not answer at {waiting[0][0].url} " f"within {START_TIMEOUT_S:.0f} s; its output: {log_dir}")
             time.sleep(0.5)

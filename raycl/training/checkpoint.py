@@ -41,18 +41,18 @@ def latest_checkpoint(out_dir: Path) -> Path | None:
     return complete[-1] if complete else None
 
 
-def _safe_optimizer_globals() -> list[type]:
+def _safe_optimizer_globals() -> tuple[type, ...]:
     # GaLore keeps pickled projector objects in its state; allow exactly those classes.
     from galore_torch.galore_projector import GaLoreProjector
 
     from raycl.training.galore import CompactProjector
 
-    return [GaLoreProjector, CompactProjector]
+    return GaLoreProjector, CompactProjector
 
 
 def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     """Restore `model` and `optimizer` in place; return the saved progress."""
     load_model(model, str(path / WEIGHTS), device=str(next(model.parameters()).device))
-    with torch.serialization.safe_globals(_safe_optimizer_globals()):
+    with torch.serialization.safe_globals([*_safe_optimizer_globals()]):
         optimizer.load_state_dict(torch.load(path / OPTIMIZER, weights_only=True))
     return json.loads((path / PROGRESS).read_text())

@@ -38,13 +38,13 @@ import torch
 from pydantic import BaseModel
 from rich.progress import Progress as ProgressBar
 
+from raycl.artifacts.cache import cached_build
 from raycl.config import TrialConfig
 from raycl.data.tokens import batch_at
-from raycl.evaluation.heldout import heldout_loss
+from raycl.models.heldout import heldout_loss
 from raycl.models.loading import load_base_model
 from raycl.training.methods import prepare_method
 from raycl.training.parts import autocast_for, load_stream, next_token_loss, resolve_device, write_json
-from raycl.world.cache import cached_build
 from raycl.world.offline import load_world
 
 DROPS = (0.01, 0.05, 0.1)

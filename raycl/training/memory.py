@@ -47,8 +47,8 @@ class StepMemory(TorchDispatchMode):
         self.model, self.optimizer = model, optimizer
         self.device = next(model.parameters()).device
         self.live: dict[int, tuple[int, str, weakref.ref]] = {}  # id(storage) -> (bytes, part, weak reference)
-        self.current = dict.fromkeys(PARTS, 0)
-        self.parts = dict.fromkeys(PARTS, 0)  # at the peak, summing to peak_bytes
+        self.current: dict[str, int] = dict.fromkeys(PARTS, 0)
+        self.parts: dict[str, int] = dict.fromkeys(PARTS, 0)  # at the peak, summing to peak_bytes
         self.peak_bytes = 0
 
     def __enter__(self) -> StepMemory:

@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from raycl.config import MethodConfig, TrainConfig
+from raycl.config import FullMethod, GaLoreMethod, LoraMethod, MethodConfig, TrainConfig
 
 ADAM_BETAS = (0.9, 0.95)
 _LAYER_INDEX = re.compile(r"\.layers\.(\d+)\.")
@@ -67,7 +67,7 @@ class PerLayerOptimizer:
         return [group for optimizer in self.optimizers.values() for group in optimizer.param_groups]
 
     @property
-    def state(self) -> dict[nn.Parameter, dict[str, Any]]:
+    def state(self) -> dict[torch.Tensor, dict[str, Any]]:
         return {p: s for optimizer in self.optimizers.values() for p, s in optimizer.state.items()}
 
     def state_dict(self) -> dict[str, Any]:
@@ -132,7 +132,7 @@ def _matches(name: str, modules: tuple[str, ...]) -> bool:
     return name.removesuffix(".weight").rsplit(".", 1)[-1] in modules
 
 
-def _full(model: nn.Module, method: MethodConfig, train: TrainConfig) -> PreparedMethod:
+def _full(model: nn.Module, method: FullMethod, train: TrainConfig) -> PreparedMethod:
     def make(groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
         return torch.optim.AdamW(groups, lr=train.lr, betas=ADAM_BETAS, weight_decay=train.weight_decay)
 
@@ -141,12 +141,12 @@ def _full(model: nn.Module, method: MethodConfig, train: TrainConfig) -> Prepare
     return PreparedMethod(model, optimizer)
 
 
-def _lora(model: nn.Module, method: MethodConfig, train: TrainConfig) -> PreparedMethod:
+def _lora(model: nn.Module, method: LoraMethod, train: TrainConfig) -> PreparedMethod:
     from peft import LoraConfig, get_peft_model
 
     lora = LoraConfig(
         r=method.lora_rank,
-        lora_alpha=method.lora_alpha,
+        lora_alpha=method.lora_alpha,  # pyright: ignore[reportArgumentType]  (annotated int; used as alpha / r)
         target_modules=list(method.lora_target_modules),
         lora_dropout=0.0,
         task_type="CAUSAL_LM",
@@ -161,7 +161,7 @@ def _lora(model: nn.Module, method: MethodConfig, train: TrainConfig) -> Prepare
     return PreparedMethod(model, optimizer, {"lora_adapted_params": sum(p.numel() for p in trainable)})
 
 
-def galore_groups(model: nn.Module, method: MethodConfig) -> tuple[list[dict[str, Any]], dict[str, int]]:
+def galore_groups(model: nn.Module, method: GaLoreMethod) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """GaLore's parameter groups (the named 2-D weights projected, the rest plain AdamW) and facts about them."""
     projected, regular = [], []
     for name, parameter in model.named_parameters():
@@ -191,13 +191,17 @@ def galore_groups(model: nn.Module, method: MethodConfig) -> tuple[list[dict[str
     return groups, info
 
 
-def _galore(model: nn.Module, method: MethodConfig, train: TrainConfig) -> PreparedMethod:
+def _galore(model: nn.Module, method: GaLoreMethod, train: TrainConfig) -> PreparedMethod:
     from galore_torch import GaLoreAdamW
 
     from raycl.training.galore import use_compact_projectors
 
     def make(groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
-        optimizer = GaLoreAdamW(groups, lr=train.lr, betas=ADAM_BETAS, weight_decay=train.weight_decay, no_deprecation_warning=True)
+        # galore-torch annotates `params` as parameters only; like every torch optimizer it takes groups.
+        optimizer = GaLoreAdamW(
+            groups,  # pyright: ignore[reportArgumentType]
+            lr=train.lr, betas=ADAM_BETAS, weight_decay=train.weight_decay, no_deprecation_warning=True,
+        )
         return use_compact_projectors(optimizer)
 
     groups, info = galore_groups(model, method)

@@ -35,16 +35,16 @@ from raycl.data.stream import Stage, Stream
 from raycl.data.tokens import batch_at
 from raycl.evaluation import metrics
 from raycl.evaluation.harness import benchmark_deltas, load_harness, run_benchmarks, shared_task_dir
-from raycl.evaluation.heldout import heldout_loss
 from raycl.mitigation.penalties import EWC, kl_to_base
 from raycl.mitigation.replay import Replay
+from raycl.models.heldout import heldout_loss
+from raycl.models.ladder import parameter_counts
 from raycl.models.loading import load_base_model, pretraining_facts
 from raycl.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, stage_checkpoint_dir
 from raycl.training.lr_range import resolve_lr
 from raycl.training.memory import StepMemory
 from raycl.training.methods import optimizer_state_bytes, prepare_method
 from raycl.training.parts import autocast_for, finite_or_none, load_stream, next_token_loss, resolve_device, write_json
-from raycl.world.ladder import parameter_counts
 from raycl.world.offline import load_world
 
 # Called with an evaluation's metrics, and the stage checkpoint written with it (full evaluations).

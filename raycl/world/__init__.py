@@ -1,1 +1,1 @@
-"""The embedded offline world: synthetic text, a local tokenizer and a ladder of tiny base models."""
+"""The embedded offline world: synthetic text, a local tokenizer, and its continual stream."""

@@ -211,8 +211,10 @@ def _assign_facts(rng: random.Random, domain: str, names: list[str]) -> dict[str
     for name in names:
         values: dict[str, str] = {}
         for rel in _DOMAINS[domain]:
-            typical = rel.given is not None and rng.random() < _TYPICAL_SHARE
-            values[rel.name] = rel.typical[values[rel.given]] if typical else rng.choice(rel.values)
+            if rel.given is not None and rng.random() < _TYPICAL_SHARE:
+                values[rel.name] = rel.typical[values[rel.given]]
+            else:
+                values[rel.name] = rng.choice(rel.values)
         facts[name] = [(rel, values[rel.name]) for rel in _DOMAINS[domain]]
     return facts
 

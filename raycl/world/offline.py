@@ -8,8 +8,8 @@ from pathlib import Path
 
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+from raycl.artifacts.cache import cached_build
 from raycl.config import WorldConfig
-from raycl.world.cache import cached_build
 from raycl.world.corpus import WorldText, generate_world_text
 from raycl.world.tokenizer import train_tokenizer
 

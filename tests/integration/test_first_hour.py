@@ -20,8 +20,9 @@ def git_status() -> str:
 
 def raycl(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = os.environ | {"PYTHONPATH": str(ROOT), "COLUMNS": "60"}  # a narrow terminal's width must not wrap piped lines
-    return subprocess.run([sys.executable, "-m", "raycl.cli", *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=900)
+    return subprocess.run(
+        [sys.executable, "-m", "raycl.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
+    )
 
 
 @pytest.mark.slow
@@ -31,7 +32,8 @@ def test_smoke_with_two_trials_then_its_report_under_runs(tmp_path: Path) -> Non
     assert sweep.returncode == 0, sweep.stdout + sweep.stderr
     assert "sweep smoke: 2 complete" in sweep.stdout
     assert sweep.stdout.strip().splitlines()[-1] == (
-        "next: `raycl report smoke` (a report in runs/smoke/report), `raycl ui smoke` (MLflow and Optuna in the browser)"
+        "next: `raycl report smoke` (a report in runs/smoke/report), "
+        "`raycl ui smoke` (MLflow and Optuna in the browser)"
     )
     study = optuna.load_study(study_name="smoke", storage=f"sqlite:///{tmp_path / 'runs' / 'smoke' / 'optuna.db'}")
     assert study.metric_names == ["learning", "forgetting"] and len(study.trials) == 2

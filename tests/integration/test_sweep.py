@@ -282,7 +282,7 @@ def test_resume_after_the_driver_was_killed(cluster, tmp_path: Path, executor: s
 def test_seeds_run_each_configuration_in_turn_and_report_the_mean(cluster, tmp_path: Path) -> None:
     """budget.seeds: 2 runs every sampled configuration twice (train.seed, train.seed + 1); Optuna and MLflow
     get the mean, the report an interval over the two runs."""
-    from raycl.analysis.report import load_sweep, pareto_csv
+    from raycl.reporting.report import load_sweep, pareto_csv
 
     path = write_space(tmp_path, "seeds", trials=2, seeds=2)
     outcome = run_sweep(path, address=cluster.address, out_root=tmp_path / "runs")

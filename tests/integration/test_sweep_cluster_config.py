@@ -10,6 +10,8 @@ import pytest
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
+pytestmark = pytest.mark.slow
+
 CLUSTER_YAML = Path(__file__).resolve().parents[2] / "cluster.yaml"
 
 

@@ -15,11 +15,18 @@ from raycl.config import ConfigError
 from raycl.config.space import SHIPPED_DIR
 from raycl.sweep import run_sweep
 
+pytestmark = pytest.mark.slow
+
 MALFORMED = {
     "unknown_key": (lambda s: s["budget"].update(concurrncy=2), "budget.concurrncy: unknown key"),
-    "empty_range": (lambda s: s["parameters"]["replay.ratio"].update(high=0.0), "parameters.replay.ratio.high: empty range"),
+    "empty_range": (
+        lambda s: s["parameters"]["replay.ratio"].update(high=0.0),
+        "parameters.replay.ratio.high: empty range",
+    ),
     "missing_condition": (
-        lambda s: s["parameters"].update({"method.galore_rank": {"type": "int", "low": 4, "high": 8, "when": {"method.nam": "galore"}}}),
+        lambda s: s["parameters"].update(
+            {"method.galore_rank": {"type": "int", "low": 4, "high": 8, "when": {"method.nam": "galore"}}}
+        ),
         "parameters.method.galore_rank.when.method.nam: condition on a parameter that is not searched",
     ),
     # A stopped `train` trial's worker group would keep its CPUs, and the next trial would wait forever.

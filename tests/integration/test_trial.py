@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import yaml
 
+from raycl.artifacts.hub import HubUnavailableError
 from raycl.config import ModelConfig, TrialConfig
-from raycl.models.hub import HubUnavailableError
 from raycl.models.loading import load_base_model
 from raycl.training.trial import run_trial
 from raycl.world.offline import load_world

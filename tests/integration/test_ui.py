@@ -18,6 +18,8 @@ from typer.testing import CliRunner
 
 from raycl.cli import app
 
+pytestmark = pytest.mark.slow
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -59,7 +61,6 @@ def test_a_folder_without_stores_is_refused_in_one_line(tmp_path: Path) -> None:
     assert result.exit_code == 2 and result.output.strip() == f"error: {tmp_path / 'nothing'}: no mlflow.db or optuna.db here: not a local sweep's folder"
 
 
-@pytest.mark.slow
 def test_raycl_ui_serves_both_pages_and_stops_both_servers(tmp_path: Path) -> None:
     parent = make_sweep_stores(tmp_path / "tiny")
     mlflow_port, optuna_port = free_port(), free_port()

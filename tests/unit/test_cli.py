@@ -22,8 +22,20 @@ from raycl.sweep.ui import choose_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
-COMMANDS = ["run", "lr-range", "sweep", "validate", "eval", "report", "predict", "ui", "ls", "config show", "config cp",
-            "config reference"]
+COMMANDS = [
+    "run",
+    "lr-range",
+    "sweep",
+    "validate",
+    "eval",
+    "report",
+    "predict",
+    "ui",
+    "ls",
+    "config show",
+    "config cp",
+    "config reference",
+]
 
 
 def invoke(*args: str) -> SimpleNamespace:
@@ -44,7 +56,8 @@ def test_help_shows_plain_value_names_not_python_types(command: str) -> None:
 
 def test_help_is_generated_from_what_the_code_knows() -> None:
     sweep = " ".join(invoke("sweep", "--help").out.split())
-    assert all(name in sweep for name in SPACES) and SPACES == sorted(p.stem for p in SHIPPED_DIR.glob("*.yaml"))
+    assert all(name in sweep for name in SPACES)
+    assert sorted(p.stem for p in SHIPPED_DIR.glob("*.yaml")) == SPACES
     assert "restart|single" in invoke("lr-range", "--help").out
     assert "spaces|models|tasks|metrics" in invoke("ls", "--help").out
 
@@ -55,11 +68,17 @@ def test_ls_spaces_lists_every_file_in_search_spaces() -> None:
     assert result.code == 0 and listed == sorted(path.stem for path in SHIPPED_DIR.glob("*.yaml"))
 
 
-@pytest.mark.parametrize(("kind", "expected"), [
-    ("models", ["raycl-tiny-xs", "raycl-tiny-s", "raycl-tiny-m", "raycl-tiny-l", "raycl-tiny-xl"]),
-    ("tasks", ["raycl_retention", "raycl_acquisition[_STAGE]", "raycl_arc_easy", "raycl_hellaswag", "raycl_lambada"]),
-    ("metrics", ["learning", "forgetting", "forgetting_fraction", "bench_TASK_delta"]),
-])
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        ("models", ["raycl-tiny-xs", "raycl-tiny-s", "raycl-tiny-m", "raycl-tiny-l", "raycl-tiny-xl"]),
+        (
+            "tasks",
+            ["raycl_retention", "raycl_acquisition[_STAGE]", "raycl_arc_easy", "raycl_hellaswag", "raycl_lambada"],
+        ),
+        ("metrics", ["learning", "forgetting", "forgetting_fraction", "bench_TASK_delta"]),
+    ],
+)
 def test_ls_lists_what_configs_may_name(kind: str, expected: list[str]) -> None:
     result = invoke("ls", kind)
     firsts = [line.split()[0] for line in result.out.splitlines()[1:] if line.strip()]
@@ -104,9 +123,17 @@ def test_the_committed_reference_is_the_generated_one() -> None:
 
 def test_reference_names_every_trial_and_space_key() -> None:
     text = reference()
-    for key in ("`train.lr`", "`method.lora_rank`", "`method.galore_rank`", "`replay.ratio`", "`budget.trials`",
-                "`sampler.n_startup_trials`", "`early_stopping.rungs`", "`eval.benchmarks.limit`",
-                "`parameters.KEY.low`"):
+    for key in (
+        "`train.lr`",
+        "`method.lora_rank`",
+        "`method.galore_rank`",
+        "`replay.ratio`",
+        "`budget.trials`",
+        "`sampler.n_startup_trials`",
+        "`early_stopping.rungs`",
+        "`eval.benchmarks.limit`",
+        "`parameters.KEY.low`",
+    ):
         assert key in text, key
 
 
@@ -136,8 +163,10 @@ def test_validate_suggests_close_values_and_space_keys(tmp_path: Path) -> None:
 
 def test_validate_checks_the_data_files_a_space_names(tmp_path: Path) -> None:
     space = yaml.safe_load((SHIPPED_DIR / "smoke.yaml").read_text())
-    space["fixed"]["eval"]["benchmarks"] |= {"tasks": ["raycl_retention", "raycl_arc_easy"],
-                                             "task_paths": {"raycl_arc_easy": str(tmp_path / "arc.jsonl")}}
+    space["fixed"]["eval"]["benchmarks"] |= {
+        "tasks": ["raycl_retention", "raycl_arc_easy"],
+        "task_paths": {"raycl_arc_easy": str(tmp_path / "arc.jsonl")},
+    }
     path = tmp_path / "space.yaml"
     path.write_text(yaml.safe_dump(space))
     result = invoke("validate", str(path))
@@ -191,7 +220,8 @@ def test_a_malformed_override_is_refused_like_the_file() -> None:
 
 def test_run_takes_one_config_and_overrides_checked_before_training(tmp_path: Path) -> None:
     result = invoke("run", "train.lrr=0.01", "--out", str(tmp_path / "out"))
-    assert result.code == 2 and "the default trial (with train.lrr=0.01): train.lrr: unknown key (did you mean lr?)" in result.out
+    assert result.code == 2
+    assert "the default trial (with train.lrr=0.01): train.lrr: unknown key (did you mean lr?)" in result.out
     assert invoke("run", "a.yaml", "b.yaml").code == 2
     assert not (tmp_path / "out").exists()
 
@@ -237,7 +267,8 @@ def test_the_readme_shows_the_smoke_space_as_shipped(tmp_path: Path) -> None:
 def test_every_raycl_command_in_the_readme_parses() -> None:
     """Each `raycl ...` line of the README's code blocks names a real command and options it takes."""
     blocks = re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), re.DOTALL)
-    commands = [line.split("#")[0].split() for block in blocks for line in block.splitlines() if line.startswith("raycl ")]
+    lines = [line for block in blocks for line in block.splitlines() if line.startswith("raycl ")]
+    commands = [line.split("#")[0].split() for line in lines]
     assert len(commands) >= 10
     for words in commands:
         result = invoke(*words[1:], "--help")

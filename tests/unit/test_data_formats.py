@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from raycl.artifacts.hub import HubUnavailableError
 from raycl.config.stream import DataSourceConfig, ReplayCorpusConfig
 from raycl.data.formats import BadRow, DataError, clean_conversation
 from raycl.data.sources import load_examples, load_replay_documents
-from raycl.models.hub import HubUnavailableError
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "data"
 
@@ -210,7 +210,7 @@ def test_hub_sources_stream_the_first_rows(monkeypatch: pytest.MonkeyPatch) -> N
         calls.append((name, args, kwargs))
         return datasets.Dataset.from_list(rows).to_iterable_dataset()
 
-    monkeypatch.setattr("raycl.models.hub.load_dataset", fake_load_dataset)
+    monkeypatch.setattr("raycl.artifacts.hub.load_dataset", fake_load_dataset)
     examples, summary = load_examples(DataSourceConfig(hub="lmsys/lmsys-chat-1m", limit=2))
     assert calls == [("lmsys/lmsys-chat-1m", (None,), {"split": "train", "streaming": True})]
     assert summary.source == "lmsys/lmsys-chat-1m[train]" and summary.unit == "row" and len(examples) == 2
@@ -298,7 +298,7 @@ def test_preference_transcripts_are_detected_through_fields(tmp_path: Path) -> N
 
 
 def test_prompts_that_already_hold_a_template_are_counted_and_warned_about_once(tmp_path: Path, caplog) -> None:
-    alpaca = "Below is an instruction that describes a task. Write a response.\n\n### Instruction:\nAdd 2 and 2.\n\n### Response:"
+    alpaca = "Below is an instruction that describes a task. Write a " "response.\n\n### Instruction:\nAdd 2 and 2.\n\n### Response:"
     rows = [{"prompt": alpaca, "response": "4"}, {"prompt": "Add 3 and 3.", "response": "6"}, {"prompt": "[INST] Hi [/INST]", "response": "Hello"}]
     path = tmp_path / "templated.jsonl"
     path.write_text("\n".join(map(json.dumps, rows)) + "\n")

@@ -1,7 +1,9 @@
-"""Multi-objective early stopping: the NSGA-II promotion rule on hand-made fronts, and the Tune scheduler's decisions."""
+"""Multi-objective early stopping: the NSGA-II promotion rule on hand-made fronts, and the Tune
+scheduler's decisions."""
 
 from __future__ import annotations
 
+import io
 import itertools
 from pathlib import Path
 from types import SimpleNamespace
@@ -184,7 +186,7 @@ def test_a_stopped_trial_is_pruned_in_optuna_tagged_in_mlflow_and_shown_in_the_t
     searcher = OptunaSearcher(study, space, interrupted=[], defaults={}, scheduler=scheduler)
     tracker = SweepTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", space, tmp_path / "artifacts")
     tracker.open_parent({})
-    table = ProgressTable(space, Console(file=open("/dev/null", "w")), scheduler.stopped)
+    table = ProgressTable(space, Console(file=io.StringIO()), scheduler.stopped)
     tracking = TrackingCallback(tracker, scheduler.stopped)
     trials = []
     for number, (learning, forgetting) in enumerate([(0.5, 0.1), (0.2, 0.3)]):

@@ -3,6 +3,7 @@ Optuna trial, the MLflow child run and in the trial's folder (a real in-memory s
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from pathlib import Path
@@ -17,10 +18,10 @@ from ray.exceptions import RayTaskError
 from ray.train.v2.api.exceptions import WorkerGroupError
 from rich.console import Console
 
+from raycl.artifacts.hub import ModelFileError
 from raycl.config.records import Artifacts, Tags, TrialAssignment
 from raycl.config.result import Divergence, TrialDiverged
 from raycl.config.space import load_space
-from raycl.models.hub import ModelFileError
 from raycl.sweep.failures import ERROR_FILE_ATTR, FailureRecorder, TrialFailure
 from raycl.sweep.progress import ProgressTable
 from raycl.sweep.study import OptunaSearcher
@@ -83,7 +84,7 @@ def test_a_failed_trial_keeps_its_reason_in_optuna_mlflow_and_its_folder(tmp_pat
     searcher = OptunaSearcher(study, space, interrupted=[], defaults={})
     tracker = SweepTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", space, tmp_path / "artifacts")
     tracker.open_parent({})
-    progress = ProgressTable(space, Console(file=open("/dev/null", "w")))
+    progress = ProgressTable(space, Console(file=io.StringIO()))
     recorder = FailureRecorder(searcher, tracker, progress, tmp_path / "trials")
 
     assignment = TrialAssignment.model_validate(searcher.suggest("tune-1"))

@@ -1,5 +1,5 @@
-"""Tests of the lm-eval harness (raycl.evaluation.harness, raycl.evaluation.probes) on a tiny random
-model: no pretraining, no /work/shared."""
+"""Tests of the lm-eval harness (raycl.evaluation.harness, raycl.evaluation.probes) and of checkpoint export
+(raycl.reporting.checkpoints) on a tiny random model: no pretraining, no /work/shared."""
 
 from __future__ import annotations
 
@@ -16,20 +16,13 @@ from pydantic import ValidationError
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from raycl.config import TrialConfig, WorldConfig
+from raycl.config.benchmarks import BenchmarkConfig, TaskFile
+from raycl.data.benchmark_files import check_task_file
 from raycl.data.tokens import encode_conversation
-from raycl.evaluation.harness import (
-    BenchmarkConfig,
-    TaskFile,
-    benchmark_deltas,
-    check_task_file,
-    evaluate_checkpoint,
-    export_checkpoint,
-    load_checkpoint_config,
-    prepare_task_dir,
-    run_benchmarks,
-)
+from raycl.evaluation.harness import benchmark_deltas, prepare_task_dir, run_benchmarks
 from raycl.evaluation.probes import domain_probes
 from raycl.models.loading import load_base_model
+from raycl.reporting.checkpoints import evaluate_checkpoint, export_checkpoint, load_checkpoint_config
 from raycl.training.checkpoint import save_checkpoint
 from raycl.training.methods import prepare_method
 from raycl.world.corpus import _DOMAINS

@@ -1,31 +1,23 @@
-"""Tests of the model ladder (raycl.world.ladder): schedule, budgets, parameter counts, a tiny build."""
+"""Tests of the model ladder (raycl.models.ladder): schedule, budgets, parameter counts."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
-import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from raycl.world.corpus import generate_world_text
-from raycl.world.ladder import (
+from raycl.models.ladder import (
     LADDER,
     PretrainRecipe,
-    budget_dirname,
     budget_steps,
     check_budget,
     cooldown_steps,
     ladder_model_dir,
-    ladder_rung_dir,
     ladder_violations,
     llama_config,
     parameter_counts,
     peak_lr,
-    pretrain_record,
     wsd_lr,
 )
-from raycl.world.tokenizer import train_tokenizer
 
 VOCAB = 512
 
@@ -110,33 +102,6 @@ def test_ladder_spans_thirty_fold_in_non_embedding_params() -> None:
     lrs = [peak_lr(rung, PretrainRecipe()) for rung in LADDER.values()]
     assert lrs == sorted(lrs, reverse=True), "narrower rungs get a higher LR"
 
-
-@pytest.mark.slow
-def test_tiny_ladder_build_saves_every_budget_and_more_tokens_help(tmp_path, monkeypatch) -> None:
-    monkeypatch.setenv("RAYCL_CACHE", str(tmp_path / "cache"))
-    text = generate_world_text(seed=0, num_stages=1, base_entities=12)
-    texts = [*text.base.train.documents, *(m["content"] for c in text.base.train.conversations for m in c)]
-    tokenizer = train_tokenizer(texts, 300, tmp_path / "tokenizer")
-    recipe = PretrainRecipe(budgets=(5.0, 40.0))
-    rung_dir = ladder_rung_dir("raycl-tiny-xs", text.base, tokenizer, "tiny-world", recipe)
-
-    records = {}
-    for budget in recipe.budgets:
-        directory = rung_dir / budget_dirname(budget)
-        assert (directory / "config.json").exists() and (directory / "tokenizer.json").exists()
-        LlamaForCausalLM.from_pretrained(directory)
-        records[budget] = pretrain_record(directory)
-        assert records[budget]["tokens_per_param"] == budget
-        assert records[budget]["pretrain_tokens"] >= budget * records[budget]["non_embedding_params"]
-    assert records[40.0]["heldout_base_loss"] < records[5.0]["heldout_base_loss"]
-    assert json.loads((rung_dir / "rung.json").read_text())["build_minutes"] > 0
-    # A second call finds the cache entry instead of pretraining again.
-    assert ladder_rung_dir("raycl-tiny-xs", text.base, tokenizer, "tiny-world", recipe) == rung_dir
-    # The cool-down branch at 5 tokens/param is the very model a standalone run to 5 would give.
-    alone = ladder_rung_dir("raycl-tiny-xs", text.base, tokenizer, "tiny-world", PretrainRecipe(budgets=(5.0,)))
-    branched = LlamaForCausalLM.from_pretrained(rung_dir / budget_dirname(5.0)).state_dict()
-    standalone = LlamaForCausalLM.from_pretrained(alone / budget_dirname(5.0)).state_dict()
-    assert all(torch.equal(branched[key], standalone[key]) for key in branched)
 
 
 def test_ladder_violations_name_each_axis_where_loss_does_not_fall() -> None:

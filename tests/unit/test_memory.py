@@ -64,8 +64,9 @@ def test_per_layer_clipping_bounds_each_parameter_by_its_share_and_so_the_global
     model = nn.Sequential(nn.Linear(8, 16), nn.Linear(16, 4))
     parameters = list(model.parameters())
     before = [p.detach().clone() for p in parameters]
-    optimizer = build_optimizer(lambda groups: torch.optim.SGD(groups, lr=1.0), [{"params": parameters}],
-                                per_layer=True, grad_clip=0.01)
+    # Held until the end: its hooks clip and step each parameter during backward.
+    _optimizer = build_optimizer(lambda groups: torch.optim.SGD(groups, lr=1.0), [{"params": parameters}],
+                                 per_layer=True, grad_clip=0.01)
     (model(torch.randn(32, 8)) ** 2).sum().backward()
     updates = [(b - p.detach()).norm().item() for b, p in zip(before, parameters)]
     total = sum(p.numel() for p in parameters)

@@ -4,8 +4,8 @@ import torch
 from transformers import LlamaForCausalLM
 
 from raycl.config import FullMethod, GaLoreMethod, LoraMethod, MethodConfig, TrainConfig
+from raycl.models.ladder import LADDER, llama_config
 from raycl.training.methods import optimizer_state_bytes, prepare_method
-from raycl.world.ladder import LADDER, llama_config
 from raycl.world.tokenizer import train_tokenizer
 
 

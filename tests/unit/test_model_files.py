@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from raycl.models.hub import HubUnavailableError, ModelFileError, load_model
+from raycl.artifacts.hub import HubUnavailableError, ModelFileError, load_model
 
 
 @pytest.fixture(scope="module")

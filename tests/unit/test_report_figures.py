@@ -10,9 +10,9 @@ from raycl.analysis import figures, render
 from raycl.analysis.fits import law_from_expression
 from raycl.analysis.frontier import frontier
 from raycl.analysis.pareto import hypervolume
-from raycl.analysis.report import SweepData, build_blocks, pareto_csv
 from raycl.analysis.scaling import LawSpec, fit_sweep, fit_target
 from raycl.config.space import load_space
+from raycl.reporting.report import SweepData, build_blocks, pareto_csv
 
 OBJECTIVES = {"learning": "maximize", "forgetting": "minimize"}
 # learning, forgetting: t0..t2 non-dominated; t3 dominated by t1; t4 would dominate all but is infeasible.

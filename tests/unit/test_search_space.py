@@ -11,10 +11,12 @@ from typing import Any
 import optuna
 import pytest
 import yaml
+from typer.testing import CliRunner
 
 from raycl.analysis.frontier import space_frontier
+from raycl.cli import app
 from raycl.config import ConfigError
-from raycl.config.space import Budget, Constraint, load_space, validate_spaces
+from raycl.config.space import Budget, Constraint, SearchSpace, load_space, load_space_or_config, shipped_spaces
 from raycl.sweep.plan import NodeCapacity, plan_resources
 from raycl.sweep.redaction import is_secret, loggable_params, redact_url
 from raycl.sweep.summary import frontier_csv
@@ -47,9 +49,9 @@ def edited(edit) -> dict[str, Any]:
 
 
 def test_every_shipped_space_validates() -> None:
-    checked = validate_spaces()
+    checked = [load_space_or_config(path) for path in shipped_spaces()]
     assert {path.stem for path, _ in checked} >= {"smoke", "scaling_laws", "methods"}
-    assert [(path.name, error) for path, error in checked if error] == []
+    assert all(isinstance(space, SearchSpace) for _, space in checked)
 
 
 def test_space_loads_with_name_source_and_base_config(tmp_path: Path) -> None:
@@ -57,7 +59,7 @@ def test_space_loads_with_name_source_and_base_config(tmp_path: Path) -> None:
     assert space.name == "mine"
     assert space.source.endswith("mine.yaml")
     assert space.directions == ["maximize", "minimize"]
-    assert space.base_config().world.num_stages == 2
+    assert space.fixed.world.num_stages == 2
 
 
 MALFORMED = [
@@ -124,12 +126,13 @@ def test_unknown_space_name_lists_the_shipped_ones() -> None:
         load_space("no_such_space")
 
 
-def test_validate_spaces_reports_each_file(tmp_path: Path) -> None:
+def test_raycl_validate_reports_each_space(tmp_path: Path) -> None:
     good = write_space(tmp_path, VALID, name="good")
     bad = write_space(tmp_path, edited(lambda d: d["budget"].update(trials=0)), name="bad")
-    results = dict(validate_spaces([good, bad]))
-    assert results[good] is None
-    assert results[bad].startswith(f"{bad}: budget.trials")
+    result = CliRunner().invoke(app, ["validate", str(good), str(bad)])
+    lines = result.output.splitlines()
+    assert result.exit_code == 2 and len(lines) == 2
+    assert lines[0] == f"ok {good}" and lines[1].startswith(f"error: {bad}: budget.trials")
 
 
 def test_sampling_follows_conditions_and_builds_trial_configs(tmp_path: Path) -> None:
@@ -160,8 +163,8 @@ def test_fingerprint_ignores_budget_but_not_the_search(tmp_path: Path) -> None:
 
 
 def test_constraints_follow_optunas_sign_convention() -> None:
-    at_most = Constraint.parse("forgetting <= 0.05")
-    at_least = Constraint.parse(" learning>=0.5 ")
+    at_most = Constraint.model_validate("forgetting <= 0.05")
+    at_least = Constraint.model_validate(" learning>=0.5 ")
     assert at_most.value({"forgetting": 0.08}) == pytest.approx(0.03)
     assert at_most.satisfied({"forgetting": 0.05}) and not at_most.satisfied({"forgetting": 0.08})
     assert at_least.value({"learning": 0.7}) == pytest.approx(-0.2)

@@ -3,6 +3,7 @@ sqlite store, and the live table, driven with the records Tune would hand them."
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -116,7 +117,7 @@ def test_tracker_keeps_one_parent_and_one_child_per_trial_across_a_restart(space
 
 
 def test_progress_table_follows_trials_and_marks_the_feasible_front(space) -> None:
-    table = ProgressTable(space, Console(file=open("/dev/null", "w"), force_terminal=False))
+    table = ProgressTable(space, Console(file=io.StringIO(), force_terminal=False))
     table.add_earlier("t0000", {"train.lr": 0.01}, {"learning": 0.9, "forgetting": 3.0}, "done")  # infeasible
     trials = []
     for number, (learning, forgetting) in enumerate([(0.5, 0.5), (0.4, 1.0), (0.6, 1.5)], start=1):

@@ -1,4 +1,5 @@
-"""Scaling-law-guided transfer: the law inputs of a config, the context, and a prediction from the shipped report's table."""
+"""Scaling-law-guided transfer: the law inputs of a config, the context, and describing a prediction (the
+prediction from the shipped report's table: tests/integration/test_transfer_predict.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from raycl.analysis import transfer
+from raycl.reporting import transfer
 
 REPORTS = Path(__file__).resolve().parents[2] / "reports"
 
@@ -42,20 +43,6 @@ def test_facts_of_a_model_the_sweep_never_ran_are_unknown(source: transfer.Sourc
     without_xl = dataclasses.replace(source, rows=[row for row in source.rows if row["model.name"] != "raycl-tiny-xl"])
     with pytest.raises(ValueError, match="ran no complete trial of raycl-tiny-xl at pretraining budget 40: .* pass --verify"):
         transfer.predict(without_xl, "raycl-tiny-xl", overrides={"model.pretrain_tokens_per_param": 40}, bootstrap=0)
-
-
-@pytest.mark.slow
-def test_prediction_fits_only_smaller_sizes_and_picks_least_forgetting_at_the_required_learning(source: transfer.Source) -> None:
-    record = transfer.predict(source, "raycl-tiny-xl", min_learning=0.8, bootstrap=4)
-    assert record["fitted_sizes"] and max(record["fitted_sizes"]) < record["model_size"]
-    assert record["source"].endswith("(the sweep's store is absent)")
-    front = record["predicted_front"]
-    meeting = [point for point in front if point["learning"] >= 0.8]
-    assert record["meets_requirement"] and meeting
-    assert record["predicted"]["forgetting"]["predicted"] == pytest.approx(min(point["forgetting"] for point in meeting))
-    for entry in record["predicted"].values():
-        assert entry["low"] <= entry["high"]
-    assert "raycl-tiny-xl" in transfer.describe(record)
 
 
 def test_describe_says_inside_or_outside_and_when_there_is_no_interval() -> None:

@@ -39,7 +39,10 @@ def write_data(directory: Path) -> dict[str, Path]:
     return {"chats": chats, "original": original, "arc": arc, "tasks": tasks}
 
 
-def trial_yaml(path: Path, data: dict[str, Path], roles: dict | None = {"Ann": "user", "Ben": "assistant"}) -> Path:
+ROLES = {"Ann": "user", "Ben": "assistant"}
+
+
+def trial_yaml(path: Path, data: dict[str, Path], roles: dict | None = ROLES) -> Path:
     source = {"path": str(data["chats"])} | ({"roles": roles} if roles else {})
     config = {
         "stream": {"source": source, "shape": {"stages": 2}, "original": {"paths": [str(data["original"])]}},

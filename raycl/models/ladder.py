@@ -41,16 +41,12 @@ from rich.progress import (
 )
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
+from raycl.artifacts.cache import cached_build
 from raycl.config.trial import LADDER_BUDGETS
-from raycl.data.tokens import (
-    batch_at,
-    encode_conversation,
-    encode_document,
-    pack_blocks,
-)
-from raycl.evaluation.heldout import heldout_loss
-from raycl.world.cache import cached_build
-from raycl.world.corpus import Domain, Split
+from raycl.data.tokens import batch_at
+from raycl.models.heldout import heldout_loss
+from raycl.world.corpus import Domain
+from raycl.world.stream import base_corpus_blocks, split_examples
 
 # Bump when pretraining changes in a way the spec below does not capture: old caches then rebuild.
 PRETRAIN_VERSION = 2
@@ -147,18 +143,6 @@ def wsd_lr(step: int, peak: float, warmup_steps: int, total_steps: int, cooldown
     if step >= decay_start:
         return peak * (total_steps - step) / cooldown_steps
     return peak * min(1.0, (step + 1) / warmup_steps)
-
-
-def base_corpus_blocks(base: Domain, tokenizer: PreTrainedTokenizerBase, block_size: int) -> torch.Tensor:
-    """The base domain's train split (documents and chats) packed into training blocks."""
-    return pack_blocks(split_examples(base.train, tokenizer), block_size)
-
-
-def split_examples(split: Split, tokenizer: PreTrainedTokenizerBase, max_length: int | None = None) -> list[list[int]]:
-    """Token ids of every document and chat of `split`, each cut to `max_length`."""
-    examples = [encode_document(tokenizer, text) for text in split.documents]
-    examples += [encode_conversation(tokenizer, chat) for chat in split.conversations]
-    return [example[:max_length] for example in examples]
 
 
 def budget_dirname(tokens_per_param: float) -> str:

@@ -10,7 +10,8 @@ hypervolume history used, and fills any final metric a child run lacks. The tria
 (OUT_ROOT/NAME/trials/) only stand in for stage matrices that MLflow's artifact store no longer has,
 e.g. after the out-root was copied elsewhere.
 
-Written to OUT_ROOT/NAME/report/ (or a folder of one's choice): report.html (self-contained), report.md with its PNGs, pareto.csv
+Written to OUT_ROOT/NAME/report/ (or a folder of one's choice): report.html (self-contained), report.md with its
+PNGs, pareto.csv
 (every finished trial, with `feasible` and `pareto` columns) and fits.json; all of it is also logged
 on the sweep's MLflow parent run under `report/`, and each fitted parameter as a metric
 `fit.TARGET.LAW.PARAM` (plus `fit.TARGET.LAW.heldout_error`, the mean |relative error| on the

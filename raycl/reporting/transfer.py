@@ -50,7 +50,7 @@ class Source:
 
 def load_source(name: str, out_root: str | Path = "runs", reports_dir: str | Path = "reports") -> Source:
     """The sweep's store under OUT_ROOT/NAME, else the table its report wrote (REPORTS_DIR/NAME/pareto.csv)."""
-    from raycl.analysis.report import load_sweep
+    from raycl.reporting.report import load_sweep
 
     db = Path(out_root) / name / "mlflow.db"
     if db.is_file():
