@@ -7,9 +7,10 @@ their folders, which every sweep command reads and writes, is `--out-root`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, NoReturn, Optional
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -29,6 +30,7 @@ def _plain(param: Any) -> None:
     if getattr(param, "plain", False):
         return
     described = param.type_descriptor
+    word: str | None
     if getattr(param, "is_flag", False):
         word = None
     elif described.is_choice:
@@ -36,11 +38,12 @@ def _plain(param: Any) -> None:
     else:
         fallback = "PATH" if described.is_path else "VALUE"
         word = {str: "TEXT", int: "INTEGER", float: "NUMBER"}.get(described.annotation, fallback)
-    if isinstance(param, typer.core.TyperArgument):
-        param.metavar = param.metavar or (word if described.is_choice else (param.name or "value").upper())
+    if param.param_type_name == "argument":
+        metavar: str = param.metavar or (word if word and described.is_choice else (param.name or "value").upper())
+        param.metavar = metavar
         word = None  # the name column shows it
-        if param.metavar.startswith("["):
-            param._usage_display_name = lambda: param.metavar  # already written as the usage line shows it
+        if metavar.startswith("["):
+            param._usage_display_name = lambda: metavar  # already written as the usage line shows it
     param.display_type_rich = lambda ctx: word
     param.plain = True
 
@@ -53,11 +56,11 @@ class _PlainParams:
         return params
 
 
-class PlainCommand(_PlainParams, typer.core.TyperCommand):
+class PlainCommand(_PlainParams, TyperCommand):
     pass
 
 
-class PlainGroup(_PlainParams, typer.core.TyperGroup):
+class PlainGroup(_PlainParams, TyperGroup):
     pass
 
 
@@ -100,7 +103,7 @@ def main(
     """Distributed hyperparameter sweeps for continual learning of language models."""
 
 
-def fail(*lines: str) -> None:
+def fail(*lines: str) -> NoReturn:
     """Print each line as an error and exit with status 2."""
     for line in lines:
         console.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
@@ -275,12 +278,12 @@ def sweep(
     if new and (resume or sweep_name):
         fail("--new picks a fresh name: not with --resume or --name")
     try:
-        sweep_name = sweep_name or resolve_space_path(name).stem
+        run_name = sweep_name or resolve_space_path(name).stem
     except ConfigError as error:
         fail(*error.lines)
     if new:
-        taken = sweep_name
-        sweep_name = next(f"{taken}-{n}" for n in range(2, 10_000) if not (out_root / f"{taken}-{n}").exists())
+        taken = run_name
+        run_name = next(f"{taken}-{n}" for n in range(2, 10_000) if not (out_root / f"{taken}-{n}").exists())
     try:
         outcome = run_sweep(
             name,
@@ -293,18 +296,18 @@ def sweep(
             show_worker_logs=worker_logs,
             console=console,
             overrides=overrides or [],
-            sweep_name=sweep_name,
+            sweep_name=run_name,
         )
     except ConfigError as error:
         fail(*error.lines)
     except KeyboardInterrupt:
-        again = _again(name, sweep_name, overrides)
+        again = _again(name, run_name, overrides)
         console.print(f"[yellow]interrupted:[/yellow] `{again} --resume` goes on from here", highlight=False)
         raise typer.Exit(130) from None
     if outcome.unfinished:
         console.print(
             f"[yellow]stopped:[/yellow] {outcome.unfinished} trials of the budget unfinished; "
-            f"`{_again(name, sweep_name, overrides)} --resume` goes on from here",
+            f"`{_again(name, run_name, overrides)} --resume` goes on from here",
             highlight=False,
         )
         raise typer.Exit(130)
@@ -312,8 +315,8 @@ def sweep(
         console.print(f"[red]error:[/red] no trial completed ({outcome.failed} failed; reasons above)", highlight=False)
         raise typer.Exit(1)
     root = "" if out_root == RUNS else f" --out-root {out_root}"
-    console.print(f"next: `raycl report {sweep_name}{root}` (a report in {out_root / sweep_name / 'report'}), "
-                  f"`raycl ui {sweep_name}{root}` (MLflow and Optuna in the browser)", highlight=False)
+    console.print(f"next: `raycl report {run_name}{root}` (a report in {out_root / run_name / 'report'}), "
+                  f"`raycl ui {run_name}{root}` (MLflow and Optuna in the browser)", highlight=False)
 
 
 def _again(name: str, sweep_name: str, overrides: list[str] | None) -> str:

@@ -108,8 +108,10 @@ def draw_pareto(data: ParetoFigure) -> Figure:
     ax = figure.subplots()
     norm, by_size = _size_norm(data.sizes), several_sizes(data.sizes)
     shown = data.feasible
-    colour = {"c": data.sizes[shown], "cmap": _CMAP, "norm": norm} if by_size else {"c": "tab:blue"}
-    ax.scatter(data.x[shown], data.y[shown], s=36, label="trial", **colour)
+    if by_size:
+        ax.scatter(data.x[shown], data.y[shown], c=data.sizes[shown], cmap=_CMAP, norm=norm, s=36, label="trial")
+    else:
+        ax.scatter(data.x[shown], data.y[shown], c="tab:blue", s=36, label="trial")
     if (~shown).any():
         ax.scatter(data.x[~shown], data.y[~shown], c="tab:gray", marker="x", label="infeasible")
     front = data.front_order
