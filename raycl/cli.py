@@ -268,6 +268,9 @@ def sweep(
     ),
     out_root: Path = typer.Option(RUNS, "--out-root", help="where sweeps keep their files, one folder per sweep"),
     worker_logs: bool = typer.Option(False, "--worker-logs", help="stream Ray worker output into this terminal"),
+    verbose: bool = typer.Option(
+        False, "--verbose", help="show Ray's and MLflow's own log lines here instead of in OUT_ROOT/NAME/sweep.log"
+    ),
 ) -> None:
     """Run a sweep: Optuna proposes trials, Ray Tune schedules them, each trains in its Tune actor (one CPU) or a
     Ray Train worker group (several workers or GPUs), MLflow records them."""
@@ -294,6 +297,7 @@ def sweep(
             ray_storage=ray_storage,
             out_root=out_root,
             show_worker_logs=worker_logs,
+            verbose=verbose,
             console=console,
             overrides=overrides or [],
             sweep_name=run_name,

@@ -5,10 +5,9 @@ function converts to minimization internally by negating maximized columns. Rows
 containing NaN (failed or pruned trials) never belong to the front and never count
 towards a hypervolume.
 
-The hypervolume itself is delegated to optuna's exact implementation,
-``optuna._hypervolume.compute_hypervolume`` (2-D sweep, 3-D O(n^2) and WFG for k > 3).
-Optuna 5 exposes no public hypervolume function, so that private import is isolated in
-``_minimization_hypervolume``.
+The hypervolume is computed exactly here, by slicing along the last objective (a sweep in 2-D):
+analysis stays free of the sweep's libraries, and Optuna 5 has no public hypervolume function
+(tests/unit/test_adapters.py checks this one against Optuna's private one).
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
-from optuna._hypervolume import compute_hypervolume
 
 Direction = Literal["maximize", "minimize"]
 
@@ -71,13 +69,27 @@ def pareto_mask(values: np.ndarray, directions: Sequence[Direction]) -> np.ndarr
 
 
 def _minimization_hypervolume(loss: np.ndarray, ref: np.ndarray) -> float:
-    """Hypervolume of minimization points w.r.t. ``ref``, via optuna's exact WFG code.
+    """Hypervolume of minimization points w.r.t. ``ref``.
 
-    Rows with NaN or not weakly dominating ``ref`` contribute nothing and are dropped
-    (optuna rejects them).
+    Rows with NaN or not weakly dominating ``ref`` contribute nothing and are dropped.
     """
     keep = ~np.isnan(loss).any(axis=1) & np.all(loss <= ref, axis=1)
-    return float(compute_hypervolume(loss[keep], ref))
+    return _sliced_volume(loss[keep], ref)
+
+
+def _sliced_volume(points: np.ndarray, ref: np.ndarray) -> float:
+    """Exact volume dominated by ``points`` (all weakly dominating ``ref``): sorted by the last
+    objective, each point opens a slab up to the next point (or ``ref``) whose cross-section is
+    the volume the points so far dominate in the other objectives."""
+    if len(points) == 0:
+        return 0.0
+    if points.shape[1] == 1:
+        return float(ref[0] - points[:, 0].min())
+    points = points[np.argsort(points[:, -1], kind="stable")]
+    depths = np.diff(np.append(points[:, -1], ref[-1]))
+    if points.shape[1] == 2:
+        return float(np.sum(depths * (ref[0] - np.minimum.accumulate(points[:, 0]))))
+    return float(sum(depth * _sliced_volume(points[: i + 1, :-1], ref[:-1]) for i, depth in enumerate(depths) if depth > 0))
 
 
 def hypervolume(

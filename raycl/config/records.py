@@ -102,6 +102,14 @@ class Tags:
     DIVERGED = "raycl.diverged"  # child of a diverged trial: the step (also an Optuna user attr)
     PRUNED = "raycl.pruned"  # child of a trial stopped early: the stage (also an Optuna user attr, as a PrunedRecord)
     RUNG_VALUES = "raycl.rung_values"  # Optuna user attr: stage -> the objectives the trial had at that rung
+    STORAGE = "raycl.optuna_storage"  # parent: the Optuna storage URL, password redacted
+    STUDY = "raycl.study"  # parent: the Optuna study's name
+    FINGERPRINT = "raycl.space_fingerprint"  # parent, and the study's user attr: SearchSpace.fingerprint()
+    SAMPLER = "raycl.sampler"  # parent
+    SEED = "raycl.seed"  # parent
+    OBJECTIVES = "raycl.objectives"  # parent ("name:direction,..."), and the study's user attr (the names)
+    INVALID = "raycl.invalid_config"  # Optuna user attr of an impossible sample (not a trial of the budget)
+    OUT_DIR = "raycl.out_dir"  # Optuna user attr: the folder (and so the lock) of the driver that started the trial
 
 
 class Artifacts:

@@ -19,7 +19,6 @@ import shutil
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
-from unittest import mock
 
 import yaml
 from filelock import FileLock
@@ -171,7 +170,8 @@ def _quiet_lm_eval() -> Iterator[None]:
     # lm-eval offers no switch for the bars of request building, so its `tqdm` is replaced here.
     with contextlib.ExitStack() as stack:
         for module in (lm_eval.api.model, lm_eval.api.task, lm_eval.models.huggingface):
-            stack.enter_context(mock.patch.object(module, "tqdm", silent))
+            stack.callback(setattr, module, "tqdm", module.tqdm)
+            module.tqdm = silent
         try:
             yield
         finally:

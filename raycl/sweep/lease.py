@@ -5,7 +5,7 @@ for every trial it runs, every `HEARTBEAT_INTERVAL_S`, in the storage's own hear
 database's clock). A RUNNING trial belongs to a dead driver, and may be continued, when
 - it was started from this driver's folder, whose lock this driver holds; or
 - its heartbeat is older than `GRACE_PERIOD_S`; or
-- it never got its driver's mark (`OUT_DIR_ATTR`) and started longer ago than that.
+- it never got its driver's mark (`Tags.OUT_DIR`) and started longer ago than that.
 Two drivers that start within a moment of each other can still both pick up the same dead trial.
 """
 
@@ -22,13 +22,13 @@ from typing import Any
 
 import optuna
 from optuna.storages import RDBStorage
-from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
+
+from raycl.adapters import optuna_internals
+from raycl.config.records import Tags
 
 HEARTBEAT_INTERVAL_S = 10
 GRACE_PERIOD_S = 60  # six missed beats: a busy driver is not mistaken for a dead one
-OUT_DIR_ATTR = "raycl.out_dir"  # the folder (and so the lock) of the driver that started the trial
-
 
 
 def rdb_storage(url: str, **kwargs: Any) -> RDBStorage:
@@ -48,40 +48,28 @@ def ask(study: optuna.Study, out_dir: Path | None) -> optuna.trial.Trial:
     return trial
 
 
-def _heartbeat_storage(study: optuna.Study) -> BaseHeartbeat | None:
-    """The study's storage if it keeps heartbeats (an RDBStorage opened with `heartbeat_options`)."""
-    storage = study._storage
-    return storage if isinstance(storage, BaseHeartbeat) and is_heartbeat_enabled(storage) else None
-
-
 def beat(study: optuna.Study, trial_ids: Iterable[int]) -> None:
     """Record that this driver still runs these trials (a no-op on storages without heartbeats)."""
-    if storage := _heartbeat_storage(study):
-        for trial_id in trial_ids:
-            storage.record_heartbeat(trial_id)
+    optuna_internals.record_heartbeats(study, trial_ids)
 
 
 def claim(study: optuna.Study, trial: optuna.trial.Trial, out_dir: Path | None) -> None:
     """Mark a trial this driver just asked for (or took over) as its own."""
-    beat(study, [trial._trial_id])
+    beat(study, [optuna_internals.trial_id(trial)])
     if out_dir is not None:
-        trial.set_user_attr(OUT_DIR_ATTR, str(out_dir))
+        trial.set_user_attr(Tags.OUT_DIR, str(out_dir))
 
 
 def orphaned(study: optuna.Study, out_dir: Path) -> list[FrozenTrial]:
     """RUNNING trials whose driver is gone (the rules in the module docstring)."""
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    stale: set[int] = set()
-    if storage := _heartbeat_storage(study):
-        # Optuna's own staleness test (database clock, grace period), without failing the trials
-        # as optuna.storages.fail_stale_trials would: their numbers and checkpoints carry on.
-        stale = set(storage._get_stale_trial_ids(study._study_id))
+    stale = optuna_internals.stale_trial_ids(study)
     unmarked_before = datetime.now() - timedelta(seconds=GRACE_PERIOD_S)
     return [
         trial for trial in running
-        if trial.user_attrs.get(OUT_DIR_ATTR) == str(out_dir)
-        or trial._trial_id in stale
-        or (OUT_DIR_ATTR not in trial.user_attrs and trial.datetime_start is not None and trial.datetime_start < unmarked_before)
+        if trial.user_attrs.get(Tags.OUT_DIR) == str(out_dir)
+        or optuna_internals.trial_id(trial) in stale
+        or (Tags.OUT_DIR not in trial.user_attrs and trial.datetime_start is not None and trial.datetime_start < unmarked_before)
     ]
 
 

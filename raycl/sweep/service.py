@@ -15,37 +15,32 @@ hypervolume history on the parent run.
 from __future__ import annotations
 
 import contextlib
-import logging
-import os
-import shutil
-import signal
-import tempfile
-import threading
+import dataclasses
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from unittest import mock
 from urllib.parse import urlsplit
 
 from filelock import FileLock, Timeout
 from rich.console import Console
 
 from raycl.config import ConfigError
+from raycl.config.records import Tags, trial_key
 from raycl.config.space import SearchSpace, load_space
 from raycl.sweep.plan import ResourcePlan
-from raycl.sweep.redaction import is_secret
+from raycl.sweep.ray_session import (
+    LOG_FILE,
+    clean_up_after_a_dead_driver,
+    library_logs,
+    ray_connection,
+    scoped_env,
+    sigterm_as_ctrl_c,
+    without_tunes_trial_error_logs,
+)
 from raycl.sweep.stores import check_stores, database_url
-
-# Ray Train knobs that cut the fixed cost of a Train run inside a Tune trial (measured here: ~15 s ->
-# 11-13 s per trial); a value already in the environment wins.
-TRAIN_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2", "RAY_TRAIN_METRICS_ENABLED": "0"}
-LOCAL_ONLY_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}  # spot preemption only exists on clouds
-FORWARDED_ENV_PREFIXES = ("RAYCL_", "HF_", "MLFLOW_ALLOW_FILE_STORE")
-RAY_TEMP_PREFIX = "raycl-ray-"
-RAY_TEMP_RECORD = ".ray_temp_dir"  # in the sweep's folder: the temp dir of the local Ray it runs on
 
 
 @dataclass(frozen=True)
@@ -69,6 +64,7 @@ class SweepOutcome:
     failures: dict[str, str] = field(default_factory=dict)  # failed trial key -> why, in one line
     stopped: dict[str, int] = field(default_factory=dict)  # trial key -> the stage early stopping ended it at
     unfinished: int = 0  # trials of the budget not yet run to an end (the sweep was stopped)
+    running_elsewhere: int = 0  # trials of a shared study that another live driver runs
 
 
 def run_sweep(
@@ -82,6 +78,7 @@ def run_sweep(
     ray_storage: str | None = None,
     num_cpus: int | None = None,
     show_worker_logs: bool = False,
+    verbose: bool = False,
     console: Console | None = None,
     overrides: list[str] | tuple[str, ...] = (),
     sweep_name: str | None = None,
@@ -96,6 +93,7 @@ def run_sweep(
     num_cpus: CPUs of a local Ray (default: all).
     overrides: `key=value` items applied to the space's YAML (`budget.trials=2`), validated with it.
     sweep_name: the sweep's folder, study and experiment name; default the space's name.
+    verbose: Ray's and MLflow's own log lines on the terminal; otherwise they go to `OUT_ROOT/NAME/sweep.log`.
     Raises `ConfigError` (one line naming the file and key, or the store that cannot be reached)
     before creating anything.
     """
@@ -114,8 +112,8 @@ def run_sweep(
     except Timeout:
         raise ConfigError(f"{out_dir}: another driver is running sweep {space.name!r} (lock {lock.lock_file})") from None
     try:
-        _clean_up_after_a_dead_driver(out_dir)
-        with _sigterm_as_ctrl_c():
+        clean_up_after_a_dead_driver(out_dir)
+        with sigterm_as_ctrl_c(), library_logs(out_dir / LOG_FILE, verbose):
             return _run(
                 space,
                 out_dir=out_dir,
@@ -138,14 +136,7 @@ def _run(space: SearchSpace, *, out_dir: Path, storage: str, tracking_uri: str, 
          ray_storage: str, address: str | None, resume: bool, num_cpus: int | None, show_worker_logs: bool,
          console: Console, started: float) -> SweepOutcome:
     # Heavy imports only now that the space is known to be valid.
-    from optuna.trial import TrialState
-
-    from raycl.analysis.frontier import space_frontier
-    from raycl.config.records import Tags, trial_key
-    from raycl.sweep.progress import ProgressTable
-    from raycl.sweep.redaction import redact_url
-    from raycl.sweep.scheduler import StageHalving
-    from raycl.sweep.study import completed_metrics, finished_trials, interrupted_trials, open_study, rung_history
+    from raycl.sweep.study import finished_trials, interrupted_trials, open_study
 
     phases: dict[str, float] = {}
     with _timed(phases, "optuna"):
@@ -153,6 +144,38 @@ def _run(space: SearchSpace, *, out_dir: Path, storage: str, tracking_uri: str, 
     interrupted = interrupted_trials(study, out_dir)
     finished = finished_trials(study)
     to_run = max(0, space.budget.trials - len(finished))
+    plan, launched, trial_times = None, [], {}
+    with contextlib.ExitStack() as ray_session:
+        tracker = _open_tracker_while_ray_starts(
+            space, study, storage, tracking_uri, artifact_root, phases, ray_session,
+            connect=(lambda: ray_connection(address, num_cpus, show_worker_logs, out_dir)) if to_run else None,
+        )
+        _print_start(space, storage, tracking_uri, tracker, len(finished), len(interrupted), to_run, console)
+        scheduler, progress = _progress_of_earlier_trials(space, study, finished, interrupted, console)
+        if to_run:
+            with _timed(phases, "trials"), _ended_on_error(tracker):
+                plan, launched, trial_times = _launch(
+                    space, study, interrupted, to_run, tracker, progress, scheduler, out_dir=out_dir,
+                    ray_storage=ray_storage, elastic=address is not None, console=console,
+                )
+            # Children still open belong to trials stopped mid-run (Ctrl-C); --resume reopens them.
+            tracker.end_open_children("KILLED")
+    with _timed(phases, "frontier"):
+        outcome, reference = _record_frontier(space, study, tracker, out_dir, storage, tracking_uri)
+    outcome = dataclasses.replace(
+        outcome, launched=launched, wall_time_s=time.perf_counter() - started, plan=plan, trial_times=trial_times,
+        phases=phases,
+    )
+    _print_end(outcome, reference, console)
+    return outcome
+
+
+def _open_tracker_while_ray_starts(space: SearchSpace, study: Any, storage: str, tracking_uri: str,
+                                   artifact_root: Path | None, phases: dict[str, float], ray_session: contextlib.ExitStack,
+                                   connect: Callable[[], contextlib.AbstractContextManager[None]] | None) -> Any:
+    """The sweep's MLflow tracker with its parent run open; MLflow's store opens (creating its tables takes
+    seconds) while `connect` (if given) starts Ray, whose session `ray_session` then holds."""
+    from raycl.sweep.redaction import redact_url
 
     def open_tracker() -> Any:
         with _timed(phases, "mlflow"):
@@ -160,108 +183,131 @@ def _run(space: SearchSpace, *, out_dir: Path, storage: str, tracking_uri: str, 
 
             tracker = SweepTracker(tracking_uri, space, artifact_root)
             tracker.open_parent({
-                "raycl.optuna_storage": redact_url(storage),
-                "raycl.study": space.name,
-                "raycl.space_fingerprint": space.fingerprint(),
-                "raycl.sampler": space.sampler.name,
-                "raycl.seed": str(space.seed),
-                "raycl.objectives": ",".join(f"{k}:{v}" for k, v in space.objectives.items()),
+                Tags.STORAGE: redact_url(storage),
+                Tags.STUDY: space.name,
+                Tags.FINGERPRINT: space.fingerprint(),
+                Tags.SAMPLER: space.sampler.name,
+                Tags.SEED: str(space.seed),
+                Tags.OBJECTIVES: ",".join(f"{k}:{v}" for k, v in space.objectives.items()),
             })
         return tracker
 
-    plan, launched, trial_times = None, [], {}
-    with contextlib.ExitStack() as ray_session:
-        # MLflow's store opens (creating its tables takes seconds) while Ray starts.
-        with ThreadPoolExecutor(1) as pool:
-            opening = pool.submit(open_tracker)
-            if to_run:
-                with _timed(phases, "ray"):
-                    ray_session.enter_context(_ray_connection(address, num_cpus, show_worker_logs, out_dir))
-            try:
-                tracker = opening.result()
-            except Exception as error:
-                raise _tracking_failed(error, tracking_uri, study) from None
-        console.print(
-            f"sweep {space.name}: {len(finished)} finished, {len(interrupted)} interrupted, {to_run} to run\n"
-            f"  optuna: {redact_url(storage)} (study {space.name})\n  mlflow: {redact_url(tracking_uri)} "
-            f"(experiment raycl-{space.name}, parent run {tracker.parent_id})",
-            highlight=False,
-        )
-        scheduler = StageHalving.of(space, rung_history(study))
-        progress = ProgressTable(space, console, scheduler.stopped if scheduler else None)
-        for trial in finished:
-            state = {TrialState.COMPLETE: "done", TrialState.FAIL: "failed"}.get(trial.state, "stopped")
-            progress.add_earlier(trial_key(trial.number), trial.params, completed_metrics(trial), state)
-        for trial in interrupted:
-            progress.add_earlier(trial_key(trial.number), trial.params, {}, "interrupted")
+    with ThreadPoolExecutor(1) as pool:
+        opening = pool.submit(open_tracker)
+        if connect is not None:
+            with _timed(phases, "ray"):
+                ray_session.enter_context(connect())
+        try:
+            return opening.result()
+        except Exception as error:
+            raise _tracking_failed(error, tracking_uri, study) from None
 
-        if to_run:
-            try:
-                with _timed(phases, "trials"):
-                    plan, launched, trial_times = _launch(
-                        space, study, interrupted, to_run, tracker, progress, scheduler, out_dir=out_dir,
-                        ray_storage=ray_storage, elastic=address is not None, console=console,
-                    )
-            except BaseException:
-                tracker.end_open_children("KILLED")
-                tracker.end_parent("KILLED")
-                raise
-            # Children still open belong to trials stopped mid-run (Ctrl-C); --resume reopens them.
-            tracker.end_open_children("KILLED")
 
-    with _timed(phases, "frontier"):
-        complete = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.datetime_complete)
-        keys, metrics = [trial_key(t.number) for t in complete], [completed_metrics(t) for t in complete]
-        summary = space_frontier(space, keys, metrics)
-        tracker.log_frontier(summary, [{"trial": key} | m for key, m in zip(keys, metrics)], [t.params for t in complete])
-        failures = {
-            trial_key(t.number): t.user_attrs.get(Tags.FAILURE, "no reason recorded")
-            for t in finished_trials(study) if t.state == TrialState.FAIL
-        }
-        failed = len(failures)
-        stopped = {
-            trial_key(t.number): t.user_attrs.get(Tags.PRUNED, {}).get("stage", 0)
-            for t in finished_trials(study) if t.state == TrialState.PRUNED
-        }
-        # Trials another live driver runs on a shared study are its to finish, not this one's.
-        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        elsewhere = len(running) - len(interrupted_trials(study, out_dir))
-        unfinished = max(0, space.budget.trials - len(complete) - failed - len(stopped) - elsewhere)
-        tracker.end_parent("KILLED" if unfinished else "FINISHED")
-    reference = ", ".join(f"{name} {value:.4g}" for name, value in zip(summary.objectives, summary.reference))
-    wall = time.perf_counter() - started
+def _print_start(space: SearchSpace, storage: str, tracking_uri: str, tracker: Any, finished: int, interrupted: int,
+                 to_run: int, console: Console) -> None:
+    from raycl.sweep.redaction import redact_url
+
     console.print(
-        f"sweep {space.name}: {len(complete)} complete, {len(stopped)} stopped early, {failed} failed; Pareto set {', '.join(summary.pareto_keys)}; "
-        f"hypervolume {summary.hypervolume:.4g} (reference: {reference}; {summary.reference_source})\n"
-        f"  {wall:.0f} s in all: " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in phases.items())
-        + (" (mlflow and ray in parallel)" if "ray" in phases else ""),
+        f"sweep {space.name}: {finished} finished, {interrupted} interrupted, {to_run} to run\n"
+        f"  optuna: {redact_url(storage)} (study {space.name})\n  mlflow: {redact_url(tracking_uri)} "
+        f"(experiment raycl-{space.name}, parent run {tracker.parent_id})",
         highlight=False,
     )
-    for key, reason in failures.items():
-        console.print(f"  {key} failed: {reason}", highlight=False, soft_wrap=True)
-    if stopped:
-        console.print("  stopped early (stage): " + ", ".join(f"{key} ({stage})" for key, stage in stopped.items()), highlight=False)
-    if elsewhere:
-        console.print(f"  {elsewhere} trials still run under another driver of study {space.name}", highlight=False)
-    return SweepOutcome(
+
+
+def _progress_of_earlier_trials(space: SearchSpace, study: Any, finished: list, interrupted: list,
+                                console: Console) -> tuple[Any, Any]:
+    """The early-stopping scheduler (None without one), seeded with earlier drivers' rungs, and the progress
+    table holding the trials earlier drivers finished or left interrupted."""
+    from optuna.trial import TrialState
+
+    from raycl.sweep.progress import ProgressTable
+    from raycl.sweep.scheduler import StageHalving
+    from raycl.sweep.study import completed_metrics, rung_history
+
+    scheduler = StageHalving.of(space, rung_history(study))
+    progress = ProgressTable(space, console, scheduler.stopped if scheduler else None)
+    for trial in finished:
+        state = {TrialState.COMPLETE: "done", TrialState.FAIL: "failed"}.get(trial.state, "stopped")
+        progress.add_earlier(trial_key(trial.number), trial.params, completed_metrics(trial), state)
+    for trial in interrupted:
+        progress.add_earlier(trial_key(trial.number), trial.params, {}, "interrupted")
+    return scheduler, progress
+
+
+@contextlib.contextmanager
+def _ended_on_error(tracker: Any) -> Iterator[None]:
+    """The sweep's MLflow runs ended KILLED if the block raises (Ctrl-C, SIGTERM, a crash)."""
+    try:
+        yield
+    except BaseException:
+        tracker.end_open_children("KILLED")
+        tracker.end_parent("KILLED")
+        raise
+
+
+def _record_frontier(space: SearchSpace, study: Any, tracker: Any, out_dir: Path, storage: str,
+                     tracking_uri: str) -> tuple[SweepOutcome, str]:
+    """Put the Pareto frontier and hypervolume history on the parent run, and end it; the outcome so far
+    (what this invocation launched, and its times, are filled in by the caller) and the hypervolume's
+    reference point in words."""
+    from optuna.trial import TrialState
+
+    from raycl.analysis.frontier import space_frontier
+    from raycl.sweep.study import completed_metrics, finished_trials, interrupted_trials
+
+    complete = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.datetime_complete)
+    keys, metrics = [trial_key(t.number) for t in complete], [completed_metrics(t) for t in complete]
+    summary = space_frontier(space, keys, metrics)
+    tracker.log_frontier(summary, [{"trial": key} | m for key, m in zip(keys, metrics)], [t.params for t in complete])
+    failures = {
+        trial_key(t.number): t.user_attrs.get(Tags.FAILURE, "no reason recorded")
+        for t in finished_trials(study) if t.state == TrialState.FAIL
+    }
+    stopped = {
+        trial_key(t.number): t.user_attrs.get(Tags.PRUNED, {}).get("stage", 0)
+        for t in finished_trials(study) if t.state == TrialState.PRUNED
+    }
+    # Trials another live driver runs on a shared study are its to finish, not this one's.
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    elsewhere = len(running) - len(interrupted_trials(study, out_dir))
+    unfinished = max(0, space.budget.trials - len(complete) - len(failures) - len(stopped) - elsewhere)
+    tracker.end_parent("KILLED" if unfinished else "FINISHED")
+    reference = ", ".join(f"{name} {value:.4g}" for name, value in zip(summary.objectives, summary.reference))
+    outcome = SweepOutcome(
         name=space.name,
         out_dir=out_dir,
         storage=storage,
         tracking_uri=tracking_uri,
         parent_run_id=tracker.parent_id,
         completed=len(complete),
-        failed=failed,
+        failed=len(failures),
         pareto_keys=summary.pareto_keys,
         hypervolume=summary.hypervolume,
-        launched=launched,
-        wall_time_s=wall,
-        plan=plan,
-        trial_times=trial_times,
-        phases=phases,
+        launched=[],
+        wall_time_s=0.0,
         failures=failures,
         stopped=stopped,
         unfinished=unfinished,
+        running_elsewhere=elsewhere,
     )
+    return outcome, f"{reference}; {summary.reference_source}"
+
+
+def _print_end(outcome: SweepOutcome, reference: str, console: Console) -> None:
+    console.print(
+        f"sweep {outcome.name}: {outcome.completed} complete, {len(outcome.stopped)} stopped early, {outcome.failed} failed; "
+        f"Pareto set {', '.join(outcome.pareto_keys)}; hypervolume {outcome.hypervolume:.4g} (reference: {reference})\n"
+        f"  {outcome.wall_time_s:.0f} s in all: " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in outcome.phases.items())
+        + (" (mlflow and ray in parallel)" if "ray" in outcome.phases else ""),
+        highlight=False,
+    )
+    for key, reason in outcome.failures.items():
+        console.print(f"  {key} failed: {reason}", highlight=False, soft_wrap=True)
+    if outcome.stopped:
+        console.print("  stopped early (stage): " + ", ".join(f"{key} ({stage})" for key, stage in outcome.stopped.items()), highlight=False)
+    if outcome.running_elsewhere:
+        console.print(f"  {outcome.running_elsewhere} trials still run under another driver of study {outcome.name}", highlight=False)
 
 
 def _launch(space: SearchSpace, study: Any, interrupted: list, to_run: int, tracker: Any, progress: Any, scheduler: Any, *,
@@ -339,8 +385,8 @@ def _launch(space: SearchSpace, study: Any, interrupted: list, to_run: int, trac
     )
     # Tune's own progress output would duplicate the live table; its default loggers give way to
     # the JSON one above.
-    with _scoped_env({"RAY_AIR_NEW_OUTPUT": "0", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}), progress.live(), \
-            heartbeats(study, searcher.owned_trial_ids), _without_tunes_trial_error_logs():
+    with scoped_env({"RAY_AIR_NEW_OUTPUT": "0", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}), progress.live(), \
+            heartbeats(study, searcher.owned_trial_ids), without_tunes_trial_error_logs():
         tuner.fit()
     return plan, progress.launched(), progress.trial_times()
 
@@ -351,89 +397,17 @@ def _tracking_failed(error: Exception, tracking_uri: str, study: Any) -> Excepti
     import optuna
     from mlflow.exceptions import MlflowException
 
+    from raycl.adapters import optuna_internals
     from raycl.sweep.redaction import redact_url
 
     if not isinstance(error, MlflowException):
         return error
     if not study.trials:
-        optuna.delete_study(study_name=study.study_name, storage=study._storage)
+        optuna.delete_study(study_name=study.study_name, storage=optuna_internals.storage_of(study))
     message = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
     if password := urlsplit(tracking_uri).password:
         message = message.replace(password, "***")
     return ConfigError(f"--tracking-uri {redact_url(tracking_uri)}: MLflow refused: {message}")
-
-
-@contextlib.contextmanager
-def _sigterm_as_ctrl_c() -> Iterator[None]:
-    """SIGTERM (`kill`, a job scheduler, a container stop) handled as Ctrl-C is: Tune stops the trials,
-    open MLflow runs are ended, Ray shuts down and its temp dir is deleted; --resume goes on from there."""
-    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
-        yield
-        return
-    previous = signal.getsignal(signal.SIGTERM)
-    _route_sigterm_to_ctrl_c()
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _route_sigterm_to_ctrl_c() -> None:
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
-
-
-class _TrialErrorLogs(logging.Filter):
-    """Tune's logs of failed trials: a traceback pages long each, and a list of them at the end."""
-
-    PREFIXES = ("Trial task failed for trial", "Trials did not complete")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(self.PREFIXES)
-
-
-@contextlib.contextmanager
-def _without_tunes_trial_error_logs() -> Iterator[None]:
-    """The FailureRecorder reports each failed trial in one line, its traceback in trials/KEY/error.txt."""
-    loggers = [logging.getLogger(name) for name in ("ray.tune.execution.tune_controller", "ray.tune.tune")]
-    drop = _TrialErrorLogs()
-    for logger in loggers:
-        logger.addFilter(drop)
-    try:
-        yield
-    finally:
-        for logger in loggers:
-            logger.removeFilter(drop)
-
-
-@contextlib.contextmanager
-def _scoped_env(values: dict[str, str]) -> Iterator[None]:
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-@contextlib.contextmanager
-def _ray_connection(address: str | None, num_cpus: int | None, show_worker_logs: bool, out_dir: Path) -> Iterator[None]:
-    """Joined to the cluster at `address`, or to a private local Ray; disconnected (and a local Ray
-    stopped and its temp dir removed) on the way out."""
-    import ray
-
-    temp_dir = _connect_ray(address, num_cpus, show_worker_logs, out_dir)
-    _route_sigterm_to_ctrl_c()  # again: ray.init installed its own handler, which aborts the driver
-    try:
-        yield
-    finally:
-        ray.shutdown()
-        if temp_dir is not None:
-            _stop_local_ray(temp_dir, out_dir)
 
 
 @contextlib.contextmanager
@@ -443,66 +417,3 @@ def _timed(phases: dict[str, float], name: str) -> Iterator[None]:
         yield
     finally:
         phases[name] = time.perf_counter() - started
-
-
-def _connect_ray(address: str | None, num_cpus: int | None, show_worker_logs: bool, out_dir: Path) -> str | None:
-    """Join the cluster at `address`, or start a private local Ray; returns the local Ray's temp dir.
-
-    Ray writes a job's runtime env, env_vars included, in clear to runtime_env_agent.log, so no
-    secret travels that way: a local Ray's workers inherit this process's environment, and on a
-    cluster variables named like credentials (HF_TOKEN) are left out and must be set on the nodes.
-    """
-    import ray
-    from ray._private import ray_constants
-
-    knobs = TRAIN_ENV | ({} if address else LOCAL_ONLY_ENV)
-    knobs = {key: os.environ.get(key, value) for key, value in knobs.items()}
-    options: dict[str, Any] = {"log_to_driver": show_worker_logs, "logging_level": logging.WARNING}
-    for name in ("ray.tune", "ray.train", "mlflow"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    if address:
-        forwarded = {key: value for key, value in os.environ.items() if key.startswith(FORWARDED_ENV_PREFIXES)}
-        withheld = sorted(key for key, value in forwarded.items() if is_secret(key, value))
-        if withheld:
-            logging.getLogger(__name__).warning("not forwarded to the cluster (set them on its nodes): %s", ", ".join(withheld))
-        env = knobs | {key: value for key, value in forwarded.items() if key not in withheld}
-        try:
-            ray.init(address=address, runtime_env={"env_vars": env}, **options)
-        except ConnectionError as error:
-            # Ray's own message is a page long; the usual cause on a fresh `ray start` is token auth.
-            raise ConfigError(
-                f"--address {address}: cannot connect to Ray ({str(error).splitlines()[0]}); is the cluster up, and if it "
-                "uses token auth, is RAY_AUTH_MODE=token set here as on the cluster?"
-            ) from None
-        return None
-    # A short private temp dir: Unix socket paths must stay under ~107 characters, and a cluster of
-    # our own must not become the one that another process's bare `ray.init()` attaches to. It is
-    # recorded so that the next driver can clean up after this one if it is killed.
-    temp_dir = tempfile.mkdtemp(prefix=RAY_TEMP_PREFIX, dir="/tmp")
-    (out_dir / RAY_TEMP_RECORD).write_text(temp_dir)
-    # Loopback only: Ray turns a 127.0.0.1 node address into the machine's public one unless it
-    # thinks clusters unsupported (as on macOS), and then every Ray process binds to 127.0.0.1. The
-    # flag is read at import, so it is patched in this process and set for the processes Ray starts.
-    with _scoped_env(knobs | {ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR: "0"}), \
-            mock.patch.object(ray_constants, "ENABLE_RAY_CLUSTER", False):
-        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, _temp_dir=temp_dir, **options)
-    return temp_dir
-
-
-def _stop_local_ray(temp_dir: str, out_dir: Path) -> None:
-    """Delete a local Ray's temp dir (its logs) and its record, once it has shut down."""
-    shutil.rmtree(temp_dir, ignore_errors=True)
-    (out_dir / RAY_TEMP_RECORD).unlink(missing_ok=True)
-
-
-def _clean_up_after_a_dead_driver(out_dir: Path) -> None:
-    """Delete the local Ray temp dir (logs, session files) a killed driver of this sweep left behind.
-
-    Called with the sweep's lock held, so that driver is gone; its Ray processes died with it.
-    """
-    record = out_dir / RAY_TEMP_RECORD
-    if record.exists():
-        temp_dir = record.read_text().strip()
-        if Path(temp_dir).name.startswith(RAY_TEMP_PREFIX):
-            shutil.rmtree(temp_dir, ignore_errors=True)
-        record.unlink()

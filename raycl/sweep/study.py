@@ -15,15 +15,14 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from ray.tune.search import Searcher
 
+from raycl.adapters import optuna_internals
 from raycl.config import ConfigError
 from raycl.config.records import FINAL_KEY, REPLICATES_ATTR, FinalReport, Tags, TrialAssignment, trial_key
 from raycl.config.result import is_reported_metric
 from raycl.config.space import SamplerSpec, SearchSpace
-from raycl.sweep import lease
+from raycl.sweep.lease import ask, claim, orphaned, rdb_storage
 from raycl.sweep.scheduler import StageHalving
 
-FINGERPRINT_ATTR = "raycl.space_fingerprint"
-INVALID_ATTR = "raycl.invalid_config"
 _MAX_INVALID_ASKS = 100
 
 
@@ -43,8 +42,8 @@ def storage_for(url: str) -> optuna.storages.BaseStorage:
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         # A dashboard reading the same file may hold the lock briefly; wait rather than fail.
-        return lease.rdb_storage(url, engine_kwargs={"connect_args": {"timeout": 30}})
-    return lease.rdb_storage(url)
+        return rdb_storage(url, engine_kwargs={"connect_args": {"timeout": 30}})
+    return rdb_storage(url)
 
 
 def open_study(space: SearchSpace, storage_url: str, *, resume: bool) -> optuna.Study:
@@ -66,10 +65,10 @@ def open_study(space: SearchSpace, storage_url: str, *, resume: bool) -> optuna.
         sampler=make_sampler(space.sampler, space.seed + previous),
         load_if_exists=True,
     )
-    recorded = study.user_attrs.get(FINGERPRINT_ATTR)
+    recorded = study.user_attrs.get(Tags.FINGERPRINT)
     if recorded is None:
-        study.set_user_attr(FINGERPRINT_ATTR, space.fingerprint())
-        study.set_user_attr("raycl.objectives", list(space.objectives))
+        study.set_user_attr(Tags.FINGERPRINT, space.fingerprint())
+        study.set_user_attr(Tags.OBJECTIVES, list(space.objectives))
         with warnings.catch_warnings():  # experimental in name only since Optuna 3.2
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(list(space.objectives))  # the dashboard's axes: learning, forgetting
@@ -86,13 +85,13 @@ def open_study(space: SearchSpace, storage_url: str, *, resume: bool) -> optuna.
 def interrupted_trials(study: optuna.Study, out_dir: Path) -> list[FrozenTrial]:
     """Trials a dead driver left RUNNING, which this one (driving from `out_dir`) continues; a live
     driver's, on a shared study, are left alone (`raycl.sweep.lease`)."""
-    return lease.orphaned(study, out_dir)
+    return orphaned(study, out_dir)
 
 
 def finished_trials(study: optuna.Study) -> list[FrozenTrial]:
     """Trials of the budget that ran to an end (complete, stopped early or failed); impossible samples excluded."""
     finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
-    return [trial for trial in finished if INVALID_ATTR not in trial.user_attrs]
+    return [trial for trial in finished if Tags.INVALID not in trial.user_attrs]
 
 
 class OptunaSearcher(Searcher):
@@ -113,10 +112,10 @@ class OptunaSearcher(Searcher):
         self._scheduler = scheduler
         self._space = space
         self._defaults = defaults
-        self._out_dir = out_dir  # marks the trials this driver runs (`lease.claim`)
-        self._interrupted = [optuna.trial.Trial(study, frozen._trial_id) for frozen in interrupted]
+        self._out_dir = out_dir  # marks the trials this driver runs (`claim`)
+        self._interrupted = [optuna_internals.reopen(study, frozen) for frozen in interrupted]
         for trial in self._interrupted:
-            lease.claim(study, trial, out_dir)
+            claim(study, trial, out_dir)
         self._live: dict[str, optuna.trial.Trial] = {}
         self._failed: dict[str, optuna.trial.Trial] = {}  # errored, waiting for `tell_failed`
 
@@ -124,14 +123,14 @@ class OptunaSearcher(Searcher):
         for _ in range(_MAX_INVALID_ASKS):
             if not self._interrupted and self._budget_taken():
                 return Searcher.FINISHED
-            trial = self._interrupted.pop(0) if self._interrupted else lease.ask(self._study, self._out_dir)
+            trial = self._interrupted.pop(0) if self._interrupted else ask(self._study, self._out_dir)
             # Re-suggesting an interrupted trial returns its stored values (and fills any it lacks).
             params = self._space.sample(trial)
             try:
                 config = self._space.trial_config(self._defaults | params)
             except ConfigError as error:
                 # Failed, but marked: an impossible sample is not a trial of the budget.
-                trial.set_user_attr(INVALID_ATTR, str(error))
+                trial.set_user_attr(Tags.INVALID, str(error))
                 self._study.tell(trial, state=TrialState.FAIL)
                 continue
             self._live[trial_id] = trial
@@ -146,7 +145,7 @@ class OptunaSearcher(Searcher):
     def owned_trial_ids(self) -> list[int]:
         """Optuna ids of the trials this driver runs or is about to: the ones to keep beating for."""
         owned = [*self._interrupted, *self._live.values(), *self._failed.values()]
-        return [trial._trial_id for trial in owned]
+        return [optuna_internals.trial_id(trial) for trial in owned]
 
     def save(self, checkpoint_path: str) -> None:
         """Nothing to save: the study's storage is the searcher's state."""

@@ -8,6 +8,7 @@ import contextlib
 import ipaddress
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -24,7 +25,7 @@ from optuna.trial import TrialState
 from raycl.config.records import Artifacts, Tags
 from raycl.sweep import run_sweep
 from raycl.sweep.failures import ERROR_FILE_ATTR
-from raycl.sweep.service import RAY_TEMP_RECORD
+from raycl.sweep.ray_session import RAY_TEMP_RECORD
 
 pytestmark = pytest.mark.slow
 
@@ -162,6 +163,29 @@ class Driver:
         except subprocess.TimeoutExpired:
             self.process.kill()
             pytest.fail(f"driver still running after {timeout} s:\n{self.log.read_text()[-3000:]}")
+
+
+# The formats of Ray's and MLflow's log handlers: "2026-01-02 03:04:05,678\tWARNING x.py:1 -- ..." and
+# "2026/01/02 03:04:05 INFO mlflow...".
+LIBRARY_LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\s+[A-Z]+ |^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d [A-Z]+ mlflow")
+
+
+def test_a_sweep_prints_its_own_lines_and_writes_rays_and_mlflows_to_its_log_file(tmp_path: Path) -> None:
+    space = write_space(tmp_path, "quiet", LR, trials=2, concurrency=2)
+    out_root = tmp_path / "runs"
+    done = subprocess.run(
+        [sys.executable, "-m", "raycl.cli", "sweep", str(space), "--out-root", str(out_root)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    terminal = done.stdout + done.stderr
+    assert "sweep quiet: 2 complete" in done.stdout
+    assert [line for line in terminal.splitlines() if LIBRARY_LOG_LINE.match(line)] == []
+    assert "experiment_state" not in terminal and "Token authentication" not in terminal
+    log = (out_root / "quiet" / "sweep.log").read_text()
+    assert "Creating initial MLflow database tables" in log  # MLflow's, from the store this sweep created
+    if "RAY_AUTH_MODE" not in os.environ:  # set explicitly, Ray says nothing about it
+        assert "Token authentication is" in log
 
 
 def test_sigterm_a_killed_driver_and_a_planted_token_on_a_loopback_only_local_ray(tmp_path: Path) -> None:

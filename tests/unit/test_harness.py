@@ -411,3 +411,17 @@ def test_cli_eval_names_the_key_of_a_bad_task_or_data_file_in_one_line(tmp_path)
         result = CliRunner().invoke(app, ["eval", checkpoint, *options])
         assert result.exit_code == 2 and result.output.startswith(expected), result.output
         assert len(result.output.strip().splitlines()) == 1
+
+
+def test_lm_evals_progress_bars_are_off_inside_the_quiet_block_and_back_after_it() -> None:
+    import lm_eval.api.model
+    import lm_eval.api.task
+    import lm_eval.models.huggingface
+
+    from raycl.evaluation.harness import _quiet_lm_eval
+
+    modules = (lm_eval.api.model, lm_eval.api.task, lm_eval.models.huggingface)
+    originals = [module.tqdm for module in modules]
+    with _quiet_lm_eval():
+        assert all(module.tqdm(range(2)).disable for module in modules)
+    assert [module.tqdm for module in modules] == originals
