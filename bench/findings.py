@@ -174,16 +174,16 @@ def run_one(overrides: dict[str, Any]) -> dict[str, Any]:
     config, started_at = TrialConfig().with_overrides(overrides), time.time()
     with tempfile.TemporaryDirectory() as out:
         r = run_trial(config, Path(out))
-    matrix, retention = r["stage_matrix"], r["retention_losses"]
+    matrix, retention = r.stage_matrix, r.retention_losses
     curve = [[0, matrix[0][0], retention[0]]]
-    curve += [[c["step"], c["stage_losses"][0], c["base_loss"]] for c in r["curves"]]
+    curve += [[c["step"], c["stage_losses"][0], c["base_loss"]] for c in r.curves]
     curve.append([config.train.steps_per_stage, matrix[-1][0], retention[-1]])
     return {
         "key": key(overrides),
         "overrides": overrides,
-        **{name: r[name] for name in ("learning", "learning_nats", "forgetting", "forgetting_fraction", "base_loss_before",
+        **{name: getattr(r, name) for name in ("learning", "learning_nats", "forgetting", "forgetting_fraction", "base_loss_before",
                                       "num_params_non_embedding", "train_tokens", "new_tokens", "wall_time_s")},
-        "base_loss_init": untrained_loss(r["config"]["world"]["vocab_size"]),
+        "base_loss_init": untrained_loss(r.config["world"]["vocab_size"]),
         "curve": curve,
         "started_at": started_at,
         "finished_at": time.time(),

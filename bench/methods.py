@@ -66,25 +66,25 @@ def main() -> None:
     rows = [
         {
             "method": label,
-            "learning": r["learning"],
-            "forgetting": r["forgetting"],
-            "optimizer_state_bytes": r["optimizer_state_bytes"],
-            "state_vs_full": r["optimizer_state_bytes"] / full["optimizer_state_bytes"],
-            "trainable_params": r["method_info"]["trainable_params"],
-            "tokens_per_s": r["tokens_per_s"],
-            "speed_vs_full": r["tokens_per_s"] / full["tokens_per_s"],
-            "eval_time_fraction": r["eval_time_fraction"],
+            "learning": r.learning,
+            "forgetting": r.forgetting,
+            "optimizer_state_bytes": r.optimizer_state_bytes,
+            "state_vs_full": r.optimizer_state_bytes / full.optimizer_state_bytes,
+            "trainable_params": r.method_info["trainable_params"],
+            "tokens_per_s": r.tokens_per_s,
+            "speed_vs_full": r.tokens_per_s / full.tokens_per_s,
+            "eval_time_fraction": r.eval_time_fraction,
         }
         for label, r in results.items()
     ]
     report = {
         "model": args.model,
-        "num_params": full["num_params"],
+        "num_params": full.num_params,
         "steps_per_stage": args.steps_per_stage,
-        "stages": len(full["stage_matrix"]) - 1,
+        "stages": len(full.stage_matrix) - 1,
         "machine": machine(),
         "bare_loop_tokens_per_s": bare,
-        "raycl_full_vs_bare_speed": full["tokens_per_s"] / bare,
+        "raycl_full_vs_bare_speed": full.tokens_per_s / bare,
         "methods": rows,
     }
     table = [

@@ -35,16 +35,15 @@ def main() -> None:
             results[label] = run_trial(base.with_overrides(overrides), Path(out))
     none = results["none"]
     rows = [
-        [label, f"{r['learning']:.3f}", f"{r['forgetting']:+.3f}", f"{r['forgetting'] / none['forgetting']:.2f}",
-         f"{r['tokens_per_s']:,.0f}", f"{r['replay_generation_fraction']:.1%}"]
+        [label, f"{r.learning:.3f}", f"{r.forgetting:+.3f}", f"{r.forgetting / none.forgetting:.2f}",
+         f"{r.tokens_per_s:,.0f}", f"{r.replay_generation_fraction:.1%}"]
         for label, r in results.items()
     ]
     data = {
         "machine": machine(),
         "config": base.model_dump(mode="json"),
-        "conditions": {label: {key: r[key] for key in ("learning", "forgetting", "bwt", "tokens_per_s",
-                                                       "replay_generation_fraction", "stage_matrix",
-                                                       "retention_losses")} | {"overrides": CONDITIONS[label]}
+        "conditions": {label: r.model_dump(include={"learning", "forgetting", "bwt", "tokens_per_s", "replay_generation_fraction",
+                                                    "stage_matrix", "retention_losses"}) | {"overrides": CONDITIONS[label]}
                        for label, r in results.items()},
     }
     print(write_report(

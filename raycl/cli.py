@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from raycl import __version__
+from raycl.config.result import TrialResult
 from raycl.config.space import shipped_spaces
 
 SPACES = [path.stem for path in shipped_spaces()]
@@ -121,25 +122,25 @@ def note(message: str) -> None:
     console.print(f"[yellow]note:[/yellow] {message}", highlight=False, soft_wrap=True)
 
 
-def result_table(result: dict[str, Any]) -> Table:
+def result_table(result: TrialResult) -> Table:
     """The headline metrics of one trial."""
     table = Table(title="trial result", show_header=True)
     table.add_column("metric")
     table.add_column("value", justify="right")
     rows = [
-        ("learning (1 - ppl_after/ppl_before)", f"{result['learning']:.4f}"),
-        ("forgetting (nats)", f"{result['forgetting']:+.4f}"),
-        ("backward transfer (nats)", f"{result['bwt']:+.4f}"),
-        ("forward transfer (nats)", f"{result['fwt']:+.4f}"),
-        ("average final loss (nats)", f"{result['average_final_loss']:.4f}"),
-        ("layer drift spread", f"{result['drift_spread']:.4f}"),
-        ("tokens/s", f"{result['tokens_per_s']:,.0f}"),
-        ("optimizer state", f"{result['optimizer_state_bytes'] / 2**20:.2f} MiB"),
-        ("peak memory", f"{result['peak_memory_bytes'] / 2**20:.0f} MiB"),
-        ("evaluation share of time", f"{result['eval_time_fraction']:.1%}"),
-        ("wall time", f"{result['wall_time_s']:.1f} s"),
+        ("learning (1 - ppl_after/ppl_before)", f"{result.learning:.4f}"),
+        ("forgetting (nats)", f"{result.forgetting:+.4f}"),
+        ("backward transfer (nats)", f"{result.bwt:+.4f}"),
+        ("forward transfer (nats)", f"{result.fwt:+.4f}"),
+        ("average final loss (nats)", f"{result.average_final_loss:.4f}"),
+        ("layer drift spread", f"{result.drift_spread:.4f}"),
+        ("tokens/s", f"{result.tokens_per_s:,.0f}"),
+        ("optimizer state", f"{result.optimizer_state_bytes / 2**20:.2f} MiB"),
+        ("peak memory", f"{result.peak_memory_bytes / 2**20:.0f} MiB"),
+        ("evaluation share of time", f"{result.eval_time_fraction:.1%}"),
+        ("wall time", f"{result.wall_time_s:.1f} s"),
     ]
-    info = result["method_info"]
+    info = result.method_info
     if "galore_projected_matrices" in info:
         rows.append((
             "GaLore projection",
@@ -152,14 +153,14 @@ def result_table(result: dict[str, Any]) -> Table:
     return table
 
 
-def matrix_table(result: dict[str, Any]) -> Table:
+def matrix_table(result: TrialResult) -> Table:
     """The stage matrix R[i][j] with the retention probe beside it."""
     table = Table(title="held-out loss R[i][j] (row i: after stage i; row 0: before training)")
     table.add_column("row")
-    for name in result["stage_names"]:
+    for name in result.stage_names:
         table.add_column(name, justify="right")
     table.add_column("base (retention)", justify="right")
-    for index, (row, retention) in enumerate(zip(result["stage_matrix"], result["retention_losses"])):
+    for index, (row, retention) in enumerate(zip(result.stage_matrix, result.retention_losses)):
         table.add_row(str(index), *(f"{value:.3f}" for value in row), f"{retention:.3f}")
     return table
 
@@ -201,7 +202,7 @@ def run(
         raise typer.Exit(1) from None
     console.print(matrix_table(result))
     console.print(result_table(result))
-    if result["method_info"].get("galore_saving_matrices") == 0:
+    if result.method_info.get("galore_saving_matrices") == 0:
         console.print("[yellow]warning:[/yellow] method.galore_rank is at or above every projected matrix's smaller side: GaLore saved no memory")
     console.print(f"result: {out / 'result.json'}")
 

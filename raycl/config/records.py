@@ -5,10 +5,10 @@ from __future__ import annotations
 from statistics import mean
 from typing import Any
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from raycl.config.base import StrictModel
-from raycl.config.result import TrialSummary
+from raycl.config.result import Divergence, TrialDiverged, TrialResult, TrialSummary
 from raycl.config.trial import TrialConfig
 
 Scalar = bool | int | float | str
@@ -67,6 +67,23 @@ class FinalReport(TrialSummary):
         return cls.model_validate(
             {"stage_names": reports[0].stage_names, **record, **averaged, "node_ids": nodes, "replicates": runs}
         )
+
+
+class EngineRun(BaseModel):
+    """What one run of the engine hands back to its Tune trial (from the trial's own actor, or from Ray Train's
+    rank 0): its result, or the divergence that stopped it, and the Ray nodes its ranks ran on."""
+
+    model_config = ConfigDict(frozen=True)
+
+    result: TrialResult | Divergence
+    node_ids: list[str]
+
+    def final_report(self) -> FinalReport:
+        """The Tune trial's report of the run; raises `TrialDiverged` for a diverged one, so that the Tune trial
+        fails like any error and is recorded as one."""
+        if isinstance(self.result, Divergence):
+            raise TrialDiverged(self.result)
+        return FinalReport(**self.result.summary().model_dump(), node_ids=self.node_ids)
 
 
 def _mean_elementwise(values: list[Any]) -> Any:

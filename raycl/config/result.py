@@ -130,6 +130,61 @@ def is_reported_metric(name: str) -> bool:
     return name in REPORTED_METRICS or name.startswith(BENCHMARK_PREFIX)
 
 
+class _Measured:
+    """Marks a field of `EvalRecord` as a metric the evaluation measured (not where or what kind it was)."""
+
+
+Measured = Annotated[float, _Measured()]
+MeasuredAtStageEnds = Annotated[float | None, _Measured()]  # None in a quick evaluation
+
+
+class EvalRecord(BaseModel):
+    """One evaluation of a running trial, as it reports it (to Tune, and from there to MLflow's `eval/` curves,
+    early stopping and the live table): a quick one between stage ends, or the full one at a stage end (and at
+    step 0), which adds learning, forgetting and the benchmark scores (extra fields, `bench_<task>`)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    stage: int = Field(description="stages finished")
+    step: int = Field(description="optimizer steps taken over the whole stream")
+    new_loss: Measured = Field(description="mean held-out loss over the stages' new data")
+    base_loss: Measured = Field(description="held-out loss on the original distribution")
+    full_eval: bool = Field(description="a stage end's full evaluation (or step 0's), not a quick one")
+    learning: MeasuredAtStageEnds = Field(default=None, description="full evaluations: the trial's learning so far")
+    forgetting: MeasuredAtStageEnds = Field(default=None, description="full evaluations: the trial's forgetting so far")
+
+    @model_validator(mode="after")
+    def _extras_are_benchmarks(self) -> EvalRecord:
+        for name in self.model_extra or {}:
+            if not name.startswith(BENCHMARK_PREFIX):
+                raise ValueError(f"{name}: not a field of an evaluation record")
+        return self
+
+    def metrics(self) -> dict[str, float]:
+        """What the evaluation measured, by name: the losses, and at full evaluations learning, forgetting and
+        benchmark scores."""
+        measured = self.to_report().items()
+        return {name: v for name, v in measured if name in MEASURED_AT_STAGE_ENDS or name.startswith(BENCHMARK_PREFIX)}
+
+    def to_report(self) -> dict[str, float]:
+        """Every field as a float (Tune's results and MLflow's metrics are numbers), less those a quick one lacks."""
+        return {name: float(value) for name, value in self.model_dump(exclude_none=True).items()}
+
+    @classmethod
+    def in_report(cls, report: dict[str, Any]) -> EvalRecord | None:
+        """The evaluation record inside a Tune result (other keys ignored); None for a result that is no evaluation."""
+        if not all(name in report for name, field in cls.model_fields.items() if field.is_required()):
+            return None
+        fields = {k: v for k, v in report.items() if k in cls.model_fields or k.startswith(BENCHMARK_PREFIX)}
+        return cls.model_validate(fields)
+
+
+# What every stage end measures (beside `bench_<task>` scores): the metrics `train.stop_when` may name.
+MEASURED_AT_STAGE_ENDS: tuple[str, ...] = tuple(
+    name for name, field in EvalRecord.model_fields.items() if any(isinstance(m, _Measured) for m in field.metadata)
+)
+
+
 class Divergence(BaseModel):
     """A trial stopped because its training loss diverged: what `result.json` holds instead of a result."""
 

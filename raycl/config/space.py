@@ -22,7 +22,7 @@ from pydantic import Discriminator, Field, PrivateAttr, Tag, field_validator, mo
 
 from raycl.config.base import ConfigError, StrictModel, apply_overrides, did_you_mean, read_yaml, validate
 from raycl.config.records import Scalar
-from raycl.config.result import BENCHMARK_PREFIX, REPORTED_METRICS
+from raycl.config.result import BENCHMARK_PREFIX, MEASURED_AT_STAGE_ENDS, REPORTED_METRICS
 from raycl.config.trial import TrialConfig, config_field, config_keys, validate_config
 
 Direction = Literal["maximize", "minimize"]
@@ -249,7 +249,8 @@ class EarlyStopping(StrictModel):
         return stage >= self.first_rung if self.rungs == "stages" else stage in self.rungs
 
 
-STAGE_METRICS = ("learning", "forgetting")  # the objectives every stage end reports
+# The objectives every stage end reports: what it measures that a trial's summary reports too.
+STAGE_METRICS = tuple(name for name in MEASURED_AT_STAGE_ENDS if name in REPORTED_METRICS)
 
 
 class SearchSpace(StrictModel):

@@ -14,7 +14,7 @@ from pydantic.fields import FieldInfo
 
 from raycl.config.base import ConfigError, StrictModel, apply_overrides, read_yaml, validate
 from raycl.config.benchmarks import BenchmarkConfig, is_world_stage_task
-from raycl.config.result import BENCHMARK_PREFIX
+from raycl.config.result import BENCHMARK_PREFIX, MEASURED_AT_STAGE_ENDS
 from raycl.config.stream import StreamConfig
 
 
@@ -101,10 +101,6 @@ MethodConfig = Annotated[
 METHODS: tuple[type[StrictModel], ...] = (FullMethod, LoraMethod, GaLoreMethod)
 
 
-# What a trial measures at every stage end, the metrics `train.stop_when` may name (beside `bench_<task>`).
-STAGE_END_METRICS = ("learning", "forgetting", "new_loss", "base_loss")
-
-
 class StopRule(StrictModel):
     """Stop the stream at the first stage end where a metric reaches a bound (e.g. a probe accuracy)."""
 
@@ -113,8 +109,11 @@ class StopRule(StrictModel):
 
     @model_validator(mode="after")
     def _a_stage_end_metric(self) -> StopRule:
-        if self.metric not in STAGE_END_METRICS and not self.metric.startswith(BENCHMARK_PREFIX):
-            raise ValueError(f"metric: {self.metric!r} is not measured at stage ends " f"({', '.join(STAGE_END_METRICS)}, {BENCHMARK_PREFIX}<task>)")
+        if self.metric not in MEASURED_AT_STAGE_ENDS and not self.metric.startswith(BENCHMARK_PREFIX):
+            measured = ", ".join(MEASURED_AT_STAGE_ENDS)
+            raise ValueError(
+                f"metric: {self.metric!r} is not measured at stage ends ({measured}, {BENCHMARK_PREFIX}<task>)"
+            )
         return self
 
 

@@ -45,6 +45,7 @@ from raycl.artifacts.cache import cached_build
 from raycl.config.trial import LADDER_BUDGETS
 from raycl.data.tokens import batch_at
 from raycl.models.heldout import heldout_loss
+from raycl.models.optimizer_step import optimizer_step
 from raycl.world.corpus import Domain
 from raycl.world.stream import base_corpus_blocks, split_examples
 
@@ -185,14 +186,9 @@ def _train_steps(
 ) -> None:
     run.model.train()
     for step in steps:
-        for group in run.optimizer.param_groups:
-            group["lr"] = lr_at(step)
         batch = batch_at(blocks, recipe.batch_size, step, recipe.seed)
         loss = run.model(input_ids=batch, labels=batch).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(run.model.parameters(), 1.0)
-        run.optimizer.step()
-        run.optimizer.zero_grad(set_to_none=True)
+        optimizer_step(loss, run.model, run.optimizer, lr_at(step), grad_clip=1.0)
         run.losses.append(loss.item())
         progress.update(task, advance=1, loss=f"{loss.item():.3f}")
 

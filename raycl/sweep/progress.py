@@ -18,6 +18,7 @@ from rich.table import Table
 
 from raycl.analysis.frontier import space_frontier
 from raycl.config.records import FINAL_KEY, NODE_KEY, FinalReport, PrunedRecord, TrialAssignment
+from raycl.config.result import EvalRecord
 from raycl.config.space import SearchSpace
 
 
@@ -118,9 +119,10 @@ class ProgressTable(Callback):
             summary = ", ".join(f"{name}={_fmt(row.metrics.get(name, ''))}" for name in self.space.objectives)
             self._changed(f"{key} done: {summary}")
             return
-        row.metrics |= {name: result[name] for name in self.space.objectives if name in result}
-        if "stage" in result:
-            row.stage = int(result["stage"])
+        if (record := EvalRecord.in_report(result)) is not None:
+            measured = record.metrics()
+            row.metrics |= {name: measured[name] for name in self.space.objectives if name in measured}
+            row.stage = record.stage
         row.node = result.get(NODE_KEY, row.node)
         if self._live is not None:
             self._live.update(self.render(), refresh=True)

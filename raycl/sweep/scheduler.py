@@ -15,7 +15,8 @@ from typing import Any
 
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from raycl.config.records import FINAL_KEY, PrunedRecord, TrialAssignment
+from raycl.config.records import PrunedRecord, TrialAssignment
+from raycl.config.result import EvalRecord
 from raycl.config.space import EarlyStopping, SearchSpace
 from raycl.sweep.promotion import as_losses, promoted
 
@@ -46,16 +47,20 @@ class StageHalving(FIFOScheduler):
         return {stage: trial_values[key] for stage, trial_values in self.rungs.items() if key in trial_values}
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
-        if FINAL_KEY in result or not result.get("full_eval") or not all(name in result for name in self.objectives):
+        record = EvalRecord.in_report(result)
+        if record is None or not record.full_eval:
+            return TrialScheduler.CONTINUE
+        measured = record.metrics()
+        if not all(name in measured for name in self.objectives):
             return TrialScheduler.CONTINUE
         assignment = TrialAssignment.model_validate(trial.config)
-        stage = int(result["stage"])
+        stage = record.stage
         if not self.rule.is_rung(stage, assignment.trial_config.world.num_stages):
             return TrialScheduler.CONTINUE
         at_rung = self.rungs.setdefault(stage, {})
         if assignment.key in at_rung:
             return TrialScheduler.CONTINUE  # said again by a resumed trial: it was promoted then
-        values = [float(result[name]) for name in self.objectives]
+        values = [measured[name] for name in self.objectives]
         at_rung[assignment.key] = values
         if promoted(as_losses(list(at_rung.values()), list(self.objectives.values())), self.rule.reduction):
             return TrialScheduler.CONTINUE

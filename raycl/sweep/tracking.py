@@ -20,7 +20,7 @@ from ray.tune import Callback
 from raycl.analysis import figures, render
 from raycl.analysis.frontier import Frontier
 from raycl.config.records import EVAL_PREFIX, FINAL_KEY, Artifacts, FinalReport, PrunedRecord, Tags, TrialAssignment
-from raycl.config.result import BENCHMARK_PREFIX
+from raycl.config.result import EvalRecord
 from raycl.config.space import SearchSpace
 from raycl.sweep.redaction import loggable_params
 from raycl.sweep.summary import frontier_csv, hypervolume_record
@@ -103,18 +103,16 @@ class SweepTracker:
         self.client.log_dict(run_id, trial_config, Artifacts.TRIAL_CONFIG)
         return run_id
 
-    def log_eval(self, key: str, result: dict[str, Any]) -> None:
-        """One evaluation's metrics as curves; steps already logged (before a resume) are skipped."""
-        step = int(result["step"])
-        if step <= self._last_step.get(key, -1):
+    def log_eval(self, key: str, record: EvalRecord) -> None:
+        """One evaluation as points of curves at its step; steps already logged (before a resume) are skipped."""
+        if record.step <= self._last_step.get(key, -1):
             return
         now = int(time.time() * 1000)
-        names = ("stage", "new_loss", "base_loss", "learning", "forgetting", "full_eval")
-        # Benchmark scores arrive with the full evaluations at stage ends.
-        names += tuple(name for name in result if name.startswith(BENCHMARK_PREFIX))
-        metrics = [Metric(f"{EVAL_PREFIX}{name}", float(result[name]), now, step) for name in names if name in result]
+        values = record.to_report()
+        del values["step"]  # the curves' x axis, not a curve
+        metrics = [Metric(f"{EVAL_PREFIX}{name}", value, now, record.step) for name, value in values.items()]
         self.client.log_batch(self.child(key), metrics=metrics)
-        self._last_step[key] = step
+        self._last_step[key] = record.step
 
     def log_final(self, key: str, report: FinalReport) -> None:
         """Final objectives and metrics, the stage record, and where the workers ran (once per trial)."""
@@ -213,5 +211,5 @@ class TrackingCallback(Callback):
             # Logged here, before Tune tells Optuna in on_trial_complete: a COMPLETE study trial
             # always has its finished child run.
             self.tracker.log_final(key, FinalReport.of(result))
-        elif "step" in result:
-            self.tracker.log_eval(key, result)
+        elif (record := EvalRecord.in_report(result)) is not None:
+            self.tracker.log_eval(key, record)

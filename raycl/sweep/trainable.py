@@ -28,8 +28,8 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from raycl.config.records import NODE_KEY, FinalReport, TrialAssignment
-from raycl.config.result import Divergence, TrialDiverged, TrialResult
+from raycl.config.records import NODE_KEY, EngineRun, FinalReport, TrialAssignment
+from raycl.config.result import Divergence, EvalRecord, TrialDiverged, TrialResult
 from raycl.sweep.plan import ResourcePlan
 from raycl.training.checkpoint import PROGRESS, stage_checkpoint_dir
 
@@ -104,12 +104,7 @@ def run_replicate(replicate: Replicate, context: TrialContext) -> FinalReport:
             # The same steps would diverge again (a restart by Tune, a resumed sweep): fail at once.
             raise TrialDiverged(divergence)
         run = run_in_actor if context.plan.executor == "tune" else run_in_train
-        returned = run(replicate, context)
-        if "diverged" in returned:
-            # Raised here, in the Tune trial, so that it fails like any error and is recorded as one.
-            raise TrialDiverged(Divergence.model_validate(returned["diverged"]))
-        summary = TrialResult.model_validate(returned["result"]).summary()
-        return FinalReport(**summary.model_dump(), node_ids=returned["node_ids"])
+        return run(replicate, context).final_report()
 
     return finished(replicate.out_dir, compute)
 
@@ -121,7 +116,7 @@ def diverged_before(out_dir: Path) -> Divergence | None:
     return Divergence.model_validate(record) if record.get("diverged") else None
 
 
-def run_in_actor(replicate: Replicate, context: TrialContext) -> dict[str, Any]:
+def run_in_actor(replicate: Replicate, context: TrialContext) -> EngineRun:
     """The `tune` executor: the engine runs in this Tune actor, reusing its imports across trials.
 
     Stage checkpoints go to Tune's storage with each stage's report, so a trial that Tune restarts
@@ -134,18 +129,19 @@ def run_in_actor(replicate: Replicate, context: TrialContext) -> dict[str, Any]:
     trial_storage = f"{context.tune_storage}/{replicate.assignment.key}"
     restore_stage_checkpoint(furthest_stage_checkpoint(trial_storage, replicate.index), replicate.out_dir)
 
-    def report(metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
+    def report(record: EvalRecord, checkpoint_dir: Path | None) -> None:
         checkpoint = None
         if checkpoint_dir:
             # The seeds of a trial share its Tune folder: each checkpoint says whose it is.
             (Path(checkpoint_dir) / REPLICATE).write_text(str(replicate.index))
             checkpoint = tune.Checkpoint.from_directory(str(checkpoint_dir))
-        tune.report(dict(metrics) | {NODE_KEY: node_id, REPLICATE_KEY: replicate.index}, checkpoint=checkpoint)
+        tune.report(record.to_report() | {NODE_KEY: node_id, REPLICATE_KEY: replicate.index}, checkpoint=checkpoint)
 
-    return {"result": run_trial(replicate.assignment.trial_config, replicate.out_dir, report=report), "node_ids": [node_id]}
+    result = run_trial(replicate.assignment.trial_config, replicate.out_dir, report=report)
+    return EngineRun(result=result, node_ids=[node_id])
 
 
-def run_in_train(replicate: Replicate, context: TrialContext) -> dict[str, Any]:
+def run_in_train(replicate: Replicate, context: TrialContext) -> EngineRun:
     """The `train` executor: a Ray Train worker group runs the engine (DDP across workers)."""
     plan = context.plan
     trainer = TorchTrainer(
@@ -165,7 +161,7 @@ def run_in_train(replicate: Replicate, context: TrialContext) -> dict[str, Any]:
             checkpoint_config=CheckpointConfig(num_to_keep=1),
         ),
     )
-    return trainer.fit().return_value
+    return EngineRun.model_validate(trainer.fit().return_value)
 
 
 def furthest_stage_checkpoint(trial_storage: str, replicate: int = 0) -> tune.Checkpoint | None:
@@ -207,7 +203,7 @@ def restore_stage_checkpoint(checkpoint: ray.train.Checkpoint | None, out_dir: P
         partial.rename(target)
 
 
-def train_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
+def train_worker(loop_config: dict[str, Any]) -> EngineRun:
     """One Ray Train rank: restore the engine's last stage checkpoint if this node lacks it, run the trial."""
     import torch.distributed as dist
 
@@ -227,8 +223,8 @@ def train_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
     if dist.is_initialized():
         dist.barrier()
 
-    def report(metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
-        payload = dict(metrics) | {NODE_KEY: node_id}
+    def report(record: EvalRecord, checkpoint_dir: Path | None) -> None:
+        payload = record.to_report() | {NODE_KEY: node_id}
         stage_checkpoint = ray.train.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
         ray.train.report(
             payload,
@@ -240,12 +236,12 @@ def train_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
 
     assignment = TrialAssignment.model_validate(loop_config["assignment"])
     try:
-        result = run_trial(assignment.trial_config, out_dir, report=report)
+        result: TrialResult | Divergence = run_trial(assignment.trial_config, out_dir, report=report)
     except TrialDiverged as diverged:
         # Returned, not raised: Ray Train would restart the worker group from the last stage
         # checkpoint, and the same steps would diverge again.
-        return {"diverged": diverged.divergence.model_dump(), "node_ids": sorted(set(node_ids))}
-    return {"result": result, "node_ids": sorted(set(node_ids))}
+        result = diverged.divergence
+    return EngineRun(result=result, node_ids=sorted(set(node_ids)))
 
 
 def tune_trainable(context: TrialContext) -> Any:

@@ -43,6 +43,7 @@ from raycl.config import TrialConfig
 from raycl.data.tokens import batch_at
 from raycl.models.heldout import heldout_loss
 from raycl.models.loading import load_base_model
+from raycl.models.optimizer_step import Optimizer, optimizer_step
 from raycl.training.methods import prepare_method
 from raycl.training.parts import autocast_for, load_stream, next_token_loss, resolve_device, write_json
 from raycl.world.offline import load_world
@@ -128,7 +129,7 @@ def measure_ramp(config: TrialConfig, settings: RangeSettings) -> RangeRecord:
         return heldout_loss(model, examples[:count], labels[:count] if labels else None, pad_id=tokenizer.pad_token_id,
                             batch_size=config.eval.batch_size, device=device, autocast=autocast_for(device))
 
-    def fresh_model() -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    def fresh_model() -> tuple[torch.nn.Module, Optimizer]:
         torch.manual_seed(config.train.seed)
         prepared = prepare_method(copy.deepcopy(base_model), config.method, config.train)
         return prepared.model.train(), prepared.optimizer
@@ -141,8 +142,6 @@ def measure_ramp(config: TrialConfig, settings: RangeSettings) -> RangeRecord:
         for point, lr in enumerate(lrs):
             if settings.mode == "restart" and point:
                 model, optimizer = fresh_model()
-            for group in optimizer.param_groups:
-                group["lr"] = lr * group.get("lr_scale", 1.0)
             for local_step in range(settings.steps_per_point):
                 # restart: every LR sees the same batches; single: the run goes on through fresh ones.
                 step = local_step if settings.mode == "restart" else point * settings.steps_per_point + local_step
@@ -150,10 +149,7 @@ def measure_ramp(config: TrialConfig, settings: RangeSettings) -> RangeRecord:
                 labels = batch_at(stage.train_labels, config.train.batch_size, step, config.train.seed).to(device)
                 with autocast_for(device):
                     loss = next_token_loss(model(input_ids=blocks).logits, labels)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.grad_clip)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
+                optimizer_step(loss, model, optimizer, lr, config.train.grad_clip)
             model.eval()
             new_loss, base_loss = heldout(model, stage.heldout, stage.heldout_labels), heldout(model, stream.retention, None)
             model.train()

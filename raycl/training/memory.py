@@ -30,7 +30,7 @@ from torch.utils._pytree import tree_leaves
 
 from raycl.training.methods import Optimizer, optimizer_state_tensors
 
-PARTS = ("weights", "gradients", "optimizer_state", "activations")
+PARTS: tuple[str, ...] = ("weights", "gradients", "optimizer_state", "activations")
 
 
 def storage_bytes(tensors: Iterable[torch.Tensor]) -> int:

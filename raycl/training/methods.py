@@ -22,19 +22,20 @@ import torch.distributed as dist
 from torch import nn
 
 from raycl.config import FullMethod, GaLoreMethod, LoraMethod, MethodConfig, TrainConfig
+from raycl.models.optimizer_step import StepsInBackward
 
 ADAM_BETAS = (0.9, 0.95)
 _LAYER_INDEX = re.compile(r"\.layers\.(\d+)\.")
 
 
-class PerLayerOptimizer:
+class PerLayerOptimizer(StepsInBackward):
     """One optimizer per parameter, each stepped by a hook the moment its parameter's gradient is
     complete; the gradient is freed right after, so at most a few gradients live at any time (the
     layer-wise mode of the GaLore authors' torchrun_main.py).
 
-    It stands in for a `torch.optim.Optimizer` in the trial loop: `param_groups` holds every inner
+    It stands in for a `torch.optim.Optimizer` in the training loops: `param_groups` holds every inner
     optimizer's group (setting `lr` on them reaches all), `state_dict`/`load_state_dict` carry all
-    their states, and `step`/`zero_grad` have nothing left to do after `backward()`.
+    their states, and `optimizer_step` leaves out clipping, step and zero_grad after `backward()`.
 
     Clipping: global-norm clipping needs every gradient before the first step, which is exactly what
     this mode never holds. Instead each parameter's gradient is clipped to

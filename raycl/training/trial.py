@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.distributed as dist
@@ -29,7 +29,7 @@ from rich.progress import Progress as ProgressBar
 from torch import nn
 
 from raycl.config import ReplayConfig, TrialConfig
-from raycl.config.result import BENCHMARK_PREFIX, Divergence, TrialDiverged, TrialResult
+from raycl.config.result import BENCHMARK_PREFIX, Divergence, EvalRecord, TrialDiverged, TrialResult
 from raycl.config.trial import StopRule
 from raycl.data.stream import Stage, Stream
 from raycl.data.tokens import batch_at
@@ -40,15 +40,18 @@ from raycl.mitigation.replay import Replay
 from raycl.models.heldout import heldout_loss
 from raycl.models.ladder import parameter_counts
 from raycl.models.loading import load_base_model, pretraining_facts
+from raycl.models.optimizer_step import optimizer_step
 from raycl.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, stage_checkpoint_dir
 from raycl.training.lr_range import resolve_lr
 from raycl.training.memory import StepMemory
-from raycl.training.methods import optimizer_state_bytes, prepare_method
+from raycl.training.methods import Optimizer, optimizer_state_bytes, prepare_method
 from raycl.training.parts import autocast_for, finite_or_none, load_stream, next_token_loss, resolve_device, write_json
-from raycl.world.offline import load_world
+from raycl.world.offline import World, load_world
 
-# Called with an evaluation's metrics, and the stage checkpoint written with it (full evaluations).
-Report = Callable[[dict[str, float], Path | None], None]
+# A step's new rows, their labels, its replay rows and theirs.
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+# Called with an evaluation's record, and the stage checkpoint written with it (full evaluations).
+Report = Callable[[EvalRecord, Path | None], None]
 
 
 @dataclass
@@ -73,6 +76,21 @@ class TrialProgress:
     train_memory: dict[str, int] = field(default_factory=dict)  # peak of one step by part, once measured
     untimed_tokens: int = 0  # tokens of that step, whose time (slowed by the tracker) is not counted
     stopped: str | None = None  # why train.stop_when ended the stream early
+
+    def count_step(
+        self, tokens: int, new_tokens: int, seconds: float, memory: dict[str, int] | None, timed: bool
+    ) -> None:
+        """A finished step: its tokens (replay rows included) and new tokens, the memory it measured, if any, and
+        its time; or, untimed (slowed by the memory tracker), its tokens as untimed ones."""
+        self.step += 1
+        self.train_tokens += tokens
+        self.new_tokens += new_tokens
+        if memory is not None:
+            self.train_memory = memory
+        if timed:
+            self.train_time_s += seconds
+        else:
+            self.untimed_tokens += tokens
 
 
 def peak_memory_bytes(device: torch.device) -> int:
@@ -127,16 +145,18 @@ def adaptation_steps(start_loss: float, curve: list[tuple[int, float]], end: tup
     return next(step for step, loss in [*curve, end] if loss <= target)
 
 
-def stop_reason(rule: StopRule | None, values: dict[str, float], stages_done: int, stages: int) -> str | None:
-    """Why `train.stop_when` ends the stream after `stages_done` stages, or None to go on (never before the
+def stop_reason(rule: StopRule | None, stage_end: EvalRecord, stages: int) -> str | None:
+    """Why `train.stop_when` ends the stream at the stage end `stage_end`, or None to go on (never before the
     first stage or after the last); a metric the trial does not measure is an error, also at step 0."""
     if rule is None:
         return None
-    if rule.metric not in values:
-        measured = ", ".join(name for name in values if name not in ("stage", "step", "full_eval"))
-        raise ValueError(f"train.stop_when.metric: {rule.metric} is not measured by this trial (measured: {measured})")
-    if 0 < stages_done < stages and values[rule.metric] >= rule.at_least:
-        return f"train.stop_when: {rule.metric} = {values[rule.metric]:.4g} >= {rule.at_least:g} after stage {stages_done} of {stages}"
+    measured = stage_end.metrics()
+    if rule.metric not in measured:
+        names = ", ".join(measured)
+        raise ValueError(f"train.stop_when.metric: {rule.metric} is not measured by this trial (measured: {names})")
+    done, value = stage_end.stage, measured[rule.metric]
+    if 0 < done < stages and value >= rule.at_least:
+        return f"train.stop_when: {rule.metric} = {value:.4g} >= {rule.at_least:g} after stage {done} of {stages}"
     return None
 
 
@@ -148,7 +168,7 @@ def needs_frozen_base(replay: ReplayConfig) -> bool:
 def effective_weights(model: nn.Module) -> dict[str, torch.Tensor]:
     """The model's weights as a plain model would have them (LoRA adapters merged into a copy)."""
     if hasattr(model, "merge_and_unload"):
-        model = copy.deepcopy(model).merge_and_unload()
+        model = cast(Any, copy.deepcopy(model)).merge_and_unload()
     return model.state_dict()
 
 
@@ -173,7 +193,7 @@ def evaluate(
 
 def step_loss(
     model: nn.Module,
-    batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+    batch: Batch,
     config: TrialConfig,
     frozen_base: nn.Module | None,
     ewc: EWC | None,
@@ -182,7 +202,7 @@ def step_loss(
     the base on the replay rows; plus the EWC penalty."""
     new, new_labels, old, old_labels = batch
     logits = model(input_ids=torch.cat([new, old])).logits
-    if config.replay.loss == "kl" and len(old):
+    if frozen_base is not None and config.replay.loss == "kl" and len(old):
         with torch.no_grad():
             base_logits = frozen_base(input_ids=old).logits
         kl = kl_to_base(logits[len(new) :], base_logits, old_labels)
@@ -232,27 +252,194 @@ def stop_if_diverged(progress: TrialProgress, loss: float, stage_index: int, con
     raise TrialDiverged(divergence)
 
 
-def eval_metrics(progress: TrialProgress, full: bool) -> dict[str, float]:
-    """What an evaluation reports: losses, and at stage ends learning, forgetting and benchmark scores."""
+def eval_record(progress: TrialProgress, full: bool) -> EvalRecord:
+    """The record of the evaluation last appended to `progress`: losses, and at stage ends (and step 0) learning,
+    forgetting and benchmark scores."""
     if full:
         row, retention = progress.stage_matrix[-1], progress.retention_losses[-1]
     else:
         row, retention = progress.curves[-1]["stage_losses"], progress.curves[-1]["base_loss"]
-    values = {
-        "stage": float(progress.stages_done),
-        "step": float(progress.step),
-        "new_loss": metrics.mean_new_loss(row),
-        "base_loss": retention,
-        "full_eval": float(full),
-    }
-    if full:
-        values["learning"] = metrics.learning(metrics.mean_new_loss(progress.stage_matrix[0]), values["new_loss"])
-        values["forgetting"] = metrics.forgetting(progress.retention_losses[0], retention)
-        values |= {f"{BENCHMARK_PREFIX}{task}": score for task, score in progress.benchmarks[-1].items() if "/" not in task}
-    return values
+    new_loss = metrics.mean_new_loss(row)
+    if not full:
+        return EvalRecord(
+            stage=progress.stages_done, step=progress.step, new_loss=new_loss, base_loss=retention, full_eval=False
+        )
+    scores = {f"{BENCHMARK_PREFIX}{task}": score for task, score in progress.benchmarks[-1].items() if "/" not in task}
+    return EvalRecord(
+        stage=progress.stages_done,
+        step=progress.step,
+        new_loss=new_loss,
+        base_loss=retention,
+        full_eval=True,
+        learning=metrics.learning(metrics.mean_new_loss(progress.stage_matrix[0]), new_loss),
+        forgetting=metrics.forgetting(progress.retention_losses[0], retention),
+        **scores,
+    )
 
 
-def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) -> dict[str, Any]:
+@dataclass
+class TrialRun:
+    """What a trial's loop works on, built once: the model and its optimizer, the stream, replay and EWC, the
+    lm-eval tasks, and the base model's facts its result reports."""
+
+    config: TrialConfig
+    device: torch.device
+    rank: int
+    world_size: int
+    world: World
+    tokenizer: Any
+    stream: Stream
+    steps_of_stage: list[int]
+    model: nn.Module
+    train_model: nn.Module  # the model, wrapped in DDP across ranks
+    optimizer: Optimizer
+    method_info: dict[str, Any]
+    frozen_base: nn.Module | None
+    replay: Replay | None
+    ewc: EWC | None
+    task_dir: Path | None  # lm-eval's tasks, on rank 0 only
+    initial_weights: dict[str, torch.Tensor]  # the base model's 2-D weights, from which drift is measured
+    counts: dict[str, int]  # the base model's parameters, before any adapter
+    vocab_size: int
+
+    @classmethod
+    def build(cls, config: TrialConfig) -> TrialRun:
+        """Load the base model, its stream and what replay and EWC keep of it; wrap the model for the method."""
+        rank, world_size = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+        device = resolve_device(config.train.device)
+        torch.manual_seed(config.train.seed)
+        torch.set_num_threads(config.train.cpu_threads)
+
+        world = load_world(config.world)
+        base_model, tokenizer = load_base_model(config.model, world)
+        stream = load_stream(config, world, tokenizer)
+        initial_weights = {name: t.detach().clone() for name, t in base_model.state_dict().items() if t.ndim == 2}
+        base_model.to(device)
+        frozen_base = None
+        if needs_frozen_base(config.replay):
+            frozen_base = copy.deepcopy(base_model).eval().requires_grad_(False)
+        replay = None
+        if config.replay_rows:
+            replay = Replay(config.replay, stream.replay_pool, frozen_base, tokenizer, config.train.seed)
+        # Counted before LoRA injects its adapters into the base model in place.
+        counts = parameter_counts(base_model)
+        prepared = prepare_method(base_model, config.method, config.train)
+        model = prepared.model
+        # The Fisher is measured at the base weights, before any checkpoint is restored over them.
+        ewc = None
+        if config.ewc.weight:
+            ewc = EWC(model, stream.replay_pool, config.ewc.fisher_batches, config.train.seed)
+        train_model = nn.parallel.DistributedDataParallel(model) if world_size > 1 else model
+        model.train()
+
+        # lm-eval scores on rank 0 (the model is the same on every rank).
+        bench = config.eval.benchmarks
+        task_dir = shared_task_dir(world, bench, tokenizer) if bench.tasks and rank == 0 else None
+        if task_dir:
+            load_harness(task_dir, bench)
+        return cls(
+            config=config, device=device, rank=rank, world_size=world_size, world=world, tokenizer=tokenizer,
+            stream=stream, steps_of_stage=[stage_steps(config, stage) for stage in stream.stages], model=model,
+            train_model=train_model, optimizer=prepared.optimizer, method_info=prepared.info, frozen_base=frozen_base,
+            replay=replay, ewc=ewc, task_dir=task_dir, initial_weights=initial_weights, counts=counts,
+            vocab_size=base_model.config.vocab_size,
+        )  # fmt: skip
+
+    def benchmarks(self, limit: int | None) -> dict[str, float]:
+        if self.task_dir is None:
+            return {}
+        return run_benchmarks(self.model, self.tokenizer, self.config.eval.benchmarks, self.task_dir, limit)
+
+    def evaluate_and_record(self, progress: TrialProgress, at: tuple[int, int] | None = None) -> EvalRecord:
+        """Evaluate, append the outcome to `progress` and return its record: a full evaluation (stage end, step 0)
+        to the stage matrix, or with `at` (stage index, steps into it) a quick one to the curves. Its time counts
+        as evaluation time."""
+        config, bench, full = self.config, self.config.eval.benchmarks, at is None
+        started = time.perf_counter()
+        # Online quick evaluations read the same held-out examples as stage ends, so that one curve runs through both.
+        examples = config.eval.max_examples if full or config.train.online else config.eval.quick_max_examples
+        row, retention = evaluate(self.model, self.stream, config, self.tokenizer.pad_token_id, self.device, examples)
+        if full:
+            scores = self.benchmarks(bench.limit)
+        else:
+            scores = self.benchmarks(bench.quick_limit) if bench.quick_limit else {}
+        progress.eval_time_s += time.perf_counter() - started
+        if at is None:
+            progress.stage_matrix.append(row)
+            progress.retention_losses.append(retention)
+            progress.benchmarks.append(scores)
+        else:
+            stage_index, stage_step = at
+            progress.curves.append({
+                "step": progress.step, "stage_index": stage_index, "stage_step": stage_step,
+                "stage_losses": row, "base_loss": retention, "benchmarks": scores,
+            })  # fmt: skip
+        return eval_record(progress, full)
+
+    def batch(self, step: int, stage_index: int, local_step: int) -> Batch:
+        """This rank's slice of a step's new rows, their labels, its replay rows and theirs, on the device. Batches
+        are pure functions of the step, so that the ranks and a resumed trial draw the same ones."""
+        config = self.config
+        blocks, labels = training_blocks(config, self.stream.stages[stage_index])
+        rows, seed = config.train.batch_size - config.replay_rows, config.train.seed + stage_index
+        single_pass = config.train.single_pass
+        mine = slice(self.rank, None, self.world_size)
+        new = new_rows_at(blocks, rows, local_step, seed, single_pass)[mine]
+        new_labels = new_rows_at(labels, rows, local_step, seed, single_pass)[mine]
+        if self.replay is None:
+            old, old_labels = new[:0], new_labels[:0]
+        else:
+            old, old_labels = (rows[mine] for rows in self.replay.batch(step, config.replay_rows, config.train.seq_len))
+        return new.to(self.device), new_labels.to(self.device), old.to(self.device), old_labels.to(self.device)
+
+    def train_step(self, progress: TrialProgress, stage_index: int, local_step: int, out_dir: Path) -> float:
+        """One optimizer step, counted in `progress`; returns its loss averaged over ranks.
+
+        Raises `TrialDiverged` where the loss diverged (rank 0 records it in `out_dir`). One step (the second,
+        once optimizer state exists) is measured for memory, and left out of the timing.
+        """
+        config = self.config
+        total_steps = sum(self.steps_of_stage)
+        measuring = not progress.train_memory and progress.step >= min(1, total_steps - 1)
+        with StepMemory(self.model, self.optimizer) if measuring else contextlib.nullcontext() as memory:
+            started = time.perf_counter()
+            batch = self.batch(progress.step, stage_index, local_step)
+            with autocast_for(self.device):
+                loss = step_loss(self.train_model, batch, config, self.frozen_base, self.ewc)
+            loss_value = mean_over_ranks(loss, self.world_size)
+            stop_if_diverged(progress, loss_value, stage_index, config, out_dir if self.rank == 0 else None)
+            lr = learning_rate(config, progress.step)
+            optimizer_step(loss, self.model, self.optimizer, lr, config.train.grad_clip)
+        seconds = time.perf_counter() - started
+        new, old = batch[0].numel() * self.world_size, batch[2].numel() * self.world_size
+        # A one-step trial has no other step to time.
+        timed = memory is None or total_steps == 1
+        progress.count_step(new + old, new, seconds, memory.parts if memory else None, timed)
+        if self.replay is not None:
+            progress.replay_generation_s = self.replay.generation_time_s
+        return loss_value
+
+    def result(self, progress: TrialProgress, resumed_after_stage: int, lr_range: dict[str, Any] | None) -> TrialResult:
+        """The finished trial's result: its progress summarized, and the model's drift, memory and facts."""
+        drift = metrics.weight_drift(self.initial_weights, effective_weights(self.model))
+        result = summarize(progress, self.config, self.stream, metrics.untrained_loss(self.vocab_size)) | {
+            "drift": drift,
+            "drift_spread": metrics.drift_spread(drift),
+            "peak_memory_bytes": peak_memory_bytes(self.device),
+            "optimizer_state_bytes": optimizer_state_bytes(self.optimizer),
+            "train_peak_bytes": sum(progress.train_memory.values()),
+            "train_memory": progress.train_memory,
+            "num_params": self.counts["total_params"],
+            "num_params_non_embedding": self.counts["non_embedding_params"],
+            **pretraining_facts(self.config.model, self.world),
+            "method_info": self.method_info,
+            "resumed_after_stage": resumed_after_stage,
+            "lr_range": lr_range,
+        }
+        return TrialResult.model_validate(result)
+
+
+def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) -> TrialResult:
     """Run (or resume) the trial `config` in `out_dir`; return its result, also written to `result.json`.
 
     Raises `TrialDiverged` when a step's loss diverges (`has_diverged`): training stops there, and
@@ -263,158 +450,61 @@ def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) 
     started = time.perf_counter()
     out_dir = Path(out_dir)
     config, lr_range = resolve_lr(config)
-    rank, world_size = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-    device = resolve_device(config.train.device)
-    torch.manual_seed(config.train.seed)
-    torch.set_num_threads(config.train.cpu_threads)
-
-    # The base model, its stream, and what replay and EWC keep of it.
-    world = load_world(config.world)
-    base_model, tokenizer = load_base_model(config.model, world)
-    stream = load_stream(config, world, tokenizer)
-    initial_weights = {name: t.detach().clone() for name, t in base_model.state_dict().items() if t.ndim == 2}
-    base_model.to(device)
-    frozen_base = copy.deepcopy(base_model).eval().requires_grad_(False) if needs_frozen_base(config.replay) else None
-    replay_rows = config.replay_rows
-    replay = Replay(config.replay, stream.replay_pool, frozen_base, tokenizer, config.train.seed) if replay_rows else None
-    # Counted before LoRA injects its adapters into the base model in place.
-    counts = parameter_counts(base_model)
-    prepared = prepare_method(base_model, config.method, config.train)
-    model, optimizer = prepared.model, prepared.optimizer
-    # The Fisher is measured at the base weights, before any checkpoint is restored over them.
-    ewc = EWC(model, stream.replay_pool, config.ewc.fisher_batches, config.train.seed) if config.ewc.weight else None
-    train_model = nn.parallel.DistributedDataParallel(model) if world_size > 1 else model
-    model.train()
-
-    # lm-eval scores on rank 0 (the model is the same on every rank).
-    bench = config.eval.benchmarks
-    task_dir = shared_task_dir(world, bench, tokenizer) if bench.tasks and rank == 0 else None
-    if task_dir:
-        load_harness(task_dir, bench)
-
-    def benchmarks(limit: int | None) -> dict[str, float]:
-        return run_benchmarks(model, tokenizer, bench, task_dir, limit) if task_dir else {}
+    run = TrialRun.build(config)
+    stages = run.stream.stages
 
     checkpoint = latest_checkpoint(out_dir)
     if checkpoint is not None:
-        progress = TrialProgress(**load_checkpoint(checkpoint, model, optimizer))
+        progress = TrialProgress(**load_checkpoint(checkpoint, run.model, run.optimizer))
         # The clocks go on from where the checkpoint left them.
         started -= progress.elapsed_s
-        if replay is not None:
-            replay.generation_time_s = progress.replay_generation_s
+        if run.replay is not None:
+            run.replay.generation_time_s = progress.replay_generation_s
         # Said again: a driver that died after the checkpoint but before recording its evaluation
         # learns it now (its tracker skips an evaluation it already has).
         if report is not None and progress.stages_done:
-            report(eval_metrics(progress, full=True), None)
+            report(eval_record(progress, full=True), None)
     else:
         progress = TrialProgress(config=config.model_dump(mode="json"))
-        eval_started = time.perf_counter()
-        row, retention = evaluate(model, stream, config, tokenizer.pad_token_id, device, config.eval.max_examples)
-        progress.stage_matrix.append(row)
-        progress.retention_losses.append(retention)
-        progress.benchmarks.append(benchmarks(bench.limit))
-        progress.eval_time_s += time.perf_counter() - eval_started
-        stop_reason(config.train.stop_when, eval_metrics(progress, full=True), 0, len(stream.stages))
+        # Step 0; a stop_when metric the trial does not measure fails here, before any training.
+        stop_reason(config.train.stop_when, run.evaluate_and_record(progress), len(stages))
     resumed_after_stage = progress.stages_done
 
-    new_rows, single_pass = config.train.batch_size - replay_rows, config.train.single_pass
-    steps_of_stage = [stage_steps(config, stage) for stage in stream.stages]
-    total_steps = sum(steps_of_stage)
-    # Online quick evaluations read the same held-out examples as stage ends, so that one curve runs through both.
-    quick_examples = config.eval.max_examples if config.train.online else config.eval.quick_max_examples
-    last_stage = progress.stages_done if progress.stopped else len(stream.stages)
-    with ProgressBar(transient=True, disable=rank != 0) as bar:
-        task = bar.add_task("training", total=total_steps, completed=sum(steps_of_stage[: progress.stages_done]))
+    last_stage = progress.stages_done if progress.stopped else len(stages)
+    with ProgressBar(transient=True, disable=run.rank != 0) as bar:
+        done = sum(run.steps_of_stage[: progress.stages_done])
+        task = bar.add_task("training", total=sum(run.steps_of_stage), completed=done)
         for stage_index in range(progress.stages_done, last_stage):
-            stage, stage_seed, steps = stream.stages[stage_index], config.train.seed + stage_index, steps_of_stage[stage_index]
-            blocks, labels = training_blocks(config, stage)
             stage_started = time.perf_counter()
+            steps = run.steps_of_stage[stage_index]
             for local_step in range(steps):
-                # One step (the second, once optimizer state exists) is measured and left out of the timing.
-                measuring = not progress.train_memory and progress.step >= min(1, total_steps - 1)
-                with StepMemory(model, optimizer) if measuring else contextlib.nullcontext() as memory:
-                    step_started = time.perf_counter()
-                    for group in optimizer.param_groups:
-                        group["lr"] = learning_rate(config, progress.step) * group.get("lr_scale", 1.0)
-                    # Each rank takes its slice of the batch; batches are pure functions of the step.
-                    new = new_rows_at(blocks, new_rows, local_step, stage_seed, single_pass)[rank::world_size]
-                    new_labels = new_rows_at(labels, new_rows, local_step, stage_seed, single_pass)[rank::world_size]
-                    old, old_labels = new[:0], new_labels[:0]
-                    if replay is not None:
-                        old, old_labels = (t[rank::world_size] for t in replay.batch(progress.step, replay_rows, config.train.seq_len))
-                    with autocast_for(device):
-                        batch = tuple(t.to(device) for t in (new, new_labels, old, old_labels))
-                        loss = step_loss(train_model, batch, config, frozen_base, ewc)
-                    loss_value = mean_over_ranks(loss, world_size)
-                    stop_if_diverged(progress, loss_value, stage_index, config, out_dir if rank == 0 else None)
-                    loss.backward()
-                    nn.utils.clip_grad_norm_(model.parameters(), config.train.grad_clip)
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-
-                progress.step += 1
-                progress.train_tokens += (new.numel() + old.numel()) * world_size
-                progress.new_tokens += new.numel() * world_size
-                if memory is not None:
-                    progress.train_memory = memory.parts
-                if memory is None or total_steps == 1:  # a one-step trial has no other step to time
-                    progress.train_time_s += time.perf_counter() - step_started
-                else:
-                    progress.untimed_tokens += (new.numel() + old.numel()) * world_size
-                if replay is not None:
-                    progress.replay_generation_s = replay.generation_time_s
-                bar.update(task, advance=1, description=f"stage {stage_index + 1}/{len(stream.stages)} {stage.name} loss {loss_value:.3f}")
-
+                loss = run.train_step(progress, stage_index, local_step, out_dir)
+                where = f"stage {stage_index + 1}/{len(stages)} {stages[stage_index].name}"
+                bar.update(task, advance=1, description=f"{where} loss {loss:.3f}")
                 every = config.eval.every_steps
                 if every and progress.step % every == 0 and local_step + 1 < steps:
-                    eval_started = time.perf_counter()
-                    row, retention = evaluate(model, stream, config, tokenizer.pad_token_id, device, quick_examples)
-                    scores = benchmarks(bench.quick_limit) if bench.quick_limit else {}
-                    progress.eval_time_s += time.perf_counter() - eval_started
-                    progress.curves.append({
-                        "step": progress.step, "stage_index": stage_index, "stage_step": local_step + 1,
-                        "stage_losses": row, "base_loss": retention, "benchmarks": scores,
-                    })
+                    quick = run.evaluate_and_record(progress, at=(stage_index, local_step + 1))
                     if report is not None:
-                        report(eval_metrics(progress, full=False), None)
+                        report(quick, None)
 
-            eval_started = time.perf_counter()
-            row, retention = evaluate(model, stream, config, tokenizer.pad_token_id, device, config.eval.max_examples)
-            progress.benchmarks.append(benchmarks(bench.limit))
-            progress.eval_time_s += time.perf_counter() - eval_started
-            progress.stage_matrix.append(row)
-            progress.retention_losses.append(retention)
             progress.stages_done = stage_index + 1
+            stage_end = run.evaluate_and_record(progress)
             progress.stage_time_s.append(time.perf_counter() - stage_started)
             progress.elapsed_s = time.perf_counter() - started
-            progress.stopped = stop_reason(config.train.stop_when, eval_metrics(progress, full=True), progress.stages_done, len(stream.stages))
+            progress.stopped = stop_reason(config.train.stop_when, stage_end, len(stages))
             checkpoint_dir = None
-            if rank == 0:
-                checkpoint_dir = save_checkpoint(stage_checkpoint_dir(out_dir, stage_index), model, optimizer, asdict(progress))
+            if run.rank == 0:
+                directory = stage_checkpoint_dir(out_dir, stage_index)
+                checkpoint_dir = save_checkpoint(directory, run.model, run.optimizer, asdict(progress))
             if report is not None:
-                report(eval_metrics(progress, full=True), checkpoint_dir)
+                report(stage_end, checkpoint_dir)
             if progress.stopped:
                 break
 
     progress.elapsed_s = time.perf_counter() - started
-    drift = metrics.weight_drift(initial_weights, effective_weights(model))
-    result = summarize(progress, config, stream, metrics.untrained_loss(base_model.config.vocab_size)) | {
-        "drift": drift,
-        "drift_spread": metrics.drift_spread(drift),
-        "peak_memory_bytes": peak_memory_bytes(device),
-        "optimizer_state_bytes": optimizer_state_bytes(optimizer),
-        "train_peak_bytes": sum(progress.train_memory.values()),
-        "train_memory": progress.train_memory,
-        "num_params": counts["total_params"],
-        "num_params_non_embedding": counts["non_embedding_params"],
-        **pretraining_facts(config.model, world),
-        "method_info": prepared.info,
-        "resumed_after_stage": resumed_after_stage,
-        "lr_range": lr_range,
-    }
-    result = TrialResult.model_validate(result).model_dump()
-    if rank == 0:
-        write_json(out_dir / "result.json", result)
+    result = run.result(progress, resumed_after_stage, lr_range)
+    if run.rank == 0:
+        write_json(out_dir / "result.json", result.model_dump())
     return result
 
 
@@ -425,6 +515,7 @@ def summarize(progress: TrialProgress, config: TrialConfig, stream: Stream, base
     matrix = [row[:trained] for row in progress.stage_matrix]
     new_before, new_after = metrics.mean_new_loss(matrix[0]), metrics.mean_new_loss(matrix[-1])
     adaptation = online_adaptation(progress, config, stream) if config.train.online else None
+    known = [steps for steps in adaptation or [] if steps is not None]
     return {
         "learning": metrics.learning(new_before, new_after),
         "learning_nats": metrics.learning_nats(new_before, new_after),
@@ -456,7 +547,7 @@ def summarize(progress: TrialProgress, config: TrialConfig, stream: Stream, base
         "lr": config.train.lr,
         "stopped": progress.stopped,
         "adaptation_steps": adaptation,
-        "adaptation_steps_mean": sum(adaptation) / len(adaptation) if adaptation and None not in adaptation else None,
+        "adaptation_steps_mean": sum(known) / len(known) if adaptation and len(known) == len(adaptation) else None,
     }
 
 

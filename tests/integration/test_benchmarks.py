@@ -57,7 +57,7 @@ def test_a_trial_logs_benchmarks_at_step_0_and_every_stage_end_and_acquisition_r
         "eval": {"benchmarks": {"questions_per_entity": 5}},
     })
     result = run_trial(config, tmp_path / "trial")
-    rows = result["benchmarks"]
+    rows = result.benchmarks
     assert len(rows) == 3  # step 0 and both stage ends
     for row in rows:
         assert {"raycl_retention", "raycl_acquisition_astronomy", "raycl_acquisition_cuisine", "raycl_acquisition"} <= set(row)
@@ -68,9 +68,10 @@ def test_a_trial_logs_benchmarks_at_step_0_and_every_stage_end_and_acquisition_r
     assert first["raycl_acquisition"] < 0.33
     assert last["raycl_acquisition"] >= first["raycl_acquisition"] + 0.05
     assert rows[1]["raycl_acquisition_astronomy"] >= first["raycl_acquisition_astronomy"] + 0.05
-    assert result["bench_raycl_acquisition_delta"] == pytest.approx(100 * (last["raycl_acquisition"] - first["raycl_acquisition"]))
-    assert result["bench_max_drop"] >= 0
-    assert 0 < result["eval_time_fraction"] < 1
+    scores = result.metrics()
+    assert scores["bench_raycl_acquisition_delta"] == pytest.approx(100 * (last["raycl_acquisition"] - first["raycl_acquisition"]))
+    assert scores["bench_max_drop"] >= 0
+    assert 0 < result.eval_time_fraction < 1
     # The stage checkpoints carry what `raycl eval` needs.
     progress = json.loads((tmp_path / "trial" / "checkpoints" / "stage_001" / "progress.json").read_text())
     assert progress["config"] == config.model_dump(mode="json") and len(progress["benchmarks"]) == 3

@@ -47,4 +47,4 @@ def test_evaluation_takes_at_most_three_fifths_of_a_trial(path: Path, tmp_path: 
         pytest.skip(f"{path.name} reads real data: needs the samples at {SHARED}")
     load_base_model(config.model, load_world(config.world))  # built outside the timed trial
     result = run_trial(config, tmp_path / "trial")
-    assert 0 < result["eval_time_fraction"] <= 0.6, (path.stem, result["eval_time_s"], result["wall_time_s"])
+    assert 0 < result.eval_time_fraction <= 0.6, (path.stem, result.eval_time_s, result.wall_time_s)

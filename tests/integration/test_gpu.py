@@ -22,9 +22,9 @@ def test_trial_trains_under_bf16_autocast_on_cuda(tmp_path: Path, method: str) -
         "replay": {"ratio": 0.25, "source": "self_generated", "loss": "kl"},
     })
     result = run_trial(config, tmp_path / method)
-    assert math.isfinite(result["learning"]) and result["learning"] > 0.1
-    assert 0 < result["peak_memory_bytes"] < 2**30  # CUDA's own peak, not the process's RSS
-    assert all(math.isfinite(loss) for row in result["stage_matrix"] for loss in row)
+    assert math.isfinite(result.learning) and result.learning > 0.1
+    assert 0 < result.peak_memory_bytes < 2**30  # CUDA's own peak, not the process's RSS
+    assert all(math.isfinite(loss) for row in result.stage_matrix for loss in row)
 
 
 def test_per_layer_galore_reports_its_steps_memory_from_the_cuda_allocator(tmp_path: Path) -> None:
@@ -36,5 +36,5 @@ def test_per_layer_galore_reports_its_steps_memory_from_the_cuda_allocator(tmp_p
     })
     result = run_trial(config, tmp_path)
     # The step's peak (this model's weights, state and allocations) within the process's peak since it was measured.
-    assert 0 < result["train_peak_bytes"] <= result["peak_memory_bytes"]
-    assert result["train_memory"]["weights"] >= 4 * result["num_params"]
+    assert 0 < result.train_peak_bytes <= result.peak_memory_bytes
+    assert result.train_memory["weights"] >= 4 * result.num_params

@@ -9,7 +9,7 @@ import pytest
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from raycl.config import TrialConfig
-from raycl.config.result import TrialDiverged
+from raycl.config.result import EvalRecord, TrialDiverged
 from raycl.training.trial import run_trial
 
 pytestmark = pytest.mark.slow
@@ -21,7 +21,7 @@ class Stopped(Exception):
     pass
 
 
-def stop_at_first_checkpoint(metrics: dict[str, float], checkpoint: Path | None) -> None:
+def stop_at_first_checkpoint(record: EvalRecord, checkpoint: Path | None) -> None:
     """Called right after the stage-1 checkpoint is written: stopping here is a kill between stages."""
     if checkpoint is not None:
         raise Stopped
@@ -39,10 +39,10 @@ def test_per_layer_trial_stopped_between_stages_resumes_to_identical_metrics(tmp
 
     resumed = run_trial(config, tmp_path / "stopped")
     whole = run_trial(config, tmp_path / "whole")
-    assert resumed["resumed_after_stage"] == 1 and whole["resumed_after_stage"] == 0
+    assert resumed.resumed_after_stage == 1 and whole.resumed_after_stage == 0
     for key in ("stage_matrix", "retention_losses", "learning", "forgetting", "bwt", "fwt", "drift",
                 "optimizer_state_bytes", "train_peak_bytes", "train_memory"):
-        assert resumed[key] == whole[key], key
+        assert getattr(resumed, key) == getattr(whole, key), key
 
 
 def test_result_reports_the_measured_steps_memory_by_part(tmp_path: Path) -> None:
@@ -50,12 +50,12 @@ def test_result_reports_the_measured_steps_memory_by_part(tmp_path: Path) -> Non
     per_layer = run_trial(TrialConfig.model_validate({**SMALL, "method": {"name": "galore", "per_layer_updates": True}}),
                           tmp_path / "per_layer")
     for result in (ordinary, per_layer):
-        parts = result["train_memory"]
-        assert result["train_peak_bytes"] == sum(parts.values()) > 0
+        parts = result.train_memory
+        assert result.train_peak_bytes == sum(parts.values()) > 0
         # fp32 weights, plus the rotary embedding's small buffer.
-        assert 4 * result["num_params"] <= parts["weights"] < 4 * result["num_params"] + 2**12
-    assert per_layer["train_memory"]["optimizer_state"] == ordinary["train_memory"]["optimizer_state"]
-    assert per_layer["train_peak_bytes"] <= ordinary["train_peak_bytes"]
+        assert 4 * result.num_params <= parts["weights"] < 4 * result.num_params + 2**12
+    assert per_layer.train_memory["optimizer_state"] == ordinary.train_memory["optimizer_state"]
+    assert per_layer.train_peak_bytes <= ordinary.train_peak_bytes
 
 
 def test_a_trial_that_diverges_on_its_measured_step_leaves_no_tracker_behind(tmp_path: Path) -> None:

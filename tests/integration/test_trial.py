@@ -61,10 +61,10 @@ def test_bad_config_fails_with_one_line_naming_the_key(tmp_path: Path) -> None:
 def test_learning_rate_moves_the_trade_off(tmp_path: Path) -> None:
     high = run_trial(small_config(**{"train.lr": 3e-3}), tmp_path / "high")
     tiny = run_trial(small_config(**{"train.lr": 1e-6}), tmp_path / "tiny")
-    assert high["forgetting"] > 1.0
-    assert abs(tiny["forgetting"]) < 0.02
-    assert abs(tiny["learning"]) < 0.05
-    assert high["learning"] > 0.5
+    assert high.forgetting > 1.0
+    assert abs(tiny.forgetting) < 0.02
+    assert abs(tiny.learning) < 0.05
+    assert high.learning > 0.5
 
 
 def test_killed_trial_resumes_from_its_stage_checkpoint_with_the_same_metrics(tmp_path: Path) -> None:
@@ -108,13 +108,13 @@ def test_a_local_model_directory_loads_by_path(tmp_path: Path) -> None:
     model.save_pretrained(tmp_path / "mine")
     tokenizer.save_pretrained(tmp_path / "mine")
     result = run_trial(small_config(**{"model.name": str(tmp_path / "mine"), "train.steps_per_stage": 2, "train.warmup_steps": 0}), tmp_path / "t")
-    assert result["num_params"] == sum(p.numel() for p in model.parameters())
-    assert result["stage_matrix"][0] == pytest.approx(run_trial(small_config(**{"train.steps_per_stage": 2, "train.warmup_steps": 0}), tmp_path / "u")["stage_matrix"][0])
+    assert result.num_params == sum(p.numel() for p in model.parameters())
+    assert result.stage_matrix[0] == pytest.approx(run_trial(small_config(**{"train.steps_per_stage": 2, "train.warmup_steps": 0}), tmp_path / "u").stage_matrix[0])
 
 
 def test_lora_trial_reports_the_base_models_size_not_its_adapters(tmp_path: Path) -> None:
     model, _ = load_base_model(ModelConfig(), load_world(TrialConfig().world))
     quick = {"train.steps_per_stage": 2, "train.warmup_steps": 0}
     lora = run_trial(small_config(**{"method.name": "lora", **quick}), tmp_path / "lora")
-    assert lora["num_params"] == sum(p.numel() for p in model.parameters())
-    assert lora["method_info"]["trainable_params"] == lora["method_info"]["lora_adapted_params"] > 0
+    assert lora.num_params == sum(p.numel() for p in model.parameters())
+    assert lora.method_info["trainable_params"] == lora.method_info["lora_adapted_params"] > 0

@@ -93,7 +93,7 @@ def test_raycl_run_online_sees_every_example_once_and_reports_adaptation_steps(t
 @pytest.mark.parametrize("slope", [0.5, -0.5])
 def test_layer_lr_slope_moves_the_later_layers_more_or_less(tmp_path: Path, slope: float) -> None:
     config = TrialConfig.model_validate(SMALL).with_overrides({"train.steps_per_stage": 10, "train.lr": 3e-3, "train.layer_lr_slope": slope})
-    drift = run_trial(config, tmp_path)["drift"]
+    drift = run_trial(config, tmp_path).drift
     # Equal LRs move the three layers of raycl-tiny-s alike (0.20, 0.17, 0.17); the slope orders them by depth.
     assert (drift["layer_02"] > 1.5 * drift["layer_00"]) if slope > 0 else (drift["layer_00"] > 1.5 * drift["layer_02"])
 
@@ -105,5 +105,5 @@ def test_more_examples_per_stage_learn_more_and_count_as_new_tokens(tmp_path: Pa
             {"train": {"lr": 1e-3, "batch_size": 8, "warmup_steps": 0, "examples_per_stage": examples}}
         )
         results[examples] = run_trial(config, tmp_path / str(examples))
-    assert [results[n]["new_tokens"] for n in (8, 64)] == [8 * 128 * 2, 64 * 128 * 2]  # each block once, two stages
-    assert results[64]["learning"] > results[8]["learning"] + 0.1 and results[64]["forgetting"] > results[8]["forgetting"]
+    assert [results[n].new_tokens for n in (8, 64)] == [8 * 128 * 2, 64 * 128 * 2]  # each block once, two stages
+    assert results[64].learning > results[8].learning + 0.1 and results[64].forgetting > results[8].forgetting

@@ -17,6 +17,7 @@ from rich.console import Console
 
 from raycl.config import ConfigError
 from raycl.config.records import Tags, TrialAssignment
+from raycl.config.result import EvalRecord
 from raycl.config.space import EarlyStopping, load_space
 from raycl.config.trial import TrialConfig
 from raycl.sweep.progress import ProgressTable
@@ -92,14 +93,17 @@ def _trial(key_number: int, num_stages: int = 3) -> SimpleNamespace:
 
 
 def _stage(stage: int, learning: float, forgetting: float) -> dict:
-    return {"stage": float(stage), "full_eval": 1.0, "learning": learning, "forgetting": forgetting}
+    """A stage end's report, as Tune receives it."""
+    record = EvalRecord(stage=stage, step=10 * stage, new_loss=4.0, base_loss=1.0, full_eval=True, learning=learning, forgetting=forgetting)
+    return record.to_report()
 
 
 def test_scheduler_stops_at_stage_ends_only_and_records_why() -> None:
     scheduler = StageHalving({"learning": "maximize", "forgetting": "minimize"}, EarlyStopping(reduction=3))
     good, bad = _trial(0), _trial(1)
     assert scheduler.on_trial_result(None, good, _stage(1, 0.5, 0.1)) == "CONTINUE"
-    assert scheduler.on_trial_result(None, bad, {"stage": 1.0, "full_eval": 0.0, "new_loss": 9.0}) == "CONTINUE"  # a quick check
+    quick = EvalRecord(stage=1, step=15, new_loss=9.0, base_loss=1.0, full_eval=False)
+    assert scheduler.on_trial_result(None, bad, quick.to_report()) == "CONTINUE"
     assert scheduler.on_trial_result(None, bad, _stage(1, 0.2, 0.3)) == "STOP"
     record = scheduler.stopped["t0001"]
     assert (record.stage, record.values, record.at_rung) == (1, {"learning": 0.2, "forgetting": 0.3}, 2)

@@ -12,6 +12,7 @@ from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from raycl.config import ConfigError, FullMethod, GaLoreMethod, MethodConfig, TrainConfig, TrialConfig
+from raycl.models.optimizer_step import optimizer_step
 from raycl.training.checkpoint import load_checkpoint, save_checkpoint
 from raycl.training.galore import CompactProjector
 from raycl.training.memory import StepMemory, storage_bytes
@@ -29,24 +30,17 @@ def prepared(method: MethodConfig, grad_clip: float = NO_CLIP):
     return prepare_method(LlamaForCausalLM(TINY), method, TrainConfig(lr=1e-2, grad_clip=grad_clip))
 
 
-def train_step(model: nn.Module, optimizer, batch: torch.Tensor, grad_clip: float = NO_CLIP) -> float:
-    """The trial loop's step: backward, global clipping (nothing left to clip after per-layer updates), step."""
+def train_step(model: nn.Module, optimizer, batch: torch.Tensor, lr: float = 1e-2) -> float:
+    """The trial loop's step (global clipping, or nothing left to clip after per-layer updates)."""
     loss = model(input_ids=batch, labels=batch).loss
-    loss.backward()
-    nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
+    optimizer_step(loss, model, optimizer, lr, NO_CLIP)
     return loss.item()
 
 
 def losses(method: MethodConfig) -> list[float]:
     p = prepared(method)
-    curve = []
-    for step in range(STEPS):
-        for group in p.optimizer.param_groups:
-            group["lr"] = 1e-2 * (step + 1) / STEPS  # a warm-up, as the trial's schedule
-        curve.append(train_step(p.model, p.optimizer, BATCH))
-    return curve
+    # A warm-up, as the trial's schedule.
+    return [train_step(p.model, p.optimizer, BATCH, lr=1e-2 * (step + 1) / STEPS) for step in range(STEPS)]
 
 
 @pytest.mark.parametrize("method", [FullMethod(), GaLoreMethod(name="galore", galore_rank=4, galore_update_proj_gap=2)],

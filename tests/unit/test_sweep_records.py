@@ -15,8 +15,8 @@ from mlflow.tracking import MlflowClient
 from rich.console import Console
 
 from raycl.analysis.frontier import space_frontier
-from raycl.config.records import FINAL_KEY, Artifacts, FinalReport, Tags, TrialAssignment
-from raycl.config.result import REPORTED_METRICS
+from raycl.config.records import FINAL_KEY, NODE_KEY, Artifacts, FinalReport, Tags, TrialAssignment
+from raycl.config.result import REPORTED_METRICS, EvalRecord
 from raycl.config.space import load_space
 from raycl.sweep.progress import ProgressTable
 from raycl.sweep.study import OptunaSearcher, completed_metrics
@@ -91,7 +91,8 @@ def test_tracker_keeps_one_parent_and_one_child_per_trial_across_a_restart(space
     parent = tracker.open_parent({"raycl.seed": "3"})
     callback = TrackingCallback(tracker)
     callback.on_trial_start(0, [], tune_trial)
-    callback.on_trial_result(0, [], tune_trial, {"step": 5.0, "stage": 1.0, "new_loss": 4.0, "base_loss": 1.2, "full_eval": 1.0})
+    quick = EvalRecord(stage=1, step=5, new_loss=4.0, base_loss=1.2, full_eval=False)
+    callback.on_trial_result(0, [], tune_trial, quick.to_report() | {NODE_KEY: "node-1"})
     callback.on_trial_result(0, [], tune_trial, final_result(0.7, 0.4))
 
     # A driver restarted on the same store finds the same runs instead of creating new ones.
@@ -106,6 +107,8 @@ def test_tracker_keeps_one_parent_and_one_child_per_trial_across_a_restart(space
     assert run.data.tags[Tags.SEARCHED] == "train.lr,method.name" and run.data.tags[Tags.FINAL_LOGGED] == "true"
     assert run.data.params["train.lr"] == "0.001" and run.data.metrics["learning"] == 0.7
     assert [m.value for m in client.get_metric_history(child, "eval/new_loss")] == [4.0]
+    curves = {name: value for name, value in run.data.metrics.items() if name.startswith("eval/")}
+    assert curves == {"eval/stage": 1.0, "eval/new_loss": 4.0, "eval/base_loss": 1.2, "eval/full_eval": 0.0}
     assert client.download_artifacts(child, Artifacts.TRIAL_CONFIG, str(tmp_path))
 
     front = space_frontier(space, ["t0007"], [{"learning": 0.7, "forgetting": 0.4}])
@@ -124,7 +127,8 @@ def test_progress_table_follows_trials_and_marks_the_feasible_front(space) -> No
         assignment = TrialAssignment.create(number, {"train.lr": 0.001}, space.trial_config({}))
         trial = SimpleNamespace(config=assignment.model_dump(mode="json"), error_file=None)
         table.on_trial_start(0, [], trial)
-        table.on_trial_result(0, [], trial, {"stage": 1.0, "learning": learning})
+        stage_end = EvalRecord(stage=1, step=10, new_loss=4.0, base_loss=1.0, full_eval=True, learning=learning, forgetting=forgetting)
+        table.on_trial_result(0, [], trial, stage_end.to_report())
         table.on_trial_result(0, [], trial, final_result(learning, forgetting))
         trials.append(trial)
     assert table.rows["t0001"].state == "done" and table.rows["t0001"].trial_s == 9.0

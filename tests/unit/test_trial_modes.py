@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from raycl.config import ConfigError, TrialConfig
+from raycl.config.result import EvalRecord
 from raycl.config.trial import StopRule, validate_config
 from raycl.data.stream import Stage
 from raycl.training.trial import adaptation_steps, new_rows_at, stage_steps, stop_reason, training_blocks
@@ -70,13 +71,18 @@ def test_adaptation_steps_are_the_steps_to_a_share_of_the_stage_drop() -> None:
 
 def test_stop_when_stops_after_a_stage_end_where_the_metric_reaches_its_bound() -> None:
     rule = StopRule(metric="bench_raycl_retention", at_least=0.8)
-    values = {"stage": 1.0, "learning": 0.3, "bench_raycl_retention": 0.82}
-    assert stop_reason(rule, values, stages_done=1, stages=3) == "train.stop_when: bench_raycl_retention = 0.82 >= 0.8 after stage 1 of 3"
-    assert stop_reason(rule, values | {"bench_raycl_retention": 0.79}, 1, 3) is None
-    assert stop_reason(rule, values, stages_done=0, stages=3) is None  # step 0: nothing trained yet
-    assert stop_reason(rule, values, stages_done=3, stages=3) is None  # the stream is over anyway
-    with pytest.raises(ValueError, match="train.stop_when.metric: bench_raycl_retention is not measured by this trial .measured: learning."):
-        stop_reason(rule, {"stage": 0.0, "learning": 0.0}, 0, 3)
+
+    def stage_end(stage: int, retention: float | None = 0.82) -> EvalRecord:
+        scores = {} if retention is None else {"bench_raycl_retention": retention}
+        return EvalRecord(stage=stage, step=10 * stage, new_loss=4.0, base_loss=1.0, full_eval=True, learning=0.3, forgetting=0.1, **scores)
+
+    assert stop_reason(rule, stage_end(1), stages=3) == "train.stop_when: bench_raycl_retention = 0.82 >= 0.8 after stage 1 of 3"
+    assert stop_reason(rule, stage_end(1, 0.79), 3) is None
+    assert stop_reason(rule, stage_end(0), stages=3) is None  # step 0: nothing trained yet
+    assert stop_reason(rule, stage_end(3), stages=3) is None  # the stream is over anyway
+    measured = "new_loss, base_loss, learning, forgetting"
+    with pytest.raises(ValueError, match=f"train.stop_when.metric: bench_raycl_retention is not measured by this trial .measured: {measured}.$"):
+        stop_reason(rule, stage_end(0, None), 3)
 
 
 def test_a_config_asking_for_a_loss_drop_has_no_lr_until_resolved_and_reads_back_the_same() -> None:
