@@ -102,8 +102,12 @@ def test_raycl_ui_serves_both_pages_and_stops_both_servers(tmp_path: Path) -> No
         assert ui.wait(timeout=60) == 0
         assert ui.stdout.read().strip().endswith("stopped")
     finally:
-        if ui.poll() is None:
-            ui.kill()
+        if ui.poll() is None:  # a failed assertion: stop it as Ctrl-C would, so that its servers stop too
+            ui.send_signal(signal.SIGTERM)
+            try:
+                ui.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                ui.kill()
     # Both servers, and the workers they started, are gone: nothing listens on either port.
     for port in (mlflow_port, optuna_port):
         with socket.socket() as sock:
