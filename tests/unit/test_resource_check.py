@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -31,6 +32,13 @@ def test_a_trial_larger_than_the_machine_fails_before_any_study_run_or_folder(tm
     message = str(refused.value)
     assert "\n" not in message and message.startswith(f"{space}: budget: one trial needs 1 worker(s) x (64 CPU")
     assert "the cluster has 2 CPUs" in message
+    assert not (tmp_path / "runs").exists()
+
+
+def test_without_num_cpus_the_machine_s_cores_are_counted(tmp_path: Path) -> None:
+    space = smoke_with_budget(tmp_path, cpus_per_worker=4096)
+    with pytest.raises(ConfigError, match=f"the cluster has {os.cpu_count()} CPUs"):
+        run_sweep(space, out_root=tmp_path / "runs")
     assert not (tmp_path / "runs").exists()
 
 
