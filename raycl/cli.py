@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, NoReturn, Optional
 
 import typer
 from rich.console import Console
@@ -20,7 +20,7 @@ def main() -> None:
     """Distributed hyperparameter sweeps for continual learning of language models."""
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     """Print one red line and exit with status 2."""
     console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
@@ -344,8 +344,9 @@ def predict(
                                      seed=seed, run=lambda path, root: run_sweep(path, out_root=root, console=console), **options)
     except ValueError as error:
         fail(str(error))
+    assert record is not None  # left None only when verifying, which replaces it
     logged = transfer.log_on_parent(source, record)
-    console.print(transfer.describe(record) + ("\n  logged on MLflow parent run " + source.parent_run_id if logged else ""),
+    console.print(transfer.describe(record) + (f"\n  logged on MLflow parent run {source.parent_run_id}" if logged else ""),
                   highlight=False, markup=False)
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
