@@ -62,7 +62,15 @@ class Image:
     caption: str
 
 
-Block = Heading | Text | Table | Image
+@dataclass(frozen=True)
+class Code:
+    """Text shown as written (a YAML file), in a fixed-width font."""
+
+    text: str
+    language: str = ""
+
+
+Block = Heading | Text | Table | Image | Code
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -90,12 +98,20 @@ def _size_colorbar(figure: Figure, axes: Axes | list[Axes], norm: Normalize) -> 
     figure.colorbar(ScalarMappable(norm=norm, cmap=_CMAP), ax=axes, label="model size (parameters)")
 
 
+def several_sizes(sizes: np.ndarray) -> bool:
+    """Whether the trials span more than one model size, so that colouring by size tells them apart."""
+    return len(np.unique(sizes[np.isfinite(sizes)])) > 1
+
+
 def draw_pareto(data: ParetoFigure) -> Figure:
     figure = _figure(6.5, 4.8)
     ax = figure.subplots()
-    norm = _size_norm(data.sizes)
+    norm, by_size = _size_norm(data.sizes), several_sizes(data.sizes)
     shown = data.feasible
-    ax.scatter(data.x[shown], data.y[shown], c=data.sizes[shown], cmap=_CMAP, norm=norm, s=36, label="trial")
+    if by_size:
+        ax.scatter(data.x[shown], data.y[shown], c=data.sizes[shown], cmap=_CMAP, norm=norm, s=36, label="trial")
+    else:
+        ax.scatter(data.x[shown], data.y[shown], c="tab:blue", s=36, label="trial")
     if (~shown).any():
         ax.scatter(data.x[~shown], data.y[~shown], c="tab:gray", marker="x", label="infeasible")
     front = data.front_order
@@ -106,7 +122,8 @@ def draw_pareto(data: ParetoFigure) -> Figure:
     ax.set_xlabel(f"{data.x_name} ({data.directions[0]})")
     ax.set_ylabel(f"{data.y_name} ({data.directions[1]})")
     ax.legend(loc="best", fontsize=8)
-    _size_colorbar(figure, ax, norm)
+    if by_size:
+        _size_colorbar(figure, ax, norm)
     return figure
 
 
@@ -180,17 +197,18 @@ def draw_curves(panels: Sequence[CurvePanel]) -> Figure:
     figure = _figure(5.0 * len(panels), 3.8)
     axes = figure.subplots(1, len(panels), squeeze=False).ravel()
     sizes = np.array([line.size for panel in panels for line in panel.lines])
-    norm = _size_norm(sizes)
+    norm, by_size = _size_norm(sizes), several_sizes(sizes)
     cmap = colormaps[_CMAP]
     for ax, panel in zip(axes, panels):
         for line in panel.lines:
-            colour = cmap(norm(line.size)) if np.isfinite(line.size) else "tab:gray"
+            colour = cmap(norm(line.size)) if by_size and np.isfinite(line.size) else "tab:blue"
             ax.plot(line.steps, line.values, color=colour, lw=2.2 if line.pareto else 0.8, alpha=1.0 if line.pareto else 0.5,
                     marker="o", ms=3)
         ax.set_xlabel("step")
         ax.set_ylabel(f"{panel.metric} (nats)")
         ax.set_title(f"{panel.metric} (thick: Pareto trials)", fontsize=9)
-    _size_colorbar(figure, list(axes), norm)
+    if by_size:
+        _size_colorbar(figure, list(axes), norm)
     return figure
 
 
@@ -231,6 +249,8 @@ def to_markdown(title: str, blocks: Sequence[Block]) -> str:
             lines += ["#" * block.level + " " + block.text, ""]
         elif isinstance(block, Text):
             lines += [block.text, ""]
+        elif isinstance(block, Code):
+            lines += [f"```{block.language}", block.text.rstrip("\n"), "```", ""]
         elif isinstance(block, Table):
             lines.append("| " + " | ".join(_markdown_cell(h) for h in block.header) + " |")
             lines.append("|" + "---|" * len(block.header))
@@ -244,7 +264,8 @@ def to_markdown(title: str, blocks: Sequence[Block]) -> str:
 _STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;font-size:.85em;margin:1em 0}
 td,th{border:1px solid #ccc;padding:.25em .5em;text-align:right}
-th{background:#f2f2f2}td:first-child,th:first-child{text-align:left}img{max-width:100%}figcaption{font-size:.85em;color:#555}"""
+th{background:#f2f2f2}pre{background:#f6f6f6;padding:.5em;font-size:.8em;overflow-x:auto}
+td:first-child,th:first-child{text-align:left}img{max-width:100%}figcaption{font-size:.85em;color:#555}"""
 
 
 def to_html(title: str, blocks: Sequence[Block]) -> str:
@@ -257,6 +278,8 @@ def to_html(title: str, blocks: Sequence[Block]) -> str:
             parts.append(f"<h{block.level}>{escape(block.text)}</h{block.level}>")
         elif isinstance(block, Text):
             parts.append(f"<p>{escape(block.text)}</p>")
+        elif isinstance(block, Code):
+            parts.append(f"<pre>{escape(block.text)}</pre>")
         elif isinstance(block, Table):
             header = "".join(f"<th>{escape(h)}</th>" for h in block.header)
             body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in block.rows)

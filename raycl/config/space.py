@@ -13,16 +13,17 @@ import hashlib
 import json
 import operator
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import yaml
 from pydantic import Discriminator, Field, PrivateAttr, Tag, field_validator, model_serializer, model_validator
 
-from raycl.config.base import ConfigError, StrictModel, read_yaml, validate
+from raycl.config.base import ConfigError, StrictModel, apply_overrides, did_you_mean, read_yaml, validate
 from raycl.config.records import Scalar
 from raycl.config.result import BENCHMARK_PREFIX, MEASURED_AT_STAGE_ENDS, REPORTED_METRICS
-from raycl.config.trial import TrialConfig, config_field, validate_config
+from raycl.config.trial import TrialConfig, config_field, config_keys, validate_config
 
 Direction = Literal["maximize", "minimize"]
 SHIPPED_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
@@ -270,6 +271,7 @@ class SearchSpace(StrictModel):
 
     _name: str = PrivateAttr("")
     _source: str = PrivateAttr("")
+    _text: str = PrivateAttr("")
 
     @property
     def name(self) -> str:
@@ -278,6 +280,11 @@ class SearchSpace(StrictModel):
     @property
     def source(self) -> str:
         return self._source
+
+    @property
+    def text(self) -> str:
+        """The YAML the space was read from, command-line overrides applied."""
+        return self._text
 
     @property
     def directions(self) -> list[Direction]:
@@ -334,18 +341,24 @@ class SearchSpace(StrictModel):
             key = f"parameters.{name}"
             field = config_field(name)
             if field is None:
-                raise ValueError(f"{key}: not a trial config key (use section.field, e.g. train.lr)")
+                suggestion = did_you_mean(name, config_keys())
+                raise ValueError(f"{key}: not a trial config key (use section.field, e.g. train.lr){suggestion}")
             if self.fixes(name):
                 raise ValueError(f"{key}: also set in fixed.{name}")
             if parameter.type in ("uniform", "log_uniform") and field.annotation is int:
                 raise ValueError(f"{key}.type: {name} takes whole numbers: use type: int")
             for condition, allowed in parameter.when.items():
                 if condition not in names[:index]:
-                    raise ValueError(f"{key}.when.{condition}: condition on a parameter that is not searched before this one")
+                    suggestion = did_you_mean(condition, names[:index])
+                    raise ValueError(
+                        f"{key}.when.{condition}: condition on a parameter that is not searched before this one"
+                        + suggestion
+                    )
                 target = self.parameters[condition]
                 for value in allowed if isinstance(allowed, list) else [allowed]:
                     if target.type == "categorical" and value not in target.choices:
-                        raise ValueError(f"{key}.when.{condition}: {value!r} is not among its choices {target.choices}")
+                        raise ValueError(f"{key}.when.{condition}: {value!r} is not among its choices {target.choices}"
+                                         f"{did_you_mean(value, target.choices)}")
             # Each extreme value is tried where the parameter is sampled: under its conditions.
             context = {condition: allowed[0] if isinstance(allowed, list) else allowed for condition, allowed in parameter.when.items()}
             for option, values in parameter.extremes().items():
@@ -409,16 +422,26 @@ def resolve_space_path(name_or_path: str | Path) -> Path:
         candidate = directory / f"{text}.yaml"
         if candidate.is_file():
             return candidate
-    known = ", ".join(sorted(path.stem for path in SHIPPED_DIR.glob("*.yaml")))
-    raise ConfigError(f"{text}: no search space of that name in search_spaces/ (shipped: {known})")
+    known = sorted(path.stem for path in SHIPPED_DIR.glob("*.yaml"))
+    suggestion = did_you_mean(text, known)
+    raise ConfigError(
+        f"{text}: no search space of that name in search_spaces/{suggestion} (shipped: {', '.join(known)})"
+    )
 
 
-def load_space(name_or_path: str | Path) -> SearchSpace:
-    """The validated search space, or a one-line `ConfigError` naming the file and the key."""
+def load_space(name_or_path: str | Path, overrides: Iterable[str] = (), name: str | None = None) -> SearchSpace:
+    """The validated search space, or a one-line `ConfigError` naming the file and the key.
+
+    overrides: `key=value` items (`budget.trials=2`, `fixed.train.lr=0.01`) applied to the file's YAML before it
+    is validated; name: the sweep's name (its folder, study and experiment), default the file's stem.
+    """
     path = resolve_space_path(name_or_path)
-    space = validate(SearchSpace, read_yaml(path), str(path))
-    space._name = path.stem
+    overrides = list(overrides)
+    data = apply_overrides(read_yaml(path), overrides, str(path))
+    space = validate(SearchSpace, data, f"{path} (with {' '.join(overrides)})" if overrides else str(path))
+    space._name = name or path.stem
     space._source = str(path)
+    space._text = yaml.safe_dump(data, sort_keys=False) if overrides else path.read_text()
     return space
 
 
@@ -426,11 +449,15 @@ def shipped_spaces() -> list[Path]:
     return sorted(SHIPPED_DIR.glob("*.yaml"))
 
 
-def load_space_or_config(name_or_path: str | Path) -> tuple[Path, SearchSpace | TrialConfig]:
-    """The file and the search space or trial config it holds (a space has keys a trial config lacks),
-    validated; a one-line `ConfigError` naming the file and the key otherwise."""
+def load_space_or_config(
+    name_or_path: str | Path, overrides: Iterable[str] = ()
+) -> tuple[Path, SearchSpace | TrialConfig]:
+    """The file and the search space or trial config it holds (a space has keys a trial config lacks), with
+    `key=value` overrides, validated; a `ConfigError` naming the file and the key of each problem otherwise."""
     path = resolve_space_path(name_or_path)  # a space's name, or any file's path as it is
     data = read_yaml(path)
     if set(data) & (set(SearchSpace.model_fields) - set(TrialConfig.model_fields)):
-        return path, load_space(path)
-    return path, validate_config(data, source=str(path))
+        return path, load_space(path, overrides)
+    overrides = list(overrides)
+    source = f"{path} (with {' '.join(overrides)})" if overrides else str(path)
+    return path, validate_config(apply_overrides(data, overrides, str(path)), source=source)

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import BaseModel, Discriminator, Field, Tag, model_serializer, model_validator
 from pydantic.fields import FieldInfo
 
-from raycl.config.base import ConfigError, StrictModel, read_yaml, validate
+from raycl.config.base import ConfigError, StrictModel, apply_overrides, read_yaml, validate
 from raycl.config.benchmarks import BenchmarkConfig, is_world_stage_task
 from raycl.config.result import BENCHMARK_PREFIX, MEASURED_AT_STAGE_ENDS
 from raycl.config.stream import StreamConfig
@@ -312,12 +312,27 @@ def config_field(dotted: str) -> FieldInfo | None:
     return next((model.model_fields[leaf] for model in models if leaf in model.model_fields), None)
 
 
+def config_keys(model: type[BaseModel] = TrialConfig, prefix: str = "") -> list[str]:
+    """Every dotted `TrialConfig` key (`train.lr`; under `method.`, the keys of every method), sections not listed."""
+    keys: list[str] = []
+    for name, field in model.model_fields.items():
+        inner = _models_in(field.annotation)
+        if inner:
+            keys += [key for section in inner for key in config_keys(section, f"{prefix}{name}.")]
+        else:
+            keys.append(f"{prefix}{name}")
+    return list(dict.fromkeys(keys))
+
+
 def validate_config(data: dict[str, Any], source: str) -> TrialConfig:
     return validate(TrialConfig, data, source)
 
 
-def load_config(path: Path | None) -> TrialConfig:
-    """The trial config in `path`, or the default offline-world trial when `path` is None."""
-    if path is None:
-        return TrialConfig()
-    return validate_config(read_yaml(path), source=str(path))
+def load_config(path: Path | None, overrides: list[str] | tuple[str, ...] = ()) -> TrialConfig:
+    """The trial config in `path`, or the default offline-world trial when `path` is None, with `key=value`
+    overrides (`train.lr=0.01`) applied to its YAML before it is validated."""
+    source = "the default trial" if path is None else str(path)
+    if not overrides:
+        return TrialConfig() if path is None else validate_config(read_yaml(path), source=source)
+    data = apply_overrides({} if path is None else read_yaml(path), overrides, source)
+    return validate_config(data, source=f"{source} (with {' '.join(overrides)})")

@@ -1,6 +1,6 @@
 """`raycl report NAME`: a finished sweep's frontier, scaling-law fits and figures, written and logged.
 
-    raycl sweep smoke && raycl report smoke              # reports/smoke/report.html, report.md, ...
+    raycl sweep smoke && raycl report smoke              # runs/smoke/report/report.html, report.md, ...
     raycl report scaling_laws --bootstrap 500 --laws my_laws.yaml
 
 The sweep is read where `raycl sweep` left it. MLflow (OUT_ROOT/NAME/mlflow.db) holds every trial's
@@ -10,7 +10,8 @@ hypervolume history used, and fills any final metric a child run lacks. The tria
 (OUT_ROOT/NAME/trials/) only stand in for stage matrices that MLflow's artifact store no longer has,
 e.g. after the out-root was copied elsewhere.
 
-Written to REPORTS_DIR/NAME/: report.html (self-contained), report.md with its PNGs, pareto.csv
+Written to OUT_ROOT/NAME/report/ (or a folder of one's choice): report.html (self-contained), report.md with its
+PNGs, pareto.csv
 (every finished trial, with `feasible` and `pareto` columns) and fits.json; all of it is also logged
 on the sweep's MLflow parent run under `report/`, and each fitted parameter as a metric
 `fit.TARGET.LAW.PARAM` (plus `fit.TARGET.LAW.heldout_error`, the mean |relative error| on the
@@ -37,12 +38,12 @@ import yaml
 from raycl.analysis import figures, render, scaling
 from raycl.analysis.fits import FitResult
 from raycl.analysis.frontier import Frontier, space_frontier
-from raycl.analysis.render import Block, Heading, Image, Table, Text
+from raycl.analysis.render import Block, Code, Heading, Image, Table, Text
 from raycl.analysis.seeds import seed_intervals
 from raycl.config import TrialConfig
 from raycl.config.base import dotted
 from raycl.config.records import EVAL_PREFIX, REPLICATES_ATTR, Artifacts, Tags
-from raycl.config.result import StageRecord, is_reported_metric
+from raycl.config.result import BENCHMARK_PREFIX, StageRecord, is_reported_metric
 from raycl.config.space import SHIPPED_DIR, SearchSpace, load_space
 
 _PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
@@ -62,6 +63,7 @@ class SweepData:
 
     name: str
     space: SearchSpace
+    space_text: str  # the space's YAML as the sweep ran it
     parent_run_id: str
     recorded_pareto: list[str]  # the Pareto set the sweep put on its parent run
     # Complete trials in completion order, then stopped early and failed ones: config (dotted keys), final
@@ -124,10 +126,13 @@ def _artifact(client: Any, run_id: str, path: str, scratch: str) -> str | None:
         return None
 
 
-def _space(client: Any, parent_id: str, name: str, scratch: str) -> SearchSpace:
-    """The space the sweep ran with (its copy on the parent run), else search_spaces/NAME.yaml."""
+def _space(client: Any, parent_id: str, name: str, scratch: str) -> tuple[SearchSpace, str]:
+    """The space the sweep ran with (its copy on the parent run), else search_spaces/NAME.yaml; and its YAML."""
     text = _artifact(client, parent_id, Artifacts.SEARCH_SPACE, scratch)
-    return load_space(name) if text is None else SearchSpace.model_validate(yaml.safe_load(text))
+    if text is None:
+        space = load_space(name)
+        return space, space.text
+    return SearchSpace.model_validate(yaml.safe_load(text)), text
 
 
 def _local_result(trial_dir: Path) -> dict[str, Any] | None:
@@ -173,7 +178,8 @@ def _row(child: Any, trial: Any, config: TrialConfig) -> tuple[dict[str, Any], f
         sampled = {n: settings[n] for n in names if n in settings}
         study_metrics = {}
     metrics = {k: v for k, v in child.data.metrics.items() if not k.startswith(EVAL_PREFIX)}
-    row = {"trial": child.data.tags[Tags.TRIAL], "state": state, **settings, **sampled, **study_metrics, **metrics}
+    row = {"trial": child.data.tags[Tags.TRIAL], "run_id": child.info.run_id, "state": state, **settings, **sampled,
+           **study_metrics, **metrics}
     if row.get("lr") is not None:
         # The LR it trained at: under train.lr_at_loss_drop the config's train.lr is only the default.
         row["train.lr"] = row["lr"]
@@ -211,7 +217,7 @@ def load_sweep(name: str, out_root: str | Path = "runs") -> SweepData:
     study = _study_trials(sweep_dir / "optuna.db", name)
     rows, completed_at, curves, stage_records = [], {}, {}, {}
     with tempfile.TemporaryDirectory() as scratch, _quiet_artifacts():
-        space = _space(client, parent.info.run_id, name, scratch)
+        space, space_text = _space(client, parent.info.run_id, name, scratch)
         for child in children:
             key, run_id = child.data.tags[Tags.TRIAL], child.info.run_id
             trial_dir = sweep_dir / "trials" / key
@@ -232,6 +238,7 @@ def load_sweep(name: str, out_root: str | Path = "runs") -> SweepData:
     return SweepData(
         name=name,
         space=space,
+        space_text=space_text,
         parent_run_id=parent.info.run_id,
         recorded_pareto=recorded.split(",") if recorded else [],
         rows=rows,
@@ -286,6 +293,9 @@ def _interval(fit: FitResult, name: str) -> str:
 
 
 def _fit_blocks(fits: dict[str, scaling.TargetFits], bootstrap: int) -> list[Block]:
+    """The scaling-law section; none where no law could be fitted (one model size: fits.json says why)."""
+    if not any(result.laws for result in fits.values()):
+        return []
     blocks: list[Block] = [
         Heading("Scaling laws"),
         Text(f"Symbols: {', '.join(f'{s} = {c}' for s, c in scaling.SYMBOLS.items())}. Each law is fitted by "
@@ -330,25 +340,76 @@ def _fit_blocks(fits: dict[str, scaling.TargetFits], bootstrap: int) -> list[Blo
 def _frontier_blocks(sweep: SweepData, front: Frontier) -> list[Block]:
     """Pareto figure and table (with two objectives or more) and the hypervolume history."""
     space, complete = sweep.space, sweep.complete
-    objectives, parameters = dict(space.objectives), list(space.parameters)
+    objectives = dict(space.objectives)
     blocks: list[Block] = []
     pareto = set(front.pareto_keys)
     if len(objectives) >= 2:
+        by_size = render.several_sizes(scaling.model_sizes(complete))
         blocks += [Heading("Pareto front"),
                    Image("pareto", render.png(render.draw_pareto(figures.pareto_figure(complete, front))),
-                         "All complete trials coloured by model size; circled: the Pareto set.")]
+                         f"All complete trials{' coloured by model size' if by_size else ''}; circled: the Pareto set "
+                         f"({len(pareto)} of {len(complete)}).")]
         if sweep.recorded_pareto and pareto != set(sweep.recorded_pareto):
             blocks.append(Text(f"Note: the sweep recorded the Pareto set {', '.join(sweep.recorded_pareto)}; recomputed "
                                "from the stored metrics it differs (was the sweep resumed since?)."))
-        sizes = scaling.model_sizes(complete).tolist()
-        table = [[row["trial"], *(_format(row.get(k)) for k in objectives), _format(size),
-                  *(_format(row["sampled"].get(p)) for p in parameters)]
-                 for row, size in zip(complete, sizes) if row["trial"] in pareto]
-        blocks.append(Table(["trial", *objectives, "model size", *parameters], table))
+    blocks += _trials_table(sweep, pareto)
     blocks += [Heading("Hypervolume"), Text(f"Final hypervolume {front.hypervolume:.4g} over {len(complete)} complete trials."),
                Image("hypervolume", render.png(render.draw_hypervolume(front)),
                      "Hypervolume of the first n complete trials, in completion order, against the reference point.")]
     return blocks
+
+
+def _trials_table(sweep: SweepData, pareto: set[str]) -> list[Block]:
+    """Every finished trial: state, objectives, searched parameters, model size where sizes vary, MLflow run id."""
+    objectives, parameters = list(sweep.space.objectives), list(sweep.space.parameters)
+    sizes = scaling.model_sizes(sweep.rows)
+    by_size = render.several_sizes(sizes)
+    header = ["trial", "state", *objectives, *parameters, *(["model size"] if by_size else []), "Pareto", "MLflow run"]
+    rows = [[row["trial"], row["state"], *(_format(row.get(o)) for o in objectives),
+             *(_format(row["sampled"].get(p)) for p in parameters), *([_format(size)] if by_size else []),
+             "yes" if row["trial"] in pareto else "", row["run_id"]]
+            for row, size in zip(sweep.rows, sizes.tolist())]
+    intro = f"Every finished trial, in completion order; each MLflow run is a child of run {sweep.parent_run_id}."
+    return [Heading("Trials"), Text(intro), Table(header, rows)]
+
+
+def _method_blocks(sweep: SweepData, pareto: set[str]) -> list[Block]:
+    """Per update method: trials, Pareto trials, mean and best of each objective; none with a single method."""
+    by_method: dict[str, list[dict[str, Any]]] = {}
+    for row in sweep.complete:
+        by_method.setdefault(str(row.get("method.name")), []).append(row)
+    if len(by_method) < 2:
+        return []
+    directions = sweep.space.objectives
+    header = ["method", "trials", "Pareto", *(f"{o} {stat}" for o in directions for stat in ("mean", "best"))]
+    table = []
+    for method, rows in by_method.items():
+        cells = [method, str(len(rows)), str(sum(row["trial"] in pareto for row in rows))]
+        for objective, direction in directions.items():
+            values = [float(row[objective]) for row in rows if row.get(objective) is not None]
+            best = max(values) if direction == "maximize" else min(values)
+            cells += [_format(float(np.mean(values))), _format(best)]
+        table.append(cells)
+    return [Heading("Methods"), Text("The complete trials of each update method."), Table(header, table)]
+
+
+def _benchmark_blocks(sweep: SweepData) -> list[Block]:
+    """Each trial's lm-eval score changes over the stream, in points; none where no benchmark ran."""
+    deltas = sorted({key for row in sweep.complete for key in row
+                     if key.startswith(BENCHMARK_PREFIX) and key.endswith("_delta")})
+    if not deltas:
+        return []
+    tasks = [key.removeprefix(BENCHMARK_PREFIX).removesuffix("_delta") for key in deltas]
+    rows = [[row["trial"], *(_format(row.get(key)) for key in deltas)] for row in sweep.complete]
+    return [Heading("Benchmarks"),
+            Text("Change of each lm-eval task's accuracy from before the stream to after it, in points "
+                 "(100 x accuracy; eval.benchmarks.limit items per task, so small changes are noise)."),
+            Table(["trial", *tasks], rows)]
+
+
+def _space_blocks(sweep: SweepData) -> list[Block]:
+    return [Heading("Search space"), Text("The space as the sweep ran it (command-line overrides applied)."),
+            Code(sweep.space_text, "yaml")]
 
 
 def _trial_blocks(sweep: SweepData, pareto: set[str], sizes: list[float]) -> list[Block]:
@@ -392,13 +453,19 @@ def _sensitivity_blocks(sweep: SweepData) -> list[Block]:
     choices = {name: p.choices for name, p in space.parameters.items() if p.type == "categorical"}
     sampled = [{"trial": row["trial"], **row["sampled"], **{o: row.get(o) for o in objectives}} for row in sweep.complete]
     panels = figures.sensitivity(sampled, objectives, parameters, log_parameters, choices)
+    panels = [panel for panel in panels if len(panel.x)]
+    if not panels:
+        return []
     rho = {(p.objective, p.parameter): p.rank_correlation for p in panels}
-    return [Heading("Sensitivity"),
-            Text("Each objective against each searched parameter over the complete trials that set it; Spearman rank "
-                 "correlation for numeric parameters."),
-            Table(["parameter", *(f"Spearman ρ with {o}" for o in objectives)],
-                  [[p, *(_format(rho[(o, p)]) for o in objectives)] for p in parameters]),
-            Image("sensitivity", render.png(render.draw_sensitivity(panels)), "Objectives against searched parameters.")]
+    numeric = [p for p in parameters if all(np.isfinite(rho.get((o, p), np.nan)) for o in objectives)]
+    intro = "Each objective against each searched parameter over the complete trials that set it"
+    blocks: list[Block] = [Heading("Sensitivity"),
+                           Text(intro + ("; Spearman rank correlation for numeric parameters." if numeric else "."))]
+    if numeric:
+        blocks.append(Table(["parameter", *(f"Spearman ρ with {o}" for o in objectives)],
+                            [[p, *(_format(rho[(o, p)]) for o in objectives)] for p in numeric]))
+    figure = render.png(render.draw_sensitivity(panels))
+    return blocks + [Image("sensitivity", figure, "Objectives against searched parameters.")]
 
 
 def build_blocks(
@@ -418,8 +485,9 @@ def build_blocks(
         return [*blocks, Text("No complete trial: nothing to draw.")], set(), {}
     front = space_frontier(space, [row["trial"] for row in complete], complete)
     pareto = set(front.pareto_keys) if len(space.objectives) >= 2 else set()
-    blocks += [*_frontier_blocks(sweep, front), *_stopped_blocks(sweep), *_fit_blocks(fits, bootstrap),
-               *_trial_blocks(sweep, pareto, sizes), *_sensitivity_blocks(sweep)]
+    blocks += [*_frontier_blocks(sweep, front), *_method_blocks(sweep, pareto), *_benchmark_blocks(sweep),
+               *_stopped_blocks(sweep), *_fit_blocks(fits, bootstrap), *_trial_blocks(sweep, pareto, sizes),
+               *_sensitivity_blocks(sweep), *_space_blocks(sweep)]
     return blocks, pareto, dict(zip(front.keys, front.feasible.tolist()))
 
 
@@ -450,13 +518,16 @@ def build_report(
     name: str,
     *,
     out_root: str | Path = "runs",
-    reports_dir: str | Path = "reports",
+    out: str | Path | None = None,
+    reports_dir: str | Path | None = None,
     laws_file: str | Path | None = None,
     bootstrap: int = 200,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
 ) -> ReportOutcome:
-    """Read sweep `name`, fit its laws, write REPORTS_DIR/NAME/ and log it on the parent run.
+    """Read sweep `name`, fit its laws, write the report and log it on the parent run.
+
+    The report goes to `out`, else REPORTS_DIR/NAME/ with `reports_dir`, else OUT_ROOT/NAME/report/.
 
     Laws: the defaults of `raycl.analysis.scaling` plus those of `laws_file` (default
     search_spaces/laws/NAME.yaml when it exists). Raises a one-line ValueError for a missing sweep or
@@ -469,7 +540,7 @@ def build_report(
     sweep = load_sweep(name, out_root)
     fits = scaling.fit_sweep(sweep.rows, specs, bootstrap=bootstrap, seed=seed, progress=progress)
     blocks, pareto_keys, feasible = build_blocks(sweep, fits, bootstrap)
-    directory = Path(reports_dir) / name
+    directory = Path(out) if out else Path(reports_dir) / name if reports_dir else Path(out_root) / name / "report"
     files = render.write_report(directory, f"Sweep report: {name}", blocks)
     csv_path, fits_path = directory / "pareto.csv", directory / "fits.json"
     csv_path.write_text(pareto_csv(sweep.rows, list(sweep.space.objectives), feasible, pareto_keys, list(sweep.space.parameters)))

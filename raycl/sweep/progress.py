@@ -63,7 +63,8 @@ class ProgressTable(Callback):
         return {key: {"trial_s": row.trial_s, "engine_s": row.engine_s} for key, row in self.rows.items() if row.launched and row.trial_s is not None and row.engine_s is not None}
 
     def render(self) -> Table:
-        table = Table(title=f"sweep {self.space.name}  (* Pareto set so far)")
+        table = Table(title=f"sweep {self.space.name}  (* Pareto set so far)",
+                      caption="node: the Ray node that ran it; s: its wall time in seconds", caption_justify="left")
         param_names = list(self.space.parameters)
         for column in ["trial", "state", *map(_short, param_names), *self.space.objectives, "stage", "node", "s", "*"]:
             table.add_column(column, justify="right" if column not in ("trial", "state") else "left")

@@ -80,6 +80,8 @@ def run_sweep(
     show_worker_logs: bool = False,
     verbose: bool = False,
     console: Console | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    sweep_name: str | None = None,
 ) -> SweepOutcome:
     """Run (or with `resume`, finish) the sweep `name_or_path` (a name in search_spaces/ or a YAML path).
 
@@ -89,13 +91,15 @@ def run_sweep(
     ray_storage: where Ray Tune/Train keep state and stage checkpoints; default `OUT_ROOT/NAME/ray`.
         On a multi-node cluster this must be shared by every node (s3://..., NFS).
     num_cpus: CPUs of a local Ray (default: all).
+    overrides: `key=value` items applied to the space's YAML (`budget.trials=2`), validated with it.
+    sweep_name: the sweep's folder, study and experiment name; default the space's name.
     verbose: Ray's and MLflow's own log lines on the terminal; otherwise they go to `OUT_ROOT/NAME/sweep.log`.
     Raises `ConfigError` (one line naming the file and key, or the store that cannot be reached)
     before creating anything.
     """
     started = time.perf_counter()
     console = console or Console()
-    space = load_space(name_or_path)
+    space = load_space(name_or_path, overrides, sweep_name)
     check_stores(storage, tracking_uri)
     out_dir = (Path(out_root) / space.name).resolve()
     own_tracking = tracking_uri is None

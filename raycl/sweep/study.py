@@ -7,6 +7,7 @@ parameters (its engine resumes from its stage checkpoints), instead of being fai
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -59,7 +60,10 @@ def open_study(space: SearchSpace, storage_url: str, *, resume: bool) -> optuna.
     storage = storage_for(storage_url)
     exists = space.name in optuna.study.get_all_study_names(storage)
     if exists and not resume:
-        raise ConfigError(f"{space.source}: study {space.name!r} already exists in {storage_url}; pass --resume to continue it")
+        raise ConfigError(
+            f"{space.source}: study {space.name!r} already exists in {storage_url}; pass --resume to continue it, "
+            "or --new for a fresh sweep beside it"
+        )
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # Offset the seed by the trials already asked, so a resumed sweep does not replay the first draws.
     previous = len(optuna.load_study(study_name=space.name, storage=storage).trials) if exists else 0
@@ -74,6 +78,9 @@ def open_study(space: SearchSpace, storage_url: str, *, resume: bool) -> optuna.
     if recorded is None:
         study.set_user_attr(Tags.FINGERPRINT, space.fingerprint())
         study.set_user_attr(Tags.OBJECTIVES, list(space.objectives))
+        with warnings.catch_warnings():  # experimental in name only since Optuna 3.2
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(space.objectives))  # the dashboard's axes: learning, forgetting
     elif recorded != space.fingerprint():
         raise ConfigError(
             f"{space.source}: the search (objectives, constraints, parameters, fixed, sampler, seed or budget.seeds) changed since "

@@ -58,7 +58,7 @@ class SweepTracker:
                 run_name=self.space.name,
                 tags={Tags.SWEEP: self.space.name, Tags.ROLE: "parent"} | tags,
             ).info.run_id
-            self.client.log_text(found, Path(self.space.source).read_text(), Artifacts.SEARCH_SPACE)
+            self.client.log_text(found, self.space.text, Artifacts.SEARCH_SPACE)
         else:
             self.client.update_run(found, status="RUNNING")
             self.client.log_batch(found, tags=[RunTag(key, value) for key, value in tags.items()])

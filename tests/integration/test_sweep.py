@@ -129,9 +129,9 @@ def test_smoke_sweep_runs_on_both_nodes_and_records_everything(cluster, smoke_sw
 
     # Single-CPU trials train in their Tune actors, one whole CPU each.
     assert (outcome.plan.executor, outcome.plan.concurrency, outcome.plan.cpus_per_worker) == ("tune", 2, 1.0)
-    assert outcome.launched == ["t0000", "t0001", "t0002", "t0003"]
+    assert outcome.launched == ["t0000", "t0001", "t0002", "t0003", "t0004"]
     assert set(outcome.trial_times) == set(outcome.launched)
-    children = assert_sweep_complete(outcome, trials=4, tmp_path=tmp_path)
+    children = assert_sweep_complete(outcome, trials=5, tmp_path=tmp_path)
     placed = {node for child in children for node in child.data.tags["raycl.node_ids"].split(",")}
     assert placed == node_ids(cluster)
     assert (out_root / "smoke" / "optuna.db").is_file()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -18,10 +19,15 @@ pytestmark = pytest.mark.slow
 
 MALFORMED = {
     "unknown_key": (lambda s: s["budget"].update(concurrncy=2), "budget.concurrncy: unknown key"),
-    "empty_range": (lambda s: s["parameters"]["train.lr"].update(high=1.0e-3), "parameters.train.lr.high: empty range"),
+    "empty_range": (
+        lambda s: s["parameters"]["replay.ratio"].update(high=0.0),
+        "parameters.replay.ratio.high: empty range",
+    ),
     "missing_condition": (
-        lambda s: s["parameters"]["method.lora_rank"].update(when={"method.nam": "lora"}),
-        "parameters.method.lora_rank.when.method.nam: condition on a parameter that is not searched",
+        lambda s: s["parameters"].update(
+            {"method.galore_rank": {"type": "int", "low": 4, "high": 8, "when": {"method.nam": "galore"}}}
+        ),
+        "parameters.method.galore_rank.when.method.nam: condition on a parameter that is not searched",
     ),
     # A stopped `train` trial's worker group would keep its CPUs, and the next trial would wait forever.
     "early_stopping_under_train": (
@@ -69,7 +75,7 @@ def test_malformed_space_fails_in_a_fresh_process_within_five_seconds(tmp_path: 
     elapsed = time.perf_counter() - started
     assert done.returncode == 0, done.stderr
     error_line, heavy_modules = done.stdout.strip().splitlines()
-    assert error_line.startswith(f"{path}: parameters.train.lr.high: empty range")
+    assert error_line.startswith(f"{path}: parameters.replay.ratio.high: empty range")
     assert heavy_modules == "[]"  # validation ran before Ray, MLflow, Optuna or torch were imported
     assert elapsed < 5.0
     assert not (tmp_path / "runs").exists()
@@ -121,19 +127,25 @@ seed: 0
         (lambda text: text, None),
         (lambda text: text.replace("examples_per_stage: {", "examples_per_stag: {"), "parameters.stream.shape.examples_per_stag: not a trial config key"),
         (lambda text: text.replace("stages: 2}", "stages: 2, stagez: 3}"), "fixed.stream.shape.stagez: unknown key"),
+        (lambda text: text.replace("chats.jsonl", "missing.jsonl"), "stream.source: "),
     ],
-    ids=["searched stream key", "bad searched stream key", "bad fixed stream key"],
+    ids=["searched stream key", "bad searched stream key", "bad fixed stream key", "missing data file"],
 )
 def test_cli_validate_checks_stream_keys(tmp_path: Path, edit, expected: str | None) -> None:
     from typer.testing import CliRunner
 
     from raycl.cli import app
 
+    chats = tmp_path / "chats.jsonl"
+    turns = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+    chats.write_text("".join(json.dumps({"messages": turns}) + "\n" for _ in range(30)))
     path = tmp_path / "stream.yaml"
-    path.write_text(edit(STREAM_SPACE))
+    path.write_text(edit(STREAM_SPACE).replace("path: ", f"path: {tmp_path}/"))  # the space names its data file
     result = CliRunner().invoke(app, ["validate", str(path)])
     if expected is None:
-        assert result.exit_code == 0 and result.output.strip() == f"ok {path}", result.output
+        lines = result.output.strip().splitlines()
+        assert result.exit_code == 0 and lines[0] == f"ok {path}", result.output
+        assert lines[1].startswith(f"  fixed.stream.source: {chats}")
     else:
         lines = result.output.strip().splitlines()
         assert result.exit_code == 2 and len(lines) == 1

@@ -126,10 +126,10 @@ def test_report_of_a_three_size_sweep_is_self_contained(tmp_path: Path) -> None:
     for i, row in enumerate(power_table()):
         sampled = {"model.name": f"m{row['num_params']:g}", "train.lr": 1e-3 * (1 + i % 3), "replay.ratio": 0.0,
                    "method.name": "lora" if i % 2 else "full", **({"method.lora_rank": 4} if i % 2 else {})}
-        rows.append(row | sampled | {"learning": 0.5 + 0.01 * i, "sampled": sampled})
-    rows.append({"trial": "t99", "state": "FAIL", "train.lr": 1e-3, "sampled": {"train.lr": 1e-3}})
+        rows.append(row | sampled | {"learning": 0.5 + 0.01 * i, "sampled": sampled, "run_id": f"run{i}"})
+    rows.append({"trial": "t99", "state": "FAIL", "train.lr": 1e-3, "sampled": {"train.lr": 1e-3}, "run_id": "run99"})
     sweep = SweepData(
-        name="synthetic", space=space, parent_run_id="", recorded_pareto=[], rows=rows,
+        name="synthetic", space=space, space_text=space.text, parent_run_id="", recorded_pareto=[], rows=rows,
         curves={row["trial"]: {"eval/new_loss": [(0, 5.0), (10, 4.0)], "eval/base_loss": [(0, 2.0), (10, 2.5)]} for row in rows},
         stage_records={row["trial"]: RECORD for row in rows[:-1]},
     )
@@ -156,6 +156,37 @@ def test_report_of_a_three_size_sweep_is_self_contained(tmp_path: Path) -> None:
     # One seed per trial: no interval.
     assert {line.split(",")[0] for line in table[1:] if line.split(",")[10] == "True"} == pareto
     assert table[-1].startswith("t99,FAIL,,,1,,,,,False,False")
+
+
+def test_report_of_a_one_size_sweep_shows_every_trial_and_leaves_out_what_has_no_data(tmp_path: Path) -> None:
+    """The smoke space's shape: one model size, two methods, benchmark deltas; no fit section, no size colours."""
+    space = load_space("smoke")
+    rows = []
+    for i, (method, ratio) in enumerate([("full", 0.0), ("galore", 0.2), ("full", 0.4), ("galore", 0.6)]):
+        sampled = {"method.name": method, "replay.ratio": ratio}
+        rows.append({"trial": f"t{i}", "run_id": f"run{i}", "state": "COMPLETE", "num_params": 3e4, "new_tokens": 1e5,
+                     "learning": 0.95 - 0.1 * ratio, "forgetting": 2.0 - 2.5 * ratio,
+                     "bench_raycl_retention_delta": -5.0 - 10.0 * i,
+                     **sampled, "sampled": sampled})
+    sweep = SweepData(
+        name="smoke", space=space, space_text=space.text, parent_run_id="parent", recorded_pareto=[], rows=rows,
+        curves={row["trial"]: {"eval/new_loss": [(0, 5.0), (10, 4.0)]} for row in rows}, stage_records={},
+    )
+    blocks, pareto, _ = build_blocks(sweep, fit_sweep(rows, [], bootstrap=0), bootstrap=0)
+    assert pareto == {"t0", "t1", "t2", "t3"}
+    headings = [block.text for block in blocks if isinstance(block, render.Heading)]
+    assert "Scaling laws" not in headings
+    assert {"Trials", "Methods", "Benchmarks", "Search space"} <= set(headings)
+    trials = next(b for b in blocks if isinstance(b, render.Table) and "MLflow run" in b.header)
+    assert [row[-1] for row in trials.rows] == ["run0", "run1", "run2", "run3"] and "model size" not in trials.header
+    methods = next(b for b in blocks if isinstance(b, render.Table) and b.header[0] == "method")
+    assert sorted(row[:3] for row in methods.rows) == [["full", "2", "2"], ["galore", "2", "2"]]
+    benchmarks = next(b for b in blocks if isinstance(b, render.Table) and b.header == ["trial", "raycl_retention"])
+    assert [row[1] for row in benchmarks.rows] == ["-5", "-15", "-25", "-35"]
+    assert any(isinstance(b, render.Code) and "replay.ratio" in b.text for b in blocks)
+    assert not any(isinstance(b, render.Text) and "coloured by model size" in b.text for b in blocks)
+    render.write_report(tmp_path, "Sweep report: smoke", blocks)
+    assert "<pre>" in (tmp_path / "report.html").read_text() and "```yaml" in (tmp_path / "report.md").read_text()
 
 
 def test_report_of_a_missing_sweep_fails_with_one_line_naming_the_path(tmp_path: Path) -> None:

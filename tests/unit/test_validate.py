@@ -18,7 +18,7 @@ from raycl.cli import app
 from raycl.config import TrialConfig, validate_config
 from raycl.data.check import original_note
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+GUIDE = Path(__file__).resolve().parents[2] / "docs" / "guide.md"
 
 
 def write_data(directory: Path) -> dict[str, Path]:
@@ -118,9 +118,9 @@ def test_a_stream_trial_with_default_settings_validates_without_the_world_stage_
         validate_config({"stream": {"source": {"path": "c.jsonl"}}, "eval": {"benchmarks": {"tasks": ["raycl_acquisition"]}}}, "trial.yaml")
 
 
-def test_the_readme_trial_config_example_validates() -> None:
-    block = re.search(r"```yaml\n(world: .*?)```", README.read_text(), re.DOTALL)[1]
-    config = validate_config(yaml.safe_load(block), source="README.md")
+def test_the_guide_trial_config_example_validates() -> None:
+    block = re.search(r"```yaml\n(world: .*?)```", GUIDE.read_text(), re.DOTALL)[1]
+    config = validate_config(yaml.safe_load(block), source="docs/guide.md")
     assert config.stream is not None and config.method.name == "galore"
 
 
