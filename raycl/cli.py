@@ -502,8 +502,9 @@ def predict(
                                      seed=seed, run=lambda path, root: run_sweep(path, out_root=root, console=console), **options)
     except ValueError as error:
         fail(str(error))
+    assert record is not None  # left None only when verifying, which replaces it
     logged = transfer.log_on_parent(source, record)
-    console.print(transfer.describe(record) + ("\n  logged on MLflow parent run " + source.parent_run_id if logged else ""),
+    console.print(transfer.describe(record) + (f"\n  logged on MLflow parent run {source.parent_run_id}" if logged else ""),
                   highlight=False, markup=False)
     if (out := out or output) is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -118,8 +118,9 @@ def load_tokenizer(name: str, *, trust_remote_code: bool = False):
 def load_dataset(path: str, name: str | None = None, **kwargs: Any):
     """`datasets.load_dataset(path, name, ...)`, failing fast when it needs an unreachable hub."""
     import datasets
+    from datasets.exceptions import DatasetNotFoundError
 
     try:
         return datasets.load_dataset(path, name, **kwargs)
-    except (OSError, datasets.exceptions.DatasetNotFoundError) as error:
+    except (OSError, DatasetNotFoundError) as error:
         raise _unavailable("dataset", path, error) from None

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from typing_extensions import Self
 
 
 class _Reported:
@@ -81,7 +82,7 @@ class TrialSummary(StageRecord):
         return self
 
     @classmethod
-    def of(cls, report: dict[str, Any]) -> TrialSummary:
+    def of(cls, report: dict[str, Any]) -> Self:
         """The summary inside a larger record (a Tune result, a trial result), other keys ignored."""
         return cls.model_validate({k: v for k, v in report.items() if k in cls.model_fields or k.startswith(BENCHMARK_PREFIX)})
 

@@ -89,6 +89,7 @@ class LoadSummary:
         if self.examples == 0 and self.first_bad is not None:
             raise DataError(f"{self.source}: {self.unit} {self.first_bad[0]}: {self.first_bad[1]}; no usable rows ({bad} of {self.rows} malformed)")
         if bad / self.rows > max_bad_fraction:
+            assert self.first_bad is not None  # bad > 0: `skip` recorded one
             raise DataError(
                 f"{self.source}: {self.unit} {self.first_bad[0]}: {self.first_bad[1]}; {bad} of {self.rows} rows malformed ({bad / self.rows:.1%}), "
                 f"more than max_bad_fraction {max_bad_fraction:.1%}"
@@ -167,6 +168,7 @@ def _rows(config: DataSourceConfig, summary: LoadSummary) -> Iterator[tuple[int,
             dataset = dataset.take(config.limit) if config.streaming else dataset.select(range(min(config.limit, len(dataset))))
         yield from enumerate(dataset, 1)
         return
+    assert config.path is not None  # a source names exactly one of `path` and `hub`
     path = Path(config.path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
@@ -322,7 +324,8 @@ def load_documents(config: DataSourceConfig) -> tuple[list[str], LoadSummary]:
     examples, summary = load_examples(config)
     if summary.format != "text":
         raise DataError(f"{config.name}: holds {summary.format} conversations, expected plain text documents")
-    return [example.content for example in examples], summary
+    # A text source's contents are all documents (str), never conversations.
+    return [example.content for example in examples if isinstance(example.content, str)], summary
 
 
 def corpus_sources(config: ReplayCorpusConfig) -> list[DataSourceConfig]:

@@ -18,7 +18,7 @@ import random
 import shutil
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import yaml
 from filelock import FileLock
@@ -30,7 +30,8 @@ from raycl.evaluation.probes import acquisition_task, write_world_probes
 
 if TYPE_CHECKING:  # torch, transformers and lm-eval load only when an evaluation runs
     import torch
-    from transformers import PreTrainedTokenizerBase
+    from lm_eval.tasks.manager import TaskDict
+    from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
     from raycl.world.offline import World
 
@@ -76,7 +77,7 @@ def prepare_task_dir(
 
 
 @functools.lru_cache(maxsize=8)
-def _cached_tasks(include_paths: tuple[str, ...], yaml_stamp: tuple, include_defaults: bool, tasks: tuple[str, ...]) -> dict:
+def _cached_tasks(include_paths: tuple[str, ...], yaml_stamp: tuple, include_defaults: bool, tasks: tuple[str, ...]) -> TaskDict:
     from lm_eval.tasks import TaskManager
 
     manager = TaskManager(include_path=list(include_paths), include_defaults=include_defaults)
@@ -93,7 +94,7 @@ def _cached_tasks(include_paths: tuple[str, ...], yaml_stamp: tuple, include_def
         ) from None
 
 
-def _load_tasks(task_dir: Path, config: BenchmarkConfig) -> dict:
+def _load_tasks(task_dir: Path, config: BenchmarkConfig) -> TaskDict:
     """lm-eval's tasks with their datasets, built once per task directory and kept while its YAMLs
     (and those of `include_path`) are unchanged (lm-eval builds the requests anew at every evaluation):
     building them was a tenth of a warm evaluation of the default probes, and indexing lm-eval's own
@@ -171,7 +172,8 @@ def _quiet_lm_eval() -> Iterator[None]:
     with contextlib.ExitStack() as stack:
         for module in (lm_eval.api.model, lm_eval.api.task, lm_eval.models.huggingface):
             stack.callback(setattr, module, "tqdm", module.tqdm)
-            module.tqdm = silent
+            # Each of them imports `tqdm`; pyright sees only `ModuleType` in the loop.
+            module.tqdm = silent  # pyright: ignore[reportAttributeAccessIssue]
         try:
             yield
         finally:
@@ -186,25 +188,27 @@ def _hflm_class() -> type:
     multiple-choice context again with every choice, and encoding was 40% of an evaluation."""
     from lm_eval.models.huggingface import HFLM
 
+    # lm-eval's untyped `register_model` decorator leaves pyright seeing HFLM as `type[LM]`, without `tok_encode`.
     class EncodeOnceHFLM(HFLM):
         def tok_encode(self, string, add_special_tokens=None, left_truncate_len=None, **kwargs) -> list[int]:
             if kwargs:
-                return super().tok_encode(string, add_special_tokens, left_truncate_len, **kwargs)
-            encoded = self.__dict__.setdefault("_encoded", {})
+                return super().tok_encode(string, add_special_tokens, left_truncate_len, **kwargs)  # pyright: ignore[reportAttributeAccessIssue]
+            encoded = vars(self).setdefault("_encoded", {})
             key = (string, add_special_tokens, left_truncate_len)
             if key not in encoded:
-                encoded[key] = super().tok_encode(string, add_special_tokens, left_truncate_len)
+                encoded[key] = super().tok_encode(string, add_special_tokens, left_truncate_len)  # pyright: ignore[reportAttributeAccessIssue]
             return list(encoded[key])
 
     return EncodeOnceHFLM
 
 
-def _scores(results: Mapping, config: BenchmarkConfig) -> dict[str, float]:
+def _scores(results: Mapping[str, Any], config: BenchmarkConfig) -> dict[str, float]:
     """`{task: primary accuracy, "task/metric": other scores}` from lm-eval's results, plus the
     item-weighted mean of the per-stage tasks as `raycl_acquisition` when it was asked for."""
     templates = {task: spec.template for task, spec in config.task_paths.items()}
     scores: dict[str, float] = {}
-    for task, metrics in results["results"].items():
+    per_task: dict[str, dict[str, Any]] = results["results"]
+    for task, metrics in per_task.items():
         values = {key.split(",")[0]: value for key, value in metrics.items() if "," in key and "_stderr" not in key}
         primary = PRIMARY_METRIC.get(templates.get(task, task)) or next((m for m in ACCURACY_METRICS if m in values), None)
         if primary is not None:
@@ -241,6 +245,8 @@ def run_benchmarks(
             # trial's randomness does not depend on when it evaluates).
             loaded = _load_tasks(Path(task_dir), config)
             device = next(model.parameters()).device
+            # A causal LM (or its peft wrapper) carries its config; `Module.__getattr__` types it `Tensor | Module`.
+            model_config = cast("PretrainedConfig", model.config)
             hflm = _hflm_class()
             lm = hflm(
                 pretrained=model,
@@ -248,7 +254,7 @@ def run_benchmarks(
                 tokenizer=tokenizer,
                 batch_size=config.batch_size,
                 # Resolved once here, as lm-eval would, instead of twice per request.
-                max_length=resolve_max_length(model.config, tokenizer, default=hflm._DEFAULT_MAX_LENGTH),
+                max_length=resolve_max_length(model_config, tokenizer, default=hflm._DEFAULT_MAX_LENGTH),
                 # fp32 weights on GPU run under bf16 autocast, as in training.
                 mixed_precision_dtype=torch.bfloat16 if device.type == "cuda" else None,
             )
@@ -258,6 +264,7 @@ def run_benchmarks(
     finally:
         model.train(was_training)
         random.setstate(random_state)
+    assert results is not None  # `evaluate` returns None only on ranks other than 0 of a distributed lm
     return _scores(results, config)
 
 

@@ -59,7 +59,8 @@ def select_blocks(
 class Replay:
     """Replay rows for every step: a pure function of the step, so a resumed trial draws the same rows."""
 
-    def __init__(self, config: ReplayConfig, pool: torch.Tensor, base_model: nn.Module, tokenizer, seed: int):
+    def __init__(self, config: ReplayConfig, pool: torch.Tensor, base_model: nn.Module | None, tokenizer, seed: int):
+        """`base_model`: the frozen base model, None where replay reads nothing of it (`needs_frozen_base`)."""
         self.config = config
         self.base_model = base_model
         self.tokenizer = tokenizer
@@ -67,7 +68,10 @@ class Replay:
         self.generation_time_s = 0.0
         self._chunk: int | None = None
         if config.source == "base":
-            scores = block_losses(base_model, pool) if config.selection in ("hardest", "easiest") else None
+            scores = None
+            if config.selection in ("hardest", "easiest"):
+                assert base_model is not None  # ranking blocks by the base model's loss needs it
+                scores = block_losses(base_model, pool)
             self.ids = select_blocks(pool, config.buffer_size, config.selection, seed, scores)
             self.labels = self.ids
 
@@ -76,6 +80,7 @@ class Replay:
         chunk = step // self.config.regenerate_every
         if chunk == self._chunk:
             return
+        assert self.base_model is not None  # self-generated replay samples it
         started = time.perf_counter()
         self.ids, self.labels = sample_from_base(
             self.base_model, self.tokenizer, self.config.generated_per_chunk, length, seed=self.seed * 7919 + chunk

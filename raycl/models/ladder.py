@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import cast
 
 import torch
 from rich.console import Console
@@ -39,7 +40,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
 from raycl.artifacts.cache import cached_build
 from raycl.config.trial import LADDER_BUDGETS
@@ -95,9 +96,10 @@ def llama_config(rung: Rung, tokenizer: PreTrainedTokenizerBase, max_positions: 
         intermediate_size=rung.intermediate_size,
         max_position_embeddings=max_positions,
         tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
+        # The tokenizer serves special token ids through an untyped `__getattr__`.
+        bos_token_id=cast("int | None", tokenizer.bos_token_id),
+        eos_token_id=cast("int | None", tokenizer.eos_token_id),
+        pad_token_id=cast("int | None", tokenizer.pad_token_id),
     )
 
 
@@ -106,13 +108,16 @@ def count_parameters(model: torch.nn.Module) -> int:
     return sum(parameter.numel() for parameter in model.parameters())
 
 
-def parameter_counts(model: torch.nn.Module) -> dict[str, int]:
+def parameter_counts(model: PreTrainedModel) -> dict[str, int]:
     """Embedding, non-embedding and total parameters, each tensor counted once.
 
     Embeddings are the input embedding and the output head (one tensor when tied); position
     embeddings do not exist in Llama (rotary).
     """
-    embeddings = {id(p): p for p in (model.get_input_embeddings().weight, model.get_output_embeddings().weight)}
+    head = model.get_output_embeddings()
+    assert head is not None  # a causal LM has an output head
+    weights = (model.get_input_embeddings().get_parameter("weight"), head.get_parameter("weight"))
+    embeddings = {id(p): p for p in weights}
     embedding = sum(p.numel() for p in embeddings.values())
     total = count_parameters(model)
     return {"embedding_params": embedding, "non_embedding_params": total - embedding, "total_params": total}
@@ -291,7 +296,8 @@ def ladder_rung_dir(
         blocks = base_corpus_blocks(base, tokenizer, recipe.block_size)
         heldout = split_examples(base.heldout, tokenizer, recipe.block_size)
         label = f"{name} ({counts['non_embedding_params']:,} non-embedding params)"
-        pretrain_ladder_rung(model, blocks, heldout, recipe, peak_lr(rung, recipe), out, label, tokenizer.pad_token_id)
+        pad_id = cast(int, tokenizer.pad_token_id)  # the world's tokenizer has one; typed by an untyped `__getattr__`
+        pretrain_ladder_rung(model, blocks, heldout, recipe, peak_lr(rung, recipe), out, label, pad_id)
         for budget in recipe.budgets:
             tokenizer.save_pretrained(out / budget_dirname(budget))
         # CPU minutes barely move when other jobs share the cores; wall minutes do (load average).

@@ -9,12 +9,17 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 from raycl.config import TrialConfig
 from raycl.config.base import validate
 from raycl.config.benchmarks import BenchmarkConfig
 from raycl.data.benchmark_files import check_include_path, check_task_file
 from raycl.evaluation.harness import prepare_task_dir, run_benchmarks
+
+if TYPE_CHECKING:
+    from peft import PeftModel
+    from transformers import PreTrainedModel
 
 
 def load_checkpoint_config(checkpoint_dir: Path) -> TrialConfig:
@@ -39,10 +44,12 @@ def export_checkpoint(checkpoint_dir: Path, config: TrialConfig, out: Path | Non
     model, tokenizer = load_base_model(config.model, load_world(config.world))
     if config.method.name == "lora":
         # The checkpoint holds the adapter-wrapped model: rebuild the wrapping to load it, then merge.
-        model = prepare_method(model, config.method, config.train).model
-    load_model(model, str(checkpoint_dir / WEIGHTS))
-    if config.method.name == "lora":
-        model = model.merge_and_unload()
+        wrapped = cast("PeftModel", prepare_method(model, config.method, config.train).model)
+        load_model(wrapped, str(checkpoint_dir / WEIGHTS))
+        # peft types the merged base model it returns as a plain `nn.Module`.
+        model = cast("PreTrainedModel", wrapped.merge_and_unload())
+    else:
+        load_model(model, str(checkpoint_dir / WEIGHTS))
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out

@@ -209,6 +209,7 @@ def load_sweep(name: str, out_root: str | Path = "runs") -> SweepData:
     parents = client.search_runs([experiment.experiment_id], filter_string=parent_filter) if experiment else []
     if not parents:
         raise ValueError(f"{db}: no parent run of sweep {name!r} in MLflow experiment raycl-{name}")
+    assert experiment is not None  # the parent run was found in it
     parent = parents[0]
     children = client.search_runs(
         [experiment.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'", max_results=50_000

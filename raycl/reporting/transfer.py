@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import yaml
@@ -31,8 +31,12 @@ from raycl.analysis import scaling
 from raycl.config.space import Categorical, SearchSpace, load_space
 from raycl.config.trial import TrialConfig
 
+if TYPE_CHECKING:
+    from raycl.analysis.fits import FitResult
+    from raycl.analysis.pareto import Direction
+
 LR, REPLAY, MODEL, BUDGET = "train.lr", "replay.ratio", "model.name", "model.pretrain_tokens_per_param"
-OBJECTIVES = {"learning": "maximize", "forgetting": "minimize"}
+OBJECTIVES: dict[str, Direction] = {"learning": "maximize", "forgetting": "minimize"}
 GRID_POINTS = 25
 
 
@@ -137,12 +141,18 @@ def _objective(target: str, fitted: np.ndarray, base_loss: float) -> np.ndarray:
     return fitted - base_loss if target == "forgetting" else 1.0 - fitted
 
 
+def _fitted(law_fit: scaling.LawFit) -> FitResult:
+    """The fit of a law that `fit_smaller` chose: it chooses only laws that fit."""
+    assert law_fit.fit is not None
+    return law_fit.fit
+
+
 def predict_objectives(fits: Mapping[str, scaling.LawFit], inputs: Mapping[str, float]) -> dict[str, dict[str, float]]:
     """Each objective at `inputs`: the best fit's value and the 95% interval of its bootstrap refits."""
     data = {symbol: np.array([value]) for symbol, value in inputs.items()}
     out = {}
     for target, law_fit in fits.items():
-        fit = law_fit.fit
+        fit = _fitted(law_fit)
         value = float(_objective(target, fit.predict(data), inputs["L0"])[0])
         with np.errstate(all="ignore"):
             samples = np.array([law_fit.law.predict(theta, data)[0] for theta in fit.samples]) if len(fit.samples) else np.array([])
@@ -182,7 +192,7 @@ def predict(source: Source, model: str, *, overrides: Mapping[str, Any] | None =
         for ratio in _axis(source.space, REPLAY, context.replay.ratio):
             config = context.with_overrides({LR: lr, REPLAY: ratio})
             inputs = law_inputs(config, size, base_loss)
-            point = {name: float(_objective(name, fit.fit.predict({k: np.array([v]) for k, v in inputs.items()}), base_loss)[0])
+            point = {name: float(_objective(name, _fitted(fit).predict({k: np.array([v]) for k, v in inputs.items()}), base_loss)[0])
                      for name, fit in fits.items()}
             grid.append({LR: lr, REPLAY: ratio, **point})
     meeting = [point for point in grid if point["learning"] >= required]
@@ -198,7 +208,7 @@ def predict(source: Source, model: str, *, overrides: Mapping[str, Any] | None =
         "fitted_trials": len(complete),
         "context": {name: chosen.model_dump(mode="json")[name.split(".")[0]][name.split(".")[1]] for name in source.space.parameters
                     if name not in (LR, REPLAY)},
-        "laws": {target: {"name": fit.law.name, "expression": fit.law.expression, "params": fit.fit.params,
+        "laws": {target: {"name": fit.law.name, "expression": fit.law.expression, "params": _fitted(fit).params,
                           "heldout_error": fit.extrapolation.mean_abs_rel_error if fit.extrapolation else None}
                  for target, fit in fits.items()},
         "bootstrap": bootstrap,

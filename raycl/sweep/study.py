@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -26,14 +26,23 @@ from raycl.sweep.scheduler import StageHalving
 _MAX_INVALID_ASKS = 100
 
 
+class _StartupKwargs(TypedDict, total=False):
+    n_startup_trials: int
+
+
+class _PopulationKwargs(TypedDict, total=False):
+    population_size: int
+
+
 def make_sampler(spec: SamplerSpec, seed: int) -> optuna.samplers.BaseSampler:
-    startup = {} if spec.n_startup_trials is None else {"n_startup_trials": spec.n_startup_trials}
+    startup: _StartupKwargs = {} if spec.n_startup_trials is None else {"n_startup_trials": spec.n_startup_trials}
     if spec.name == "tpe":
         return optuna.samplers.TPESampler(seed=seed, **startup)
     if spec.name == "gp":
         return optuna.samplers.GPSampler(seed=seed, **startup)
     if spec.name == "nsga2":
-        population = {} if spec.population_size is None else {"population_size": spec.population_size}
+        size = spec.population_size
+        population: _PopulationKwargs = {} if size is None else {"population_size": size}
         return optuna.samplers.NSGAIISampler(seed=seed, **population)
     return optuna.samplers.RandomSampler(seed=seed)
 
@@ -119,7 +128,8 @@ class OptunaSearcher(Searcher):
         self._live: dict[str, optuna.trial.Trial] = {}
         self._failed: dict[str, optuna.trial.Trial] = {}  # errored, waiting for `tell_failed`
 
-    def suggest(self, trial_id: str) -> dict[str, Any]:
+    def suggest(self, trial_id: str) -> dict[str, Any] | str:
+        """The next trial's `TrialAssignment` as Tune config, or `Searcher.FINISHED` once the budget is taken."""
         for _ in range(_MAX_INVALID_ASKS):
             if not self._interrupted and self._budget_taken():
                 return Searcher.FINISHED

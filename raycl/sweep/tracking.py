@@ -111,19 +111,23 @@ class SweepTracker:
         values = record.to_report()
         del values["step"]  # the curves' x axis, not a curve
         metrics = [Metric(f"{EVAL_PREFIX}{name}", value, now, record.step) for name, value in values.items()]
-        self.client.log_batch(self.child(key), metrics=metrics)
+        run_id = self.child(key)
+        assert run_id is not None, f"{key}: evaluated before its child run was opened"
+        self.client.log_batch(run_id, metrics=metrics)
         self._last_step[key] = record.step
 
     def log_final(self, key: str, report: FinalReport) -> None:
         """Final objectives and metrics, the stage record, and where the workers ran (once per trial)."""
         run_id = self.child(key)
+        assert run_id is not None, f"{key}: finished before its child run was opened"
         if self.client.get_run(run_id).data.tags.get(Tags.FINAL_LOGGED) != "true":
             now = int(time.time() * 1000)
             metrics = [Metric(name, value, now, 0) for name, value in report.metrics().items()]
             self.client.log_batch(run_id, metrics=metrics, tags=[RunTag(Tags.NODE_IDS, ",".join(report.node_ids))])
             self.client.log_dict(run_id, report.stage_record().model_dump(), Artifacts.STAGE_RECORD)
             if report.replicates:
-                self.client.log_dict(run_id, report.replicates, Artifacts.REPLICATES)
+                # MLflow annotates `dictionary` as a dict but serialises any JSON value; the artifact is a list.
+                self.client.log_dict(run_id, report.replicates, Artifacts.REPLICATES)  # pyright: ignore[reportArgumentType]
             self.client.set_tag(run_id, Tags.FINAL_LOGGED, "true")
         self.client.set_terminated(run_id, status="FINISHED")
 

@@ -216,7 +216,7 @@ def train_worker(loop_config: dict[str, Any]) -> EngineRun:
     node_id = ray.get_runtime_context().get_node_id()
     node_ids = [node_id]
     if dist.is_initialized() and dist.get_world_size() > 1:
-        gathered: list[str | None] = [None] * dist.get_world_size()
+        gathered = [""] * dist.get_world_size()  # every slot is overwritten by its rank's node id
         dist.all_gather_object(gathered, node_id)
         node_ids = gathered
 

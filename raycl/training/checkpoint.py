@@ -15,7 +15,7 @@ import hashlib
 import json
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import load_model, save_model
@@ -23,6 +23,9 @@ from torch import nn
 
 from raycl.config import TrialConfig
 from raycl.config.base import dotted
+
+if TYPE_CHECKING:
+    from raycl.training.methods import Optimizer
 
 WEIGHTS, OPTIMIZER, PROGRESS = "model.safetensors", "optimizer.pt", "progress.json"
 CONFIG_RECORD = "trial_config.json"
@@ -87,7 +90,7 @@ def stage_checkpoint_dir(out_dir: Path, stage: int) -> Path:
     return Path(out_dir) / "checkpoints" / f"stage_{stage:03d}"
 
 
-def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, progress: dict[str, Any]) -> Path:
+def save_checkpoint(path: Path, model: nn.Module, optimizer: Optimizer, progress: dict[str, Any]) -> Path:
     partial = path.with_name(path.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
@@ -114,7 +117,7 @@ def _safe_optimizer_globals() -> tuple[type, ...]:
     return GaLoreProjector, CompactProjector
 
 
-def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+def load_checkpoint(path: Path, model: nn.Module, optimizer: Optimizer) -> dict[str, Any]:
     """Restore `model` and `optimizer` in place; return the saved progress."""
     load_model(model, str(path / WEIGHTS), device=str(next(model.parameters()).device))
     with torch.serialization.safe_globals([*_safe_optimizer_globals()]):

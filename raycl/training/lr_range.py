@@ -31,7 +31,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
@@ -104,6 +104,7 @@ def lr_at_drop(lrs: list[float], losses: list[float | None], baseline: float, dr
             before, after = losses[index - 1], losses[index]
             if before is None or before <= threshold:
                 return lrs[index]
+            assert after is not None  # held: at or below the threshold
             share = (before - threshold) / (before - after)
             return math.exp(math.log(lrs[index - 1]) + share * (math.log(lrs[index]) - math.log(lrs[index - 1])))
     return None
@@ -123,10 +124,13 @@ def measure_ramp(config: TrialConfig, settings: RangeSettings) -> RangeRecord:
     base_model, tokenizer = load_base_model(config.model, world)
     stream = load_stream(config, world, tokenizer)
     stage, count = stream.stages[0], settings.eval_examples
-    base_model.to(device)
+    # transformers wraps `to` with `functools.wraps(Module.to)`, which hides the bound `self` from pyright.
+    base_model.to(device)  # pyright: ignore[reportArgumentType]
+
+    pad_id = cast(int, tokenizer.pad_token_id)  # set by `load_base_model`; typed by an untyped `__getattr__`
 
     def heldout(model: torch.nn.Module, examples: list[list[int]], labels: list[list[int]] | None) -> float:
-        return heldout_loss(model, examples[:count], labels[:count] if labels else None, pad_id=tokenizer.pad_token_id,
+        return heldout_loss(model, examples[:count], labels[:count] if labels else None, pad_id=pad_id,
                             batch_size=config.eval.batch_size, device=device, autocast=autocast_for(device))
 
     def fresh_model() -> tuple[torch.nn.Module, Optimizer]:

@@ -345,7 +345,8 @@ class TrialRun:
         base_model, tokenizer = load_base_model(config.model, world)
         stream = load_stream(config, world, tokenizer)
         initial_weights = {name: t.detach().clone() for name, t in base_model.state_dict().items() if t.ndim == 2}
-        base_model.to(device)
+        # transformers wraps `to` with `functools.wraps(Module.to)`, which hides the bound `self` from pyright.
+        base_model.to(device)  # pyright: ignore[reportArgumentType]
         frozen_base = None
         if needs_frozen_base(config.replay):
             frozen_base = copy.deepcopy(base_model).eval().requires_grad_(False)
