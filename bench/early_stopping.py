@@ -50,8 +50,19 @@ RULE = EarlyStopping(rungs=[1], reduction=3.0)  # what the real sweeps run
 NUM_STAGES = 4
 STEPS_PER_STAGE = 15
 # settings replayed on the records
-VARIANTS = [EarlyStopping(rungs=rungs, reduction=reduction) for rungs, reduction in
-            [("stages", 2.0), ("stages", 3.0), ([1], 2.0), ([1], 3.0), ([1], 4.0), ([1, 2], 3.0), ([1, 3], 3.0), ([2], 3.0)]]
+VARIANTS = [
+    EarlyStopping(rungs=rungs, reduction=reduction)
+    for rungs, reduction in [
+        ("stages", 2.0),
+        ("stages", 3.0),
+        ([1], 2.0),
+        ([1], 3.0),
+        ([1], 4.0),
+        ([1, 2], 3.0),
+        ([1, 3], 3.0),
+        ([2], 3.0),
+    ]
+]
 DESIGN_TRIALS = (18, 36, 54)
 DESIGN_DRAWS = 200
 
@@ -110,8 +121,12 @@ def run(space: Path, scratch: Path) -> dict:
         if trial.state.name == "COMPLETE":
             result = json.loads((outcome.out_dir / "trials" / key / "result.json").read_text())
             final = completed_metrics(trial)
-            record |= {"final": [final[name] for name in OBJECTIVES], "stages": NUM_STAGES, "stage_values": stage_values(result),
-                       "stage_time_s": result["stage_time_s"]}
+            record |= {
+                "final": [final[name] for name in OBJECTIVES],
+                "stages": NUM_STAGES,
+                "stage_values": stage_values(result),
+                "stage_time_s": result["stage_time_s"],
+            }
         elif trial.state.name == "PRUNED":
             record |= {"stages": trial.user_attrs[Tags.PRUNED]["stage"]}
         trials[key] = record
@@ -160,7 +175,9 @@ def replay(done: dict, reference: np.ndarray, rule: EarlyStopping) -> dict[str, 
     """Hypervolume and compute ratios of one setting of the rule replayed on a full sweep's records."""
     stages = simulate(done, 2, rule)
     return {
-        "hypervolume_ratio": hypervolume([done[key]["final"] for key, n in stages.items() if n == NUM_STAGES], reference)
+        "hypervolume_ratio": hypervolume(
+            [done[key]["final"] for key, n in stages.items() if n == NUM_STAGES], reference
+        )
         / hypervolume([record["final"] for record in done.values()], reference),
         "compute_ratio": sum(stages.values()) / (NUM_STAGES * len(done)),
     }
@@ -178,13 +195,17 @@ def design(records: Path, draws: int = DESIGN_DRAWS) -> str:
         "# Early stopping: choosing the rule's setting",
         "",
         f"The records: real sweeps of seeds {recorded['seeds']} x {space['trials']} trials, with and without "
-        f"`rungs: {space.get('rungs', 'stages')}, reduction " f"{space['reduction']:g}`, which measured a hypervolume ratio of "
+        f"`rungs: {space.get('rungs', 'stages')}, reduction "
+        f"{space['reduction']:g}`, which measured a hypervolume ratio of "
         f"{hv['mean']:.3f} [{hv['low']:.3f}, {hv['high']:.3f}] at a compute ratio of {compute['mean']:.3f} "
         f"[{compute['low']:.3f}, {compute['high']:.3f}].",
         "",
-        f"`python bench/early_stopping.py --design " f"{records.relative_to(REPORTS.parent)}`: the {len(pool)} full-sweep trials "
-        f"recorded there pooled; {draws} sweeps of each size drawn from " f"them without replacement (a random sampler's trials are "
-        "exchangeable), each setting of the rule replayed on each (2 " "trials at once, recorded stage times). Mean ratios, and "
+        f"`python bench/early_stopping.py --design "
+        f"{records.relative_to(REPORTS.parent)}`: the {len(pool)} full-sweep trials "
+        f"recorded there pooled; {draws} sweeps of each size drawn from "
+        f"them without replacement (a random sampler's trials are "
+        "exchangeable), each setting of the rule replayed on each (2 "
+        "trials at once, recorded stage times). Mean ratios, and "
         "the share of sweeps whose hypervolume ratio reaches 0.95.",
         "",
         "| trials | setting | hypervolume ratio | compute ratio | sweeps >= 0.95 |",
@@ -200,8 +221,10 @@ def design(records: Path, draws: int = DESIGN_DRAWS) -> str:
                 reference = default_reference(np.array([trial["final"] for trial in sample]), DIRECTIONS)
                 ratios.append(replay(done, reference, rule))
             hv = [r["hypervolume_ratio"] for r in ratios]
-            lines.append(f"| {trials} | {setting_name(rule)} | {statistics.fmean(hv):.3f} | "
-                         f"{statistics.fmean(r['compute_ratio'] for r in ratios):.3f} | {np.mean(np.array(hv) >= 0.95):.0%} |")
+            lines.append(
+                f"| {trials} | {setting_name(rule)} | {statistics.fmean(hv):.3f} | "
+                f"{statistics.fmean(r['compute_ratio'] for r in ratios):.3f} | {np.mean(np.array(hv) >= 0.95):.0%} |"
+            )
     return "\n".join([*lines, ""])
 
 
@@ -269,7 +292,9 @@ def measure_seed(seed: int, trials: int, scratch: Path) -> dict:
         "trial_steps_stopped": stop_steps,
         "trial_steps_simulated": sum(simulated.values()) * STEPS_PER_STAGE,
         "completed_with_stopping": len(kept),
-        "stopped_at_stage": {key: record["stages"] for key, record in stop["trials"].items() if record["state"] == "PRUNED"},
+        "stopped_at_stage": {
+            key: record["stages"] for key, record in stop["trials"].items() if record["state"] == "PRUNED"
+        },
         "wall_s_full": full["wall_s"],
         "wall_s_stopped": stop["wall_s"],
         "rank_correlation": correlation,
@@ -283,7 +308,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[4, 5, 6, 7])
     parser.add_argument("--trials", type=int, default=36)
-    parser.add_argument("--design", type=Path, help="an earlier run's json: replay the rule's settings on its pooled trials instead")
+    parser.add_argument(
+        "--design", type=Path, help="an earlier run's json: replay the rule's settings on its pooled trials instead"
+    )
     args = parser.parse_args()
     if args.design:
         text = design(args.design.resolve())
@@ -297,18 +324,35 @@ def main() -> None:
     hv_sim = [s["hypervolume_simulated"] / s["hypervolume_full"] for s in seeds]
     compute_sim = [s["trial_steps_simulated"] / s["trial_steps_full"] for s in seeds]
     correlation = {
-        stage: {name: interval([s["rank_correlation"][stage][name] for s in seeds]) for name in seeds[0]["rank_correlation"][stage]}
+        stage: {
+            name: interval([s["rank_correlation"][stage][name] for s in seeds])
+            for name in seeds[0]["rank_correlation"][stage]
+        }
         for stage in range(1, NUM_STAGES)
     }
     variants = {
-        name: {measure: interval([s["simulated_variants"][name][measure] for s in seeds]) for measure in ("hypervolume_ratio", "compute_ratio")}
+        name: {
+            measure: interval([s["simulated_variants"][name][measure] for s in seeds])
+            for measure in ("hypervolume_ratio", "compute_ratio")
+        }
         for name in seeds[0]["simulated_variants"]
     }
     report = {
-        "what": "hypervolume and trial-steps of a sweep with early " "stopping at stage ends over the same sweep run to the end",
-        "measured": "real sweeps (Ray Tune, Optuna, MLflow) with and without the scheduler; " "simulated: the rule replayed on the full sweep's stage values",
-        "space": {"model": "raycl-tiny-xs", "num_stages": NUM_STAGES, "steps_per_stage": STEPS_PER_STAGE, "sampler": "random",
-                  "parameters": ["train.lr", "replay.ratio"], "trials": args.trials, "concurrency": 2, "rungs": RULE.rungs, "reduction": RULE.reduction},
+        "what": "hypervolume and trial-steps of a sweep with early "
+        "stopping at stage ends over the same sweep run to the end",
+        "measured": "real sweeps (Ray Tune, Optuna, MLflow) with and without the scheduler; "
+        "simulated: the rule replayed on the full sweep's stage values",
+        "space": {
+            "model": "raycl-tiny-xs",
+            "num_stages": NUM_STAGES,
+            "steps_per_stage": STEPS_PER_STAGE,
+            "sampler": "random",
+            "parameters": ["train.lr", "replay.ratio"],
+            "trials": args.trials,
+            "concurrency": 2,
+            "rungs": RULE.rungs,
+            "reduction": RULE.reduction,
+        },
         "seeds": args.seeds,
         "hypervolume_ratio": interval(hv),
         "compute_ratio": interval(compute),
@@ -333,10 +377,14 @@ def markdown(report: dict) -> str:
     lines = [
         "# Early stopping at stage ends (multi-objective, NSGA-II rank, ASHA-style)",
         "",
-        f"`python bench/early_stopping.py`: seeds {report['seeds']}, " f"{space['trials']} trials per sweep of {space['model']} "
-        f"({space['num_stages']} stages x {space['steps_per_stage']} " f"steps, random sampler over {', '.join(space['parameters'])}), "
-        f"rungs {space['rungs']}, reduction {space['reduction']:g}, " f"{space['concurrency']} trials at once. Each seed runs the same trials twice "
-        "(a random sampler does not look at results): to the end, and " "with the scheduler. Means with 95% t-intervals over seeds.",
+        f"`python bench/early_stopping.py`: seeds {report['seeds']}, "
+        f"{space['trials']} trials per sweep of {space['model']} "
+        f"({space['num_stages']} stages x {space['steps_per_stage']} "
+        f"steps, random sampler over {', '.join(space['parameters'])}), "
+        f"rungs {space['rungs']}, reduction {space['reduction']:g}, "
+        f"{space['concurrency']} trials at once. Each seed runs the same trials twice "
+        "(a random sampler does not look at results): to the end, and "
+        "with the scheduler. Means with 95% t-intervals over seeds.",
         "",
         "| | hypervolume ratio | compute ratio (trial-steps) |",
         "|---|---|---|",
@@ -346,29 +394,43 @@ def markdown(report: dict) -> str:
         "",
         f"Target: hypervolume ratio >= 0.95 at compute ratio <= 0.6; met (means): **{report['meets_target']}**.",
         "",
-        "Other settings of the rule, replayed on the same full " "sweeps' records (simulated, not run; the setting of the real "
+        "Other settings of the rule, replayed on the same full "
+        "sweeps' records (simulated, not run; the setting of the real "
         "sweeps was chosen on other seeds' records: [early_stopping_design.md](early_stopping_design.md)):",
         "",
         "| setting | hypervolume ratio | compute ratio |",
         "|---|---|---|",
-        *(f"| {name} | {span(entry['hypervolume_ratio'])} | {span(entry['compute_ratio'])} |" for name, entry in report["simulated_variants"].items()),
+        *(
+            f"| {name} | {span(entry['hypervolume_ratio'])} | {span(entry['compute_ratio'])} |"
+            for name, entry in report["simulated_variants"].items()
+        ),
         "",
-        "Rank correlation with the end of the stream, after each " "stage (full sweeps): a trial's NSGA-II position (front, then "
+        "Rank correlation with the end of the stream, after each "
+        "stage (full sweeps): a trial's NSGA-II position (front, then "
         "crowding distance) against its final position, and each objective against its final value:",
         "",
         "| after stage | NSGA-II position: Spearman | Kendall | learning: Spearman | forgetting: Spearman |",
         "|---|---|---|---|---|",
-        *(f"| {stage} | {span(entry['spearman'])} | {span(entry['kendall'])} | {span(entry['learning_spearman'])} | "
-          f"{span(entry['forgetting_spearman'])} |" for stage, entry in report["rank_correlation_with_final"].items()),
+        *(
+            f"| {stage} | {span(entry['spearman'])} | {span(entry['kendall'])} | {span(entry['learning_spearman'])} | "
+            f"{span(entry['forgetting_spearman'])} |"
+            for stage, entry in report["rank_correlation_with_final"].items()
+        ),
         "",
-        f"Wall time, mean over seeds: " f"{statistics.fmean(s['wall_s_stopped'] for s in report['per_seed']):.0f} s with stopping, "
+        f"Wall time, mean over seeds: "
+        f"{statistics.fmean(s['wall_s_stopped'] for s in report['per_seed']):.0f} s with stopping, "
         f"{statistics.fmean(s['wall_s_full'] for s in report['per_seed']):.0f} s without.",
         "",
         "Per seed (hypervolume with / without, trial-steps with / without, wall seconds with / without):",
         "",
-        *(f"- seed {s['seed']}: {s['hypervolume_stopped']:.4g} / " f"{s['hypervolume_full']:.4g}, {s['trial_steps_stopped']} / "
-          f"{s['trial_steps_full']}, {s['wall_s_stopped']:.0f} / " f"{s['wall_s_full']:.0f}; {s['completed_with_stopping']} of "
-          f"{s['trials']} ran to the end" for s in report["per_seed"]),
+        *(
+            f"- seed {s['seed']}: {s['hypervolume_stopped']:.4g} / "
+            f"{s['hypervolume_full']:.4g}, {s['trial_steps_stopped']} / "
+            f"{s['trial_steps_full']}, {s['wall_s_stopped']:.0f} / "
+            f"{s['wall_s_full']:.0f}; {s['completed_with_stopping']} of "
+            f"{s['trials']} ran to the end"
+            for s in report["per_seed"]
+        ),
         "",
     ]
     return "\n".join(lines)

@@ -50,8 +50,10 @@ def main() -> None:
             "budgets": {f"{budget:g}": record for budget, record in records.items()},
         }
 
-    losses = {name: {budget: r["budgets"][f"{budget:g}"]["heldout_base_loss"] for budget in recipe.budgets}
-              for name, r in rungs.items()}
+    losses = {
+        name: {budget: r["budgets"][f"{budget:g}"]["heldout_base_loss"] for budget in recipe.budgets}
+        for name, r in rungs.items()
+    }
     problems = ladder_violations(losses)
     minutes = sum(r["build_minutes"] for r in rungs.values())
     cpu_minutes = sum(r["build_cpu_minutes"] for r in rungs.values())
@@ -67,14 +69,27 @@ def main() -> None:
         f"non-embedding parameter; batch {recipe.batch_size} x {recipe.block_size} tokens; peak LR "
         f"{recipe.lr:g} x {recipe.lr_width} / width."
     )
-    header = ["size", "non-embedding params", "embedding params", "build minutes", "build CPU minutes",
-              *(f"loss @ {budget:g} tok/param" for budget in recipe.budgets)]
+    header = [
+        "size",
+        "non-embedding params",
+        "embedding params",
+        "build minutes",
+        "build CPU minutes",
+        *(f"loss @ {budget:g} tok/param" for budget in recipe.budgets),
+    ]
     rows = []
     for name, r in rungs.items():
         params = r["budgets"][f"{recipe.budgets[0]:g}"]
-        rows.append([name, f"{params['non_embedding_params']:,}", f"{params['embedding_params']:,}",
-                     f"{r['build_minutes']:.1f}", f"{r['build_cpu_minutes']:.1f}",
-                     *(f"{losses[name][budget]:.3f}" for budget in recipe.budgets)])
+        rows.append(
+            [
+                name,
+                f"{params['non_embedding_params']:,}",
+                f"{params['embedding_params']:,}",
+                f"{r['build_minutes']:.1f}",
+                f"{r['build_cpu_minutes']:.1f}",
+                *(f"{losses[name][budget]:.3f}" for budget in recipe.budgets),
+            ]
+        )
     verdict = (
         ["Held-out base loss falls along both axes: with size at every budget and with budget at every size."]
         if not problems
@@ -93,8 +108,18 @@ def main() -> None:
         "build_minutes_total": minutes, "build_cpu_minutes_total": cpu_minutes, "rungs": rungs,
         "violations": problems,
     }  # fmt: skip
-    print(write_report("ladder", "The offline model ladder: held-out base loss by size and pretraining budget",
-                       [intro], header, rows, notes, data))
+    print(
+        write_report(
+            "ladder",
+            "The offline model ladder: held-out base loss by size and pretraining budget",
+            [intro],
+            header,
+            rows,
+            notes,
+            data,
+        )
+    )
+
 
 if __name__ == "__main__":
     main()

@@ -44,24 +44,41 @@ def cpu_model() -> tuple[type, PretrainedConfig]:
     """53M parameters, wide rather than deep: a 256-token step's activations grow with d while the
     weights grow with d^2, and at d=1024 a step takes no longer on one core than at d=512 with 8 layers."""
     return LlamaForCausalLM, LlamaConfig(
-        vocab_size=2048, hidden_size=1024, num_hidden_layers=4, num_attention_heads=16, num_key_value_heads=16,
-        intermediate_size=2816, tie_word_embeddings=True, max_position_embeddings=1024,
+        vocab_size=2048,
+        hidden_size=1024,
+        num_hidden_layers=4,
+        num_attention_heads=16,
+        num_key_value_heads=16,
+        intermediate_size=2816,
+        tie_word_embeddings=True,
+        max_position_embeddings=1024,
     )
 
 
 def gpu_model() -> tuple[type, PretrainedConfig]:
     """Qwen2-0.5B's shape (494M parameters, a 152k vocabulary, grouped-query attention)."""
     return Qwen2ForCausalLM, Qwen2Config(
-        vocab_size=151936, hidden_size=896, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
-        intermediate_size=4864, tie_word_embeddings=True, max_position_embeddings=4096,
+        vocab_size=151936,
+        hidden_size=896,
+        num_hidden_layers=24,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+        intermediate_size=4864,
+        tie_word_embeddings=True,
+        max_position_embeddings=4096,
     )
 
 
 def ladder_model(name: str) -> tuple[type, PretrainedConfig]:
     rung = LADDER[name]
     return LlamaForCausalLM, LlamaConfig(
-        vocab_size=512, hidden_size=rung.hidden_size, num_hidden_layers=rung.num_layers, num_attention_heads=rung.num_heads,
-        num_key_value_heads=rung.num_heads, intermediate_size=rung.intermediate_size, tie_word_embeddings=True,
+        vocab_size=512,
+        hidden_size=rung.hidden_size,
+        num_hidden_layers=rung.num_layers,
+        num_attention_heads=rung.num_heads,
+        num_key_value_heads=rung.num_heads,
+        intermediate_size=rung.intermediate_size,
+        tie_word_embeddings=True,
     )
 
 
@@ -104,8 +121,13 @@ def methods(width: int, device: torch.device) -> dict[str, Callable[[torch.nn.Mo
 class Runner:
     """One method's model and optimizer, and the step the benchmark times and measures."""
 
-    def __init__(self, prepare: Callable[[torch.nn.Module], PreparedMethod], model_class: type,
-                 config: PretrainedConfig, device: torch.device):
+    def __init__(
+        self,
+        prepare: Callable[[torch.nn.Module], PreparedMethod],
+        model_class: type,
+        config: PretrainedConfig,
+        device: torch.device,
+    ):
         torch.manual_seed(0)
         with device:  # a 494M model is initialised in seconds on a GPU, minutes on its host's CPU
             self.prepared = prepare(model_class(config))
@@ -162,12 +184,25 @@ def training_flops_per_token(num_params: int, config: PretrainedConfig, seq_len:
     return 6 * num_params + 12 * config.num_hidden_layers * config.hidden_size * seq_len
 
 
-def run(model_class: type, config: PretrainedConfig, device: torch.device, batch_size: int, seq_len: int,
-        rounds: int, steps_per_round: int, peak_flops: float | None) -> dict:
+def run(
+    model_class: type,
+    config: PretrainedConfig,
+    device: torch.device,
+    batch_size: int,
+    seq_len: int,
+    rounds: int,
+    steps_per_round: int,
+    peak_flops: float | None,
+) -> dict:
     """Measure every method: peak memory, tokens/s and (on GPU) MFU, each also as a ratio to AdamW's."""
     generator = torch.Generator().manual_seed(0)
-    batches = [torch.randint(0, config.vocab_size, (batch_size, seq_len), generator=generator).to(device) for _ in range(4)]
-    runners = {label: Runner(prepare, model_class, config, device) for label, prepare in methods(config.hidden_size, device).items()}
+    batches = [
+        torch.randint(0, config.vocab_size, (batch_size, seq_len), generator=generator).to(device) for _ in range(4)
+    ]
+    runners = {
+        label: Runner(prepare, model_class, config, device)
+        for label, prepare in methods(config.hidden_size, device).items()
+    }
     num_params = sum(p.numel() for p in runners["AdamW"].prepared.model.parameters())
     memory = {}
     for label, runner in runners.items():
@@ -194,7 +229,9 @@ def run(model_class: type, config: PretrainedConfig, device: torch.device, batch
             "tracker_overhead": runner.tracked_s / step_s,
         }
         if peak_flops:
-            rows[label]["mfu"] = rows[label]["tokens_per_s"] * training_flops_per_token(num_params, config, seq_len) / peak_flops
+            rows[label]["mfu"] = (
+                rows[label]["tokens_per_s"] * training_flops_per_token(num_params, config, seq_len) / peak_flops
+            )
     adamw = rows["AdamW"]
     for row in rows.values():
         row["peak_ratio_vs_adamw"] = row["peak_bytes"] / adamw["peak_bytes"]
@@ -210,7 +247,9 @@ def largest_rung_at_trial_batch() -> dict:
     name = max(LADDER, key=lambda rung: LADDER[rung].num_layers * LADDER[rung].hidden_size ** 2)
     model_class, config = ladder_model(name)
     train = TrainConfig()
-    batch = torch.randint(0, config.vocab_size, (train.batch_size, train.seq_len), generator=torch.Generator().manual_seed(0))
+    batch = torch.randint(
+        0, config.vocab_size, (train.batch_size, train.seq_len), generator=torch.Generator().manual_seed(0)
+    )
     peaks = {}
     for label, prepare in methods(config.hidden_size, torch.device("cpu")).items():
         runner = Runner(prepare, model_class, config, torch.device("cpu"))
@@ -229,8 +268,12 @@ def largest_rung_at_trial_batch() -> dict:
 def gpu_tests() -> str:
     """The GPU test tier's last line (pytest -m gpu)."""
     root = Path(__file__).resolve().parent.parent
-    done = subprocess.run([sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider"],
-                          cwd=root, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
     return (done.stdout.strip().splitlines() or ["no output"])[-1]
 
 
@@ -245,32 +288,67 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--steps-per-round", type=int, default=2)
-    parser.add_argument("--peak-tflops", type=float, default=H100_BF16_TFLOPS, help="the GPU's dense bf16 peak, for MFU")
+    parser.add_argument(
+        "--peak-tflops", type=float, default=H100_BF16_TFLOPS, help="the GPU's dense bf16 peak, for MFU"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     device = torch.device(args.device)
     on_gpu = device.type == "cuda"
 
     model_class, config = gpu_model() if on_gpu else cpu_model()
-    result = run(model_class, config, device, args.batch_size, args.seq_len, args.rounds, args.steps_per_round,
-                 args.peak_tflops * 1e12 if on_gpu else None)
+    result = run(
+        model_class,
+        config,
+        device,
+        args.batch_size,
+        args.seq_len,
+        args.rounds,
+        args.steps_per_round,
+        args.peak_tflops * 1e12 if on_gpu else None,
+    )
     rung = None if on_gpu else largest_rung_at_trial_batch()
     if on_gpu:
         torch.cuda.empty_cache()  # the runners are gone; leave their memory to the tests
     tests = gpu_tests() if on_gpu else None
-    report = {"device": args.device, "machine": machine(), "model": config.to_dict() | {"class": model_class.__name__},
-              "batch_size": args.batch_size, "seq_len": args.seq_len, **result,
-              "largest_ladder_rung": rung, "gpu_tests": tests}
+    report = {
+        "device": args.device,
+        "machine": machine(),
+        "model": config.to_dict() | {"class": model_class.__name__},
+        "batch_size": args.batch_size,
+        "seq_len": args.seq_len,
+        **result,
+        "largest_ladder_rung": rung,
+        "gpu_tests": tests,
+    }
 
     rows, tokens = result["methods"], result["tokens_per_step"]
-    header = ["method", "peak MiB", "weights", "gradients", "optimizer state", "activations", "peak vs AdamW",
-              "tokens/s", "speed vs AdamW", "speed vs AdamW, gap 200", *(["MFU"] if on_gpu else []),
-              "S0 (< 0.5x memory, > 0.8x speed)"]
+    header = [
+        "method",
+        "peak MiB",
+        "weights",
+        "gradients",
+        "optimizer state",
+        "activations",
+        "peak vs AdamW",
+        "tokens/s",
+        "speed vs AdamW",
+        "speed vs AdamW, gap 200",
+        *(["MFU"] if on_gpu else []),
+        "S0 (< 0.5x memory, > 0.8x speed)",
+    ]
     table = [
-        [label, mib(r["peak_bytes"]), *(mib(r["parts"][part]) for part in ("weights", "gradients", "optimizer_state", "activations")),
-         f"{r['peak_ratio_vs_adamw']:.2f}", f"{r['tokens_per_s']:,.0f}", f"{r['speed_ratio_vs_adamw']:.2f}",
-         f"{r['speed_ratio_vs_adamw_gap200']:.2f}",
-         *([f"{r['mfu']:.1%}"] if on_gpu else []), "yes" if r["meets_s0"] else "no"]
+        [
+            label,
+            mib(r["peak_bytes"]),
+            *(mib(r["parts"][part]) for part in ("weights", "gradients", "optimizer_state", "activations")),
+            f"{r['peak_ratio_vs_adamw']:.2f}",
+            f"{r['tokens_per_s']:,.0f}",
+            f"{r['speed_ratio_vs_adamw']:.2f}",
+            f"{r['speed_ratio_vs_adamw_gap200']:.2f}",
+            *([f"{r['mfu']:.1%}"] if on_gpu else []),
+            "yes" if r["meets_s0"] else "no",
+        ]
         for label, r in rows.items()
     ]
     galore = [r for label, r in rows.items() if r["refresh_s"] > 0]
@@ -282,55 +360,85 @@ def main() -> None:
         else "CPU: live tensor storages tracked by raycl.training.memory.StepMemory (scratch memory inside kernels "
         "is not seen)."
     )
-    timing = "wall time on a dedicated GPU" if on_gpu else "CPU time of one thread on 2 cores shared with 3 other engineers"
+    timing = (
+        "wall time on a dedicated GPU" if on_gpu else "CPU time of one thread on 2 cores shared with 3 other engineers"
+    )
 
     def labels(keep: Callable[[dict], bool]) -> str:
         return ", ".join(label for label, r in rows.items() if keep(r)) or "none"
 
     notes = [
-        f"S0 met by: {labels(lambda r: r['meets_s0'])}. Below 0.5x AdamW's " f"peak: {labels(lambda r: r['peak_ratio_vs_adamw'] < 0.5)}. "
+        f"S0 met by: {labels(lambda r: r['meets_s0'])}. Below 0.5x AdamW's "
+        f"peak: {labels(lambda r: r['peak_ratio_vs_adamw'] < 0.5)}. "
         f"Above 0.8x its speed: {labels(lambda r: r['speed_ratio_vs_adamw'] > 0.8)}.",
-        f"Peak: the busiest moment of one dedicated step (forward, " f"backward, clipping, optimizer step), split into its parts "
+        f"Peak: the busiest moment of one dedicated step (forward, "
+        f"backward, clipping, optimizer step), split into its parts "
         f"(MiB at that moment). {peak_source}",
         f"Speed: median of {args.rounds} rounds x {args.steps_per_round} steps per method, interleaved, "
         f"{timing}; "
-        f"one method's steps spread by " f"{min(r['step_spread'] for r in rows.values()):.0%}-{max(r['step_spread'] for r in rows.values()):.0%} "
+        f"one method's steps spread by "
+        f"{min(r['step_spread'] for r in rows.values()):.0%}-{max(r['step_spread'] for r in rows.values()):.0%} "
         "(interquartile range over median). "
-        f"GaLore's projection refresh took " f"{min(r['refresh_s'] for r in galore):.2f}-{max(r['refresh_s'] for r in galore):.2f} s "
-        f"and is amortised over raycl's default update_proj_gap of " f"{RAYCL_GAP} steps (tokens/s, speed, S0), or the GaLore paper's 200.",
-        "Per-layer updates move the peak from the optimizer step " "(weights, every gradient, state) into the backward pass "
-        "(weights, state, the activations not yet consumed, one " "gradient): they save the gradients less those activations.",
-        f"GaLore projects each gradient and back, 4 x rank FLOPs " f"per projected weight per step, against 6 x tokens for the "
-        f"step itself: at {tokens} tokens, the small batch that lets " f"weights and optimizer state dominate memory, that adds "
-        + " and ".join(f"{4 * r / (6 * tokens):.0%} at rank {r}" for r in (config.hidden_size // 4, config.hidden_size // 16))
+        f"GaLore's projection refresh took "
+        f"{min(r['refresh_s'] for r in galore):.2f}-{max(r['refresh_s'] for r in galore):.2f} s "
+        f"and is amortised over raycl's default update_proj_gap of "
+        f"{RAYCL_GAP} steps (tokens/s, speed, S0), or the GaLore paper's 200.",
+        "Per-layer updates move the peak from the optimizer step "
+        "(weights, every gradient, state) into the backward pass "
+        "(weights, state, the activations not yet consumed, one "
+        "gradient): they save the gradients less those activations.",
+        f"GaLore projects each gradient and back, 4 x rank FLOPs "
+        f"per projected weight per step, against 6 x tokens for the "
+        f"step itself: at {tokens} tokens, the small batch that lets "
+        f"weights and optimizer state dominate memory, that adds "
+        + " and ".join(
+            f"{4 * r / (6 * tokens):.0%} at rank {r}" for r in (config.hidden_size // 4, config.hidden_size // 16)
+        )
         + " to the FLOPs of the projected weights.",
         f"The memory tracker slows its one step {min(overheads):.1f}-{max(overheads):.1f}x; that step is never timed.",
     ]
     if on_gpu:
-        notes.append(f"MFU: tokens/s x (6N + 12 x layers x d x T) FLOPs per token / {args.peak_tflops:.0f} TFLOP/s, at this "
-                     "small batch (try --batch-size 8 --seq-len 1024 for a throughput-bound step). "
-                     f"GPU tests (`pytest -m gpu`): {tests}.")
+        notes.append(
+            f"MFU: tokens/s x (6N + 12 x layers x d x T) FLOPs per token / {args.peak_tflops:.0f} TFLOP/s, at this "
+            "small batch (try --batch-size 8 --seq-len 1024 for a throughput-bound step). "
+            f"GPU tests (`pytest -m gpu`): {tests}."
+        )
     else:
         notes += [
-            "8-bit GaLore (GaLoreAdamW8bit) calls torch.cuda.synchronize() " "unconditionally and fails on CPU: it runs only "
+            "8-bit GaLore (GaLoreAdamW8bit) calls torch.cuda.synchronize() "
+            "unconditionally and fails on CPU: it runs only "
             "with `--device cuda`.",
-            "GPU: `python bench/memory.py --device cuda` runs this " "comparison on a 494M Qwen2-style model (Qwen2-0.5B's "
+            "GPU: `python bench/memory.py --device cuda` runs this "
+            "comparison on a 494M Qwen2-style model (Qwen2-0.5B's "
             "shape) under bf16 autocast, adds 8-bit GaLore, MFU and the GPU test tier (`pytest -m gpu`), and writes "
             "reports/memory_gpu.md. No GPU was lent to this task: that mode was checked by reading only, never run.",
-            f"Why not the ladder's largest rung, {rung['model']}: at " f"{rung['num_params'] / 1e6:.2f}M parameters and the trial's default "
-            f"{rung['batch'][0]} x {rung['batch'][1]} batch, activations are " f"{rung['activations_share_of_adamw_peak']:.0%} of AdamW's peak, "
+            f"Why not the ladder's largest rung, {rung['model']}: at "
+            f"{rung['num_params'] / 1e6:.2f}M parameters and the trial's default "
+            f"{rung['batch'][0]} x {rung['batch'][1]} batch, activations are "
+            f"{rung['activations_share_of_adamw_peak']:.0%} of AdamW's peak, "
             "so no optimizer can move the whole; measured peak vs AdamW there: "
-            + ", ".join(f"{k} {v:.2f}" for k, v in rung["peak_ratio_vs_adamw"].items()) + ".",
+            + ", ".join(f"{k} {v:.2f}" for k, v in rung["peak_ratio_vs_adamw"].items())
+            + ".",
         ]
     shape = f"{config.num_hidden_layers} layers, d={config.hidden_size}, vocab {config.vocab_size}"
-    print(write_report(
-        "memory_gpu" if on_gpu else "memory",
-        f"Memory benchmark: {model_class.__name__} " f"({result['num_params'] / 1e6:.0f}M parameters, {shape}) on {args.device}",
-        [f"One run of `python bench/memory.py --device {args.device}` on " f"{machine()}: batches of {args.batch_size} x {args.seq_len} "
-         f"tokens (the token batch of the GaLore paper's LLaMA 7B memory " f"figure){', bf16 autocast over fp32 weights' if on_gpu else ', fp32'}, "
-         f"lr {LR}, clipping at {GRAD_CLIP}, random tokens (memory and speed do not depend on them)."],
-        header, table, notes, report,
-    ))
+    print(
+        write_report(
+            "memory_gpu" if on_gpu else "memory",
+            f"Memory benchmark: {model_class.__name__} "
+            f"({result['num_params'] / 1e6:.0f}M parameters, {shape}) on {args.device}",
+            [
+                f"One run of `python bench/memory.py --device {args.device}` on "
+                f"{machine()}: batches of {args.batch_size} x {args.seq_len} "
+                f"tokens (the token batch of the GaLore paper's LLaMA 7B memory "
+                f"figure){', bf16 autocast over fp32 weights' if on_gpu else ', fp32'}, "
+                f"lr {LR}, clipping at {GRAD_CLIP}, random tokens (memory and speed do not depend on them)."
+            ],
+            header,
+            table,
+            notes,
+            report,
+        )
+    )
 
 
 if __name__ == "__main__":

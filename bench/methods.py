@@ -88,24 +88,47 @@ def main() -> None:
         "methods": rows,
     }
     table = [
-        [row["method"], f"{row['learning']:.3f}", f"{row['forgetting']:+.3f}",
-         f"{row['optimizer_state_bytes'] / 2**10:,.0f} KiB", f"{row['state_vs_full']:.2f}",
-         f"{row['trainable_params']:,}", f"{row['tokens_per_s']:,.0f}", f"{row['speed_vs_full']:.2f}",
-         f"{row['eval_time_fraction']:.1%}"]
+        [
+            row["method"],
+            f"{row['learning']:.3f}",
+            f"{row['forgetting']:+.3f}",
+            f"{row['optimizer_state_bytes'] / 2**10:,.0f} KiB",
+            f"{row['state_vs_full']:.2f}",
+            f"{row['trainable_params']:,}",
+            f"{row['tokens_per_s']:,.0f}",
+            f"{row['speed_vs_full']:.2f}",
+            f"{row['eval_time_fraction']:.1%}",
+        ]
         for row in rows
     ]
-    print(write_report(
-        "methods",
-        f"Methods benchmark: {args.model} ({full['num_params']:,} parameters)",
-        [f"One run of `python bench/methods.py --model {args.model}` on {machine()}: "
-         f"{report['stages']} stages x {args.steps_per_stage} " f"steps of the offline world, default trial settings."],
-        ["method", "learning", "forgetting (nats)", "optimizer state", "state vs full", "trainable params",
-         "tokens/s", "speed vs full", "evaluation share of wall time"],
-        table,
-        [f"raycl's trial loop (full) vs a bare PyTorch AdamW loop on the same model and batches: "
-         f"{full['tokens_per_s']:,.0f} vs {bare:,.0f} tokens/s, ratio {report['raycl_full_vs_bare_speed']:.2f}."],
-        report,
-    ))
+    print(
+        write_report(
+            "methods",
+            f"Methods benchmark: {args.model} ({full['num_params']:,} parameters)",
+            [
+                f"One run of `python bench/methods.py --model {args.model}` on {machine()}: "
+                f"{report['stages']} stages x {args.steps_per_stage} "
+                f"steps of the offline world, default trial settings."
+            ],
+            [
+                "method",
+                "learning",
+                "forgetting (nats)",
+                "optimizer state",
+                "state vs full",
+                "trainable params",
+                "tokens/s",
+                "speed vs full",
+                "evaluation share of wall time",
+            ],
+            table,
+            [
+                f"raycl's trial loop (full) vs a bare PyTorch AdamW loop on the same model and batches: "
+                f"{full['tokens_per_s']:,.0f} vs {bare:,.0f} tokens/s, ratio {report['raycl_full_vs_bare_speed']:.2f}."
+            ],
+            report,
+        )
+    )
 
 
 if __name__ == "__main__":

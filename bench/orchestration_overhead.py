@@ -88,20 +88,25 @@ def render(report: dict) -> str:
         "torch and the engine). `tune`: the trial trains in its Tune actor; `train`: a Ray Train worker",
         "group per trial.",
         "",
-        "| executor | cache | trials x concurrency (workers) | sweep wall | engine sum | ideal wall | target " "wall | **overhead ratio** | per-trial overhead (median; each) | driver phases | load avg before/after |",
+        "| executor | cache | trials x concurrency (workers) | sweep wall | engine sum | ideal wall | target "
+        "wall | **overhead ratio** | per-trial overhead (median; each) | driver phases | load avg before/after |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for entry in report["runs"]:
         phases = ", ".join(f"{name} {seconds}" for name, seconds in entry["phases_s"].items())
         lines.append(
-            f"| {entry['executor']} | {entry['cache']} | {entry['trials']} " f"x {entry['concurrency']} ({entry['workers_per_trial']}) | "
-            f"{entry['sweep_wall_s']} s | {entry['engine_sum_s']} s | " f"{entry['ideal_wall_s']} s | {entry['target_wall_s']} s | "
-            f"**{entry['overhead_ratio']}** | {entry['per_trial_overhead_s_median']} " f"s; {entry['per_trial_overhead_s']} | "
+            f"| {entry['executor']} | {entry['cache']} | {entry['trials']} "
+            f"x {entry['concurrency']} ({entry['workers_per_trial']}) | "
+            f"{entry['sweep_wall_s']} s | {entry['engine_sum_s']} s | "
+            f"{entry['ideal_wall_s']} s | {entry['target_wall_s']} s | "
+            f"**{entry['overhead_ratio']}** | {entry['per_trial_overhead_s_median']} "
+            f"s; {entry['per_trial_overhead_s']} | "
             f"{phases} | {entry['load_average_before_after']} |"
         )
     lines += [
         "",
-        f"Space `{report['space']}`; {report['machine']}; measured " f"{report['measured_at']}, total {report['total_s']} s;",
+        f"Space `{report['space']}`; {report['machine']}; measured "
+        f"{report['measured_at']}, total {report['total_s']} s;",
         "shared with other work where the load average says so. Driver phases in seconds (mlflow and ray in parallel).",
         "",
         "Why `tune` wins for tiny CPU trials: a Ray Train run starts a controller, a fresh worker process that",
@@ -126,7 +131,9 @@ def main() -> None:
         for cache in ("cold", "warm") if args.cache == "both" else (args.cache,):
             for executor in ("tune", "train"):
                 # A cold run starts from an empty cache of its own; warm runs share one built beforehand.
-                os.environ["RAYCL_CACHE"] = str(scratch / (f"cache-cold-{executor}" if cache == "cold" else "cache-warm"))
+                os.environ["RAYCL_CACHE"] = str(
+                    scratch / (f"cache-cold-{executor}" if cache == "cold" else "cache-warm")
+                )
                 if cache == "warm" and executor == "tune":
                     warm_cache(args.space, scratch)
                 space = variant(args.space, scratch / f"{cache}-{executor}", executor, {"executor": executor})

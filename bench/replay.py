@@ -35,29 +35,53 @@ def main() -> None:
             results[label] = run_trial(base.with_overrides(overrides), Path(out))
     none = results["none"]
     rows = [
-        [label, f"{r.learning:.3f}", f"{r.forgetting:+.3f}", f"{r.forgetting / none.forgetting:.2f}",
-         f"{r.tokens_per_s:,.0f}", f"{r.replay_generation_fraction:.1%}"]
+        [
+            label,
+            f"{r.learning:.3f}",
+            f"{r.forgetting:+.3f}",
+            f"{r.forgetting / none.forgetting:.2f}",
+            f"{r.tokens_per_s:,.0f}",
+            f"{r.replay_generation_fraction:.1%}",
+        ]
         for label, r in results.items()
     ]
     data = {
         "machine": machine(),
         "config": base.model_dump(mode="json"),
-        "conditions": {label: r.model_dump(include={"learning", "forgetting", "bwt", "tokens_per_s", "replay_generation_fraction",
-                                                    "stage_matrix", "retention_losses"}) | {"overrides": CONDITIONS[label]}
-                       for label, r in results.items()},
+        "conditions": {
+            label: r.model_dump(
+                include={
+                    "learning",
+                    "forgetting",
+                    "bwt",
+                    "tokens_per_s",
+                    "replay_generation_fraction",
+                    "stage_matrix",
+                    "retention_losses",
+                }
+            )
+            | {"overrides": CONDITIONS[label]}
+            for label, r in results.items()
+        },
     }
-    print(write_report(
-        "replay",
-        "Forgetting mitigation on the offline world",
-        [f"One run of `python bench/replay.py` on {machine()}: raycl-tiny-s, "
-         f"{len(none['stage_matrix']) - 1} stages x {base.train.steps_per_stage} steps, lr {base.train.lr}."],
-        ["condition", "learning", "forgetting (nats)", "forgetting vs none", "tokens/s", "sampling share of time"],
-        rows,
-        ["learning: 1 - ppl_after/ppl_before on the new stages' held-out split; forgetting: rise of held-out "
-         "loss on the base corpus. Tokens/s counts replay rows too; the sampling share is the time spent "
-         "generating self-replay over the stream's training and evaluation time."],
-        data,
-    ))
+    print(
+        write_report(
+            "replay",
+            "Forgetting mitigation on the offline world",
+            [
+                f"One run of `python bench/replay.py` on {machine()}: raycl-tiny-s, "
+                f"{len(none['stage_matrix']) - 1} stages x {base.train.steps_per_stage} steps, lr {base.train.lr}."
+            ],
+            ["condition", "learning", "forgetting (nats)", "forgetting vs none", "tokens/s", "sampling share of time"],
+            rows,
+            [
+                "learning: 1 - ppl_after/ppl_before on the new stages' held-out split; forgetting: rise of held-out "
+                "loss on the base corpus. Tokens/s counts replay rows too; the sampling share is the time spent "
+                "generating self-replay over the stream's training and evaluation time."
+            ],
+            data,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -17,8 +17,15 @@ def machine() -> str:
     return f"{platform.machine()} with {torch.get_num_threads()} torch thread(s), torch {torch.__version__}"
 
 
-def write_report(name: str, title: str, intro: Sequence[str], header: Sequence[str], rows: Sequence[Sequence[str]],
-                 notes: Sequence[str], data: dict[str, Any]) -> str:
+def write_report(
+    name: str,
+    title: str,
+    intro: Sequence[str],
+    header: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    notes: Sequence[str],
+    data: dict[str, Any],
+) -> str:
     """Write both files and return the markdown."""
     lines = [f"# {title}", "", *intro, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]

@@ -50,8 +50,13 @@ def soak_space(trials: int, directory: Path) -> Path:
         "objectives": {"learning": "maximize", "forgetting": "minimize"},
         "parameters": {"train.lr": {"type": "log_uniform", "low": 1.0e-4, "high": 1.0e-2}},
         "fixed": TRIAL,
-        "budget": {"trials": trials, "concurrency": 2, "workers_per_trial": 1, "cpus_per_worker": 1,
-                   "executor": "tune"},
+        "budget": {
+            "trials": trials,
+            "concurrency": 2,
+            "workers_per_trial": 1,
+            "cpus_per_worker": 1,
+            "executor": "tune",
+        },
         # Random: the sampler's own cost (TPE grows with the trials told) is not what this measures.
         "sampler": {"name": "random"},
         "seed": 0,
@@ -97,14 +102,19 @@ def records(out_dir: Path, parent_run_id: str) -> tuple[list, dict[str, int]]:
     assert experiment is not None, "the sweep made no MLflow experiment"
     children, token = [], None
     while True:
-        page = client.search_runs([experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
-                                  max_results=1000, page_token=token)
+        page = client.search_runs(
+            [experiment.experiment_id],
+            f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+            max_results=1000,
+            page_token=token,
+        )
         children += page
         token = page.token
         if not token:
             break
-    results = [path for path in (out_dir / "trials").glob("*/result.json")
-               if "diverged" not in json.loads(path.read_text())]
+    results = [
+        path for path in (out_dir / "trials").glob("*/result.json") if "diverged" not in json.loads(path.read_text())
+    ]
     return complete, {
         "optuna_complete": len(complete),
         "mlflow_children_finished": sum(run.info.status == "FINISHED" for run in children),
@@ -156,8 +166,17 @@ def measure(trials: int, scratch: Path) -> dict:
         "failed": outcome.failed,
         "failures": outcome.failures,
         "counts": recorded,
-        "counts_agree": len({outcome.completed, recorded["optuna_complete"], recorded["mlflow_children_finished"],
-                             recorded["mlflow_children"], recorded["result_files"], trials}) == 1,
+        "counts_agree": len(
+            {
+                outcome.completed,
+                recorded["optuna_complete"],
+                recorded["mlflow_children_finished"],
+                recorded["mlflow_children"],
+                recorded["result_files"],
+                trials,
+            }
+        )
+        == 1,
         "wall_s": round(outcome.wall_time_s, 1),
         "trials_phase_s": round(outcome.phases.get("trials", 0.0), 1),
         "engine_sum_s": round(sum(engine), 1),
@@ -175,8 +194,9 @@ def measure(trials: int, scratch: Path) -> dict:
             "at_last_trial_end": rss_at(samples, ends[-1]),
             "peak": round(max(b for _, b in samples) / 2**20, 1),
             f"growth_after_{EDGE}_trials": round(rss_at(samples, ends[-1]) - rss_at(samples, after_first), 1),
-            "over_time": [[round(t - samples[0][0], 1), round(b / 2**20, 1)]
-                          for t, b in samples[:: max(1, len(samples) // 60)]],
+            "over_time": [
+                [round(t - samples[0][0], 1), round(b / 2**20, 1)] for t, b in samples[:: max(1, len(samples) // 60)]
+            ],
         },
         "phases_s": {name: round(seconds, 1) for name, seconds in outcome.phases.items()},
         "load_average_before": [round(value, 2) for value in load_before],
@@ -205,8 +225,10 @@ def render(report: dict) -> str:
         f"{overhead['first_median']} s / {overhead['last_median']} s (x{overhead['last_over_first']}) |",
     ]
     if gaps:
-        lines.append(f"| gap between trial ends, median of first {EDGE} / last {EDGE} | {gaps['first_median']} s / "
-                     f"{gaps['last_median']} s (x{gaps['last_over_first']}) |")
+        lines.append(
+            f"| gap between trial ends, median of first {EDGE} / last {EDGE} | {gaps['first_median']} s / "
+            f"{gaps['last_median']} s (x{gaps['last_over_first']}) |"
+        )
     lines += [
         f"| engine time per trial, median first / last | {r['engine_s']['first_median']} s / "
         f"{r['engine_s']['last_median']} s |",
@@ -227,7 +249,8 @@ def render(report: dict) -> str:
         "child run, the stage checkpoint through Tune's storage), and the sweep's start (Ray, MLflow) and end",
         f"(the frontier) are spread over only {r['trials']} trials. Over the sweep, per-trial overhead and the gap",
         f"between trial ends do not grow (last {EDGE} over first {EDGE}: x{overhead['last_over_first']}"
-        + (f", x{gaps['last_over_first']}" if gaps else "") + "). The driver's memory does, steadily: "
+        + (f", x{gaps['last_over_first']}" if gaps else "")
+        + "). The driver's memory does, steadily: "
         f"{per_100:+.1f} MiB per 100 trials after the first {EDGE}; its source is not traced yet. Driver RSS over",
         "time (seconds from the start, MiB) is in reports/soak.json.",
         "",

@@ -34,59 +34,84 @@ def main() -> None:
     console = Console()
     source = transfer.load_source(args.sweep, args.out_root, REPORTS)
     record = transfer.predict(source, args.model, bootstrap=args.bootstrap, progress=console.print)
-    record = transfer.verify(source, args.model, record, overrides={}, search_trials=args.search_trials, out_root=args.out_root,
-                             seed=0, run=lambda path, root: run_sweep(path, out_root=root, console=console),
-                             bootstrap=args.bootstrap)
+    record = transfer.verify(
+        source,
+        args.model,
+        record,
+        overrides={},
+        search_trials=args.search_trials,
+        out_root=args.out_root,
+        seed=0,
+        run=lambda path, root: run_sweep(path, out_root=root, console=console),
+        bootstrap=args.bootstrap,
+    )
     logged = transfer.log_on_parent(source, record)
-    (REPORTS / "transfer.json").write_text(json.dumps(record | {"logged_on_parent_run": source.parent_run_id if logged else None}, indent=2))
+    (REPORTS / "transfer.json").write_text(
+        json.dumps(record | {"logged_on_parent_run": source.parent_run_id if logged else None}, indent=2)
+    )
     (REPORTS / "transfer.md").write_text(markdown(record, transfer.describe(record)))
     console.print(transfer.describe(record), highlight=False, markup=False)
 
 
 def markdown(record: dict, summary: str) -> str:
-    rows = [f"| {name} | {entry['predicted']:.4g} | [{entry['low']:.4g}, {entry['high']:.4g}] | {entry['measured']:.4g} | "
-            f"{entry['measured'] - entry['predicted']:+.3g} | {'yes' if entry['inside'] else 'no'} | "
-            f"{record['laws'][name]['name']}: `{record['laws'][name]['expression']}` |"
-            for name, entry in record["comparison"].items()]
+    rows = [
+        f"| {name} | {entry['predicted']:.4g} | [{entry['low']:.4g}, {entry['high']:.4g}] | {entry['measured']:.4g} | "
+        f"{entry['measured'] - entry['predicted']:+.3g} | {'yes' if entry['inside'] else 'no'} | "
+        f"{record['laws'][name]['name']}: `{record['laws'][name]['expression']}` |"
+        for name, entry in record["comparison"].items()
+    ]
     search = record["random_search"]
     least = search["least_forgetting_meeting_requirement"]
-    return "\n".join([
-        f"# Scaling-law-guided transfer: {record['sweep']} to {record['model']}",
-        "",
-        f"`python bench/transfer.py` (what `raycl predict {record['sweep']} " f"--model {record['model']} --verify` runs). Laws fitted on "
-        f"{record['fitted_trials']} complete trials of sizes " f"{', '.join(f'{n:.3g}' for n in record['fitted_sizes'])} only, from "
-        f"{record['source']}; {record['model']} has N = " f"{record['model_size']:.3g} non-embedding parameters. Context: "
-        f"{', '.join(f'{k} = {v}' for k, v in record['context'].items())}. " f"Pick: lr {record['pick']['train.lr']:.3g}, replay ratio "
-        f"{record['pick']['replay.ratio']:g}, the least predicted " f"forgetting at learning >= {record['required_learning']:.3g} (the "
-        f"fitted trials' median). Intervals: 2.5-97.5 percentiles of " f"{record['bootstrap']} bootstrap refits (they cover the fit's "
-        "uncertainty, not a trial's own noise).",
-        "",
-        "| objective | predicted | 95% interval | measured | measured - predicted | inside | law |",
-        "|---|---|---|---|---|---|---|",
-        *rows,
-        "",
-        "Inside is not the same as close: an interval as wide as " "the forgetting one above says the smaller sizes pin the "
-        "forgetting law's exponents down poorly (see reports/scaling_laws for the same laws' held-out errors).",
-        "",
-        f"Random search at {record['model']} over the sweep's ranges: {search['trials']} trials, "
-        f"{search['meeting_requirement']} reached the required learning (least forgetting among them: "
-        f"{'none' if least is None else least}); "
-        f"{search['picked_dominated_by']} dominate the pick.",
-        "",
-        "| lr | replay ratio | learning | forgetting |",
-        "|---|---|---|---|",
-        *(f"| {row['train.lr']:.3g} | {row['replay.ratio']:g} | {row['learning']:.4g} | {row['forgetting']:.4g} |" for row in search["results"]),
-        "",
-        f"Compute: one trial at {record['model']} took {record['compute']['trial_seconds_at_target']:.0f} s "
-        f"({record['compute']['trial_flops_at_target']:.3g} FLOPs, 6 N " f"T); a {record['compute']['search_at_target_trials']}-trial "
-        f"search there would cost about {record['compute']['search_at_target_seconds']:.0f} s "
-        f"({record['compute']['search_at_target_flops']:.3g} FLOPs); the transfer ran one.",
-        "",
-        "```",
-        summary,
-        "```",
-        "",
-    ])
+    return "\n".join(
+        [
+            f"# Scaling-law-guided transfer: {record['sweep']} to {record['model']}",
+            "",
+            f"`python bench/transfer.py` (what `raycl predict {record['sweep']} "
+            f"--model {record['model']} --verify` runs). Laws fitted on "
+            f"{record['fitted_trials']} complete trials of sizes "
+            f"{', '.join(f'{n:.3g}' for n in record['fitted_sizes'])} only, from "
+            f"{record['source']}; {record['model']} has N = "
+            f"{record['model_size']:.3g} non-embedding parameters. Context: "
+            f"{', '.join(f'{k} = {v}' for k, v in record['context'].items())}. "
+            f"Pick: lr {record['pick']['train.lr']:.3g}, replay ratio "
+            f"{record['pick']['replay.ratio']:g}, the least predicted "
+            f"forgetting at learning >= {record['required_learning']:.3g} (the "
+            f"fitted trials' median). Intervals: 2.5-97.5 percentiles of "
+            f"{record['bootstrap']} bootstrap refits (they cover the fit's "
+            "uncertainty, not a trial's own noise).",
+            "",
+            "| objective | predicted | 95% interval | measured | measured - predicted | inside | law |",
+            "|---|---|---|---|---|---|---|",
+            *rows,
+            "",
+            "Inside is not the same as close: an interval as wide as "
+            "the forgetting one above says the smaller sizes pin the "
+            "forgetting law's exponents down poorly (see reports/scaling_laws for the same laws' held-out errors).",
+            "",
+            f"Random search at {record['model']} over the sweep's ranges: {search['trials']} trials, "
+            f"{search['meeting_requirement']} reached the required learning (least forgetting among them: "
+            f"{'none' if least is None else least}); "
+            f"{search['picked_dominated_by']} dominate the pick.",
+            "",
+            "| lr | replay ratio | learning | forgetting |",
+            "|---|---|---|---|",
+            *(
+                f"| {row['train.lr']:.3g} | {row['replay.ratio']:g} | {row['learning']:.4g} | {row['forgetting']:.4g} |"
+                for row in search["results"]
+            ),
+            "",
+            f"Compute: one trial at {record['model']} took {record['compute']['trial_seconds_at_target']:.0f} s "
+            f"({record['compute']['trial_flops_at_target']:.3g} FLOPs, 6 N "
+            f"T); a {record['compute']['search_at_target_trials']}-trial "
+            f"search there would cost about {record['compute']['search_at_target_seconds']:.0f} s "
+            f"({record['compute']['search_at_target_flops']:.3g} FLOPs); the transfer ran one.",
+            "",
+            "```",
+            summary,
+            "```",
+            "",
+        ]
+    )
 
 
 if __name__ == "__main__":

@@ -7,13 +7,13 @@ their folders, which every sweep command reads and writes, is `--out-root`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, NoReturn, Optional
+from typing import Any, Literal, NoReturn
 
 import typer
-from typer.core import TyperCommand, TyperGroup
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperCommand, TyperGroup
 
 from raycl import __version__
 from raycl.config.result import TrialResult
@@ -71,8 +71,15 @@ class PlainTyper(typer.Typer):
 
 
 def _app(**settings: Any) -> PlainTyper:
-    return PlainTyper(cls=PlainGroup, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                      rich_markup_mode="markdown", context_settings={"help_option_names": ["-h", "--help"]}, **settings)
+    return PlainTyper(
+        cls=PlainGroup,
+        add_completion=False,
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+        rich_markup_mode="markdown",
+        context_settings={"help_option_names": ["-h", "--help"]},
+        **settings,
+    )
 
 
 app = _app()
@@ -142,11 +149,13 @@ def result_table(result: TrialResult) -> Table:
     ]
     info = result.method_info
     if "galore_projected_matrices" in info:
-        rows.append((
-            "GaLore projection",
-            f"{info['galore_saving_matrices']} of {info['galore_projected_matrices']} matrices compressed "
-            f"({info['galore_projected_params']:,} params projected)",
-        ))
+        rows.append(
+            (
+                "GaLore projection",
+                f"{info['galore_saving_matrices']} of {info['galore_projected_matrices']} matrices compressed "
+                f"({info['galore_projected_params']:,} params projected)",
+            )
+        )
     rows.append(("trainable parameters", f"{info['trainable_params']:,}"))
     for name, value in rows:
         table.add_row(name, value)
@@ -168,9 +177,10 @@ def matrix_table(result: TrialResult) -> Table:
 @app.command()
 def run(
     args: list[str] | None = typer.Argument(
-        None, metavar="[CONFIG] [KEY=VALUE]...",
+        None,
+        metavar="[CONFIG] [KEY=VALUE]...",
         help="trial YAML (sections world/model/method/train/eval; default: the offline-world trial), then overrides "
-             "of its keys, e.g. train.lr=0.001 method.name=lora (`raycl config show` lists them)",
+        "of its keys, e.g. train.lr=0.001 method.name=lora (`raycl config show` lists them)",
     ),
     out: Path = typer.Option(Path("runs/trial"), "--out", help="directory for checkpoints and result.json"),
 ) -> None:
@@ -198,18 +208,26 @@ def run(
     except (HubUnavailableError, ValueError) as error:
         fail(str(error))
     except TrialDiverged as diverged:
-        console.print(f"[red]error:[/red] {diverged}; training stopped (record: {out / 'result.json'})", highlight=False, soft_wrap=True)
+        console.print(
+            f"[red]error:[/red] {diverged}; training stopped (record: {out / 'result.json'})",
+            highlight=False,
+            soft_wrap=True,
+        )
         raise typer.Exit(1) from None
     console.print(matrix_table(result))
     console.print(result_table(result))
     if result.method_info.get("galore_saving_matrices") == 0:
-        console.print("[yellow]warning:[/yellow] method.galore_rank is at or above every projected matrix's smaller side: GaLore saved no memory")
+        console.print(
+            "[yellow]warning:[/yellow] method.galore_rank is at or above every projected matrix's smaller side: GaLore saved no memory"
+        )
     console.print(f"result: {out / 'result.json'}")
 
 
 @app.command("lr-range")
 def lr_range(
-    config: Optional[Path] = typer.Argument(None, help="trial YAML: its model, method, batch and first stage; default: the offline-world trial"),
+    config: Path | None = typer.Argument(
+        None, help="trial YAML: its model, method, batch and first stage; default: the offline-world trial"
+    ),
     out: Path = typer.Option(Path("runs/lr_range"), "--out", help="directory for lr_range.json and lr_range.png"),
     mode: RangeMode = typer.Option(
         "restart", "--mode", help="restart: every LR from the base weights; single: one run whose LR rises"
@@ -255,12 +273,18 @@ def sweep(
     new: bool = typer.Option(
         False, "--new", help="a fresh sweep beside a finished one: the first free name of NAME-2, NAME-3, ..."
     ),
-    resume: bool = typer.Option(False, "--resume", help="finish a sweep whose driver died: finished trials kept, interrupted ones continued"),
+    resume: bool = typer.Option(
+        False, "--resume", help="finish a sweep whose driver died: finished trials kept, interrupted ones continued"
+    ),
     address: str | None = typer.Option(
         None, "--address", help="join a running Ray cluster ('auto', HOST:PORT); default: start a local Ray"
     ),
-    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI; default sqlite OUT_ROOT/NAME/mlflow.db"),
-    storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL; default sqlite OUT_ROOT/NAME/optuna.db"),
+    tracking_uri: str | None = typer.Option(
+        None, "--tracking-uri", help="MLflow tracking URI; default sqlite OUT_ROOT/NAME/mlflow.db"
+    ),
+    storage: str | None = typer.Option(
+        None, "--storage", help="Optuna storage URL; default sqlite OUT_ROOT/NAME/optuna.db"
+    ),
     ray_storage: str | None = typer.Option(
         None,
         "--ray-storage",
@@ -320,8 +344,11 @@ def sweep(
         console.print(f"[red]error:[/red] no trial completed ({outcome.failed} failed; reasons above)", highlight=False)
         raise typer.Exit(1)
     root = "" if out_root == RUNS else f" --out-root {out_root}"
-    console.print(f"next: `raycl report {run_name}{root}` (a report in {out_root / run_name / 'report'}), "
-                  f"`raycl ui {run_name}{root}` (MLflow and Optuna in the browser)", highlight=False)
+    console.print(
+        f"next: `raycl report {run_name}{root}` (a report in {out_root / run_name / 'report'}), "
+        f"`raycl ui {run_name}{root}` (MLflow and Optuna in the browser)",
+        highlight=False,
+    )
 
 
 def _again(name: str, sweep_name: str, overrides: list[str] | None) -> str:
@@ -332,7 +359,9 @@ def _again(name: str, sweep_name: str, overrides: list[str] | None) -> str:
 
 @app.command()
 def validate(
-    paths: Optional[list[Path]] = typer.Argument(None, help="search-space or trial-config YAML files; default: every space in search_spaces/"),
+    paths: list[Path] | None = typer.Argument(
+        None, help="search-space or trial-config YAML files; default: every space in search_spaces/"
+    ),
 ) -> None:
     """Check search spaces and trial configs without running anything: every key and value (each problem on a
     line of its own, with the key meant where one is close), and the data files they name (each exists, its first
@@ -373,15 +402,23 @@ def validate(
 @app.command("eval")
 def eval_(
     checkpoint: Path = typer.Argument(..., help="a stage checkpoint directory (OUT/checkpoints/stage_NNN)"),
-    tasks: str = typer.Option("raycl_retention,raycl_acquisition", "--tasks", help="comma-separated lm-eval task names"),
-    limit: Optional[int] = typer.Option(None, "--limit", help="first N examples of each task"),
-    batch_size: int = typer.Option(64, "--batch-size"),
-    task_path: Optional[list[str]] = typer.Option(
-        None, "--task-path", help="TASK=FILE for a shipped real benchmark, or NAME=TEMPLATE:FILE for a shipped template under another name"
+    tasks: str = typer.Option(
+        "raycl_retention,raycl_acquisition", "--tasks", help="comma-separated lm-eval task names"
     ),
-    include_path: Optional[Path] = typer.Option(None, "--include-path", help="a directory of your own lm-eval task YAMLs"),
-    include_defaults: bool = typer.Option(False, "--include-defaults", help="also offer lm-eval's own tasks (needs the hub)"),
-    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="run the model's own Python code (never taken from the checkpoint)"),
+    limit: int | None = typer.Option(None, "--limit", help="first N examples of each task"),
+    batch_size: int = typer.Option(64, "--batch-size"),
+    task_path: list[str] | None = typer.Option(
+        None,
+        "--task-path",
+        help="TASK=FILE for a shipped real benchmark, or NAME=TEMPLATE:FILE for a shipped template under another name",
+    ),
+    include_path: Path | None = typer.Option(None, "--include-path", help="a directory of your own lm-eval task YAMLs"),
+    include_defaults: bool = typer.Option(
+        False, "--include-defaults", help="also offer lm-eval's own tasks (needs the hub)"
+    ),
+    trust_remote_code: bool = typer.Option(
+        False, "--trust-remote-code", help="run the model's own Python code (never taken from the checkpoint)"
+    ),
 ) -> None:
     """Score a saved stage checkpoint on lm-eval tasks (also exported to CHECKPOINT/eval/hf for lm_eval)."""
     from raycl.config.benchmarks import REAL_TASKS
@@ -436,7 +473,11 @@ def report(
     directory = out or (reports_dir / name if reports_dir else None)
     try:
         outcome = build_report(
-            name, out_root=out_root, out=directory, laws_file=laws, bootstrap=bootstrap,
+            name,
+            out_root=out_root,
+            out=directory,
+            laws_file=laws,
+            bootstrap=bootstrap,
             progress=lambda line: console.print(line, highlight=False),
         )
     except ValueError as error:
@@ -451,17 +492,29 @@ def report(
 
 @app.command()
 def predict(
-    name: str = typer.Argument(..., help="a finished sweep over model sizes (e.g. scaling_laws): its folder under OUT_ROOT"),
-    model: str = typer.Option(..., "--model", help="the larger model to transfer to: a ladder rung such as raycl-tiny-xl"),
-    verify: bool = typer.Option(False, "--verify", help="run the picked trial and a random search at that size, and compare"),
-    min_learning: Optional[float] = typer.Option(None, "--min-learning", help="required learning; default: the median of the fitted trials"),
-    setting: list[str] = typer.Option([], "--set", help="KEY=VALUE fixing another searched setting (default: its most common value)"),
+    name: str = typer.Argument(
+        ..., help="a finished sweep over model sizes (e.g. scaling_laws): its folder under OUT_ROOT"
+    ),
+    model: str = typer.Option(
+        ..., "--model", help="the larger model to transfer to: a ladder rung such as raycl-tiny-xl"
+    ),
+    verify: bool = typer.Option(
+        False, "--verify", help="run the picked trial and a random search at that size, and compare"
+    ),
+    min_learning: float | None = typer.Option(
+        None, "--min-learning", help="required learning; default: the median of the fitted trials"
+    ),
+    setting: list[str] = typer.Option(
+        [], "--set", help="KEY=VALUE fixing another searched setting (default: its most common value)"
+    ),
     search_trials: int = typer.Option(6, "--search-trials", help="trials of the random search --verify runs"),
     bootstrap: int = typer.Option(50, "--bootstrap", help="bootstrap resamples of the chosen laws (the interval)"),
     out_root: Path = typer.Option(
         RUNS, "--out-root", help="where sweeps keep their files; --verify runs go to NAME/transfer/"
     ),
-    reports_dir: Path = typer.Option(Path("reports"), "--reports-dir", help="where to read NAME/pareto.csv when the sweep's store is absent"),
+    reports_dir: Path = typer.Option(
+        Path("reports"), "--reports-dir", help="where to read NAME/pareto.csv when the sweep's store is absent"
+    ),
     out: Path | None = typer.Option(None, "--out", help="also write the record as JSON to this file"),
     output: Path | None = typer.Option(None, "--output", hidden=True, help="the same as --out"),
     seed: int = typer.Option(0, "--seed", help="seed of the bootstrap and of the random search"),
@@ -487,7 +540,11 @@ def predict(
         if not separator:
             fail(f"--set {item}: expected KEY=VALUE")
         overrides[key] = yaml_value(value)
-    options = {"min_learning": min_learning, "bootstrap": bootstrap, "progress": lambda line: console.print(line, highlight=False)}
+    options = {
+        "min_learning": min_learning,
+        "bootstrap": bootstrap,
+        "progress": lambda line: console.print(line, highlight=False),
+    }
     try:
         source = transfer.load_source(name, out_root, reports_dir)
         console.print(f"fitting on {source.origin}", highlight=False)
@@ -498,14 +555,26 @@ def predict(
                 raise
             record = None  # the size and base loss of MODEL come from the verification runs
         if verify:
-            record = transfer.verify(source, model, record, overrides=overrides, search_trials=search_trials, out_root=out_root,
-                                     seed=seed, run=lambda path, root: run_sweep(path, out_root=root, console=console), **options)
+            record = transfer.verify(
+                source,
+                model,
+                record,
+                overrides=overrides,
+                search_trials=search_trials,
+                out_root=out_root,
+                seed=seed,
+                run=lambda path, root: run_sweep(path, out_root=root, console=console),
+                **options,
+            )
     except ValueError as error:
         fail(str(error))
     assert record is not None  # left None only when verifying, which replaces it
     logged = transfer.log_on_parent(source, record)
-    console.print(transfer.describe(record) + (f"\n  logged on MLflow parent run {source.parent_run_id}" if logged else ""),
-                  highlight=False, markup=False)
+    console.print(
+        transfer.describe(record) + (f"\n  logged on MLflow parent run {source.parent_run_id}" if logged else ""),
+        highlight=False,
+        markup=False,
+    )
     if (out := out or output) is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(record, indent=2))
@@ -522,7 +591,9 @@ def yaml_value(text: str) -> Any:
 def ui(
     name: str = typer.Argument(..., help="the sweep's name: its folder under OUT_ROOT"),
     out_root: Path = typer.Option(RUNS, "--out-root", help="where sweeps keep their files, one folder per sweep"),
-    host: str = typer.Option("127.0.0.1", "--host", help="address both UIs listen on; any other than 127.0.0.1 opens them to that network"),
+    host: str = typer.Option(
+        "127.0.0.1", "--host", help="address both UIs listen on; any other than 127.0.0.1 opens them to that network"
+    ),
     mlflow_port: int | None = typer.Option(None, "--mlflow-port", help="default 5000, or the next free port above it"),
     optuna_port: int | None = typer.Option(None, "--optuna-port", help="default 8080, or the next free port above it"),
 ) -> None:
@@ -578,8 +649,14 @@ def _spaces() -> list[dict[str, Any]]:
     for path in shipped_spaces():
         try:
             space = load_space(path)
-            rows.append({"space": path.stem, "trials": space.budget.trials, "searches": ", ".join(space.parameters),
-                         "description": space.description})
+            rows.append(
+                {
+                    "space": path.stem,
+                    "trials": space.budget.trials,
+                    "searches": ", ".join(space.parameters),
+                    "description": space.description,
+                }
+            )
         except ConfigError as error:
             rows.append({"space": path.stem, "trials": "", "searches": "", "description": f"malformed: {error}"})
     return rows
@@ -595,8 +672,16 @@ def _models() -> list[dict[str, Any]]:
         h, i, layers = rung.hidden_size, rung.intermediate_size, rung.num_layers
         # Per layer: q, k, v, o projections, the three MLP matrices and two norms; then the final norm.
         params = layers * (4 * h * h + 3 * h * i + 2 * h) + h
-        rows.append({"model": name, "non-embedding params": f"{params:,}", "hidden": h, "layers": layers,
-                     "heads": rung.num_heads, "pretrained to (tokens/param)": budgets})
+        rows.append(
+            {
+                "model": name,
+                "non-embedding params": f"{params:,}",
+                "hidden": h,
+                "layers": layers,
+                "heads": rung.num_heads,
+                "pretrained to (tokens/param)": budgets,
+            }
+        )
     other = "model.name: PATH (a Hugging Face causal LM; the hub needs a network)"
     rows.append(dict.fromkeys(rows[0], "") | {"model": "a directory or hub id", "pretrained to (tokens/param)": other})
     return rows
@@ -621,9 +706,11 @@ def _metrics() -> list[dict[str, Any]]:
     from raycl.config.result import BENCHMARK_PREFIX, REPORTED_METRICS, TrialSummary
 
     rows = [{"metric": name, "meaning": TrialSummary.model_fields[name].description or ""} for name in REPORTED_METRICS]
-    rows += [{"metric": f"{BENCHMARK_PREFIX}TASK", "meaning": "an lm-eval task's score after the stream"},
-             {"metric": f"{BENCHMARK_PREFIX}TASK_delta", "meaning": "its change over the stream, in points"},
-             {"metric": f"{BENCHMARK_PREFIX}max_drop", "meaning": "the largest fall of a retention-type task"}]
+    rows += [
+        {"metric": f"{BENCHMARK_PREFIX}TASK", "meaning": "an lm-eval task's score after the stream"},
+        {"metric": f"{BENCHMARK_PREFIX}TASK_delta", "meaning": "its change over the stream, in points"},
+        {"metric": f"{BENCHMARK_PREFIX}max_drop", "meaning": "the largest fall of a retention-type task"},
+    ]
     return rows
 
 

@@ -210,26 +210,34 @@ def sensitivity(
     panels = []
     for objective in objectives:
         for parameter in parameters:
-            chosen = [row for row in rows if row.get(parameter) is not None and isinstance(row.get(objective), (int, float))]
+            chosen = [
+                row for row in rows if row.get(parameter) is not None and isinstance(row.get(objective), (int, float))
+            ]
             y = np.array([float(row[objective]) for row in chosen])
             raw = [row[parameter] for row in chosen]
             numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in raw)
             present = {str(v) for v in raw}
             order = [str(v) for v in (category_order or {}).get(parameter, ())]
             categories = None if numeric else [v for v in order if v in present] + sorted(present - set(order))
-            x = np.array(raw, dtype=float) if categories is None else np.array([categories.index(str(v)) for v in raw], dtype=float)
+            x = (
+                np.array(raw, dtype=float)
+                if categories is None
+                else np.array([categories.index(str(v)) for v in raw], dtype=float)
+            )
             rho = float("nan")
             if numeric and len(x) >= 3 and np.ptp(x) > 0 and np.ptp(y) > 0:
                 # scipy's array-API decorator hides the SignificanceResult type.
                 rho = float(spearmanr(x, y).statistic)  # pyright: ignore[reportAttributeAccessIssue]
-            panels.append(SensitivityPanel(
-                objective=objective,
-                parameter=parameter,
-                keys=[str(row.get("trial", i)) for i, row in enumerate(chosen)],
-                x=x,
-                y=y,
-                categories=categories,
-                log_x=numeric and parameter in log_parameters and len(x) > 0 and bool(np.all(x > 0)),
-                rank_correlation=rho,
-            ))
+            panels.append(
+                SensitivityPanel(
+                    objective=objective,
+                    parameter=parameter,
+                    keys=[str(row.get("trial", i)) for i, row in enumerate(chosen)],
+                    x=x,
+                    y=y,
+                    categories=categories,
+                    log_x=numeric and parameter in log_parameters and len(x) > 0 and bool(np.all(x > 0)),
+                    rank_correlation=rho,
+                )
+            )
     return panels

@@ -178,9 +178,7 @@ def _program(expression: str) -> Callable[[Mapping[str, _Dual]], _Dual]:
     return _compile(_parse(expression))
 
 
-def _columns(
-    data: Mapping[str, Any], variables: Sequence[str]
-) -> tuple[dict[str, np.ndarray], int]:
+def _columns(data: Mapping[str, Any], variables: Sequence[str]) -> tuple[dict[str, np.ndarray], int]:
     missing = [v for v in variables if v not in data]
     if missing:
         raise ValueError(f"data lacks variable(s) {missing}")
@@ -217,8 +215,7 @@ class Law:
             raise ValueError(f"{self.name}: a name is repeated or both a param and a variable")
         if used != declared:
             raise ValueError(
-                f"{self.name}: undeclared names {sorted(used - declared)}, "
-                f"unused names {sorted(declared - used)}"
+                f"{self.name}: undeclared names {sorted(used - declared)}, unused names {sorted(declared - used)}"
             )
 
     def _evaluate(
@@ -244,7 +241,9 @@ class Law:
         return self._evaluate(theta, columns, n, gradient=False)[0].copy()
 
 
-def collinear_pairs(data: Mapping[str, np.ndarray], variables: Sequence[str], threshold: float = 0.98) -> list[tuple[str, str, float]]:
+def collinear_pairs(
+    data: Mapping[str, np.ndarray], variables: Sequence[str], threshold: float = 0.98
+) -> list[tuple[str, str, float]]:
     """Pairs of variables whose columns move together (|Pearson r| >= `threshold`, on logs of positive
     variables): a law cannot tell their effects apart, e.g. new tokens D = D_total * (1 - r) and the
     replay ratio r when every trial trains on the same total."""
@@ -273,15 +272,11 @@ def law_from_expression(name: str, expression: str, params: Sequence[str], size_
 # Forgetting during Finetuning with Pretraining Data Injection", arXiv:2502.06042): the
 # loss increase on old data grows with new-data tokens D and shrinks with the effective
 # capacity (1 + B r) N, where r is the replay (injection) ratio.
-DATA_INJECTION = Law(
-    "data_injection", "A * D**b / ((1 + B*r) * N)**a", ("A", "a", "b", "B"), ("D", "r", "N")
-)
+DATA_INJECTION = Law("data_injection", "A * D**b / ((1 + B*r) * N)**a", ("A", "a", "b", "B"), ("D", "r", "N"))
 # Shifted power law in model size (Kaplan et al. 2020; Hoffmann et al. 2022 at fixed D).
 SHIFTED_POWER_N = Law("shifted_power_n", "E + A / N**a", ("E", "A", "a"), ("N",))
 # Chinchilla parametric loss (Hoffmann et al. 2022, eq. 2).
-POWER_N_D = Law(
-    "power_n_d", "E + A / N**a + B / D**b", ("E", "A", "a", "B", "b"), ("N", "D")
-)
+POWER_N_D = Law("power_n_d", "E + A / N**a + B / D**b", ("E", "A", "a", "B", "b"), ("N", "D"))
 
 
 @dataclass(frozen=True, eq=False)
@@ -349,9 +344,7 @@ class _Objective:
         return min((self.minimize(z0, bounds) for z0 in starts), key=lambda result: result[0])
 
 
-def _start_grid(
-    law: Law, log_mask: np.ndarray, grid: Mapping[str, Sequence[float]] | None
-) -> list[np.ndarray]:
+def _start_grid(law: Law, log_mask: np.ndarray, grid: Mapping[str, Sequence[float]] | None) -> list[np.ndarray]:
     grid = dict(grid or {})
     unknown = set(grid) - set(law.params)
     if unknown:
@@ -399,7 +392,10 @@ def fit_law(
         grid = {p: law.scale_starts for p in log_params}
 
     starts = _start_grid(law, log_mask, grid)
-    bounds = [(-np.log(_SCALE_BOUND), np.log(_SCALE_BOUND)) if is_log else (-_EXPONENT_BOUND, _EXPONENT_BOUND) for is_log in log_mask]
+    bounds = [
+        (-np.log(_SCALE_BOUND), np.log(_SCALE_BOUND)) if is_log else (-_EXPONENT_BOUND, _EXPONENT_BOUND)
+        for is_log in log_mask
+    ]
     objective = _Objective(law, columns, target, log_mask, huber_delta)
     rng = np.random.default_rng(seed)
     samples = np.empty((bootstrap, len(law.params)))
@@ -411,9 +407,7 @@ def fit_law(
             raise ValueError(f"{law.name}: no initial value gives positive finite predictions")
         for i in range(bootstrap):
             idx = rng.integers(0, n, n)
-            resampled = _Objective(
-                law, {v: c[idx] for v, c in columns.items()}, target[idx], log_mask, huber_delta
-            )
+            resampled = _Objective(law, {v: c[idx] for v, c in columns.items()}, target[idx], log_mask, huber_delta)
             picks = rng.choice(len(starts), size=min(_BOOTSTRAP_STARTS - 1, len(starts)), replace=False)
             samples[i] = resampled.theta(resampled.best_of([best_z, *(starts[j] for j in picks)], bounds)[1])
     if bootstrap:
@@ -469,9 +463,7 @@ def extrapolation_check(
     if len(np.unique(size)) < 2:
         raise ValueError(f"need at least 2 distinct values of {size_variable!r}")
     held_out = size == size.max()
-    fit = fit_law(
-        law, {v: c[~held_out] for v, c in columns.items()}, target[~held_out], **fit_kwargs
-    )
+    fit = fit_law(law, {v: c[~held_out] for v, c in columns.items()}, target[~held_out], **fit_kwargs)
     predicted = fit.predict({v: c[held_out] for v, c in columns.items()})
     observed = target[held_out]
     errors = (predicted - observed) / observed
@@ -499,9 +491,7 @@ class FitCurve:
     high: np.ndarray
 
 
-def fit_curve(
-    fit: FitResult, data: Mapping[str, np.ndarray], vary: str, num: int = 100
-) -> FitCurve:
+def fit_curve(fit: FitResult, data: Mapping[str, np.ndarray], vary: str, num: int = 100) -> FitCurve:
     """Prediction of ``fit`` along ``vary`` (log-spaced when positive, else linear).
 
     The band is the pointwise 2.5-97.5 percentile of the predictions of the bootstrap

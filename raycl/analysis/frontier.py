@@ -58,7 +58,9 @@ def frontier(
     unless `feasible` says otherwise; the reference point defaults to 10% of the range past the worst
     feasible trial."""
     names, directions = list(objectives), list(objectives.values())
-    values = np.array([[_value(m, name) for name in names] for m in metrics], dtype=float).reshape(len(metrics), len(names))
+    values = np.array([[_value(m, name) for name in names] for m in metrics], dtype=float).reshape(
+        len(metrics), len(names)
+    )
     feasible_mask = np.ones(len(metrics), bool) if feasible is None else np.asarray(feasible, dtype=bool)
     candidates = values.copy()
     candidates[~feasible_mask] = np.nan
@@ -66,10 +68,15 @@ def frontier(
     if reference_point is not None:
         reference, source = np.array([reference_point[name] for name in names], dtype=float), "search space"
     elif usable.any():
-        reference, source = default_reference(candidates, directions), "default: 10% of the range past the worst feasible trial"
+        reference, source = (
+            default_reference(candidates, directions),
+            "default: 10% of the range past the worst feasible trial",
+        )
     else:
         reference, source = np.full(len(names), np.nan), "none: no feasible trial"
-    history = hypervolume_history(candidates, directions, reference.tolist()) if usable.any() else np.zeros(len(metrics))
+    history = (
+        hypervolume_history(candidates, directions, reference.tolist()) if usable.any() else np.zeros(len(metrics))
+    )
     return Frontier(
         objectives=names,
         directions=directions,

@@ -40,9 +40,7 @@ def _as_loss(values: np.ndarray, directions: Sequence[Direction]) -> tuple[np.nd
     return array * signs, signs
 
 
-def _minimization_reference(
-    reference: Sequence[float], signs: np.ndarray
-) -> np.ndarray:
+def _minimization_reference(reference: Sequence[float], signs: np.ndarray) -> np.ndarray:
     ref = np.asarray(reference, dtype=float)
     if ref.shape != signs.shape:
         raise ValueError(f"reference has shape {ref.shape}, expected {signs.shape}")
@@ -61,9 +59,7 @@ def pareto_mask(values: np.ndarray, directions: Sequence[Direction]) -> np.ndarr
     mask = np.zeros(len(loss), dtype=bool)
     for i in np.flatnonzero(valid):
         point = loss[i]
-        dominated = np.any(
-            np.all(candidates <= point, axis=1) & np.any(candidates < point, axis=1)
-        )
+        dominated = np.any(np.all(candidates <= point, axis=1) & np.any(candidates < point, axis=1))
         mask[i] = not dominated
     return mask
 
@@ -89,12 +85,12 @@ def _sliced_volume(points: np.ndarray, ref: np.ndarray) -> float:
     depths = np.diff(np.append(points[:, -1], ref[-1]))
     if points.shape[1] == 2:
         return float(np.sum(depths * (ref[0] - np.minimum.accumulate(points[:, 0]))))
-    return float(sum(depth * _sliced_volume(points[: i + 1, :-1], ref[:-1]) for i, depth in enumerate(depths) if depth > 0))
+    return float(
+        sum(depth * _sliced_volume(points[: i + 1, :-1], ref[:-1]) for i, depth in enumerate(depths) if depth > 0)
+    )
 
 
-def hypervolume(
-    values: np.ndarray, directions: Sequence[Direction], reference: Sequence[float]
-) -> float:
+def hypervolume(values: np.ndarray, directions: Sequence[Direction], reference: Sequence[float]) -> float:
     """Volume of objective space dominated by ``values`` and bounded by ``reference``.
 
     ``reference`` is given in the original (not sign-flipped) objective units and must be

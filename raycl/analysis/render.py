@@ -116,9 +116,13 @@ def draw_pareto(data: ParetoFigure) -> Figure:
         ax.scatter(data.x[~shown], data.y[~shown], c="tab:gray", marker="x", label="infeasible")
     front = data.front_order
     ax.plot(data.x[front], data.y[front], drawstyle="steps-post", c="tab:red", alpha=0.6)
-    ax.scatter(data.x[front], data.y[front], facecolors="none", edgecolors="tab:red", s=110, linewidths=1.5, label="Pareto set")
+    ax.scatter(
+        data.x[front], data.y[front], facecolors="none", edgecolors="tab:red", s=110, linewidths=1.5, label="Pareto set"
+    )
     for index in front:
-        ax.annotate(data.keys[index], (data.x[index], data.y[index]), fontsize=7, xytext=(4, 4), textcoords="offset points")
+        ax.annotate(
+            data.keys[index], (data.x[index], data.y[index]), fontsize=7, xytext=(4, 4), textcoords="offset points"
+        )
     ax.set_xlabel(f"{data.x_name} ({data.directions[0]})")
     ax.set_ylabel(f"{data.y_name} ({data.directions[1]})")
     ax.legend(loc="best", fontsize=8)
@@ -153,8 +157,14 @@ def draw_fits(panels: Sequence[FitFigure]) -> Figure:
         ax.scatter(data.x[fitted], data.adjusted[fitted], c="k", s=14, label="fitted trials")
         if data.held_out.any():
             error = f", mean |rel. error| {data.held_out_error:.1%}"
-            ax.scatter(data.x[data.held_out], data.adjusted[data.held_out], marker="*", s=90, c="tab:red",
-                       label=f"held out ({data.vary} = {data.held_out_size:.3g}{error})")
+            ax.scatter(
+                data.x[data.held_out],
+                data.adjusted[data.held_out],
+                marker="*",
+                s=90,
+                c="tab:red",
+                label=f"held out ({data.vary} = {data.held_out_size:.3g}{error})",
+            )
             ax.axvline(data.held_out_size, c="tab:red", ls=":", lw=1)
         if curve.x.min() > 0:
             ax.set_xscale("log")
@@ -167,7 +177,7 @@ def draw_fits(panels: Sequence[FitFigure]) -> Figure:
         ax.set_xlabel(data.vary)
         ax.set_ylabel(FITTED_LABELS.get(data.target, data.target))
         ax.legend(fontsize=7, loc="best")
-    for ax in axes[len(panels):]:
+    for ax in axes[len(panels) :]:
         ax.set_visible(False)
     return figure
 
@@ -182,13 +192,17 @@ def draw_heatmaps(maps: Sequence[Heatmap]) -> Figure:
         image = ax.imshow(data.values, cmap="magma_r", aspect="auto")
         middle = (np.nanmin(data.values) + np.nanmax(data.values)) / 2  # magma_r: dark cells hold high losses
         ax.set_xticks(range(len(data.column_labels)), data.column_labels, fontsize=7, rotation=30, ha="right")
-        labels = [f"{label}\nbase {loss:.2f}" for label, loss in zip(data.row_labels, data.retention)] or data.row_labels
+        labels = [
+            f"{label}\nbase {loss:.2f}" for label, loss in zip(data.row_labels, data.retention)
+        ] or data.row_labels
         ax.set_yticks(range(len(data.row_labels)), labels, fontsize=7)
         for (i, j), value in np.ndenumerate(data.values):
-            ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7, color="white" if value > middle else "black")
+            ax.text(
+                j, i, f"{value:.2f}", ha="center", va="center", fontsize=7, color="white" if value > middle else "black"
+            )
         ax.set_title(data.key, fontsize=9)
         figure.colorbar(image, ax=ax, label="held-out loss (nats)", shrink=0.8)
-    for ax in axes[len(maps):]:
+    for ax in axes[len(maps) :]:
         ax.set_visible(False)
     return figure
 
@@ -202,8 +216,15 @@ def draw_curves(panels: Sequence[CurvePanel]) -> Figure:
     for ax, panel in zip(axes, panels):
         for line in panel.lines:
             colour = cmap(norm(line.size)) if by_size and np.isfinite(line.size) else "tab:blue"
-            ax.plot(line.steps, line.values, color=colour, lw=2.2 if line.pareto else 0.8, alpha=1.0 if line.pareto else 0.5,
-                    marker="o", ms=3)
+            ax.plot(
+                line.steps,
+                line.values,
+                color=colour,
+                lw=2.2 if line.pareto else 0.8,
+                alpha=1.0 if line.pareto else 0.5,
+                marker="o",
+                ms=3,
+            )
         ax.set_xlabel("step")
         ax.set_ylabel(f"{panel.metric} (nats)")
         ax.set_title(f"{panel.metric} (thick: Pareto trials)", fontsize=9)
@@ -271,8 +292,11 @@ td:first-child,th:first-child{text-align:left}img{max-width:100%}figcaption{font
 def to_html(title: str, blocks: Sequence[Block]) -> str:
     """A self-contained page: inline style, images as data URIs, no link, script or font from elsewhere."""
     escape = html.escape
-    parts = [f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{escape(title)}</title>",
-             f"<style>{_STYLE}</style></head><body>", f"<h1>{escape(title)}</h1>"]
+    parts = [
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>',
+        f"<style>{_STYLE}</style></head><body>",
+        f"<h1>{escape(title)}</h1>",
+    ]
     for block in blocks:
         if isinstance(block, Heading):
             parts.append(f"<h{block.level}>{escape(block.text)}</h{block.level}>")
@@ -286,8 +310,10 @@ def to_html(title: str, blocks: Sequence[Block]) -> str:
             parts.append(f"<table><thead><tr>{header}</tr></thead><tbody>{body}</tbody></table>")
         else:
             data = base64.b64encode(block.png).decode("ascii")
-            parts.append(f"<figure><img alt=\"{escape(block.caption)}\" src=\"data:image/png;base64,{data}\">"
-                         f"<figcaption>{escape(block.caption)}</figcaption></figure>")
+            parts.append(
+                f'<figure><img alt="{escape(block.caption)}" src="data:image/png;base64,{data}">'
+                f"<figcaption>{escape(block.caption)}</figcaption></figure>"
+            )
     parts.append("</body></html>\n")
     return "\n".join(parts)
 

@@ -79,16 +79,24 @@ _LAW_NAME = re.compile(r"^[A-Za-z_][\w-]*$")  # also an MLflow metric-key segmen
 
 # Forgetting with pretraining-data injection (Bethune et al. 2025, arXiv:2502.06042): the base loss
 # rises by a factor that grows with new tokens D and shrinks with the effective capacity (1 + B r) N.
-BETHUNE = Law("bethune", "L0 * (1 + A * D**b / ((1 + B*r) * N)**a)", ("A", "a", "b", "B"), ("L0", "D", "r", "N"), size_params=1)
+BETHUNE = Law(
+    "bethune", "L0 * (1 + A * D**b / ((1 + B*r) * N)**a)", ("A", "a", "b", "B"), ("L0", "D", "r", "N"), size_params=1
+)
 # The same with a learning-rate factor: at fixed tokens a larger step moves the model further from its base.
 BETHUNE_LR = Law(
-    "bethune_lr", "L0 * (1 + A * lr**c * D**b / ((1 + B*r) * N)**a)", ("A", "a", "b", "B", "c"), ("L0", "lr", "D", "r", "N"),
+    "bethune_lr",
+    "L0 * (1 + A * lr**c * D**b / ((1 + B*r) * N)**a)",
+    ("A", "a", "b", "B", "c"),
+    ("L0", "lr", "D", "r", "N"),
     size_params=1,
 )
 # And with the base model's pretraining budget P (tokens per parameter), the axis of overtraining.
 BETHUNE_BUDGET = Law(
-    "bethune_budget", "L0 * (1 + A * lr**c * P**p * D**b / ((1 + B*r) * N)**a)", ("A", "a", "b", "B", "c", "p"),
-    ("L0", "lr", "P", "D", "r", "N"), size_params=1,
+    "bethune_budget",
+    "L0 * (1 + A * lr**c * P**p * D**b / ((1 + B*r) * N)**a)",
+    ("A", "a", "b", "B", "c", "p"),
+    ("L0", "lr", "P", "D", "r", "N"),
+    size_params=1,
 )
 # Forgetting that levels off: the base loss rises towards a ceiling A * exp(-B r) / N**a (in nats at the
 # reference scales), reached faster with a larger step, more new tokens and, with exponent e, a larger
@@ -100,11 +108,16 @@ BETHUNE_BUDGET = Law(
 SATURATING = Law(
     "saturating",
     "L0 + A * (1 - exp(-C * (lr/1e-4)**c * (D/1e5)**b * (N/1e5)**e)) * exp(-B*r) / (N/1e5)**a",
-    ("A", "a", "b", "B", "c", "C", "e"), ("L0", "lr", "D", "r", "N"), size_params=2, scale_starts=(0.1, 1.0, 10.0),
+    ("A", "a", "b", "B", "c", "C", "e"),
+    ("L0", "lr", "D", "r", "N"),
+    size_params=2,
+    scale_starts=(0.1, 1.0, 10.0),
 )
 # The perplexity ratio on new data falls as a power of model size and new tokens.
 RATIO_POWER = Law("ratio_power", "A / (N**a * D**b)", ("A", "a", "b"), ("N", "D"), size_params=1)
-RATIO_POWER_LR = Law("ratio_power_lr", "A / (N**a * D**b * lr**c)", ("A", "a", "b", "c"), ("N", "D", "lr"), size_params=1)
+RATIO_POWER_LR = Law(
+    "ratio_power_lr", "A / (N**a * D**b * lr**c)", ("A", "a", "b", "c"), ("N", "D", "lr"), size_params=1
+)
 
 
 @dataclass(frozen=True)
@@ -128,7 +141,9 @@ class LawEntry(StrictModel):
     target: str
     expression: str
     params: list[str]
-    size_params: int | None = Field(default=None, ge=0, description="parameters only differences in N determine; default: all")
+    size_params: int | None = Field(
+        default=None, ge=0, description="parameters only differences in N determine; default: all"
+    )
     _law: Law = PrivateAttr()
 
     @field_validator("name")
@@ -293,10 +308,20 @@ def _fit_law(law: Law, data: dict[str, np.ndarray], target: np.ndarray, bootstra
     collinear = collinear_pairs(columns, [v for v in law.variables if v not in BASELINES])
     if collinear:
         a, b, r = collinear[0]
-        return LawFit(law, None, None, [f"no fit: {a} and {b} move together over the fitted trials (r = {r:+.3f}), "
-                                        "so the law cannot tell their effects apart; vary them independently"])
-    notes = [f"{v} is the same in every fitted trial: its parameters are not identifiable" for v in law.variables
-             if len(np.unique(columns[v])) == 1]
+        return LawFit(
+            law,
+            None,
+            None,
+            [
+                f"no fit: {a} and {b} move together over the fitted trials (r = {r:+.3f}), "
+                "so the law cannot tell their effects apart; vary them independently"
+            ],
+        )
+    notes = [
+        f"{v} is the same in every fitted trial: its parameters are not identifiable"
+        for v in law.variables
+        if len(np.unique(columns[v])) == 1
+    ]
     if len(target) <= len(law.params):
         return LawFit(law, None, None, [*notes, f"no fit: {len(target)} points for {len(law.params)} parameters"])
     try:
@@ -310,9 +335,14 @@ def _fit_law(law: Law, data: dict[str, np.ndarray], target: np.ndarray, bootstra
     size_params = law.size_params if law.size_params is not None else len(law.params)
     train_points = int(np.sum(sizes < sizes.max()))
     if fit_sizes <= size_params:
-        notes.append(f"no extrapolation check: {fit_sizes} distinct size(s) " f"below the largest for {size_params} size parameter(s)")
+        notes.append(
+            f"no extrapolation check: {fit_sizes} distinct size(s) "
+            f"below the largest for {size_params} size parameter(s)"
+        )
     elif train_points <= len(law.params):
-        notes.append(f"no extrapolation check: {train_points} points below the largest size for {len(law.params)} parameters")
+        notes.append(
+            f"no extrapolation check: {train_points} points below the largest size for {len(law.params)} parameters"
+        )
     else:
         try:
             extrapolation = extrapolation_check(law, columns, target, SIZE_SYMBOL, bootstrap=bootstrap, seed=seed)
@@ -348,7 +378,11 @@ def fits_record(fits: dict[str, TargetFits]) -> dict[str, Any]:
     for target, result in fits.items():
         laws = []
         for law_fit in result.laws:
-            entry: dict[str, Any] = {"name": law_fit.law.name, "expression": law_fit.law.expression, "notes": law_fit.notes}
+            entry: dict[str, Any] = {
+                "name": law_fit.law.name,
+                "expression": law_fit.law.expression,
+                "notes": law_fit.notes,
+            }
             if law_fit.fit is not None:
                 entry |= {
                     "params": law_fit.fit.params,

@@ -112,7 +112,9 @@ def load_tokenizer(name: str, *, trust_remote_code: bool = False):
     """`AutoTokenizer.from_pretrained(name)`, failing fast when it needs an unreachable hub."""
     from transformers import AutoTokenizer
 
-    return _from_pretrained("tokenizer", name, lambda: AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code))
+    return _from_pretrained(
+        "tokenizer", name, lambda: AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+    )
 
 
 def load_dataset(path: str, name: str | None = None, **kwargs: Any):

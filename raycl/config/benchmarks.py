@@ -55,7 +55,8 @@ class BenchmarkConfig(StrictModel):
         default=(RETENTION, ACQUISITION),
         description="raycl_retention (base facts), raycl_acquisition (one task per stage: "
         "raycl_acquisition_<domain>), raycl_arc_easy / raycl_hellaswag / raycl_lambada and other "
-        "task_paths entries, tasks of include_path, or any lm-eval " "task name (needs include_defaults and a reachable hub)",
+        "task_paths entries, tasks of include_path, or any lm-eval "
+        "task name (needs include_defaults and a reachable hub)",
     )
     task_paths: dict[str, TaskFile] = Field(
         default_factory=dict,
@@ -63,11 +64,17 @@ class BenchmarkConfig(StrictModel):
         "`arc_challenge: {template: raycl_arc_easy, path: FILE}` (a template can serve several tasks)",
     )
     include_path: str | None = Field(
-        default=None, description="a directory of your own lm-eval task YAMLs, as lm-eval's " "--include_path (lm-eval's own tasks stay unindexed)"
+        default=None,
+        description="a directory of your own lm-eval task YAMLs, as lm-eval's "
+        "--include_path (lm-eval's own tasks stay unindexed)",
     )
-    limit: int | None = Field(default=None, ge=1, description="first N examples per task at full evaluations; None: all")
+    limit: int | None = Field(
+        default=None, ge=1, description="first N examples per task at full evaluations; None: all"
+    )
     quick_limit: int = Field(
-        default=0, ge=0, description="first N examples per task at the every-K-steps quick checks; 0: no benchmarks there"
+        default=0,
+        ge=0,
+        description="first N examples per task at the every-K-steps quick checks; 0: no benchmarks there",
     )
     batch_size: int = Field(default=64, ge=1)
     questions_per_entity: int = Field(default=1, ge=1, le=5, description="world-probe facts asked per entity")
@@ -81,7 +88,10 @@ class BenchmarkConfig(StrictModel):
         """`raycl_arc_easy: FILE` is `raycl_arc_easy: {template: raycl_arc_easy, path: FILE}`."""
         if not isinstance(task_paths, dict):
             return task_paths
-        return {task: {"template": task, "path": spec} if isinstance(spec, str) else spec for task, spec in task_paths.items()}
+        return {
+            task: {"template": task, "path": spec} if isinstance(spec, str) else spec
+            for task, spec in task_paths.items()
+        }
 
     @field_validator("include_path")
     @classmethod

@@ -50,7 +50,9 @@ class FinalReport(TrialSummary):
     """
 
     node_ids: list[str]
-    replicates: list[dict[str, float]] = Field(default_factory=list, description="each seed's metrics; empty for one seed")
+    replicates: list[dict[str, float]] = Field(
+        default_factory=list, description="each seed's metrics; empty for one seed"
+    )
 
     def to_tune(self) -> dict[str, Any]:
         return self.model_dump() | {FINAL_KEY: 1.0}
@@ -61,8 +63,10 @@ class FinalReport(TrialSummary):
         runs = [report.metrics() for report in reports]
         names = [name for name in runs[0] if all(name in run for run in runs)]
         averaged = {name: mean(run[name] for run in runs) for name in names}
-        record = {name: _mean_elementwise([getattr(report, name) for report in reports])
-                  for name in ("stage_matrix", "retention_losses", "stage_forgetting")}
+        record = {
+            name: _mean_elementwise([getattr(report, name) for report in reports])
+            for name in ("stage_matrix", "retention_losses", "stage_forgetting")
+        }
         nodes = sorted({node for report in reports for node in report.node_ids})
         return cls.model_validate(
             {"stage_names": reports[0].stage_names, **record, **averaged, "node_ids": nodes, "replicates": runs}

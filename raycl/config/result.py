@@ -29,7 +29,9 @@ class StageRecord(BaseModel):
     """Held-out losses by stage, as MLflow keeps them beside each child run."""
 
     stage_names: list[str]
-    stage_matrix: list[list[float]] = Field(description="R[i][j]: held-out loss on stage j after stage i; row 0 before training")
+    stage_matrix: list[list[float]] = Field(
+        description="R[i][j]: held-out loss on stage j after stage i; row 0 before training"
+    )
     retention_losses: list[float] = Field(description="held-out loss on the original distribution after each row")
     stage_forgetting: list[float] = Field(description="per stage: final loss minus the best loss after training it")
 
@@ -45,10 +47,15 @@ class TrialSummary(StageRecord):
     learning: Reported = Field(description="1 - ppl_after / ppl_before on held-out new data (higher is better)")
     forgetting: Reported = Field(description="loss_after - loss_before on held-out original data, in nats")
     learning_nats: Reported = Field(description="loss_before - loss_after on held-out new data, in nats")
-    base_loss_before: Reported = Field(description="held-out loss on the original distribution before the stream (L_before)")
-    base_loss_after: Reported = Field(description="held-out loss on the original distribution after the stream (L_after)")
+    base_loss_before: Reported = Field(
+        description="held-out loss on the original distribution before the stream (L_before)"
+    )
+    base_loss_after: Reported = Field(
+        description="held-out loss on the original distribution after the stream (L_after)"
+    )
     forgetting_fraction: Reported = Field(
-        description="(L_after - L_before) / (L_init - L_before) on held-out " "original data: the share of pretraining progress undone"
+        description="(L_after - L_before) / (L_init - L_before) on held-out "
+        "original data: the share of pretraining progress undone"
     )
     bwt: Reported = Field(description="backward transfer: mean of R[j+1][j] - R[T][j]")
     fwt: Reported = Field(description="forward transfer: mean of R[0][j] - R[j][j]")
@@ -63,15 +70,25 @@ class TrialSummary(StageRecord):
         description="peak memory of one training step: weights, gradients, optimizer state and activations"
     )
     num_params: Reported = Field(description="the base model's parameters, before any adapter")
-    num_params_non_embedding: Reported = Field(description="the base model's parameters outside its token embeddings and output head")
+    num_params_non_embedding: Reported = Field(
+        description="the base model's parameters outside its token embeddings and output head"
+    )
     wall_time_s: Reported
     train_tokens: Reported = Field(description="tokens trained on, replay rows included")
-    base_pretrain_tokens: ReportedWhereKnown = Field(default=None, description="tokens the base model was pretrained on (ladder models)")
-    base_pretrain_loss: ReportedWhereKnown = Field(default=None, description="the base model's final pretraining loss (ladder models)")
+    base_pretrain_tokens: ReportedWhereKnown = Field(
+        default=None, description="tokens the base model was pretrained on (ladder models)"
+    )
+    base_pretrain_loss: ReportedWhereKnown = Field(
+        default=None, description="the base model's final pretraining loss (ladder models)"
+    )
     new_tokens: Reported = Field(description="tokens of new data trained on")
-    lr: ReportedWhereKnown = Field(default=None, description="the learning rate trained at: train.lr, or the LR range test's for train.lr_at_loss_drop")
+    lr: ReportedWhereKnown = Field(
+        default=None,
+        description="the learning rate trained at: train.lr, or the LR range test's for train.lr_at_loss_drop",
+    )
     adaptation_steps_mean: ReportedWhereKnown = Field(
-        default=None, description="online trials: mean over stages of adaptation_steps; None where a stage's loss did not fall"
+        default=None,
+        description="online trials: mean over stages of adaptation_steps; None where a stage's loss did not fall",
     )
 
     @model_validator(mode="after")
@@ -84,7 +101,9 @@ class TrialSummary(StageRecord):
     @classmethod
     def of(cls, report: dict[str, Any]) -> Self:
         """The summary inside a larger record (a Tune result, a trial result), other keys ignored."""
-        return cls.model_validate({k: v for k, v in report.items() if k in cls.model_fields or k.startswith(BENCHMARK_PREFIX)})
+        return cls.model_validate(
+            {k: v for k, v in report.items() if k in cls.model_fields or k.startswith(BENCHMARK_PREFIX)}
+        )
 
     def metrics(self) -> dict[str, float]:
         """Every reported scalar metric by name, benchmark metrics included."""
@@ -109,12 +128,18 @@ class TrialResult(TrialSummary):
     method_info: dict[str, Any]
     train_memory: dict[str, int] = Field(description="train_peak_bytes by part, measured on one dedicated step")
     resumed_after_stage: int
-    stopped: str | None = Field(default=None, description="why the stream stopped before its last stage (train.stop_when); None: it ran every stage")
+    stopped: str | None = Field(
+        default=None,
+        description="why the stream stopped before its last stage (train.stop_when); None: it ran every stage",
+    )
     adaptation_steps: list[int | None] | None = Field(
-        default=None, description="online trials, per stage: steps until its held-out loss " "fell by train.adaptation_share of the stage's whole drop"
+        default=None,
+        description="online trials, per stage: steps until its held-out loss "
+        "fell by train.adaptation_share of the stage's whole drop",
     )
     lr_range: dict[str, Any] | None = Field(
-        default=None, description="train.lr_at_loss_drop trials: the drop asked, the LR it resolved to, and the range test's record"
+        default=None,
+        description="train.lr_at_loss_drop trials: the drop asked, the LR it resolved to, and the range test's record",
     )
 
     def summary(self) -> TrialSummary:
@@ -207,10 +232,15 @@ class Divergence(BaseModel):
         if self.loss is None:
             why = "the loss is not finite"
         elif self.uniform_loss is not None:
-            why = (f"the loss {self.loss:.4g} stayed above {self.uniform_loss:.4g}, a uniform guess's (ln vocab), "
-                   "for train.divergence_above_uniform_steps steps after it was below")
+            why = (
+                f"the loss {self.loss:.4g} stayed above {self.uniform_loss:.4g}, a uniform guess's (ln vocab), "
+                "for train.divergence_above_uniform_steps steps after it was below"
+            )
         else:
-            why = f"the loss {self.loss:.4g} is above {self.bound:.4g} " f"(train.divergence_factor x the first step's {self.first_loss:.4g})"
+            why = (
+                f"the loss {self.loss:.4g} is above {self.bound:.4g} "
+                f"(train.divergence_factor x the first step's {self.first_loss:.4g})"
+            )
         return f"diverged at step {self.step} (stage {self.stage}): {why}"
 
 

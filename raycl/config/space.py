@@ -180,7 +180,9 @@ class Budget(StrictModel):
     gpus_per_worker: float = Field(default=0.0, ge=0)
     max_failures: int = Field(default=0, ge=0, description="restarts of a failed trial from its last stage checkpoint")
     seeds: int = Field(
-        default=1, ge=1, le=16,
+        default=1,
+        ge=1,
+        le=16,
         description="runs of each sampled configuration, with train.seed, train.seed + 1, ... (data order, replay "
         "draws); Optuna and the report see the mean, the report an interval over them",
     )
@@ -201,11 +203,20 @@ class Budget(StrictModel):
         if self.executor != "auto":
             return self.executor, "set in budget.executor"
         if self.workers_per_trial > 1 or self.gpus_per_worker > 0:
-            return "train", "auto: several workers or a GPU per trial, where Ray " "Train's worker group, fault tolerance and DDP pay off"
+            return (
+                "train",
+                "auto: several workers or a GPU per trial, where Ray "
+                "Train's worker group, fault tolerance and DDP pay off",
+            )
         return "tune", "auto: one CPU worker per trial, which trains in its Tune actor (no worker group to start)"
 
 
-SAMPLER_OPTIONS = {"tpe": {"n_startup_trials"}, "gp": {"n_startup_trials"}, "nsga2": {"population_size"}, "random": set()}
+SAMPLER_OPTIONS = {
+    "tpe": {"n_startup_trials"},
+    "gp": {"n_startup_trials"},
+    "nsga2": {"population_size"},
+    "random": set(),
+}
 
 
 class SamplerSpec(StrictModel):
@@ -228,10 +239,15 @@ class EarlyStopping(StrictModel):
     # [1] by default: measured on the offline world (bench/early_stopping.py), each objective's rank after stage 1
     # already follows its final rank, and every later rung cuts trials of a near-front field, losing hypervolume.
     rungs: Literal["stages"] | list[Annotated[int, Field(ge=1)]] = Field(
-        default=[1], description="the stage ends to rank at; `stages`: every stage end but the last (from first_rung on)"
+        default=[1],
+        description="the stage ends to rank at; `stages`: every stage end but the last (from first_rung on)",
     )
     reduction: float = Field(default=3.0, gt=1, description="eta: 1/reduction of the trials at a rung continue")
-    first_rung: int = Field(default=1, ge=1, description="the first stage end that is a rung (ASHA's grace period): earlier ones never stop a trial")
+    first_rung: int = Field(
+        default=1,
+        ge=1,
+        description="the first stage end that is a rung (ASHA's grace period): earlier ones never stop a trial",
+    )
 
     @model_validator(mode="after")
     def _one_way_to_name_rungs(self) -> EarlyStopping:
@@ -261,13 +277,17 @@ class SearchSpace(StrictModel):
         default_factory=lambda: {"learning": "maximize", "forgetting": "minimize"}, min_length=1
     )
     constraints: list[Constraint] = Field(default_factory=list, description='e.g. "forgetting <= 0.05"')
-    reference_point: dict[str, float] | None = Field(default=None, description="hypervolume reference; default: just past the worst trial")
+    reference_point: dict[str, float] | None = Field(
+        default=None, description="hypervolume reference; default: just past the worst trial"
+    )
     parameters: dict[str, Parameter] = Field(min_length=1)
     fixed: TrialConfig = Field(default=TrialConfig(), description="TrialConfig sections every trial shares")
     budget: Budget
     sampler: SamplerSpec
     seed: int
-    early_stopping: EarlyStopping | None = Field(default=None, description="stop trials at stage ends (e.g. {rungs: [1], reduction: 3})")
+    early_stopping: EarlyStopping | None = Field(
+        default=None, description="stop trials at stage ends (e.g. {rungs: [1], reduction: 3})"
+    )
 
     _name: str = PrivateAttr("")
     _source: str = PrivateAttr("")
@@ -357,10 +377,15 @@ class SearchSpace(StrictModel):
                 target = self.parameters[condition]
                 for value in allowed if isinstance(allowed, list) else [allowed]:
                     if target.type == "categorical" and value not in target.choices:
-                        raise ValueError(f"{key}.when.{condition}: {value!r} is not among its choices {target.choices}"
-                                         f"{did_you_mean(value, target.choices)}")
+                        raise ValueError(
+                            f"{key}.when.{condition}: {value!r} is not among its choices {target.choices}"
+                            f"{did_you_mean(value, target.choices)}"
+                        )
             # Each extreme value is tried where the parameter is sampled: under its conditions.
-            context = {condition: allowed[0] if isinstance(allowed, list) else allowed for condition, allowed in parameter.when.items()}
+            context = {
+                condition: allowed[0] if isinstance(allowed, list) else allowed
+                for condition, allowed in parameter.when.items()
+            }
             for option, values in parameter.extremes().items():
                 for value in values:
                     try:
@@ -375,26 +400,40 @@ class SearchSpace(StrictModel):
         if self.early_stopping is None:
             return self
         if self.fixed.stream is not None:
-            raise ValueError("early_stopping: needs the offline world's stages; a " "real stream's stage count is known only once loaded")
+            raise ValueError(
+                "early_stopping: needs the offline world's stages; a "
+                "real stream's stage count is known only once loaded"
+            )
         if self.budget.seeds != 1:
             # A trial's seeds run in turn, so its stage reports would reach the rungs once per seed.
-            raise ValueError(f"early_stopping: ranks one run per trial at each stage end; budget.seeds is {self.budget.seeds}")
+            raise ValueError(
+                f"early_stopping: ranks one run per trial at each stage end; budget.seeds is {self.budget.seeds}"
+            )
         if self.budget.resolved_executor()[0] == "train":
             # Tune ends a stopped trial's actor, and with it the Train controller and workers; the worker group's
             # placement group outlives them (job-scoped); its remover, Train's PlacementGroupCleaner, needs Ray's
             # state API (a dashboard), which raycl's local Ray does not start, so the next trial waits forever.
-            raise ValueError("early_stopping: needs the tune executor (one process per trial) for now; under train a stopped "
-                             "trial's worker group keeps its CPUs and the next trial waits forever (set budget.executor: tune)")
+            raise ValueError(
+                "early_stopping: needs the tune executor (one process per trial) for now; under train a stopped "
+                "trial's worker group keeps its CPUs and the next trial waits forever (set budget.executor: tune)"
+            )
         rungs, num_stages = self.early_stopping.rungs, self.fixed.world.num_stages
         if "world.num_stages" not in self.parameters:
             if rungs == "stages" and self.early_stopping.first_rung >= num_stages:
-                raise ValueError(f"early_stopping.first_rung: {self.early_stopping.first_rung} leaves no rung before the last of "
-                                 f"{num_stages} stages")
+                raise ValueError(
+                    f"early_stopping.first_rung: {self.early_stopping.first_rung} leaves no rung before the last of "
+                    f"{num_stages} stages"
+                )
             if rungs != "stages" and rungs[-1] >= num_stages:
-                raise ValueError(f"early_stopping.rungs: stage end {rungs[-1]} is not before the last of {num_stages} stages")
+                raise ValueError(
+                    f"early_stopping.rungs: stage end {rungs[-1]} is not before the last of {num_stages} stages"
+                )
         for metric in self.objectives:
             if metric not in STAGE_METRICS:
-                raise ValueError(f"early_stopping: objective {metric} is not reported " f"at stage ends (only {', '.join(STAGE_METRICS)} are)")
+                raise ValueError(
+                    f"early_stopping: objective {metric} is not reported "
+                    f"at stage ends (only {', '.join(STAGE_METRICS)} are)"
+                )
         return self
 
     def _reports(self, metric: str) -> bool:

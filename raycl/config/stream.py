@@ -33,7 +33,10 @@ def absolute_path(path: str) -> str:
 class DataSourceConfig(StrictModel):
     """Where a dataset comes from and how to read it: a local file or a `datasets` hub name."""
 
-    path: str | None = Field(default=None, description="local .jsonl/.json (optionally .gz)/.parquet/.txt file, relative to the working directory")
+    path: str | None = Field(
+        default=None,
+        description="local .jsonl/.json (optionally .gz)/.parquet/.txt file, relative to the working directory",
+    )
 
     @field_validator("path")
     @classmethod
@@ -47,20 +50,29 @@ class DataSourceConfig(StrictModel):
     limit: int | None = Field(default=None, ge=1, description="read only the first N rows")
     format: Format | Literal["auto"] = Field(default="auto", description="auto: detected from the first valid rows")
     fields: dict[str, str] = Field(
-        default_factory=dict, description="field-name overrides by canonical name, e.g. {instruction: question, output: answer}"
+        default_factory=dict,
+        description="field-name overrides by canonical name, e.g. {instruction: question, output: answer}",
     )
     roles: dict[str, Role] | Literal["alternate"] | None = Field(
         default=None,
         description="speaker names to roles, e.g. {Alice: user, Bob: assistant} (names not listed keep the usual "
         "user/human/gpt/... reading), or `alternate`: turns alternate user, assistant, ... whoever speaks",
     )
-    oasst_paths: Literal["best", "all"] = Field(default="best", description="oasst trees: best-ranked thread per tree, or every root-to-leaf path")
+    oasst_paths: Literal["best", "all"] = Field(
+        default="best", description="oasst trees: best-ranked thread per tree, or every root-to-leaf path"
+    )
     document_chars: int = Field(
-        default=2000, ge=0,
+        default=2000,
+        ge=0,
         description=".txt files: whole lines grouped into documents of at most this many characters (a longer line "
         "cut at spaces); 0: the whole file",
     )
-    max_bad_fraction: float = Field(default=0.05, ge=0, le=1, description="share of malformed rows tolerated (skipped and counted); above it the load fails")
+    max_bad_fraction: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        description="share of malformed rows tolerated (skipped and counted); above it the load fails",
+    )
 
     @model_validator(mode="after")
     def _one_origin(self) -> DataSourceConfig:
@@ -78,20 +90,34 @@ class DataSourceConfig(StrictModel):
 class ReplayCorpusConfig(StrictModel):
     """Documents of the original (pretraining) distribution: the replay source and the retention probe."""
 
-    paths: tuple[str, ...] = Field(default=(), description="local files or directories of them (.txt, .jsonl, .json, .jsonl.gz, .json.gz, .parquet)")
+    paths: tuple[str, ...] = Field(
+        default=(),
+        description="local files or directories of them (.txt, .jsonl, .json, .jsonl.gz, .json.gz, .parquet)",
+    )
 
     @field_validator("paths")
     @classmethod
     def _absolute(cls, paths: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(map(absolute_path, paths))
 
-    hub: str | None = Field(default=None, description="`datasets` hub name, e.g. allenai/c4, monology/pile-uncopyrighted")
+    hub: str | None = Field(
+        default=None, description="`datasets` hub name, e.g. allenai/c4, monology/pile-uncopyrighted"
+    )
     subset: str | None = None
     split: str = "train"
     text_field: str = "text"
-    max_documents: int | None = Field(default=None, ge=1, description="first N documents of each file, or of the hub split (required for the hub)")
-    document_chars: int = Field(default=2000, ge=0, description=".txt files: whole lines grouped into documents of at most this many characters")
-    heldout_fraction: float = Field(default=0.1, gt=0, lt=1, description="share of documents held out (seeded) as the retention probe, never replayed")
+    max_documents: int | None = Field(
+        default=None, ge=1, description="first N documents of each file, or of the hub split (required for the hub)"
+    )
+    document_chars: int = Field(
+        default=2000, ge=0, description=".txt files: whole lines grouped into documents of at most this many characters"
+    )
+    heldout_fraction: float = Field(
+        default=0.1,
+        gt=0,
+        lt=1,
+        description="share of documents held out (seeded) as the retention probe, never replayed",
+    )
     seed: int = 0
     max_bad_fraction: float = Field(default=0.05, ge=0, le=1)
 
@@ -108,16 +134,29 @@ class StreamShapeConfig(StrictModel):
     """How examples are split into stages, and how much of each stage is held out."""
 
     by: Literal["count", "field", "time", "window"] = Field(
-        default="count", description="count: equal parts in file order; field: one stage per value; " "time: equal parts in date order; window: rolling token windows"
+        default="count",
+        description="count: equal parts in file order; field: one stage per value; "
+        "time: equal parts in date order; window: rolling token windows",
     )
     stages: int = Field(default=3, ge=1, description="count/time: number of stages")
-    field: str | None = Field(default=None, description="field: the stage field (topic, source, language); time: the date field")
-    values: tuple[str, ...] | None = Field(default=None, description="field: the stages to keep, in this order (default: every value, in order of first appearance)")
+    field: str | None = Field(
+        default=None, description="field: the stage field (topic, source, language); time: the date field"
+    )
+    values: tuple[str, ...] | None = Field(
+        default=None,
+        description="field: the stages to keep, in this order (default: every value, in order of first appearance)",
+    )
     window: int | None = Field(default=None, ge=2, description="window: tokens per stage")
-    step: int | None = Field(default=None, ge=1, description="window: tokens between the starts of consecutive stages (< window overlaps)")
+    step: int | None = Field(
+        default=None, ge=1, description="window: tokens between the starts of consecutive stages (< window overlaps)"
+    )
     max_stages: int | None = Field(default=None, ge=1, description="keep the first N stages")
-    examples_per_stage: int | None = Field(default=None, ge=2, description="keep the first N examples of each stage (before the held-out split)")
-    heldout_fraction: float = Field(default=0.1, gt=0, lt=1, description="share of each stage's examples (or windows' blocks) held out, seeded")
+    examples_per_stage: int | None = Field(
+        default=None, ge=2, description="keep the first N examples of each stage (before the held-out split)"
+    )
+    heldout_fraction: float = Field(
+        default=0.1, gt=0, lt=1, description="share of each stage's examples (or windows' blocks) held out, seeded"
+    )
     seed: int = 0
 
     @model_validator(mode="after")
@@ -145,7 +184,9 @@ class StreamConfig(StrictModel):
 
     source: DataSourceConfig
     shape: StreamShapeConfig = StreamShapeConfig()
-    loss_on: LossOn = Field(default="all", description="all: every token; assistant: assistant turns (and their EOS) only")
+    loss_on: LossOn = Field(
+        default="all", description="all: every token; assistant: assistant turns (and their EOS) only"
+    )
     original: ReplayCorpusConfig | None = Field(
         default=None, description="documents of the original distribution: replay source and retention probe"
     )

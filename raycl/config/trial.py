@@ -39,7 +39,10 @@ class ModelConfig(StrictModel):
 
     name: str = "raycl-tiny-s"
     pretrain_tokens_per_param: float = Field(
-        default=20.0, gt=0, description="pretraining budget of offline-ladder models, in " "tokens per non-embedding parameter: 5, 10, 20 or 40"
+        default=20.0,
+        gt=0,
+        description="pretraining budget of offline-ladder models, in "
+        "tokens per non-embedding parameter: 5, 10, 20 or 40",
     )
     trust_remote_code: bool = False
 
@@ -47,8 +50,10 @@ class ModelConfig(StrictModel):
     def _a_built_budget(self) -> ModelConfig:
         if self.name.startswith(LADDER_PREFIX) and self.pretrain_tokens_per_param not in LADDER_BUDGETS:
             budgets = ", ".join(f"{b:g}" for b in LADDER_BUDGETS)
-            raise ValueError(f"pretrain_tokens_per_param: the ladder is pretrained to {budgets} tokens per parameter, "
-                             f"not {self.pretrain_tokens_per_param:g}")
+            raise ValueError(
+                f"pretrain_tokens_per_param: the ladder is pretrained to {budgets} tokens per parameter, "
+                f"not {self.pretrain_tokens_per_param:g}"
+            )
         return self
 
 
@@ -79,7 +84,9 @@ class GaLoreMethod(StrictModel):
     """GaLore (galore-torch): AdamW state kept in a low-rank projection of each named matrix's gradient."""
 
     name: Literal["galore"]
-    galore_rank: int = Field(default=8, ge=1, description="rank of the gradient projection; at or above a matrix side saves nothing")
+    galore_rank: int = Field(
+        default=8, ge=1, description="rank of the gradient projection; at or above a matrix side saves nothing"
+    )
     galore_update_proj_gap: int = Field(default=50, ge=1, description="steps between SVD refreshes of the projection")
     galore_scale: float = Field(default=0.25, gt=0)
     galore_proj_type: Literal["std", "reverse_std", "right", "left", "full"] = "std"
@@ -95,7 +102,9 @@ def _method_name(value: Any) -> str:
 
 # How the trial updates the model; a key of another method (lora_rank under galore) is an error.
 MethodConfig = Annotated[
-    Annotated[FullMethod, Tag("method:name=full")] | Annotated[LoraMethod, Tag("method:name=lora")] | Annotated[GaLoreMethod, Tag("method:name=galore")],
+    Annotated[FullMethod, Tag("method:name=full")]
+    | Annotated[LoraMethod, Tag("method:name=lora")]
+    | Annotated[GaLoreMethod, Tag("method:name=galore")],
     Discriminator(_method_name),
 ]
 METHODS: tuple[type[StrictModel], ...] = (FullMethod, LoraMethod, GaLoreMethod)
@@ -122,41 +131,63 @@ class TrainConfig(StrictModel):
 
     lr: float = Field(default=3e-4, gt=0, lt=1)
     lr_at_loss_drop: float | None = Field(
-        default=None, gt=0, lt=1,
+        default=None,
+        gt=0,
+        lt=1,
         description="train at the LR where the LR range test (`raycl lr-range`, cached per model) first holds this "
-                    "fractional drop of the first stage's held-out loss; not with lr",
+        "fractional drop of the first stage's held-out loss; not with lr",
     )
-    stop_when: StopRule | None = Field(default=None, description="stop the stream at the first stage end where the metric reaches the bound")
+    stop_when: StopRule | None = Field(
+        default=None, description="stop the stream at the first stage end where the metric reaches the bound"
+    )
     layer_lr_slope: float = Field(
-        default=0.0, gt=-1, lt=1, description="LR times 1 - slope at the first layer up to 1 + slope at the last, linear in depth; 0: one LR"
+        default=0.0,
+        gt=-1,
+        lt=1,
+        description="LR times 1 - slope at the first layer up to 1 + slope at the last, linear in depth; 0: one LR",
     )
     online: bool = Field(
-        default=False, description="online ingestion: batches of 1 (default) or 2 examples, " "every example once, in order; needs eval.every_steps"
+        default=False,
+        description="online ingestion: batches of 1 (default) or 2 examples, "
+        "every example once, in order; needs eval.every_steps",
     )
     examples_per_stage: int | None = Field(
-        default=None, ge=1, description="train on the first N training blocks of each stage, each once, in order; steps follow from N"
+        default=None,
+        ge=1,
+        description="train on the first N training blocks of each stage, each once, in order; steps follow from N",
     )
     adaptation_share: float = Field(
-        default=0.5, gt=0, lt=1, description="online: a stage's adaptation_steps are the steps to this share of its whole held-out loss drop"
+        default=0.5,
+        gt=0,
+        lt=1,
+        description="online: a stage's adaptation_steps are the steps to this share of its whole held-out loss drop",
     )
     steps_per_stage: int = Field(default=100, ge=1)
     batch_size: int = Field(default=16, ge=1)
     seq_len: int = Field(default=128, ge=16)
     warmup_steps: int = Field(default=5, ge=0, description="linear warm-up at the start of the stream")
-    weight_decay: float = Field(default=0.0, ge=0, le=1, description="AdamW's decoupled decay, a fraction of each weight per unit of lr")
+    weight_decay: float = Field(
+        default=0.0, ge=0, le=1, description="AdamW's decoupled decay, a fraction of each weight per unit of lr"
+    )
     grad_clip: float = Field(default=1.0, gt=0)
     divergence_factor: float = Field(
-        default=3.0, gt=1, description="stop as diverged when a step's loss exceeds this multiple " "of the first step's (a NaN or infinite loss always stops)"
+        default=3.0,
+        gt=1,
+        description="stop as diverged when a step's loss exceeds this multiple "
+        "of the first step's (a NaN or infinite loss always stops)",
     )
     divergence_above_uniform_steps: int = Field(
-        default=10, ge=1,
+        default=10,
+        ge=1,
         description="stop as diverged when the loss stays above ln(vocab), a uniform guess's loss, for this many "
         "steps in a row after it was below",
     )
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     cpu_threads: int = Field(
-        default=1, ge=1, description="torch threads on CPU; tiny models run fastest on one, and more than the cores slows every trial"
+        default=1,
+        ge=1,
+        description="torch threads on CPU; tiny models run fastest on one, and more than the cores slows every trial",
     )
 
     @model_validator(mode="before")
@@ -174,7 +205,10 @@ class TrainConfig(StrictModel):
         if self.online and self.batch_size > 2:
             raise ValueError(f"batch_size: online training takes 1 or 2 examples a step, not {self.batch_size}")
         if self.single_pass and "steps_per_stage" in self.model_fields_set:
-            raise ValueError("steps_per_stage: a single pass (online or examples_per_stage) " "takes one step per batch of the stage's examples")
+            raise ValueError(
+                "steps_per_stage: a single pass (online or examples_per_stage) "
+                "takes one step per batch of the stage's examples"
+            )
         return self
 
     @model_serializer(mode="wrap")
@@ -198,15 +232,22 @@ class TrainConfig(StrictModel):
 class ReplayConfig(StrictModel):
     """Replay of old data mixed into every training batch, and how it enters the loss."""
 
-    ratio: float = Field(default=0.0, ge=0, lt=1, description="fraction of each batch drawn from replay; 0 is plain fine-tuning")
-    source: Literal["base", "self_generated"] = Field(
-        default="base", description="base: the base corpus (disjoint from the retention " "probe); self_generated: samples of the frozen base model"
+    ratio: float = Field(
+        default=0.0, ge=0, lt=1, description="fraction of each batch drawn from replay; 0 is plain fine-tuning"
     )
-    loss: Literal["ntp", "kl"] = Field(default="ntp", description="next-token loss on replay rows, or KL(p_base || p_current) on them")
+    source: Literal["base", "self_generated"] = Field(
+        default="base",
+        description="base: the base corpus (disjoint from the retention "
+        "probe); self_generated: samples of the frozen base model",
+    )
+    loss: Literal["ntp", "kl"] = Field(
+        default="ntp", description="next-token loss on replay rows, or KL(p_base || p_current) on them"
+    )
     kl_weight: float = Field(default=1.0, ge=0, description="lambda of the KL penalty when loss is kl")
     buffer_size: int | None = Field(default=None, ge=1, description="replay blocks kept; None keeps the whole source")
     selection: Literal["random", "reservoir", "hardest", "easiest"] = Field(
-        default="random", description="which blocks a finite buffer keeps; hardest/easiest rank by the base model's loss"
+        default="random",
+        description="which blocks a finite buffer keeps; hardest/easiest rank by the base model's loss",
     )
     regenerate_every: int = Field(default=60, ge=1, description="self_generated: steps between fresh chunks of samples")
     generated_per_chunk: int = Field(default=32, ge=1, description="self_generated: sequences sampled per chunk")
@@ -224,7 +265,9 @@ class EvalConfig(StrictModel):
 
     every_steps: int = Field(default=0, ge=0, description="quick held-out loss check every K steps; 0: stage ends only")
     max_examples: int | None = Field(
-        default=None, ge=1, description="held-out examples per split at full evaluations (the same first N each time); None: all"
+        default=None,
+        ge=1,
+        description="held-out examples per split at full evaluations (the same first N each time); None: all",
     )
     quick_max_examples: int = Field(default=64, ge=1, description="examples per split in a quick check")
     batch_size: int = Field(default=32, ge=1)
@@ -237,7 +280,9 @@ class TrialConfig(StrictModel):
     """Everything that defines one continual-learning trial."""
 
     world: WorldConfig = WorldConfig()
-    stream: StreamConfig | None = Field(default=None, description="a real dataset as the new data; None: the offline world's stages")
+    stream: StreamConfig | None = Field(
+        default=None, description="a real dataset as the new data; None: the offline world's stages"
+    )
     model: ModelConfig = ModelConfig()
     method: MethodConfig = FullMethod()
     train: TrainConfig = TrainConfig()
@@ -248,7 +293,11 @@ class TrialConfig(StrictModel):
     @model_validator(mode="after")
     def _check_combinations(self) -> TrialConfig:
         # A real dataset's stage count is known only once it is loaded.
-        if self.stream is None and not self.train.single_pass and self.train.warmup_steps > self.train.steps_per_stage * self.world.num_stages:
+        if (
+            self.stream is None
+            and not self.train.single_pass
+            and self.train.warmup_steps > self.train.steps_per_stage * self.world.num_stages
+        ):
             raise ValueError("train.warmup_steps: longer than the whole stream")
         if self.train.online and not self.eval.every_steps:
             raise ValueError("eval.every_steps: online training evaluates on a schedule in steps; set it above 0")
@@ -259,7 +308,8 @@ class TrialConfig(StrictModel):
             )
         if self.replay.ratio > 0 and not 0 < self.replay_rows < self.train.batch_size:
             raise ValueError(
-                f"replay.ratio: {self.replay.ratio} of a batch of " f"{self.train.batch_size} rows is {self.replay_rows} replay rows; "
+                f"replay.ratio: {self.replay.ratio} of a batch of "
+                f"{self.train.batch_size} rows is {self.replay_rows} replay rows; "
                 "need at least one replay row and one new row"
             )
         return self
@@ -313,7 +363,12 @@ def config_field(dotted: str) -> FieldInfo | None:
     *sections, leaf = dotted.split(".")
     models: list[type[BaseModel]] = [TrialConfig] if sections else []
     for name in sections:
-        models = [inner for model in models if name in model.model_fields for inner in _models_in(model.model_fields[name].annotation)]
+        models = [
+            inner
+            for model in models
+            if name in model.model_fields
+            for inner in _models_in(model.model_fields[name].annotation)
+        ]
     return next((model.model_fields[leaf] for model in models if leaf in model.model_fields), None)
 
 

@@ -44,7 +44,9 @@ def _window_stages(encoded: Sequence[Encoded], shape: StreamShapeConfig, seq_len
     stages = []
     for index, (start, end) in enumerate(window_spans(len(ids), window, step)[: shape.max_stages]):
         name = f"window{index + 1}"
-        blocks = [Encoded(ids[s : s + seq_len], labels[s : s + seq_len]) for s in range(start, end - seq_len + 1, seq_len)]
+        blocks = [
+            Encoded(ids[s : s + seq_len], labels[s : s + seq_len]) for s in range(start, end - seq_len + 1, seq_len)
+        ]
         train, heldout = holdout(blocks, shape.heldout_fraction, shape.seed, key=name)
         stages.append(_stage(name, train, heldout, seq_len))
     return stages
@@ -59,8 +61,9 @@ def _check_loss_on(config: StreamConfig, summary: LoadSummary, tokenizer: PreTra
         check_assistant_masks(tokenizer)
 
 
-def _window_prefix(examples: Iterable[Example], summary: LoadSummary, config: StreamConfig,
-                   tokenizer: PreTrainedTokenizerBase) -> list[Encoded]:
+def _window_prefix(
+    examples: Iterable[Example], summary: LoadSummary, config: StreamConfig, tokenizer: PreTrainedTokenizerBase
+) -> list[Encoded]:
     """`examples` encoded until their tokens fill the windows kept (`max_stages`); all of them when every window is."""
     shape = config.shape
     assert shape.window is not None and shape.step is not None  # required by `by: window`

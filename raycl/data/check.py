@@ -89,8 +89,10 @@ def _judge_bad_share(summary: LoadSummary, max_bad_fraction: float, whole: bool)
             f"{summary.source}: {where}; {bad} of the first {rows} rows malformed ({share:.0%}): the whole file is "
             f"almost surely above max_bad_fraction {max_bad_fraction:.1%}, where `raycl run` stops"
         )
-    return (f"{bad} of the first {rows} rows malformed ({share:.0%}, above max_bad_fraction {max_bad_fraction:.1%}): "
-            f"the run may stop ({where})")
+    return (
+        f"{bad} of the first {rows} rows malformed ({share:.0%}, above max_bad_fraction {max_bad_fraction:.1%}): "
+        f"the run may stop ({where})"
+    )
 
 
 def _wilson_low(successes: int, trials: int) -> float:

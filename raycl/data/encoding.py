@@ -29,7 +29,11 @@ class Encoded:
 
 
 def template_name(tokenizer: PreTrainedTokenizerBase) -> str:
-    return f"the chat template of {tokenizer.name_or_path!r}" if tokenizer.name_or_path else "the tokenizer's chat template"
+    return (
+        f"the chat template of {tokenizer.name_or_path!r}"
+        if tokenizer.name_or_path
+        else "the tokenizer's chat template"
+    )
 
 
 def template_text(tokenizer: PreTrainedTokenizerBase) -> str:
@@ -71,7 +75,9 @@ def encode_example(tokenizer: PreTrainedTokenizerBase, content: Conversation | s
         ids = encode_conversation(tokenizer, conversation)
         return Encoded(ids, list(ids))
     check_assistant_masks(tokenizer)
-    encoded = tokenizer.apply_chat_template(conversation, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
+    encoded = tokenizer.apply_chat_template(
+        conversation, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+    )
     assert isinstance(encoded, BatchEncoding)  # return_dict=True
     ids, mask = list(encoded["input_ids"]), encoded["assistant_masks"]
     if not any(mask) and any(message["role"] == "assistant" for message in conversation):

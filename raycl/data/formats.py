@@ -128,7 +128,9 @@ def _renamed(row: Any, overrides: Mapping[str, str]) -> Any:
     return row | {canonical: row[name] for canonical, name in overrides.items() if name in row}
 
 
-def detect_schema(rows: Sequence[Any], format: Format | Literal["auto"], overrides: Mapping[str, str], source: str) -> Schema:
+def detect_schema(
+    rows: Sequence[Any], format: Format | Literal["auto"], overrides: Mapping[str, str], source: str
+) -> Schema:
     """The schema of a source from its first valid rows (majority vote), or the one it was told.
 
     `overrides` replace field names by canonical name, and guide detection: with `{text: chosen}`,
@@ -152,7 +154,9 @@ def detect_schema(rows: Sequence[Any], format: Format | Literal["auto"], overrid
     else:
         # Told the format: take its field spelling from the first row that matches it, if any.
         detected = (detect_row(_renamed(row, overrides)) for row in rows[:DETECT_ROWS])
-        schema = next((s for s in detected if s is not None and s.format == format), Schema(format, DEFAULT_FIELDS[format]))
+        schema = next(
+            (s for s in detected if s is not None and s.format == format), Schema(format, DEFAULT_FIELDS[format])
+        )
     unknown = set(overrides) - set(DEFAULT_FIELDS[schema.format])
     if unknown:
         raise DataError(
@@ -213,7 +217,9 @@ def clean_conversation(turns: Sequence[tuple[Any, Any]], roles: RoleMap = None) 
     for index, message in enumerate(body):
         expected = "user" if index % 2 == 0 else "assistant"
         if message["role"] != expected:
-            raise BadRow("wrong role sequence", f"turn {start + dropped + index + 1} is {message['role']}, expected {expected}")
+            raise BadRow(
+                "wrong role sequence", f"turn {start + dropped + index + 1} is {message['role']}, expected {expected}"
+            )
     if len(body) < 2:
         raise BadRow("no assistant turn")
     return messages, dropped
@@ -296,7 +302,9 @@ def oasst_message(schema: Schema, row: Mapping[str, Any], number: int) -> OasstM
     if role == "system":
         raise UnknownRole(raw_role)  # a tree has prompts and replies only
     rank = row.get(f["rank"])
-    return OasstMessage(message_id, parent, role, _text(_get(row, f["text"])), rank if isinstance(rank, int) else None, number)
+    return OasstMessage(
+        message_id, parent, role, _text(_get(row, f["text"])), rank if isinstance(rank, int) else None, number
+    )
 
 
 def oasst_threads(

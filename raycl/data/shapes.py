@@ -19,7 +19,9 @@ from raycl.data.sources import Example
 T = TypeVar("T")
 
 
-def split_by_field(examples: Sequence[Example], field: str, values: Sequence[str] | None = None) -> list[tuple[str, list[Example]]]:
+def split_by_field(
+    examples: Sequence[Example], field: str, values: Sequence[str] | None = None
+) -> list[tuple[str, list[Example]]]:
     """One stage per value of `field` (as text), in order of first appearance or in the order of `values`."""
     groups: dict[str, list[Example]] = {}
     for example in examples:
@@ -28,7 +30,9 @@ def split_by_field(examples: Sequence[Example], field: str, values: Sequence[str
         return list(groups.items())
     absent = [value for value in values if value not in groups]
     if absent:
-        raise DataError(f"values: no examples have {field}={absent[0]!r} (values found: {', '.join(list(groups)[:10])})")
+        raise DataError(
+            f"values: no examples have {field}={absent[0]!r} (values found: {', '.join(list(groups)[:10])})"
+        )
     return [(value, groups[value]) for value in values]
 
 
@@ -71,8 +75,7 @@ def split_by_time(examples: Sequence[Example], field: str, stages: int) -> list[
     order = sorted(range(len(examples)), key=times.__getitem__)
     parts = split_by_count(order, stages)
     return [
-        (f"{times[part[0]].date()}..{times[part[-1]].date()}", [examples[index] for index in part])
-        for _, part in parts
+        (f"{times[part[0]].date()}..{times[part[-1]].date()}", [examples[index] for index in part]) for _, part in parts
     ]
 
 
@@ -100,7 +103,9 @@ def holdout(items: Sequence[T], fraction: float, seed: int, key: str = "") -> tu
     if fraction > 0:
         count = max(1, count)
     if count >= len(items):
-        raise DataError(f"{key or 'held-out split'}: {len(items)} examples leave none to train on after holding out {fraction:.0%}")
+        raise DataError(
+            f"{key or 'held-out split'}: {len(items)} examples leave none to train on after holding out {fraction:.0%}"
+        )
     held = set(random.Random(f"{seed}/{key}").sample(range(len(items)), count))
     return [x for i, x in enumerate(items) if i not in held], [x for i, x in enumerate(items) if i in held]
 

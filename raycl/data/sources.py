@@ -69,7 +69,9 @@ class LoadSummary:
     skipped: Counter[str] = field(default_factory=Counter)
     skipped_at: dict[str, list[int]] = field(default_factory=dict)
     dropped_turns: Counter[str] = field(default_factory=Counter)
-    templated: list[int] = field(default_factory=list)  # numbers of the examples whose user turns hold a prompt template
+    templated: list[int] = field(
+        default_factory=list
+    )  # numbers of the examples whose user turns hold a prompt template
     first_bad: tuple[int, str] | None = None  # (number, reason with detail) of the earliest malformed row
 
     def skip(self, number: int, bad: BadRow) -> None:
@@ -87,7 +89,9 @@ class LoadSummary:
         if self.rows == 0:
             raise DataError(f"{self.source}: no rows")
         if self.examples == 0 and self.first_bad is not None:
-            raise DataError(f"{self.source}: {self.unit} {self.first_bad[0]}: {self.first_bad[1]}; no usable rows ({bad} of {self.rows} malformed)")
+            raise DataError(
+                f"{self.source}: {self.unit} {self.first_bad[0]}: {self.first_bad[1]}; no usable rows ({bad} of {self.rows} malformed)"
+            )
         if bad / self.rows > max_bad_fraction:
             assert self.first_bad is not None  # bad > 0: `skip` recorded one
             raise DataError(
@@ -105,7 +109,9 @@ class LoadSummary:
                 skips.append(f"{count} {reason} ({self.unit}s {numbers})")
             parts.append("skipped " + ", ".join(skips))
         if self.dropped_turns:
-            parts.append("dropped turns: " + ", ".join(f"{count} {reason}" for reason, count in self.dropped_turns.items()))
+            parts.append(
+                "dropped turns: " + ", ".join(f"{count} {reason}" for reason, count in self.dropped_turns.items())
+            )
         return "; ".join(parts)
 
 
@@ -165,7 +171,11 @@ def _rows(config: DataSourceConfig, summary: LoadSummary) -> Iterator[tuple[int,
         kwargs = {"split": config.split, "streaming": config.streaming}
         dataset = hub.load_dataset(config.hub, config.subset, **kwargs)
         if config.limit is not None:
-            dataset = dataset.take(config.limit) if config.streaming else dataset.select(range(min(config.limit, len(dataset))))
+            dataset = (
+                dataset.take(config.limit)
+                if config.streaming
+                else dataset.select(range(min(config.limit, len(dataset))))
+            )
         yield from enumerate(dataset, 1)
         return
     assert config.path is not None  # a source names exactly one of `path` and `hub`
@@ -191,7 +201,9 @@ def _rows(config: DataSourceConfig, summary: LoadSummary) -> Iterator[tuple[int,
             records = json.loads(text)
         except json.JSONDecodeError as error:
             # One syntax error loses the whole array: there are no row boundaries to resume at.
-            raise DataError(f"{path}: line {error.lineno}: unparseable JSON ({error.msg}); the whole array is unreadable") from None
+            raise DataError(
+                f"{path}: line {error.lineno}: unparseable JSON ({error.msg}); the whole array is unreadable"
+            ) from None
         summary.unit = "record"
         yield from enumerate(records, 1)
     else:
@@ -233,7 +245,9 @@ def iter_examples(
                 break
         schema = detect_schema([r for _, r in head if isinstance(r, dict)], config.format, config.fields, config.name)
     if config.roles == "alternate" and schema.format in ("oasst", "text"):
-        raise DataError(f"{config.name}: roles: alternate is for conversations, and format {schema.format} has no turns to alternate")
+        raise DataError(
+            f"{config.name}: roles: alternate is for conversations, and format {schema.format} has no turns to alternate"
+        )
     schema = dataclasses.replace(schema, roles=config.roles)
     summary.format = schema.format
     meta_excluded = content_fields(schema)
@@ -290,7 +304,11 @@ def finish_load(summary: LoadSummary, config: DataSourceConfig) -> None:
         log.warning(
             "%s: %d of %d examples already hold a prompt template in a user turn (first: %s %d), and the chat template "
             "wraps them again; strip it from the data, or load the rows as plain text (format: text)",
-            config.name, len(summary.templated), summary.examples, summary.unit, summary.templated[0],
+            config.name,
+            len(summary.templated),
+            summary.examples,
+            summary.unit,
+            summary.templated[0],
         )
 
 

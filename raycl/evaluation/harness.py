@@ -77,7 +77,9 @@ def prepare_task_dir(
 
 
 @functools.lru_cache(maxsize=8)
-def _cached_tasks(include_paths: tuple[str, ...], yaml_stamp: tuple, include_defaults: bool, tasks: tuple[str, ...]) -> TaskDict:
+def _cached_tasks(
+    include_paths: tuple[str, ...], yaml_stamp: tuple, include_defaults: bool, tasks: tuple[str, ...]
+) -> TaskDict:
     from lm_eval.tasks import TaskManager
 
     manager = TaskManager(include_path=list(include_paths), include_defaults=include_defaults)
@@ -87,7 +89,9 @@ def _cached_tasks(include_paths: tuple[str, ...], yaml_stamp: tuple, include_def
         raise ValueError(f"tasks: {unknown[0]} is not one of {', '.join(where)}")
     try:
         return manager.load(list(tasks))
-    except OSError as error:  # offline, `datasets` raises ConnectionError: "Couldn't reach 'x' on the Hub (OfflineModeIsEnabled)"
+    except (
+        OSError
+    ) as error:  # offline, `datasets` raises ConnectionError: "Couldn't reach 'x' on the Hub (OfflineModeIsEnabled)"
         raise ValueError(
             f"tasks: {', '.join(tasks)}: {str(error).splitlines()[0]}; raycl runs offline unless told otherwise: "
             "set HF_HUB_OFFLINE=0 HF_DATASETS_OFFLINE=0 where the hub is reachable"
@@ -117,7 +121,9 @@ def shared_task_dir(world: World, config: BenchmarkConfig, tokenizer: PreTrained
     """
     from raycl.data.tokens import tokenizer_fingerprint  # torch: only once an evaluation is set up
 
-    files = {task: [str(Path(spec.path).resolve()), *_stat(Path(spec.path))] for task, spec in config.task_paths.items()}
+    files = {
+        task: [str(Path(spec.path).resolve()), *_stat(Path(spec.path))] for task, spec in config.task_paths.items()
+    }
     spec = {
         "world": world.id,
         "benchmarks": config.model_dump(mode="json", include={"tasks", "task_paths", "questions_per_entity"}),
@@ -210,12 +216,16 @@ def _scores(results: Mapping[str, Any], config: BenchmarkConfig) -> dict[str, fl
     per_task: dict[str, dict[str, Any]] = results["results"]
     for task, metrics in per_task.items():
         values = {key.split(",")[0]: value for key, value in metrics.items() if "," in key and "_stderr" not in key}
-        primary = PRIMARY_METRIC.get(templates.get(task, task)) or next((m for m in ACCURACY_METRICS if m in values), None)
+        primary = PRIMARY_METRIC.get(templates.get(task, task)) or next(
+            (m for m in ACCURACY_METRICS if m in values), None
+        )
         if primary is not None:
             scores[task] = float(values[primary])
         scores |= {f"{task}/{m}": float(v) for m, v in values.items() if m != primary and isinstance(v, (int, float))}
     if ACQUISITION in config.tasks:
-        counts = {task: n["effective"] for task, n in results["n-samples"].items() if task.startswith(ACQUISITION + "_")}
+        counts = {
+            task: n["effective"] for task, n in results["n-samples"].items() if task.startswith(ACQUISITION + "_")
+        }
         total = sum(counts.values())
         scores[ACQUISITION] = sum(scores[task] * count for task, count in counts.items()) / total
     return scores

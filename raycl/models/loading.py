@@ -17,7 +17,9 @@ def base_model_path(config: ModelConfig, world: World) -> Path | str:
     """Where the base model comes from: a ladder rung's cached directory (pretrained on `world` on
     first use), else the name as given (a local directory or a hub id)."""
     if config.name in LADDER:
-        return ladder_model_dir(config.name, world.text.base, world.tokenizer, world.id, config.pretrain_tokens_per_param)
+        return ladder_model_dir(
+            config.name, world.text.base, world.tokenizer, world.id, config.pretrain_tokens_per_param
+        )
     return config.name
 
 
@@ -26,7 +28,10 @@ def pretraining_facts(config: ModelConfig, world: World) -> dict[str, float]:
     if config.name not in LADDER:
         return {}
     record = pretrain_record(Path(base_model_path(config, world)))
-    return {"base_pretrain_tokens": float(record["pretrain_tokens"]), "base_pretrain_loss": float(record["final_train_loss"])}
+    return {
+        "base_pretrain_tokens": float(record["pretrain_tokens"]),
+        "base_pretrain_loss": float(record["final_train_loss"]),
+    }
 
 
 def load_base_model(config: ModelConfig, world: World) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:

@@ -178,18 +178,30 @@ def _row(child: Any, trial: Any, config: TrialConfig) -> tuple[dict[str, Any], f
         sampled = {n: settings[n] for n in names if n in settings}
         study_metrics = {}
     metrics = {k: v for k, v in child.data.metrics.items() if not k.startswith(EVAL_PREFIX)}
-    row = {"trial": child.data.tags[Tags.TRIAL], "run_id": child.info.run_id, "state": state, **settings, **sampled,
-           **study_metrics, **metrics}
+    row = {
+        "trial": child.data.tags[Tags.TRIAL],
+        "run_id": child.info.run_id,
+        "state": state,
+        **settings,
+        **sampled,
+        **study_metrics,
+        **metrics,
+    }
     if row.get("lr") is not None:
         # The LR it trained at: under train.lr_at_loss_drop the config's train.lr is only the default.
         row["train.lr"] = row["lr"]
     replicates = trial.user_attrs.get(REPLICATES_ATTR) if trial is not None else None
-    return row | {"sampled": sampled, "replicates": replicates} | ({"stopped": stopped} if state == "PRUNED" else {}), finished
+    return row | {"sampled": sampled, "replicates": replicates} | (
+        {"stopped": stopped} if state == "PRUNED" else {}
+    ), finished
 
 
 def _prepend_start(curves: dict[str, list[tuple[int, float]]], record: dict[str, Any]) -> None:
     """Add step 0 from the stage matrix's first row, defined as the logged curves are (mean over stages)."""
-    start = {f"{EVAL_PREFIX}new_loss": float(np.mean(record["stage_matrix"][0])), f"{EVAL_PREFIX}base_loss": record["retention_losses"][0]}
+    start = {
+        f"{EVAL_PREFIX}new_loss": float(np.mean(record["stage_matrix"][0])),
+        f"{EVAL_PREFIX}base_loss": record["retention_losses"][0],
+    }
     for metric, value in start.items():
         if metric in curves and not any(step == 0 for step, _ in curves[metric]):
             curves[metric].insert(0, (0, float(value)))
@@ -212,7 +224,9 @@ def load_sweep(name: str, out_root: str | Path = "runs") -> SweepData:
     assert experiment is not None  # the parent run was found in it
     parent = parents[0]
     children = client.search_runs(
-        [experiment.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'", max_results=50_000
+        [experiment.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
+        max_results=50_000,
     )
     study = _study_trials(sweep_dir / "optuna.db", name)
     rows, completed_at, curves, stage_records = [], {}, {}, {}
@@ -228,7 +242,9 @@ def load_sweep(name: str, out_root: str | Path = "runs") -> SweepData:
             if row["replicates"] is None and (text := _artifact(client, run_id, Artifacts.REPLICATES, scratch)):
                 row["replicates"] = json.loads(text)
             rows.append(row)
-            curves[key] = {m: [(p.step, p.value) for p in client.get_metric_history(run_id, m)] for m in figures.CURVE_METRICS}
+            curves[key] = {
+                m: [(p.step, p.value) for p in client.get_metric_history(run_id, m)] for m in figures.CURVE_METRICS
+            }
             record = _stage_record(client, run_id, trial_dir, scratch) if row["state"] == "COMPLETE" else None
             if record is not None:
                 stage_records[key] = record
@@ -265,24 +281,45 @@ def _format(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def pareto_csv(rows: list[dict[str, Any]], objectives: list[str], feasible: dict[str, bool], pareto: set[str],
-               parameters: list[str]) -> str:
+def pareto_csv(
+    rows: list[dict[str, Any]],
+    objectives: list[str],
+    feasible: dict[str, bool],
+    pareto: set[str],
+    parameters: list[str],
+) -> str:
     """Every finished trial: key, state, objectives (the mean over seeds, then the seeds and each objective's 95%
     interval over them), feasible, pareto, model size, the size-comparable metrics, parameter counts and tokens,
     sampled params."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    extra = ["learning_nats", "forgetting_fraction", "base_loss_before", "base_loss_after", "num_params",
-             "num_params_non_embedding", "new_tokens", "train_tokens"]
+    extra = [
+        "learning_nats",
+        "forgetting_fraction",
+        "base_loss_before",
+        "base_loss_after",
+        "num_params",
+        "num_params_non_embedding",
+        "new_tokens",
+        "train_tokens",
+    ]
     spread = ["seeds", *(f"{name}_ci_{end}" for name in objectives for end in ("low", "high"))]
     writer.writerow(["trial", "state", *objectives, *spread, "feasible", "pareto", "model_size", *extra, *parameters])
     for row, size in zip(rows, scaling.model_sizes(rows).tolist()):
         key = row["trial"]
         intervals = seed_intervals(row.get("replicates"), objectives)
-        cells = [*(row.get(name) for name in objectives), *(intervals.get(name) for name in spread),
-                 feasible.get(key, False), key in pareto, size,
-                 *(row.get(name) for name in extra), *(row["sampled"].get(p) for p in parameters)]
-        writer.writerow([key, row["state"], *("" if c is None or (isinstance(c, float) and np.isnan(c)) else c for c in cells)])
+        cells = [
+            *(row.get(name) for name in objectives),
+            *(intervals.get(name) for name in spread),
+            feasible.get(key, False),
+            key in pareto,
+            size,
+            *(row.get(name) for name in extra),
+            *(row["sampled"].get(p) for p in parameters),
+        ]
+        writer.writerow(
+            [key, row["state"], *("" if c is None or (isinstance(c, float) and np.isnan(c)) else c for c in cells)]
+        )
     return buffer.getvalue()
 
 
@@ -298,42 +335,63 @@ def _fit_blocks(fits: dict[str, scaling.TargetFits], bootstrap: int) -> list[Blo
         return []
     blocks: list[Block] = [
         Heading("Scaling laws"),
-        Text(f"Symbols: {', '.join(f'{s} = {c}' for s, c in scaling.SYMBOLS.items())}. Each law is fitted by "
-             "minimizing the summed Huber loss (delta 1e-3) of log-space residuals with bounded L-BFGS-B from a grid "
-             f"of initial values; intervals are bootstrap 95% percentile intervals over {bootstrap} resamples of the "
-             "trials, each refitted from the full-data optimum and from random grid points. Extrapolation check: "
-             "refit without the largest model size, predict it; laws are ranked by that held-out error (mean "
-             "|relative error| of the fitted quantity; beside it the mean absolute error in its units)."),
+        Text(
+            f"Symbols: {', '.join(f'{s} = {c}' for s, c in scaling.SYMBOLS.items())}. Each law is fitted by "
+            "minimizing the summed Huber loss (delta 1e-3) of log-space residuals with bounded L-BFGS-B from a grid "
+            f"of initial values; intervals are bootstrap 95% percentile intervals over {bootstrap} resamples of the "
+            "trials, each refitted from the full-data optimum and from random grid points. Extrapolation check: "
+            "refit without the largest model size, predict it; laws are ranked by that held-out error (mean "
+            "|relative error| of the fitted quantity; beside it the mean absolute error in its units)."
+        ),
     ]
     for target, result in fits.items():
         used = len(result.keys)
-        blocks += [Heading(target, 3), Text(
-            f"The laws predict {scaling.TARGETS[target]}. {used} of {result.trials} finished trials fitted "
-            f"({result.excluded_incomplete} failed or lacking a variable); model sizes: "
-            f"{', '.join(f'{s:.3g}' for s in result.sizes) or 'none'}.")]
+        blocks += [
+            Heading(target, 3),
+            Text(
+                f"The laws predict {scaling.TARGETS[target]}. {used} of {result.trials} finished trials fitted "
+                f"({result.excluded_incomplete} failed or lacking a variable); model sizes: "
+                f"{', '.join(f'{s:.3g}' for s in result.sizes) or 'none'}."
+            ),
+        ]
         blocks += [Text(note) for note in result.notes]
         if not result.laws:
             continue
         table = []
         for law_fit in result.laws:
             extrapolation = law_fit.extrapolation
-            table.append([
-                law_fit.law.name,
-                law_fit.law.expression,
-                ", ".join(_interval(law_fit.fit, p) for p in law_fit.law.params) if law_fit.fit else "",
-                f"{extrapolation.held_out_size:.3g}" if extrapolation else "",
-                f"{extrapolation.mean_abs_rel_error:.1%} ({np.mean(np.abs(extrapolation.predicted - extrapolation.observed)):.3g})"
-                if extrapolation else "",
-                "; ".join(law_fit.notes),
-            ])
-        header = ["law", "expression", "parameters (all trials) [95% CI]", "held-out N", "held-out error (absolute)", "notes"]
+            table.append(
+                [
+                    law_fit.law.name,
+                    law_fit.law.expression,
+                    ", ".join(_interval(law_fit.fit, p) for p in law_fit.law.params) if law_fit.fit else "",
+                    f"{extrapolation.held_out_size:.3g}" if extrapolation else "",
+                    f"{extrapolation.mean_abs_rel_error:.1%} ({np.mean(np.abs(extrapolation.predicted - extrapolation.observed)):.3g})"
+                    if extrapolation
+                    else "",
+                    "; ".join(law_fit.notes),
+                ]
+            )
+        header = [
+            "law",
+            "expression",
+            "parameters (all trials) [95% CI]",
+            "held-out N",
+            "held-out error (absolute)",
+            "notes",
+        ]
         blocks.append(Table(header, table))
         panels = [figures.fit_figure(result, law_fit) for law_fit in result.laws if law_fit.fit is not None]
         if panels:
-            blocks.append(Image(f"fits_{target}", render.png(render.draw_fits(panels)),
-                                f"{target}: each law's fit without the largest size (with a held-out check; else on all "
-                                "trials) and its 95% bootstrap band; points rescaled by the law to the other variables' "
-                                "medians; stars: the held-out largest size."))
+            blocks.append(
+                Image(
+                    f"fits_{target}",
+                    render.png(render.draw_fits(panels)),
+                    f"{target}: each law's fit without the largest size (with a held-out check; else on all "
+                    "trials) and its 95% bootstrap band; points rescaled by the law to the other variables' "
+                    "medians; stars: the held-out largest size.",
+                )
+            )
     return blocks
 
 
@@ -345,17 +403,32 @@ def _frontier_blocks(sweep: SweepData, front: Frontier) -> list[Block]:
     pareto = set(front.pareto_keys)
     if len(objectives) >= 2:
         by_size = render.several_sizes(scaling.model_sizes(complete))
-        blocks += [Heading("Pareto front"),
-                   Image("pareto", render.png(render.draw_pareto(figures.pareto_figure(complete, front))),
-                         f"All complete trials{' coloured by model size' if by_size else ''}; circled: the Pareto set "
-                         f"({len(pareto)} of {len(complete)}).")]
+        blocks += [
+            Heading("Pareto front"),
+            Image(
+                "pareto",
+                render.png(render.draw_pareto(figures.pareto_figure(complete, front))),
+                f"All complete trials{' coloured by model size' if by_size else ''}; circled: the Pareto set "
+                f"({len(pareto)} of {len(complete)}).",
+            ),
+        ]
         if sweep.recorded_pareto and pareto != set(sweep.recorded_pareto):
-            blocks.append(Text(f"Note: the sweep recorded the Pareto set {', '.join(sweep.recorded_pareto)}; recomputed "
-                               "from the stored metrics it differs (was the sweep resumed since?)."))
+            blocks.append(
+                Text(
+                    f"Note: the sweep recorded the Pareto set {', '.join(sweep.recorded_pareto)}; recomputed "
+                    "from the stored metrics it differs (was the sweep resumed since?)."
+                )
+            )
     blocks += _trials_table(sweep, pareto)
-    blocks += [Heading("Hypervolume"), Text(f"Final hypervolume {front.hypervolume:.4g} over {len(complete)} complete trials."),
-               Image("hypervolume", render.png(render.draw_hypervolume(front)),
-                     "Hypervolume of the first n complete trials, in completion order, against the reference point.")]
+    blocks += [
+        Heading("Hypervolume"),
+        Text(f"Final hypervolume {front.hypervolume:.4g} over {len(complete)} complete trials."),
+        Image(
+            "hypervolume",
+            render.png(render.draw_hypervolume(front)),
+            "Hypervolume of the first n complete trials, in completion order, against the reference point.",
+        ),
+    ]
     return blocks
 
 
@@ -365,10 +438,18 @@ def _trials_table(sweep: SweepData, pareto: set[str]) -> list[Block]:
     sizes = scaling.model_sizes(sweep.rows)
     by_size = render.several_sizes(sizes)
     header = ["trial", "state", *objectives, *parameters, *(["model size"] if by_size else []), "Pareto", "MLflow run"]
-    rows = [[row["trial"], row["state"], *(_format(row.get(o)) for o in objectives),
-             *(_format(row["sampled"].get(p)) for p in parameters), *([_format(size)] if by_size else []),
-             "yes" if row["trial"] in pareto else "", row["run_id"]]
-            for row, size in zip(sweep.rows, sizes.tolist())]
+    rows = [
+        [
+            row["trial"],
+            row["state"],
+            *(_format(row.get(o)) for o in objectives),
+            *(_format(row["sampled"].get(p)) for p in parameters),
+            *([_format(size)] if by_size else []),
+            "yes" if row["trial"] in pareto else "",
+            row["run_id"],
+        ]
+        for row, size in zip(sweep.rows, sizes.tolist())
+    ]
     intro = f"Every finished trial, in completion order; each MLflow run is a child of run {sweep.parent_run_id}."
     return [Heading("Trials"), Text(intro), Table(header, rows)]
 
@@ -395,38 +476,60 @@ def _method_blocks(sweep: SweepData, pareto: set[str]) -> list[Block]:
 
 def _benchmark_blocks(sweep: SweepData) -> list[Block]:
     """Each trial's lm-eval score changes over the stream, in points; none where no benchmark ran."""
-    deltas = sorted({key for row in sweep.complete for key in row
-                     if key.startswith(BENCHMARK_PREFIX) and key.endswith("_delta")})
+    deltas = sorted(
+        {key for row in sweep.complete for key in row if key.startswith(BENCHMARK_PREFIX) and key.endswith("_delta")}
+    )
     if not deltas:
         return []
     tasks = [key.removeprefix(BENCHMARK_PREFIX).removesuffix("_delta") for key in deltas]
     rows = [[row["trial"], *(_format(row.get(key)) for key in deltas)] for row in sweep.complete]
-    return [Heading("Benchmarks"),
-            Text("Change of each lm-eval task's accuracy from before the stream to after it, in points "
-                 "(100 x accuracy; eval.benchmarks.limit items per task, so small changes are noise)."),
-            Table(["trial", *tasks], rows)]
+    return [
+        Heading("Benchmarks"),
+        Text(
+            "Change of each lm-eval task's accuracy from before the stream to after it, in points "
+            "(100 x accuracy; eval.benchmarks.limit items per task, so small changes are noise)."
+        ),
+        Table(["trial", *tasks], rows),
+    ]
 
 
 def _space_blocks(sweep: SweepData) -> list[Block]:
-    return [Heading("Search space"), Text("The space as the sweep ran it (command-line overrides applied)."),
-            Code(sweep.space_text, "yaml")]
+    return [
+        Heading("Search space"),
+        Text("The space as the sweep ran it (command-line overrides applied)."),
+        Code(sweep.space_text, "yaml"),
+    ]
 
 
 def _trial_blocks(sweep: SweepData, pareto: set[str], sizes: list[float]) -> list[Block]:
     """Stage matrices of the Pareto trials and every trial's learning curves."""
     blocks: list[Block] = [Heading("Stage matrices of the Pareto trials")]
-    maps = [figures.stage_heatmap(key, sweep.stage_records[key]) for key in sorted(pareto) if key in sweep.stage_records]
+    maps = [
+        figures.stage_heatmap(key, sweep.stage_records[key]) for key in sorted(pareto) if key in sweep.stage_records
+    ]
     if maps:
-        blocks += [Text("R[i][j]: held-out loss on stage j after training stage i (row 'before': the base model; beside "
-                        "each row, the held-out loss on the base data). Values rising down a column are forgetting of that "
-                        "stage; the diagonal is learning."),
-                   Image("stage_matrices", render.png(render.draw_heatmaps(maps)), "Stage matrices, one per Pareto trial.")]
+        blocks += [
+            Text(
+                "R[i][j]: held-out loss on stage j after training stage i (row 'before': the base model; beside "
+                "each row, the held-out loss on the base data). Values rising down a column are forgetting of that "
+                "stage; the diagonal is learning."
+            ),
+            Image("stage_matrices", render.png(render.draw_heatmaps(maps)), "Stage matrices, one per Pareto trial."),
+        ]
     else:
         blocks.append(Text("No stage matrix available for the Pareto trials."))
     keys = [row["trial"] for row in sweep.complete]
-    panels = figures.learning_curves({key: sweep.curves.get(key, {}) for key in keys}, dict(zip(keys, sizes)), sorted(pareto))
-    return blocks + [Heading("Learning curves"), Image("learning_curves", render.png(render.draw_curves(panels)),
-                                                       "Held-out loss on the new data and on the base data at each evaluation.")]
+    panels = figures.learning_curves(
+        {key: sweep.curves.get(key, {}) for key in keys}, dict(zip(keys, sizes)), sorted(pareto)
+    )
+    return blocks + [
+        Heading("Learning curves"),
+        Image(
+            "learning_curves",
+            render.png(render.draw_curves(panels)),
+            "Held-out loss on the new data and on the base data at each evaluation.",
+        ),
+    ]
 
 
 def _stopped_blocks(sweep: SweepData) -> list[Block]:
@@ -435,23 +538,42 @@ def _stopped_blocks(sweep: SweepData) -> list[Block]:
     if not stopped:
         return []
     objectives, parameters = list(sweep.space.objectives), list(sweep.space.parameters)
-    table = [[row["trial"], str(row["stopped"].get("stage", "")), str(row["stopped"].get("at_rung", "")),
-              *(_format(row["stopped"].get("values", {}).get(o)) for o in objectives), *(_format(row["sampled"].get(p)) for p in parameters)]
-             for row in stopped]
-    return [Heading("Stopped early"),
-            Text(f"{len(stopped)} trials were stopped at a stage end (early_stopping, rungs {sweep.space.early_stopping.rungs}, "
-                 f"reduction {sweep.space.early_stopping.reduction:g}): each ranked outside the top 1/reduction of the trials that had reached "
-                 "that stage, by non-dominated sorting of the objectives so far and crowding distance. They are PRUNED in "
-                 "Optuna and enter neither the Pareto front nor the fits.") if sweep.space.early_stopping else
-            Text(f"{len(stopped)} trials were stopped at a stage end; they enter neither the Pareto front nor the fits."),
-            Table(["trial", "stopped after stage", "trials at that stage", *(f"{o} there" for o in objectives), *parameters], table)]
+    table = [
+        [
+            row["trial"],
+            str(row["stopped"].get("stage", "")),
+            str(row["stopped"].get("at_rung", "")),
+            *(_format(row["stopped"].get("values", {}).get(o)) for o in objectives),
+            *(_format(row["sampled"].get(p)) for p in parameters),
+        ]
+        for row in stopped
+    ]
+    return [
+        Heading("Stopped early"),
+        Text(
+            f"{len(stopped)} trials were stopped at a stage end (early_stopping, rungs {sweep.space.early_stopping.rungs}, "
+            f"reduction {sweep.space.early_stopping.reduction:g}): each ranked outside the top 1/reduction of the trials that had reached "
+            "that stage, by non-dominated sorting of the objectives so far and crowding distance. They are PRUNED in "
+            "Optuna and enter neither the Pareto front nor the fits."
+        )
+        if sweep.space.early_stopping
+        else Text(
+            f"{len(stopped)} trials were stopped at a stage end; they enter neither the Pareto front nor the fits."
+        ),
+        Table(
+            ["trial", "stopped after stage", "trials at that stage", *(f"{o} there" for o in objectives), *parameters],
+            table,
+        ),
+    ]
 
 
 def _sensitivity_blocks(sweep: SweepData) -> list[Block]:
     space, objectives, parameters = sweep.space, list(sweep.space.objectives), list(sweep.space.parameters)
     log_parameters = [name for name, p in space.parameters.items() if p.log_scale]
     choices = {name: p.choices for name, p in space.parameters.items() if p.type == "categorical"}
-    sampled = [{"trial": row["trial"], **row["sampled"], **{o: row.get(o) for o in objectives}} for row in sweep.complete]
+    sampled = [
+        {"trial": row["trial"], **row["sampled"], **{o: row.get(o) for o in objectives}} for row in sweep.complete
+    ]
     panels = figures.sensitivity(sampled, objectives, parameters, log_parameters, choices)
     panels = [panel for panel in panels if len(panel.x)]
     if not panels:
@@ -459,11 +581,17 @@ def _sensitivity_blocks(sweep: SweepData) -> list[Block]:
     rho = {(p.objective, p.parameter): p.rank_correlation for p in panels}
     numeric = [p for p in parameters if all(np.isfinite(rho.get((o, p), np.nan)) for o in objectives)]
     intro = "Each objective against each searched parameter over the complete trials that set it"
-    blocks: list[Block] = [Heading("Sensitivity"),
-                           Text(intro + ("; Spearman rank correlation for numeric parameters." if numeric else "."))]
+    blocks: list[Block] = [
+        Heading("Sensitivity"),
+        Text(intro + ("; Spearman rank correlation for numeric parameters." if numeric else ".")),
+    ]
     if numeric:
-        blocks.append(Table(["parameter", *(f"Spearman ρ with {o}" for o in objectives)],
-                            [[p, *(_format(rho[(o, p)]) for o in objectives)] for p in numeric]))
+        blocks.append(
+            Table(
+                ["parameter", *(f"Spearman ρ with {o}" for o in objectives)],
+                [[p, *(_format(rho[(o, p)]) for o in objectives)] for p in numeric],
+            )
+        )
     figure = render.png(render.draw_sensitivity(panels))
     return blocks + [Image("sensitivity", figure, "Objectives against searched parameters.")]
 
@@ -475,19 +603,28 @@ def build_blocks(
     space, complete = sweep.space, sweep.complete
     sizes = scaling.model_sizes(complete).tolist()
     blocks: list[Block] = [
-        Text(f"{space.description} {len(complete)} complete, {sweep.count('PRUNED')} stopped early and {sweep.count('FAIL')} "
-             "failed trials; model sizes "
-             f"{', '.join(f'{s:.3g}' for s in sorted(set(sizes)) if np.isfinite(s)) or 'unknown'}; objectives "
-             f"{', '.join(f'{k} ({v})' for k, v in space.objectives.items())}."),
+        Text(
+            f"{space.description} {len(complete)} complete, {sweep.count('PRUNED')} stopped early and {sweep.count('FAIL')} "
+            "failed trials; model sizes "
+            f"{', '.join(f'{s:.3g}' for s in sorted(set(sizes)) if np.isfinite(s)) or 'unknown'}; objectives "
+            f"{', '.join(f'{k} ({v})' for k, v in space.objectives.items())}."
+        ),
         Text(CONVENTIONS),
     ]
     if not complete:
         return [*blocks, Text("No complete trial: nothing to draw.")], set(), {}
     front = space_frontier(space, [row["trial"] for row in complete], complete)
     pareto = set(front.pareto_keys) if len(space.objectives) >= 2 else set()
-    blocks += [*_frontier_blocks(sweep, front), *_method_blocks(sweep, pareto), *_benchmark_blocks(sweep),
-               *_stopped_blocks(sweep), *_fit_blocks(fits, bootstrap), *_trial_blocks(sweep, pareto, sizes),
-               *_sensitivity_blocks(sweep), *_space_blocks(sweep)]
+    blocks += [
+        *_frontier_blocks(sweep, front),
+        *_method_blocks(sweep, pareto),
+        *_benchmark_blocks(sweep),
+        *_stopped_blocks(sweep),
+        *_fit_blocks(fits, bootstrap),
+        *_trial_blocks(sweep, pareto, sizes),
+        *_sensitivity_blocks(sweep),
+        *_space_blocks(sweep),
+    ]
     return blocks, pareto, dict(zip(front.keys, front.feasible.tolist()))
 
 
@@ -543,7 +680,9 @@ def build_report(
     directory = Path(out) if out else Path(reports_dir) / name if reports_dir else Path(out_root) / name / "report"
     files = render.write_report(directory, f"Sweep report: {name}", blocks)
     csv_path, fits_path = directory / "pareto.csv", directory / "fits.json"
-    csv_path.write_text(pareto_csv(sweep.rows, list(sweep.space.objectives), feasible, pareto_keys, list(sweep.space.parameters)))
+    csv_path.write_text(
+        pareto_csv(sweep.rows, list(sweep.space.objectives), feasible, pareto_keys, list(sweep.space.parameters))
+    )
     record = {"sweep": name, "bootstrap": bootstrap, "seed": seed, "laws_file": str(laws_file) if laws_file else None}
     fits_path.write_text(json.dumps(record | scaling.fits_record(fits), indent=2))
     tracking_uri = f"sqlite:///{(Path(out_root) / name / 'mlflow.db').resolve()}"

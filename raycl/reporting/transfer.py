@@ -62,7 +62,9 @@ def load_source(name: str, out_root: str | Path = "runs", reports_dir: str | Pat
         return Source(name, sweep.rows, sweep.space, f"{db.parent}", f"sqlite:///{db.resolve()}", sweep.parent_run_id)
     table = Path(reports_dir) / name / "pareto.csv"
     if not table.is_file():
-        raise ValueError(f"{db}: no such sweep, and no {table} from its report (run `raycl sweep {name}` and `raycl report {name}`)")
+        raise ValueError(
+            f"{db}: no such sweep, and no {table} from its report (run `raycl sweep {name}` and `raycl report {name}`)"
+        )
     with table.open() as handle:
         rows = [{key: _cell(value) for key, value in row.items()} for row in csv.DictReader(handle)]
     return Source(name, rows, load_space(name), f"{table} (the sweep's store is absent)", None, None)
@@ -112,15 +114,21 @@ def law_inputs(config: TrialConfig, size: float, base_loss: float) -> dict[str, 
 
 def model_facts(rows: Sequence[Mapping[str, Any]], config: TrialConfig) -> tuple[float, float] | None:
     """(N, L0) of the context's model at its pretraining budget, from complete trials that ran it."""
-    same = [row for row in rows if row.get("state") == "COMPLETE" and row.get(MODEL) == config.model.name
-            and float(row.get(BUDGET, config.model.pretrain_tokens_per_param)) == config.model.pretrain_tokens_per_param]
+    same = [
+        row
+        for row in rows
+        if row.get("state") == "COMPLETE"
+        and row.get(MODEL) == config.model.name
+        and float(row.get(BUDGET, config.model.pretrain_tokens_per_param)) == config.model.pretrain_tokens_per_param
+    ]
     if not same:
         return None
     return float(scaling.model_sizes(same)[0]), statistics.median(float(row["base_loss_before"]) for row in same)
 
 
-def fit_smaller(rows: list[dict[str, Any]], size: float, bootstrap: int, seed: int,
-                progress: Callable[[str], None] | None = None) -> dict[str, scaling.LawFit]:
+def fit_smaller(
+    rows: list[dict[str, Any]], size: float, bootstrap: int, seed: int, progress: Callable[[str], None] | None = None
+) -> dict[str, scaling.LawFit]:
     """Per target, the best law fitted on the complete trials of models smaller than `size`: every law is
     fitted once without bootstrap to rank them, then the best one again with `bootstrap` resamples."""
     smaller = [row for row, n in zip(rows, scaling.model_sizes(rows)) if n < size]
@@ -128,11 +136,18 @@ def fit_smaller(rows: list[dict[str, Any]], size: float, bootstrap: int, seed: i
     for target in scaling.TARGETS:
         laws = [spec.law for spec in scaling.default_laws() if spec.target == target]
         ranked = scaling.fit_target(smaller, target, laws, bootstrap=0, seed=seed, progress=progress)
-        best = ranked.best if ranked.best is not None and ranked.best.fit is not None else next(
-            (law for law in ranked.laws if law.fit is not None), None)
+        best = (
+            ranked.best
+            if ranked.best is not None and ranked.best.fit is not None
+            else next((law for law in ranked.laws if law.fit is not None), None)
+        )
         if best is None:
-            raise ValueError(f"no {target} law fits the {len(smaller)} trials below {size:g} parameters: {'; '.join(ranked.notes) or 'see raycl report'}")
-        chosen[target] = scaling.fit_target(smaller, target, [best.law], bootstrap=bootstrap, seed=seed, progress=progress).laws[0]
+            raise ValueError(
+                f"no {target} law fits the {len(smaller)} trials below {size:g} parameters: {'; '.join(ranked.notes) or 'see raycl report'}"
+            )
+        chosen[target] = scaling.fit_target(
+            smaller, target, [best.law], bootstrap=bootstrap, seed=seed, progress=progress
+        ).laws[0]
     return chosen
 
 
@@ -155,7 +170,11 @@ def predict_objectives(fits: Mapping[str, scaling.LawFit], inputs: Mapping[str, 
         fit = _fitted(law_fit)
         value = float(_objective(target, fit.predict(data), inputs["L0"])[0])
         with np.errstate(all="ignore"):
-            samples = np.array([law_fit.law.predict(theta, data)[0] for theta in fit.samples]) if len(fit.samples) else np.array([])
+            samples = (
+                np.array([law_fit.law.predict(theta, data)[0] for theta in fit.samples])
+                if len(fit.samples)
+                else np.array([])
+            )
         samples = _objective(target, samples[np.isfinite(samples)], inputs["L0"])
         low, high = np.percentile(samples, [2.5, 97.5]).tolist() if len(samples) else (None, None)  # None: no bootstrap
         out[target] = {"predicted": value, "low": low, "high": high}
@@ -173,30 +192,50 @@ def _axis(space: SearchSpace, name: str, fallback: float) -> list[float]:
     return np.linspace(parameter.low, parameter.high, GRID_POINTS).tolist()
 
 
-def predict(source: Source, model: str, *, overrides: Mapping[str, Any] | None = None, min_learning: float | None = None,
-            facts: tuple[float, float] | None = None, bootstrap: int = 100, seed: int = 0,
-            progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+def predict(
+    source: Source,
+    model: str,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    min_learning: float | None = None,
+    facts: tuple[float, float] | None = None,
+    bootstrap: int = 100,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """The learning rate and replay ratio for `model` (see the module doc), as a JSON-ready record."""
     context = context_config(source, model, overrides or {})
     facts = facts or model_facts(source.rows, context)
     if facts is None:
-        raise ValueError(f"sweep {source.name} ran no complete trial of {model} at pretraining budget "
-                         f"{context.model.pretrain_tokens_per_param:g}: its size and base loss are unknown; pass --verify to measure them")
+        raise ValueError(
+            f"sweep {source.name} ran no complete trial of {model} at pretraining budget "
+            f"{context.model.pretrain_tokens_per_param:g}: its size and base loss are unknown; pass --verify to measure them"
+        )
     size, base_loss = facts
     fits = fit_smaller(source.rows, size, bootstrap, seed, progress)
     sizes = scaling.model_sizes(source.rows)
     complete = [row for row, n in zip(source.rows, sizes) if row.get("state") == "COMPLETE" and n < size]
-    required = min_learning if min_learning is not None else statistics.median(float(row["learning"]) for row in complete)
+    required = (
+        min_learning if min_learning is not None else statistics.median(float(row["learning"]) for row in complete)
+    )
     grid = []
     for lr in _axis(source.space, LR, context.train.lr):
         for ratio in _axis(source.space, REPLAY, context.replay.ratio):
             config = context.with_overrides({LR: lr, REPLAY: ratio})
             inputs = law_inputs(config, size, base_loss)
-            point = {name: float(_objective(name, _fitted(fit).predict({k: np.array([v]) for k, v in inputs.items()}), base_loss)[0])
-                     for name, fit in fits.items()}
+            point = {
+                name: float(
+                    _objective(name, _fitted(fit).predict({k: np.array([v]) for k, v in inputs.items()}), base_loss)[0]
+                )
+                for name, fit in fits.items()
+            }
             grid.append({LR: lr, REPLAY: ratio, **point})
     meeting = [point for point in grid if point["learning"] >= required]
-    pick = min(meeting, key=lambda p: (p["forgetting"], -p["learning"])) if meeting else max(grid, key=lambda p: p["learning"])
+    pick = (
+        min(meeting, key=lambda p: (p["forgetting"], -p["learning"]))
+        if meeting
+        else max(grid, key=lambda p: p["learning"])
+    )
     chosen = context.with_overrides({LR: pick[LR], REPLAY: pick[REPLAY]})
     return {
         "sweep": source.name,
@@ -204,13 +243,24 @@ def predict(source: Source, model: str, *, overrides: Mapping[str, Any] | None =
         "model": model,
         "model_size": size,
         "base_loss_before": base_loss,
-        "fitted_sizes": sorted({float(n) for row, n in zip(source.rows, sizes) if row.get("state") == "COMPLETE" and n < size}),
+        "fitted_sizes": sorted(
+            {float(n) for row, n in zip(source.rows, sizes) if row.get("state") == "COMPLETE" and n < size}
+        ),
         "fitted_trials": len(complete),
-        "context": {name: chosen.model_dump(mode="json")[name.split(".")[0]][name.split(".")[1]] for name in source.space.parameters
-                    if name not in (LR, REPLAY)},
-        "laws": {target: {"name": fit.law.name, "expression": fit.law.expression, "params": _fitted(fit).params,
-                          "heldout_error": fit.extrapolation.mean_abs_rel_error if fit.extrapolation else None}
-                 for target, fit in fits.items()},
+        "context": {
+            name: chosen.model_dump(mode="json")[name.split(".")[0]][name.split(".")[1]]
+            for name in source.space.parameters
+            if name not in (LR, REPLAY)
+        },
+        "laws": {
+            target: {
+                "name": fit.law.name,
+                "expression": fit.law.expression,
+                "params": _fitted(fit).params,
+                "heldout_error": fit.extrapolation.mean_abs_rel_error if fit.extrapolation else None,
+            }
+            for target, fit in fits.items()
+        },
         "bootstrap": bootstrap,
         "required_learning": required,
         "meets_requirement": bool(meeting),
@@ -227,7 +277,15 @@ def _front(grid: list[dict[str, float]]) -> list[dict[str, float]]:
     return [point for point, on in zip(grid, pareto_mask(values, list(OBJECTIVES.values()))) if on]
 
 
-def _space_file(directory: Path, source: Source, context: TrialConfig, parameters: dict[str, Any], trials: int, seed: int, label: str) -> Path:
+def _space_file(
+    directory: Path,
+    source: Source,
+    context: TrialConfig,
+    parameters: dict[str, Any],
+    trials: int,
+    seed: int,
+    label: str,
+) -> Path:
     """A search space over `parameters` with every context setting fixed, named by its content."""
     fixed = context.model_dump(mode="json", exclude_none=True)
     for name in parameters:
@@ -255,11 +313,25 @@ def _measured(outcome: Any) -> list[dict[str, Any]]:
     from raycl.sweep.study import completed_metrics
 
     study = optuna.load_study(study_name=outcome.name, storage=outcome.storage)
-    return [{**trial.params, **completed_metrics(trial)} for trial in study.get_trials(deepcopy=False) if trial.state.name == "COMPLETE"]
+    return [
+        {**trial.params, **completed_metrics(trial)}
+        for trial in study.get_trials(deepcopy=False)
+        if trial.state.name == "COMPLETE"
+    ]
 
 
-def verify(source: Source, model: str, record: dict[str, Any] | None, *, overrides: Mapping[str, Any], search_trials: int,
-           out_root: Path, seed: int, run: Callable[[Path, Path], Any], **predict_options: Any) -> dict[str, Any]:
+def verify(
+    source: Source,
+    model: str,
+    record: dict[str, Any] | None,
+    *,
+    overrides: Mapping[str, Any],
+    search_trials: int,
+    out_root: Path,
+    seed: int,
+    run: Callable[[Path, Path], Any],
+    **predict_options: Any,
+) -> dict[str, Any]:
     """Run the picked trial and a random search of `search_trials` at `model`; compare with the prediction.
 
     `record` None: the model's size and base loss were unknown, so the search runs first and the
@@ -267,8 +339,12 @@ def verify(source: Source, model: str, record: dict[str, Any] | None, *, overrid
     """
     context = context_config(source, model, overrides)
     directory = out_root / source.name / "transfer" / model
-    search = {name: source.space.parameters[name].model_dump(mode="json", exclude_defaults=True) | {"type": source.space.parameters[name].type}
-              for name in (LR, REPLAY) if name in source.space.parameters}
+    search = {
+        name: source.space.parameters[name].model_dump(mode="json", exclude_defaults=True)
+        | {"type": source.space.parameters[name].type}
+        for name in (LR, REPLAY)
+        if name in source.space.parameters
+    }
     searched = _measured(run(_space_file(directory, source, context, search, search_trials, seed, "search"), directory))
     if not searched:
         raise ValueError(f"no trial of the random search at {model} completed")
@@ -281,8 +357,11 @@ def verify(source: Source, model: str, record: dict[str, Any] | None, *, overrid
         raise ValueError(f"the picked trial at {model} did not complete")
     trial = measured[0]
     comparison = {
-        name: interval | {"measured": trial[name],
-                          "inside": None if interval["low"] is None else interval["low"] <= trial[name] <= interval["high"]}
+        name: interval
+        | {
+            "measured": trial[name],
+            "inside": None if interval["low"] is None else interval["low"] <= trial[name] <= interval["high"],
+        }
         for name, interval in record["predicted"].items()
     }
     meeting = [row for row in searched if row["learning"] >= record["required_learning"]]
@@ -296,8 +375,12 @@ def verify(source: Source, model: str, record: dict[str, Any] | None, *, overrid
             "results": [{name: row.get(name) for name in (LR, REPLAY, "learning", "forgetting")} for row in searched],
             "meeting_requirement": len(meeting),
             "least_forgetting_meeting_requirement": min((row["forgetting"] for row in meeting), default=None),
-            "picked_dominated_by": sum(row["learning"] >= trial["learning"] and row["forgetting"] <= trial["forgetting"]
-                                       and (row["learning"], row["forgetting"]) != (trial["learning"], trial["forgetting"]) for row in searched),
+            "picked_dominated_by": sum(
+                row["learning"] >= trial["learning"]
+                and row["forgetting"] <= trial["forgetting"]
+                and (row["learning"], row["forgetting"]) != (trial["learning"], trial["forgetting"])
+                for row in searched
+            ),
         },
         "compute": {
             "trial_seconds_at_target": trial_seconds,
@@ -322,7 +405,11 @@ def log_on_parent(source: Source, record: dict[str, Any]) -> bool:
     prefix = f"transfer.{record['model']}"
     values = {f"{prefix}.{LR}": record["pick"][LR], f"{prefix}.{REPLAY}": record["pick"][REPLAY]}
     for name, entry in (record.get("comparison") or record["predicted"]).items():
-        values |= {f"{prefix}.{name}.{key}": float(value) for key, value in entry.items() if key != "inside" and value is not None}
+        values |= {
+            f"{prefix}.{name}.{key}": float(value)
+            for key, value in entry.items()
+            if key != "inside" and value is not None
+        }
     client.log_batch(source.parent_run_id, metrics=[Metric(key, value, 0, 0) for key, value in values.items()])
     client.log_text(source.parent_run_id, json.dumps(record, indent=2), f"transfer/{record['model']}.json")
     return True
@@ -330,12 +417,17 @@ def log_on_parent(source: Source, record: dict[str, Any]) -> bool:
 
 def describe(record: dict[str, Any]) -> str:
     """The record in a few lines: the pick, each objective predicted [interval], and measured when verified."""
-    lines = [f"transfer of {record['sweep']} to {record['model']} (N = {record['model_size']:.3g}; fitted on sizes "
-             f"{', '.join(f'{n:.3g}' for n in record['fitted_sizes'])}): lr {record['pick'][LR]:.3g}, replay ratio {record['pick'][REPLAY]:g}"
-             f" (least predicted forgetting at learning >= {record['required_learning']:.3g}"
-             + ("" if record["meets_requirement"] else "; no point predicted to reach it, so the most learning") + ")"]
+    lines = [
+        f"transfer of {record['sweep']} to {record['model']} (N = {record['model_size']:.3g}; fitted on sizes "
+        f"{', '.join(f'{n:.3g}' for n in record['fitted_sizes'])}): lr {record['pick'][LR]:.3g}, replay ratio {record['pick'][REPLAY]:g}"
+        f" (least predicted forgetting at learning >= {record['required_learning']:.3g}"
+        + ("" if record["meets_requirement"] else "; no point predicted to reach it, so the most learning")
+        + ")"
+    ]
     for name, entry in (record.get("comparison") or record["predicted"]).items():
-        interval = "no interval (no bootstrap)" if entry["low"] is None else f"[{entry['low']:.4g}, {entry['high']:.4g}]"
+        interval = (
+            "no interval (no bootstrap)" if entry["low"] is None else f"[{entry['low']:.4g}, {entry['high']:.4g}]"
+        )
         line = f"  {name}: predicted {entry['predicted']:.4g} {interval} ({record['laws'][name]['name']})"
         if "measured" in entry:
             where = "" if entry["inside"] is None else f": {'inside' if entry['inside'] else 'outside'} the interval"
@@ -343,8 +435,12 @@ def describe(record: dict[str, Any]) -> str:
         lines.append(line)
     if "compute" in record:
         compute, search = record["compute"], record["random_search"]
-        lines.append(f"  random search at {record['model']}: {search['meeting_requirement']} of {search['trials']} trials reached the "
-                     f"required learning; {search['picked_dominated_by']} dominate the pick")
-        lines.append(f"  a {compute['search_at_target_trials']}-trial search at {record['model']} would cost about "
-                     f"{compute['search_at_target_seconds']:.0f} s ({compute['search_at_target_flops']:.3g} FLOPs); the transfer ran 1 trial there")
+        lines.append(
+            f"  random search at {record['model']}: {search['meeting_requirement']} of {search['trials']} trials reached the "
+            f"required learning; {search['picked_dominated_by']} dominate the pick"
+        )
+        lines.append(
+            f"  a {compute['search_at_target_trials']}-trial search at {record['model']} would cost about "
+            f"{compute['search_at_target_seconds']:.0f} s ({compute['search_at_target_flops']:.3g} FLOPs); the transfer ran 1 trial there"
+        )
     return "\n".join(lines)

@@ -66,10 +66,15 @@ def orphaned(study: optuna.Study, out_dir: Path) -> list[FrozenTrial]:
     stale = optuna_internals.stale_trial_ids(study)
     unmarked_before = datetime.now() - timedelta(seconds=GRACE_PERIOD_S)
     return [
-        trial for trial in running
+        trial
+        for trial in running
         if trial.user_attrs.get(Tags.OUT_DIR) == str(out_dir)
         or optuna_internals.trial_id(trial) in stale
-        or (Tags.OUT_DIR not in trial.user_attrs and trial.datetime_start is not None and trial.datetime_start < unmarked_before)
+        or (
+            Tags.OUT_DIR not in trial.user_attrs
+            and trial.datetime_start is not None
+            and trial.datetime_start < unmarked_before
+        )
     ]
 
 

@@ -64,9 +64,10 @@ class ResourcePlan:
             ),
             (
                 f"  each trial: coordinator {TRIAL_CPU:g} CPU + {self.workers_per_trial} Train worker(s) x "
-                f"({self.cpus_per_worker:g} CPU, {self.gpus_per_worker:g} " f"GPU, {self.threads_per_worker} torch thread(s))"
-                if self.executor == "train" else
-                f"  each trial: its Tune actor with {self.cpus_per_worker:g} CPU, {self.gpus_per_worker:g} GPU, "
+                f"({self.cpus_per_worker:g} CPU, {self.gpus_per_worker:g} "
+                f"GPU, {self.threads_per_worker} torch thread(s))"
+                if self.executor == "train"
+                else f"  each trial: its Tune actor with {self.cpus_per_worker:g} CPU, {self.gpus_per_worker:g} GPU, "
                 f"{self.threads_per_worker} torch thread(s)"
             ),
             f"  executor: {self.executor} ({self.executor_reason})",
@@ -114,7 +115,9 @@ def plan_resources(budget: Budget, nodes: Sequence[NodeCapacity], *, elastic: bo
             break
         concurrency -= 1
     if concurrency < 1:
-        asked = f"{budget.workers_per_trial} worker(s) x ({budget.cpus_per_worker:g} CPU, {budget.gpus_per_worker:g} GPU)"
+        asked = (
+            f"{budget.workers_per_trial} worker(s) x ({budget.cpus_per_worker:g} CPU, {budget.gpus_per_worker:g} GPU)"
+        )
         if not elastic:
             raise ValueError(
                 f"budget: one trial needs {asked} but the cluster has {cluster_cpus:g} CPUs / {cluster_gpus:g} GPUs "

@@ -52,7 +52,11 @@ class ProgressTable(Callback):
         self.rows[key] = Row(state=state, params=params, metrics=metrics)
 
     def pareto_keys(self) -> set[str]:
-        done = {key: row for key, row in self.rows.items() if row.state == "done" and set(self.space.objectives) <= set(row.metrics)}
+        done = {
+            key: row
+            for key, row in self.rows.items()
+            if row.state == "done" and set(self.space.objectives) <= set(row.metrics)
+        }
         return set(space_frontier(self.space, list(done), [row.metrics for row in done.values()]).pareto_keys)
 
     def launched(self) -> list[str]:
@@ -60,11 +64,18 @@ class ProgressTable(Callback):
 
     def trial_times(self) -> dict[str, dict[str, float]]:
         """Trial and engine wall time of each trial this driver finished (for the overhead benchmark)."""
-        return {key: {"trial_s": row.trial_s, "engine_s": row.engine_s} for key, row in self.rows.items() if row.launched and row.trial_s is not None and row.engine_s is not None}
+        return {
+            key: {"trial_s": row.trial_s, "engine_s": row.engine_s}
+            for key, row in self.rows.items()
+            if row.launched and row.trial_s is not None and row.engine_s is not None
+        }
 
     def render(self) -> Table:
-        table = Table(title=f"sweep {self.space.name}  (* Pareto set so far)",
-                      caption="node: the Ray node that ran it; s: its wall time in seconds", caption_justify="left")
+        table = Table(
+            title=f"sweep {self.space.name}  (* Pareto set so far)",
+            caption="node: the Ray node that ran it; s: its wall time in seconds",
+            caption_justify="left",
+        )
         param_names = list(self.space.parameters)
         for column in ["trial", "state", *map(_short, param_names), *self.space.objectives, "stage", "node", "s", "*"]:
             table.add_column(column, justify="right" if column not in ("trial", "state") else "left")
@@ -75,7 +86,9 @@ class ProgressTable(Callback):
             objectives = [_fmt(row.metrics.get(name, "")) for name in self.space.objectives]
             seconds = "" if row.trial_s is None else f"{row.trial_s:.0f}"
             stage = "" if row.stage is None else str(row.stage)
-            table.add_row(key, row.state, *params, *objectives, stage, row.node[:8], seconds, "*" if key in front else "")
+            table.add_row(
+                key, row.state, *params, *objectives, stage, row.node[:8], seconds, "*" if key in front else ""
+            )
         return table
 
     @contextlib.contextmanager
@@ -132,7 +145,10 @@ class ProgressTable(Callback):
         if key in self.stopped:
             record = self.stopped[key]
             self.rows[key].state = f"stopped@{record.stage}"
-            self._changed(f"{key} stopped early after stage {record.stage}: ranked " f"outside the top of {record.at_rung} trials there")
+            self._changed(
+                f"{key} stopped early after stage {record.stage}: ranked "
+                f"outside the top of {record.at_rung} trials there"
+            )
 
     def failed(self, key: str, state: str, reason: str) -> None:
         """A trial that ended without a result (`state` failed or diverged), and why (called by the FailureRecorder)."""

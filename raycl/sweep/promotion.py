@@ -35,7 +35,8 @@ def nondominated_fronts(losses: np.ndarray) -> list[list[int]]:
     while remaining:
         points = losses[remaining]
         front = [
-            index for index, point in zip(remaining, points)
+            index
+            for index, point in zip(remaining, points)
             if not np.any(np.all(points <= point, axis=1) & np.any(points < point, axis=1))
         ]
         fronts.append(front)

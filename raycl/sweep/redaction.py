@@ -8,7 +8,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from raycl.config.base import dotted
 
-_SECRET_KEY = re.compile(r"(token|secret|password|passwd|api[_-]?key|access[_-]?key|private[_-]?key|credentials?)$", re.IGNORECASE)
+_SECRET_KEY = re.compile(
+    r"(token|secret|password|passwd|api[_-]?key|access[_-]?key|private[_-]?key|credentials?)$", re.IGNORECASE
+)
 _SECRET_VALUE = ("hf_", "sk-", "ghp_", "github_pat_", "AKIA")
 
 

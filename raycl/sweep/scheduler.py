@@ -24,7 +24,9 @@ from raycl.sweep.promotion import as_losses, promoted
 class StageHalving(FIFOScheduler):
     """Stops a trial at a stage end when it ranks outside the top 1/reduction of the trials there."""
 
-    def __init__(self, objectives: dict[str, str], rule: EarlyStopping, history: dict[str, dict[int, list[float]]] | None = None):
+    def __init__(
+        self, objectives: dict[str, str], rule: EarlyStopping, history: dict[str, dict[int, list[float]]] | None = None
+    ):
         super().__init__()
         self.objectives = objectives
         self.rule = rule
@@ -64,10 +66,16 @@ class StageHalving(FIFOScheduler):
         at_rung[assignment.key] = values
         if promoted(as_losses(list(at_rung.values()), list(self.objectives.values())), self.rule.reduction):
             return TrialScheduler.CONTINUE
-        self.stopped[assignment.key] = PrunedRecord(stage=stage, values=dict(zip(self.objectives, values)), at_rung=len(at_rung))
+        self.stopped[assignment.key] = PrunedRecord(
+            stage=stage, values=dict(zip(self.objectives, values)), at_rung=len(at_rung)
+        )
         return TrialScheduler.STOP
 
     def debug_string(self) -> str:
-        where = f"from stage {self.rule.first_rung} on" if self.rule.rungs == "stages" else f"of stages {self.rule.rungs}"
-        return (f"at the stage ends {where}, the top 1/{self.rule.reduction:g} by NSGA-II rank continue "
-                f"({len(self.stopped)} stopped so far)")
+        where = (
+            f"from stage {self.rule.first_rung} on" if self.rule.rungs == "stages" else f"of stages {self.rule.rungs}"
+        )
+        return (
+            f"at the stage ends {where}, the top 1/{self.rule.reduction:g} by NSGA-II rank continue "
+            f"({len(self.stopped)} stopped so far)"
+        )

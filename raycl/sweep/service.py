@@ -113,7 +113,9 @@ def run_sweep(
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        raise ConfigError(f"{out_dir}: another driver is running sweep {space.name!r} (lock {lock.lock_file})") from None
+        raise ConfigError(
+            f"{out_dir}: another driver is running sweep {space.name!r} (lock {lock.lock_file})"
+        ) from None
     try:
         clean_up_after_a_dead_driver(out_dir)
         with sigterm_as_ctrl_c(), library_logs(out_dir / LOG_FILE, verbose):
@@ -148,9 +150,21 @@ def _check_local_resources(space: SearchSpace, num_cpus: int | None) -> None:
         raise ConfigError(f"{space.source}: {error}") from None
 
 
-def _run(space: SearchSpace, *, out_dir: Path, storage: str, tracking_uri: str, artifact_root: Path | None,
-         ray_storage: str, address: str | None, resume: bool, num_cpus: int | None, show_worker_logs: bool,
-         console: Console, started: float) -> SweepOutcome:
+def _run(
+    space: SearchSpace,
+    *,
+    out_dir: Path,
+    storage: str,
+    tracking_uri: str,
+    artifact_root: Path | None,
+    ray_storage: str,
+    address: str | None,
+    resume: bool,
+    num_cpus: int | None,
+    show_worker_logs: bool,
+    console: Console,
+    started: float,
+) -> SweepOutcome:
     # Heavy imports only now that the space is known to be valid.
     from raycl.sweep.study import finished_trials, interrupted_trials, open_study
 
@@ -163,7 +177,13 @@ def _run(space: SearchSpace, *, out_dir: Path, storage: str, tracking_uri: str, 
     plan, launched, trial_times = None, [], {}
     with contextlib.ExitStack() as ray_session:
         tracker = _open_tracker_while_ray_starts(
-            space, study, storage, tracking_uri, artifact_root, phases, ray_session,
+            space,
+            study,
+            storage,
+            tracking_uri,
+            artifact_root,
+            phases,
+            ray_session,
             connect=(lambda: ray_connection(address, num_cpus, show_worker_logs, out_dir)) if to_run else None,
         )
         _print_start(space, storage, tracking_uri, tracker, len(finished), len(interrupted), to_run, console)
@@ -171,24 +191,44 @@ def _run(space: SearchSpace, *, out_dir: Path, storage: str, tracking_uri: str, 
         if to_run:
             with _timed(phases, "trials"), _ended_on_error(tracker):
                 plan, launched, trial_times = _launch(
-                    space, study, interrupted, to_run, tracker, progress, scheduler, out_dir=out_dir,
-                    ray_storage=ray_storage, elastic=address is not None, console=console,
+                    space,
+                    study,
+                    interrupted,
+                    to_run,
+                    tracker,
+                    progress,
+                    scheduler,
+                    out_dir=out_dir,
+                    ray_storage=ray_storage,
+                    elastic=address is not None,
+                    console=console,
                 )
             # Children still open belong to trials stopped mid-run (Ctrl-C); --resume reopens them.
             tracker.end_open_children("KILLED")
     with _timed(phases, "frontier"):
         outcome, reference = _record_frontier(space, study, tracker, out_dir, storage, tracking_uri)
     outcome = dataclasses.replace(
-        outcome, launched=launched, wall_time_s=time.perf_counter() - started, plan=plan, trial_times=trial_times,
+        outcome,
+        launched=launched,
+        wall_time_s=time.perf_counter() - started,
+        plan=plan,
+        trial_times=trial_times,
         phases=phases,
     )
     _print_end(outcome, reference, console)
     return outcome
 
 
-def _open_tracker_while_ray_starts(space: SearchSpace, study: Any, storage: str, tracking_uri: str,
-                                   artifact_root: Path | None, phases: dict[str, float], ray_session: contextlib.ExitStack,
-                                   connect: Callable[[], contextlib.AbstractContextManager[None]] | None) -> Any:
+def _open_tracker_while_ray_starts(
+    space: SearchSpace,
+    study: Any,
+    storage: str,
+    tracking_uri: str,
+    artifact_root: Path | None,
+    phases: dict[str, float],
+    ray_session: contextlib.ExitStack,
+    connect: Callable[[], contextlib.AbstractContextManager[None]] | None,
+) -> Any:
     """The sweep's MLflow tracker with its parent run open; MLflow's store opens (creating its tables takes
     seconds) while `connect` (if given) starts Ray, whose session `ray_session` then holds."""
     from raycl.sweep.redaction import redact_url
@@ -198,14 +238,16 @@ def _open_tracker_while_ray_starts(space: SearchSpace, study: Any, storage: str,
             from raycl.sweep.tracking import SweepTracker  # MLflow's import, too, overlaps Ray's start
 
             tracker = SweepTracker(tracking_uri, space, artifact_root)
-            tracker.open_parent({
-                Tags.STORAGE: redact_url(storage),
-                Tags.STUDY: space.name,
-                Tags.FINGERPRINT: space.fingerprint(),
-                Tags.SAMPLER: space.sampler.name,
-                Tags.SEED: str(space.seed),
-                Tags.OBJECTIVES: ",".join(f"{k}:{v}" for k, v in space.objectives.items()),
-            })
+            tracker.open_parent(
+                {
+                    Tags.STORAGE: redact_url(storage),
+                    Tags.STUDY: space.name,
+                    Tags.FINGERPRINT: space.fingerprint(),
+                    Tags.SAMPLER: space.sampler.name,
+                    Tags.SEED: str(space.seed),
+                    Tags.OBJECTIVES: ",".join(f"{k}:{v}" for k, v in space.objectives.items()),
+                }
+            )
         return tracker
 
     with ThreadPoolExecutor(1) as pool:
@@ -219,8 +261,16 @@ def _open_tracker_while_ray_starts(space: SearchSpace, study: Any, storage: str,
             raise _tracking_failed(error, tracking_uri, study) from None
 
 
-def _print_start(space: SearchSpace, storage: str, tracking_uri: str, tracker: Any, finished: int, interrupted: int,
-                 to_run: int, console: Console) -> None:
+def _print_start(
+    space: SearchSpace,
+    storage: str,
+    tracking_uri: str,
+    tracker: Any,
+    finished: int,
+    interrupted: int,
+    to_run: int,
+    console: Console,
+) -> None:
     from raycl.sweep.redaction import redact_url
 
     console.print(
@@ -231,8 +281,9 @@ def _print_start(space: SearchSpace, storage: str, tracking_uri: str, tracker: A
     )
 
 
-def _progress_of_earlier_trials(space: SearchSpace, study: Any, finished: list, interrupted: list,
-                                console: Console) -> tuple[Any, Any]:
+def _progress_of_earlier_trials(
+    space: SearchSpace, study: Any, finished: list, interrupted: list, console: Console
+) -> tuple[Any, Any]:
     """The early-stopping scheduler (None without one), seeded with earlier drivers' rungs, and the progress
     table holding the trials earlier drivers finished or left interrupted."""
     from optuna.trial import TrialState
@@ -262,8 +313,9 @@ def _ended_on_error(tracker: Any) -> Iterator[None]:
         raise
 
 
-def _record_frontier(space: SearchSpace, study: Any, tracker: Any, out_dir: Path, storage: str,
-                     tracking_uri: str) -> tuple[SweepOutcome, str]:
+def _record_frontier(
+    space: SearchSpace, study: Any, tracker: Any, out_dir: Path, storage: str, tracking_uri: str
+) -> tuple[SweepOutcome, str]:
     """Put the Pareto frontier and hypervolume history on the parent run, and end it; the outcome so far
     (what this invocation launched, and its times, are filled in by the caller) and the hypervolume's
     reference point in words."""
@@ -272,17 +324,21 @@ def _record_frontier(space: SearchSpace, study: Any, tracker: Any, out_dir: Path
     from raycl.analysis.frontier import space_frontier
     from raycl.sweep.study import completed_metrics, finished_trials, interrupted_trials
 
-    complete = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.datetime_complete)
+    complete = sorted(
+        study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.datetime_complete
+    )
     keys, metrics = [trial_key(t.number) for t in complete], [completed_metrics(t) for t in complete]
     summary = space_frontier(space, keys, metrics)
     tracker.log_frontier(summary, [{"trial": key} | m for key, m in zip(keys, metrics)], [t.params for t in complete])
     failures = {
         trial_key(t.number): t.user_attrs.get(Tags.FAILURE, "no reason recorded")
-        for t in finished_trials(study) if t.state == TrialState.FAIL
+        for t in finished_trials(study)
+        if t.state == TrialState.FAIL
     }
     stopped = {
         trial_key(t.number): t.user_attrs.get(Tags.PRUNED, {}).get("stage", 0)
-        for t in finished_trials(study) if t.state == TrialState.PRUNED
+        for t in finished_trials(study)
+        if t.state == TrialState.PRUNED
     }
     # Trials another live driver runs on a shared study are its to finish, not this one's.
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
@@ -314,21 +370,39 @@ def _print_end(outcome: SweepOutcome, reference: str, console: Console) -> None:
     console.print(
         f"sweep {outcome.name}: {outcome.completed} complete, {len(outcome.stopped)} stopped early, {outcome.failed} failed; "
         f"Pareto set {', '.join(outcome.pareto_keys)}; hypervolume {outcome.hypervolume:.4g} (reference: {reference})\n"
-        f"  {outcome.wall_time_s:.0f} s in all: " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in outcome.phases.items())
+        f"  {outcome.wall_time_s:.0f} s in all: "
+        + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in outcome.phases.items())
         + (" (mlflow and ray in parallel)" if "ray" in outcome.phases else ""),
         highlight=False,
     )
     for key, reason in outcome.failures.items():
         console.print(f"  {key} failed: {reason}", highlight=False, soft_wrap=True)
     if outcome.stopped:
-        console.print("  stopped early (stage): " + ", ".join(f"{key} ({stage})" for key, stage in outcome.stopped.items()), highlight=False)
+        console.print(
+            "  stopped early (stage): " + ", ".join(f"{key} ({stage})" for key, stage in outcome.stopped.items()),
+            highlight=False,
+        )
     if outcome.running_elsewhere:
-        console.print(f"  {outcome.running_elsewhere} trials still run under another driver of study {outcome.name}", highlight=False)
+        console.print(
+            f"  {outcome.running_elsewhere} trials still run under another driver of study {outcome.name}",
+            highlight=False,
+        )
 
 
-def _launch(space: SearchSpace, study: Any, interrupted: list, to_run: int, tracker: Any, progress: Any, scheduler: Any, *,
-            out_dir: Path, ray_storage: str, elastic: bool,
-            console: Console) -> tuple[ResourcePlan, list[str], dict[str, dict[str, float]]]:
+def _launch(
+    space: SearchSpace,
+    study: Any,
+    interrupted: list,
+    to_run: int,
+    tracker: Any,
+    progress: Any,
+    scheduler: Any,
+    *,
+    out_dir: Path,
+    ray_storage: str,
+    elastic: bool,
+    console: Console,
+) -> tuple[ResourcePlan, list[str], dict[str, dict[str, float]]]:
     """Plan on the connected Ray's nodes and run `to_run` trials through Tune (stopped early by `scheduler`, if any)."""
     import ray
     from ray import tune
@@ -344,7 +418,8 @@ def _launch(space: SearchSpace, study: Any, interrupted: list, to_run: int, trac
 
     nodes = [
         NodeCapacity(node["NodeID"], node["Resources"].get("CPU", 0.0), node["Resources"].get("GPU", 0.0))
-        for node in ray.nodes() if node["Alive"]
+        for node in ray.nodes()
+        if node["Alive"]
     ]
     try:
         plan = plan_resources(space.budget, nodes, elastic=elastic)
@@ -403,8 +478,12 @@ def _launch(space: SearchSpace, study: Any, interrupted: list, to_run: int, trac
     stop_tune_forwarding_credentials()
     # Tune's own progress output would duplicate the live table; its default loggers give way to
     # the JSON one above.
-    with scoped_env({"RAY_AIR_NEW_OUTPUT": "0", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}), progress.live(), \
-            heartbeats(study, searcher.owned_trial_ids), without_tunes_trial_error_logs():
+    with (
+        scoped_env({"RAY_AIR_NEW_OUTPUT": "0", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}),
+        progress.live(),
+        heartbeats(study, searcher.owned_trial_ids),
+        without_tunes_trial_error_logs(),
+    ):
         tuner.fit()
     return plan, progress.launched(), progress.trial_times()
 

@@ -20,7 +20,12 @@ CONNECT_TIMEOUT_S = 5
 # The PostgreSQL driver raycl ships (the `postgres` extra, installed by cluster.yaml). SQLAlchemy 2.1
 # maps a bare `postgresql://` to psycopg 3 instead, which is not installed.
 POSTGRES_DRIVER = "psycopg2"
-_DRIVER_PACKAGES = {"psycopg2": "psycopg2-binary", "psycopg": "psycopg[binary]", "pymysql": "pymysql", "MySQLdb": "mysqlclient"}
+_DRIVER_PACKAGES = {
+    "psycopg2": "psycopg2-binary",
+    "psycopg": "psycopg[binary]",
+    "pymysql": "pymysql",
+    "MySQLdb": "mysqlclient",
+}
 
 
 def database_url(url: str) -> str:
@@ -73,7 +78,9 @@ def _check_server(url: str, option: str, what: str) -> None:
         token = base64.b64encode(f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()).decode()
         headers["Authorization"] = f"Basic {token}"
     try:
-        with urllib.request.urlopen(urllib.request.Request(health, headers=headers), timeout=CONNECT_TIMEOUT_S) as response:
+        with urllib.request.urlopen(
+            urllib.request.Request(health, headers=headers), timeout=CONNECT_TIMEOUT_S
+        ) as response:
             status = response.status
     except urllib.error.HTTPError as error:
         status = error.code
@@ -83,7 +90,12 @@ def _check_server(url: str, option: str, what: str) -> None:
             raise _unreachable(url, option, what, f"no answer within {CONNECT_TIMEOUT_S} s") from None
         raise _unreachable(url, option, what, getattr(reason, "strerror", None) or str(reason)) from None
     if status != 200:
-        raise _unreachable(url, option, what, f"HTTP {status} from /health: not an MLflow tracking server, or it refused the credentials")
+        raise _unreachable(
+            url,
+            option,
+            what,
+            f"HTTP {status} from /health: not an MLflow tracking server, or it refused the credentials",
+        )
 
 
 def _check_database(url: str, option: str, what: str) -> None:

@@ -113,8 +113,13 @@ class OptunaSearcher(Searcher):
     """
 
     def __init__(
-        self, study: optuna.Study, space: SearchSpace, interrupted: list[FrozenTrial], defaults: dict[str, Any],
-        out_dir: Path | None = None, scheduler: StageHalving | None = None,
+        self,
+        study: optuna.Study,
+        space: SearchSpace,
+        interrupted: list[FrozenTrial],
+        defaults: dict[str, Any],
+        out_dir: Path | None = None,
+        scheduler: StageHalving | None = None,
     ):
         super().__init__()
         self._study = study
@@ -145,7 +150,9 @@ class OptunaSearcher(Searcher):
                 continue
             self._live[trial_id] = trial
             return TrialAssignment.create(trial.number, params, config).model_dump(mode="json")
-        raise ConfigError(f"{self._space.source}: parameters: {_MAX_INVALID_ASKS} samples in a row gave invalid trial configs")
+        raise ConfigError(
+            f"{self._space.source}: parameters: {_MAX_INVALID_ASKS} samples in a row gave invalid trial configs"
+        )
 
     def _budget_taken(self) -> bool:
         """Whether the study's trials (finished, or running under any driver) already fill the budget."""
@@ -174,7 +181,9 @@ class OptunaSearcher(Searcher):
             return
         key = trial_key(trial.number)
         if self._scheduler is not None:
-            trial.set_user_attr(Tags.RUNG_VALUES, {str(stage): values for stage, values in self._scheduler.rung_values(key).items()})
+            trial.set_user_attr(
+                Tags.RUNG_VALUES, {str(stage): values for stage, values in self._scheduler.rung_values(key).items()}
+            )
             if key in self._scheduler.stopped:
                 trial.set_user_attr(Tags.PRUNED, self._scheduler.stopped[key].model_dump())
                 self._study.tell(trial, state=TrialState.PRUNED)
@@ -189,11 +198,12 @@ class OptunaSearcher(Searcher):
         trial.set_user_attr("stage_matrix", report.stage_matrix)
         trial.set_user_attr("node_ids", report.node_ids)
         if report.replicates:
-            trial.set_user_attr(REPLICATES_ATTR, [{name: run[name] for name in self._space.objectives} for run in report.replicates])
+            trial.set_user_attr(
+                REPLICATES_ATTR, [{name: run[name] for name in self._space.objectives} for run in report.replicates]
+            )
         for constraint in self._space.constraints:
             trial.set_constraint(str(constraint), constraint.value(metrics))
         self._study.tell(trial, [metrics[name] for name in self._space.objectives])
-
 
     def tell_failed(self, trial_id: str, attrs: dict[str, Any]) -> None:
         """Tell Optuna that an errored trial failed, with `attrs` (the reason) as its user attrs."""
@@ -209,7 +219,8 @@ def rung_history(study: optuna.Study) -> dict[str, dict[int, list[float]]]:
     """Trial key -> stage -> objectives at that rung, of the trials earlier drivers finished (to seed the scheduler)."""
     return {
         trial_key(trial.number): {int(stage): values for stage, values in trial.user_attrs[Tags.RUNG_VALUES].items()}
-        for trial in finished_trials(study) if Tags.RUNG_VALUES in trial.user_attrs
+        for trial in finished_trials(study)
+        if Tags.RUNG_VALUES in trial.user_attrs
     }
 
 

@@ -16,9 +16,13 @@ def frontier_csv(front: Frontier, params: Sequence[dict[str, Any]], *, pareto_on
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["trial", *front.objectives, "feasible", "pareto", *param_names])
-    for key, values, trial_params, feasible, on_front in zip(front.keys, front.values.tolist(), params, front.feasible, front.pareto):
+    for key, values, trial_params, feasible, on_front in zip(
+        front.keys, front.values.tolist(), params, front.feasible, front.pareto
+    ):
         if on_front or not pareto_only:
-            writer.writerow([key, *values, bool(feasible), bool(on_front), *(trial_params.get(name, "") for name in param_names)])
+            writer.writerow(
+                [key, *values, bool(feasible), bool(on_front), *(trial_params.get(name, "") for name in param_names)]
+            )
     return buffer.getvalue()
 
 

@@ -137,7 +137,9 @@ class SweepTracker:
         if run_id is None:
             return
         # MLflow caps tag values at 8000 characters.
-        tags = [RunTag(Tags.FAILURE, reason[:4000])] + ([RunTag(Tags.DIVERGED, str(diverged_step))] if diverged_step else [])
+        tags = [RunTag(Tags.FAILURE, reason[:4000])] + (
+            [RunTag(Tags.DIVERGED, str(diverged_step))] if diverged_step else []
+        )
         self.client.log_batch(run_id, tags=tags)
         self.client.log_artifact(run_id, str(error_file))
         self.client.set_terminated(run_id, status="FAILED")
@@ -169,7 +171,10 @@ class SweepTracker:
         for key, on_front, feasible in zip(front.keys, front.pareto, front.feasible):
             run_id = self.child(key)
             if run_id is not None:
-                tags = [RunTag(Tags.PARETO, str(bool(on_front)).lower()), RunTag(Tags.FEASIBLE, str(bool(feasible)).lower())]
+                tags = [
+                    RunTag(Tags.PARETO, str(bool(on_front)).lower()),
+                    RunTag(Tags.FEASIBLE, str(bool(feasible)).lower()),
+                ]
                 self.client.log_batch(run_id, tags=tags)
         parent = self.parent_id
         self.client.log_text(parent, frontier_csv(front, params, pareto_only=True), "pareto/frontier.csv")
@@ -187,7 +192,11 @@ class SweepTracker:
         # One point per summary, at the number of complete trials: the whole history lives in the
         # artifact, because a resumed sweep's default reference moves and old points cannot be redrawn.
         steps = {metric.step for metric in self.client.get_metric_history(parent, "hypervolume")}
-        point = [] if len(front.keys) in steps else [Metric("hypervolume", front.hypervolume, int(time.time() * 1000), len(front.keys))]
+        point = (
+            []
+            if len(front.keys) in steps
+            else [Metric("hypervolume", front.hypervolume, int(time.time() * 1000), len(front.keys))]
+        )
         self.client.log_batch(parent, metrics=point, tags=tags)
 
     def end_parent(self, status: str) -> None:

@@ -77,8 +77,14 @@ def replicates(assignment: TrialAssignment, out_dir: Path, seeds: int) -> list[R
     runs = []
     for index in range(seeds):
         config = assignment.trial_config.with_overrides({"train.seed": assignment.trial_config.train.seed + index})
-        runs.append(Replicate(assignment.model_copy(update={"trial_config": config}), out_dir / f"seed_{index}", index,
-                              f"{assignment.key}-seed{index}"))
+        runs.append(
+            Replicate(
+                assignment.model_copy(update={"trial_config": config}),
+                out_dir / f"seed_{index}",
+                index,
+                f"{assignment.key}-seed{index}",
+            )
+        )
     return runs
 
 
@@ -148,7 +154,10 @@ def run_in_train(replicate: Replicate, context: TrialContext) -> EngineRun:
     plan = context.plan
     trainer = TorchTrainer(
         train_worker,
-        train_loop_config={"assignment": replicate.assignment.model_dump(mode="json"), "out_dir": str(replicate.out_dir)},
+        train_loop_config={
+            "assignment": replicate.assignment.model_dump(mode="json"),
+            "out_dir": str(replicate.out_dir),
+        },
         scaling_config=ScalingConfig(
             num_workers=plan.workers_per_trial,
             use_gpu=plan.gpus_per_worker > 0,
@@ -174,7 +183,10 @@ def furthest_stage_checkpoint(trial_storage: str, replicate: int = 0) -> tune.Ch
     best, best_stages = None, 0
     for info in found:
         progress = f"{info.path}/{PROGRESS}"
-        if info.type != pyarrow.fs.FileType.Directory or filesystem.get_file_info(progress).type != pyarrow.fs.FileType.File:
+        if (
+            info.type != pyarrow.fs.FileType.Directory
+            or filesystem.get_file_info(progress).type != pyarrow.fs.FileType.File
+        ):
             continue
         owner = f"{info.path}/{REPLICATE}"
         if filesystem.get_file_info(owner).type == pyarrow.fs.FileType.File:

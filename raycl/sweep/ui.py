@@ -129,14 +129,28 @@ def servers(sweep_dir: Path, host: str, mlflow_port: int, optuna_port: int) -> l
     found = []
     mlflow_db, optuna_db = sweep_dir / "mlflow.db", sweep_dir / "optuna.db"
     if mlflow_db.is_file():
-        command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{mlflow_db.resolve()}",
-                   "--host", host, "--port", str(mlflow_port), "--workers", "1"]
+        command = [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{mlflow_db.resolve()}",
+            "--host",
+            host,
+            "--port",
+            str(mlflow_port),
+            "--workers",
+            "1",
+        ]
         if host not in LOOPBACK:
             # MLflow answers only requests addressed to localhost unless told which other names to accept.
             command += ["--allowed-hosts", f"{host},{host}:{mlflow_port}"]
         found.append(Server("MLflow UI", command, host, mlflow_port, mlflow_links(mlflow_db, sweep_dir.name)))
     if optuna_db.is_file():
-        dashboard = shutil.which("optuna-dashboard", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+        dashboard = shutil.which(
+            "optuna-dashboard", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+        )
         if dashboard is None:
             raise ConfigError("optuna-dashboard is not installed: pip install 'raycl[ui]'")
         command = [dashboard, f"sqlite:///{optuna_db.resolve()}", "--host", host, "--port", str(optuna_port), "--quiet"]
@@ -178,8 +192,14 @@ def serve(found: list[Server], log_dir: Path, ready: Callable[[Server], None]) -
         running = []
         for server in found:
             log = stack.enter_context((log_dir / f"{server.name.split()[0].lower()}.log").open("w"))
-            process = subprocess.Popen(server.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                       start_new_session=True, env=os.environ | {"MLFLOW_DISABLE_TELEMETRY": "true"})
+            process = subprocess.Popen(
+                server.command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env=os.environ | {"MLFLOW_DISABLE_TELEMETRY": "true"},
+            )
             stack.callback(_stop, process)
             running.append((server, process))
         waiting = list(running)
@@ -193,5 +213,8 @@ def serve(found: list[Server], log_dir: Path, ready: Callable[[Server], None]) -
                     waiting.remove((server, process))
                     ready(server)
             if waiting and time.monotonic() > deadline:
-                raise RuntimeError(f"{waiting[0][0].name} did not answer at {waiting[0][0].url} " f"within {START_TIMEOUT_S:.0f} s; its output: {log_dir}")
+                raise RuntimeError(
+                    f"{waiting[0][0].name} did not answer at {waiting[0][0].url} "
+                    f"within {START_TIMEOUT_S:.0f} s; its output: {log_dir}"
+                )
             time.sleep(0.5)

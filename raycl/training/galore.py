@@ -25,6 +25,9 @@ def use_compact_projectors(optimizer: torch.optim.Optimizer) -> torch.optim.Opti
         if "rank" in group:
             for parameter in group["params"]:
                 optimizer.state[parameter]["projector"] = CompactProjector(
-                    group["rank"], update_proj_gap=group["update_proj_gap"], scale=group["scale"], proj_type=group["proj_type"]
+                    group["rank"],
+                    update_proj_gap=group["update_proj_gap"],
+                    scale=group["scale"],
+                    proj_type=group["proj_type"],
                 )
     return optimizer

@@ -94,7 +94,9 @@ def lr_grid(settings: RangeSettings) -> list[float]:
     return np.geomspace(settings.min_lr, settings.max_lr, settings.points).tolist()
 
 
-def lr_at_drop(lrs: list[float], losses: list[float | None], baseline: float, drop: float, burn_in: int, consecutive: int) -> float | None:
+def lr_at_drop(
+    lrs: list[float], losses: list[float | None], baseline: float, drop: float, burn_in: int, consecutive: int
+) -> float | None:
     """The LR where `losses` first stay at or below `baseline x (1 - drop)` for `consecutive` points after
     the burn-in, interpolated on log LR from the point before; None when no run of points holds it."""
     threshold = baseline * (1 - drop)
@@ -130,8 +132,15 @@ def measure_ramp(config: TrialConfig, settings: RangeSettings) -> RangeRecord:
     pad_id = cast(int, tokenizer.pad_token_id)  # set by `load_base_model`; typed by an untyped `__getattr__`
 
     def heldout(model: torch.nn.Module, examples: list[list[int]], labels: list[list[int]] | None) -> float:
-        return heldout_loss(model, examples[:count], labels[:count] if labels else None, pad_id=pad_id,
-                            batch_size=config.eval.batch_size, device=device, autocast=autocast_for(device))
+        return heldout_loss(
+            model,
+            examples[:count],
+            labels[:count] if labels else None,
+            pad_id=pad_id,
+            batch_size=config.eval.batch_size,
+            device=device,
+            autocast=autocast_for(device),
+        )
 
     def fresh_model() -> tuple[torch.nn.Module, Optimizer]:
         torch.manual_seed(config.train.seed)
@@ -155,19 +164,28 @@ def measure_ramp(config: TrialConfig, settings: RangeSettings) -> RangeRecord:
                     loss = next_token_loss(model(input_ids=blocks).logits, labels)
                 optimizer_step(loss, model, optimizer, lr, config.train.grad_clip)
             model.eval()
-            new_loss, base_loss = heldout(model, stage.heldout, stage.heldout_labels), heldout(model, stream.retention, None)
+            new_loss, base_loss = (
+                heldout(model, stage.heldout, stage.heldout_labels),
+                heldout(model, stream.retention, None),
+            )
             model.train()
             new_losses.append(new_loss)
             base_losses.append(base_loss)
             if point + 1 == settings.burn_in:
                 baseline = float(np.mean(new_losses))
-            bar.update(task, advance=1, description=f"LR range test ({settings.mode}): lr {lr:.2e} new {new_loss:.3f} base {base_loss:.3f}")
+            bar.update(
+                task,
+                advance=1,
+                description=f"LR range test ({settings.mode}): lr {lr:.2e} new {new_loss:.3f} base {base_loss:.3f}",
+            )
             if ramp_diverged(new_loss, baseline, config.train.divergence_factor):
                 diverged_at_lr = lr
                 break
     lrs = lrs[: len(new_losses)]
     if baseline is None:
-        raise ValueError(f"{config.model.name}: the LR range test diverged at lr {diverged_at_lr:.3g}, within its burn-in: no baseline to read drops from")
+        raise ValueError(
+            f"{config.model.name}: the LR range test diverged at lr {diverged_at_lr:.3g}, within its burn-in: no baseline to read drops from"
+        )
     finite = [(loss, lr) for loss, lr in zip(new_losses, lrs) if math.isfinite(loss)]
     best_loss, best_lr = min(finite)
     new_losses = [loss if math.isfinite(loss) else None for loss in new_losses]
@@ -179,7 +197,10 @@ def measure_ramp(config: TrialConfig, settings: RangeSettings) -> RangeRecord:
         new_losses=new_losses,
         base_losses=[loss if math.isfinite(loss) else None for loss in base_losses],
         baseline_loss=baseline,
-        targets={f"{drop:g}": lr_at_drop(lrs, new_losses, baseline, drop, settings.burn_in, settings.consecutive) for drop in DROPS},
+        targets={
+            f"{drop:g}": lr_at_drop(lrs, new_losses, baseline, drop, settings.burn_in, settings.consecutive)
+            for drop in DROPS
+        },
         best_lr=best_lr,
         best_drop=1 - best_loss / baseline,
         diverged_at_lr=diverged_at_lr,
@@ -203,8 +224,11 @@ def draw_range(record: RangeRecord, path: Path) -> None:
         if lr is not None:
             for axes in (new_axes, base_axes):
                 axes.axvline(lr, color=color, linestyle=":", label=f"{float(drop):.0%} drop: lr {lr:.2e}")
-    new_axes.set(xscale="log", ylabel=f"held-out loss, {record.stage} (nats)",
-                 title=f"LR range test ({record.mode}) of {record.model}: {record.settings['steps_per_point']} steps per LR")
+    new_axes.set(
+        xscale="log",
+        ylabel=f"held-out loss, {record.stage} (nats)",
+        title=f"LR range test ({record.mode}) of {record.model}: {record.settings['steps_per_point']} steps per LR",
+    )
     base_axes.set(xscale="log", xlabel="learning rate", ylabel="held-out loss, base data (nats)")
     new_axes.legend(fontsize=8)
     figure.savefig(path, dpi=110)
@@ -217,10 +241,19 @@ def range_spec(config: TrialConfig, settings: RangeSettings) -> dict[str, Any]:
         "version": RANGE_TEST_VERSION,
         "model": config.model.model_dump(mode="json"),
         # The offline world's first stage is the same at every stream length, so one test serves them all.
-        "data": config.stream.model_dump(mode="json") if config.stream else config.world.model_dump(mode="json", exclude={"num_stages"}),
+        "data": config.stream.model_dump(mode="json")
+        if config.stream
+        else config.world.model_dump(mode="json", exclude={"num_stages"}),
         "method": config.method.model_dump(mode="json"),
-        "train": {"batch_size": train.batch_size, "seq_len": train.seq_len, "seed": train.seed, "grad_clip": train.grad_clip,
-                  "weight_decay": train.weight_decay, "divergence_factor": train.divergence_factor, "layer_lr_slope": train.layer_lr_slope},
+        "train": {
+            "batch_size": train.batch_size,
+            "seq_len": train.seq_len,
+            "seed": train.seed,
+            "grad_clip": train.grad_clip,
+            "weight_decay": train.weight_decay,
+            "divergence_factor": train.divergence_factor,
+            "layer_lr_slope": train.layer_lr_slope,
+        },
         "eval_batch_size": config.eval.batch_size,
         "settings": asdict(settings),
     }

@@ -68,7 +68,9 @@ class StepMemory(TorchDispatchMode):
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             # What this model and optimizer held at the start, plus the allocator's peak above the start.
-            self.peak_bytes = self.resident_bytes + torch.cuda.max_memory_allocated(self.device) - self._allocated_before
+            self.peak_bytes = (
+                self.resident_bytes + torch.cuda.max_memory_allocated(self.device) - self._allocated_before
+            )
             self.parts["activations"] = self.peak_bytes - sum(v for k, v in self.parts.items() if k != "activations")
         self.live.clear()  # dropping the weak references also drops their callbacks
 

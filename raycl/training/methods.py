@@ -99,8 +99,12 @@ class PreparedMethod:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def build_optimizer(make: Callable[[list[dict[str, Any]]], torch.optim.Optimizer], groups: list[dict[str, Any]],
-                    per_layer: bool, grad_clip: float) -> Optimizer:
+def build_optimizer(
+    make: Callable[[list[dict[str, Any]]], torch.optim.Optimizer],
+    groups: list[dict[str, Any]],
+    per_layer: bool,
+    grad_clip: float,
+) -> Optimizer:
     """`make(groups)`, or with per-layer updates one `make` per parameter, each keeping its group's settings."""
     if not per_layer:
         return make(groups)
@@ -201,7 +205,10 @@ def _galore(model: nn.Module, method: GaLoreMethod, train: TrainConfig) -> Prepa
         # galore-torch annotates `params` as parameters only; like every torch optimizer it takes groups.
         optimizer = GaLoreAdamW(
             groups,  # pyright: ignore[reportArgumentType]
-            lr=train.lr, betas=ADAM_BETAS, weight_decay=train.weight_decay, no_deprecation_warning=True,
+            lr=train.lr,
+            betas=ADAM_BETAS,
+            weight_decay=train.weight_decay,
+            no_deprecation_warning=True,
         )
         return use_compact_projectors(optimizer)
 

@@ -143,7 +143,9 @@ def new_rows_at(blocks: torch.Tensor, rows: int, local_step: int, seed: int, sin
     return batch_at(blocks, rows, local_step, seed)
 
 
-def adaptation_steps(start_loss: float, curve: list[tuple[int, float]], end: tuple[int, float], share: float) -> int | None:
+def adaptation_steps(
+    start_loss: float, curve: list[tuple[int, float]], end: tuple[int, float], share: float
+) -> int | None:
     """Steps into a stage until its held-out loss first fell by `share` of the stage's whole drop.
 
     `curve` holds the stage's evaluations as (steps into the stage, loss), `end` its last step and final loss;
@@ -257,8 +259,14 @@ def stayed_above_uniform(progress: TrialProgress, loss: float, uniform_loss: flo
     return progress.steps_above_uniform >= steps
 
 
-def stop_if_diverged(progress: TrialProgress, loss: float, stage_index: int, config: TrialConfig, out_dir: Path | None,
-                     uniform_loss: float) -> None:
+def stop_if_diverged(
+    progress: TrialProgress,
+    loss: float,
+    stage_index: int,
+    config: TrialConfig,
+    out_dir: Path | None,
+    uniform_loss: float,
+) -> None:
     """Raise `TrialDiverged` if this step's `loss` diverged (`has_diverged`, or `stayed_above_uniform`), after writing
     its `Divergence` to `out_dir/result.json` (rank 0 passes `out_dir`); the trial's first loss is kept in
     `progress`."""

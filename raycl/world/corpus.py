@@ -136,8 +136,30 @@ STAGE_DOMAINS: tuple[str, ...] = tuple(name for name in _DOMAINS if name != "bas
 
 # Entity names are 2-3 of these syllables, capitalised.
 _SYLLABLES = (
-    "ba", "ko", "ri", "sa", "mel", "tu", "ven", "do", "li", "nar", "po", "ste",
-    "gu", "fen", "zo", "ra", "thi", "mo", "kal", "ne", "dor", "an", "dre", "vi",
+    "ba",
+    "ko",
+    "ri",
+    "sa",
+    "mel",
+    "tu",
+    "ven",
+    "do",
+    "li",
+    "nar",
+    "po",
+    "ste",
+    "gu",
+    "fen",
+    "zo",
+    "ra",
+    "thi",
+    "mo",
+    "kal",
+    "ne",
+    "dor",
+    "an",
+    "dre",
+    "vi",
 )
 _MAX_ENTITIES = 2000  # far below the ~14k names the syllables allow, so sampling stays fast
 
@@ -299,7 +321,9 @@ def _document(rng: random.Random, entity: str, pairs: _Pairs, orders: _Orders, k
     return " ".join(sentences)
 
 
-def _documents(rng: random.Random, entity: str, pairs: _Pairs, orders: _Orders, k: int, sizes: tuple[int, int]) -> list[str]:
+def _documents(
+    rng: random.Random, entity: str, pairs: _Pairs, orders: _Orders, k: int, sizes: tuple[int, int]
+) -> list[str]:
     """One round of documents: every fact once, shuffled, ``sizes`` (least, most) facts a document."""
     shuffled = rng.sample(pairs, len(pairs))
     documents = []

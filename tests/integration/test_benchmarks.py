@@ -51,16 +51,23 @@ def train_steps(model, blocks: torch.Tensor, steps: int, lr: float) -> float:
 
 def test_a_trial_logs_benchmarks_at_step_0_and_every_stage_end_and_acquisition_rises(tmp_path: Path) -> None:
     # Five questions per entity: 120 acquisition items per stage, enough to see a rise above noise.
-    config = TrialConfig.model_validate({
-        "world": {"num_stages": 2},
-        "train": {"steps_per_stage": 40, "lr": 1e-3},
-        "eval": {"benchmarks": {"questions_per_entity": 5}},
-    })
+    config = TrialConfig.model_validate(
+        {
+            "world": {"num_stages": 2},
+            "train": {"steps_per_stage": 40, "lr": 1e-3},
+            "eval": {"benchmarks": {"questions_per_entity": 5}},
+        }
+    )
     result = run_trial(config, tmp_path / "trial")
     rows = result.benchmarks
     assert len(rows) == 3  # step 0 and both stage ends
     for row in rows:
-        assert {"raycl_retention", "raycl_acquisition_astronomy", "raycl_acquisition_cuisine", "raycl_acquisition"} <= set(row)
+        assert {
+            "raycl_retention",
+            "raycl_acquisition_astronomy",
+            "raycl_acquisition_cuisine",
+            "raycl_acquisition",
+        } <= set(row)
     first, last = rows[0], rows[-1]
     for task in ("raycl_retention", "raycl_acquisition_astronomy", "raycl_acquisition_cuisine", "raycl_acquisition"):
         print(f"{task}: " + " -> ".join(f"{row[task]:.3f}" for row in rows))
@@ -69,7 +76,9 @@ def test_a_trial_logs_benchmarks_at_step_0_and_every_stage_end_and_acquisition_r
     assert last["raycl_acquisition"] >= first["raycl_acquisition"] + 0.05
     assert rows[1]["raycl_acquisition_astronomy"] >= first["raycl_acquisition_astronomy"] + 0.05
     scores = result.metrics()
-    assert scores["bench_raycl_acquisition_delta"] == pytest.approx(100 * (last["raycl_acquisition"] - first["raycl_acquisition"]))
+    assert scores["bench_raycl_acquisition_delta"] == pytest.approx(
+        100 * (last["raycl_acquisition"] - first["raycl_acquisition"])
+    )
     assert scores["bench_max_drop"] >= 0
     assert 0 < result.eval_time_fraction < 1
     # The stage checkpoints carry what `raycl eval` needs.
@@ -101,11 +110,32 @@ def test_checkpoint_scores_equal_those_of_the_lm_eval_command_line(tmp_path: Pat
 
     out = tmp_path / "lm_eval_out"
     done = subprocess.run(
-        [sys.executable, "-m", "lm_eval", "run", "--model", "hf",
-         "--model_args", f"pretrained={checkpoint / 'eval' / 'hf'}", "--include_path", str(checkpoint / "eval" / "tasks"),
-         "--tasks", ",".join(tasks), "--limit", "40", "--batch_size", "8", "--device", "cpu",
-         "--output_path", str(out)],
-        capture_output=True, text=True, timeout=600, env=os.environ | {"OMP_NUM_THREADS": "1"},
+        [
+            sys.executable,
+            "-m",
+            "lm_eval",
+            "run",
+            "--model",
+            "hf",
+            "--model_args",
+            f"pretrained={checkpoint / 'eval' / 'hf'}",
+            "--include_path",
+            str(checkpoint / "eval" / "tasks"),
+            "--tasks",
+            ",".join(tasks),
+            "--limit",
+            "40",
+            "--batch_size",
+            "8",
+            "--device",
+            "cpu",
+            "--output_path",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=os.environ | {"OMP_NUM_THREADS": "1"},
     )
     assert done.returncode == 0, done.stderr[-3000:]
     (results_file,) = out.rglob("results_*.json")

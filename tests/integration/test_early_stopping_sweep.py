@@ -57,7 +57,11 @@ def test_sweep_with_early_stopping_prunes_and_records_the_stopped_trials(tmp_pat
     # One Tune actor ran every trial, also those after a stopped one: its engine thread ended in the
     # stage-end report, so the actor's reset succeeded (a failed one ends the next trial in ERROR).
     tune_dir = outcome.out_dir / "ray" / "tune" / outcome.name
-    pids = {json.loads(line)["pid"] for trial in study.trials for line in (tune_dir / f"t{trial.number:04d}" / "result.json").open()}
+    pids = {
+        json.loads(line)["pid"]
+        for trial in study.trials
+        for line in (tune_dir / f"t{trial.number:04d}" / "result.json").open()
+    }
     assert len(pids) == 1 and pruned[0].number < len(study.trials) - 1
 
     # Each decision is the promotion rule applied to the rung values recorded on the study, in arrival order.
@@ -71,13 +75,17 @@ def test_sweep_with_early_stopping_prunes_and_records_the_stopped_trials(tmp_pat
     for trial in pruned:
         key = f"t{trial.number:04d}"
         record = trial.user_attrs[Tags.PRUNED]
-        assert record["stage"] == 1 and record["values"] == dict(zip(["learning", "forgetting"], trial.user_attrs[Tags.RUNG_VALUES]["1"]))
+        assert record["stage"] == 1 and record["values"] == dict(
+            zip(["learning", "forgetting"], trial.user_attrs[Tags.RUNG_VALUES]["1"])
+        )
         assert outcome.stopped[key] == 1
         # Stopped after its first stage: its engine never wrote a second stage checkpoint or a result.
         trial_dir = outcome.out_dir / "trials" / key
         assert not (trial_dir / "result.json").exists() and not (trial_dir / "sweep_result.json").exists()
-        child = client.search_runs([client.get_experiment_by_name(f"raycl-{outcome.name}").experiment_id],
-                                   filter_string=f"tags.`{Tags.TRIAL}` = '{key}'")[0]
+        child = client.search_runs(
+            [client.get_experiment_by_name(f"raycl-{outcome.name}").experiment_id],
+            filter_string=f"tags.`{Tags.TRIAL}` = '{key}'",
+        )[0]
         assert child.data.tags[Tags.PRUNED] == "1" and child.info.status == "FINISHED"
         assert f"{key} stopped early after stage 1" in printed
 

@@ -26,7 +26,10 @@ def middle_params(space) -> dict:
     """One trial of the space: each range's (geometric) middle, each categorical's first choice, conditions honoured."""
     params: dict = {}
     for name, parameter in space.parameters.items():
-        if not all(params.get(key) in (allowed if isinstance(allowed, list) else [allowed]) for key, allowed in parameter.when.items()):
+        if not all(
+            params.get(key) in (allowed if isinstance(allowed, list) else [allowed])
+            for key, allowed in parameter.when.items()
+        ):
             continue
         if parameter.type == "categorical":
             params[name] = parameter.choices[0]

@@ -31,10 +31,16 @@ pytestmark = pytest.mark.slow
 
 TOKEN = "hf_planted0123456789abcdefSECRET"
 # One short stage and no lm-eval benchmarks: these tests are about the sweep, not the model.
-FIXED = {"world": {"num_stages": 1}, "train": {"steps_per_stage": 10, "warmup_steps": 0}, "eval": {"benchmarks": {"tasks": []}}}
+FIXED = {
+    "world": {"num_stages": 1},
+    "train": {"steps_per_stage": 10, "warmup_steps": 0},
+    "eval": {"benchmarks": {"tasks": []}},
+}
 
 
-def write_space(tmp_path: Path, name: str, parameters: dict, trials: int, concurrency: int, seed: int = 0, **fixed) -> Path:
+def write_space(
+    tmp_path: Path, name: str, parameters: dict, trials: int, concurrency: int, seed: int = 0, **fixed
+) -> Path:
     space = {
         "objectives": {"learning": "maximize", "forgetting": "minimize"},
         "parameters": parameters,
@@ -60,9 +66,21 @@ def strict_json(path: Path) -> dict:
 
 def test_raycl_run_stops_a_diverging_trial_and_says_so(tmp_path: Path) -> None:
     config = tmp_path / "diverge.yaml"
-    config.write_text(yaml.safe_dump(FIXED | {"train": {"lr": 0.5, "grad_clip": 1.0e9, "steps_per_stage": 10, "warmup_steps": 0}, "ewc": {"weight": 1.0e12}}))
-    done = subprocess.run([sys.executable, "-m", "raycl.cli", "run", str(config), "--out", str(tmp_path / "out")],
-                          capture_output=True, text=True, timeout=600)
+    config.write_text(
+        yaml.safe_dump(
+            FIXED
+            | {
+                "train": {"lr": 0.5, "grad_clip": 1.0e9, "steps_per_stage": 10, "warmup_steps": 0},
+                "ewc": {"weight": 1.0e12},
+            }
+        )
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "raycl.cli", "run", str(config), "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 1, done.stdout + done.stderr
     assert "error: diverged at step 2 (stage 1)" in done.stdout and "train.divergence_factor" in done.stdout
     result = strict_json(tmp_path / "out" / "result.json")
@@ -79,7 +97,9 @@ def test_a_sweep_records_why_trials_failed_or_diverged_and_goes_on(tmp_path: Pat
         "ewc.weight": {"type": "categorical", "choices": [0.0, 1.0e12]},
     }
     # Seed 11 draws a diverging trial, a broken model and a healthy trial, in that order.
-    path = write_space(tmp_path, "faults", parameters, trials=3, concurrency=2, seed=11, train={"lr": 0.5, "grad_clip": 1.0e9})
+    path = write_space(
+        tmp_path, "faults", parameters, trials=3, concurrency=2, seed=11, train={"lr": 0.5, "grad_clip": 1.0e9}
+    )
     outcome = run_sweep(path, out_root=tmp_path / "runs", num_cpus=2)
 
     study = optuna.load_study(study_name="faults", storage=outcome.storage)
@@ -90,8 +110,12 @@ def test_a_sweep_records_why_trials_failed_or_diverged_and_goes_on(tmp_path: Pat
     assert sorted(kinds.values()) == ["broken", "diverged", "ok"]
     assert (outcome.completed, outcome.failed, outcome.unfinished) == (1, 2, 0)  # the sweep went on past both failures
     client = MlflowClient(tracking_uri=outcome.tracking_uri)
-    children = {run.data.tags[Tags.TRIAL]: run for run in client.search_runs(
-        [client.get_experiment_by_name("raycl-faults").experiment_id], "tags.`mlflow.parentRunId` != ''")}
+    children = {
+        run.data.tags[Tags.TRIAL]: run
+        for run in client.search_runs(
+            [client.get_experiment_by_name("raycl-faults").experiment_id], "tags.`mlflow.parentRunId` != ''"
+        )
+    }
     for trial in study.trials:
         key, kind = f"t{trial.number:04d}", kinds[trial.number]
         child = children[key]
@@ -144,7 +168,9 @@ class Driver:
         with self.log.open("w") as output:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "raycl.cli", "sweep", str(space), "--out-root", str(out_root), *args],
-                stdout=output, stderr=subprocess.STDOUT, env=env,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                env=env,
             )
 
     def wait_for(self, text: str, timeout: float = 300) -> None:
@@ -153,7 +179,9 @@ class Driver:
             if text in self.log.read_text():
                 return
             if self.process.poll() is not None:
-                pytest.fail(f"driver exited ({self.process.returncode}) before {text!r}:\n{self.log.read_text()[-3000:]}")
+                pytest.fail(
+                    f"driver exited ({self.process.returncode}) before {text!r}:\n{self.log.read_text()[-3000:]}"
+                )
             time.sleep(0.5)
         pytest.fail(f"no {text!r} within {timeout} s:\n{self.log.read_text()[-3000:]}")
 
@@ -167,7 +195,9 @@ class Driver:
 
 # The formats of Ray's and MLflow's log handlers: "2026-01-02 03:04:05,678\tWARNING x.py:1 -- ..." and
 # "2026/01/02 03:04:05 INFO mlflow...".
-LIBRARY_LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\s+[A-Z]+ |^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d [A-Z]+ mlflow")
+LIBRARY_LOG_LINE = re.compile(
+    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\s+[A-Z]+ |^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d [A-Z]+ mlflow"
+)
 
 
 def test_a_sweep_prints_its_own_lines_and_writes_rays_and_mlflows_to_its_log_file(tmp_path: Path) -> None:
@@ -175,7 +205,9 @@ def test_a_sweep_prints_its_own_lines_and_writes_rays_and_mlflows_to_its_log_fil
     out_root = tmp_path / "runs"
     done = subprocess.run(
         [sys.executable, "-m", "raycl.cli", "sweep", str(space), "--out-root", str(out_root)],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     terminal = done.stdout + done.stderr
@@ -252,6 +284,8 @@ def test_two_drivers_on_one_study_run_each_trial_once_and_stop_at_the_budget(tmp
     assert "t0000" in ran["a"]
     for root in ("a", "b"):
         client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / root / 'shared' / 'mlflow.db'}")
-        children = client.search_runs([client.get_experiment_by_name("raycl-shared").experiment_id], "tags.`mlflow.parentRunId` != ''")
+        children = client.search_runs(
+            [client.get_experiment_by_name("raycl-shared").experiment_id], "tags.`mlflow.parentRunId` != ''"
+        )
         assert sorted(run.data.tags[Tags.TRIAL] for run in children) == sorted(ran[root])
         assert {run.info.status for run in children} == {"FINISHED"}

@@ -20,8 +20,13 @@ KEYS = {"finding", "source", "setting", "metric", "effect", "ci_low", "ci_high",
 
 
 def run_quick(out: Path) -> str:
-    done = subprocess.run([sys.executable, str(ROOT / "bench" / "findings.py"), "--quick", "--out", str(out)],
-                          capture_output=True, text=True, timeout=1200, env=os.environ | {"PYTHONPATH": str(ROOT)})
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "findings.py"), "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        env=os.environ | {"PYTHONPATH": str(ROOT)},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 

@@ -15,12 +15,14 @@ pytestmark = [pytest.mark.gpu, pytest.mark.slow]
 
 @pytest.mark.parametrize("method", ["full", "lora", "galore"])
 def test_trial_trains_under_bf16_autocast_on_cuda(tmp_path: Path, method: str) -> None:
-    config = TrialConfig.model_validate({
-        "world": {"num_stages": 2},
-        "method": {"name": method},
-        "train": {"steps_per_stage": 20, "device": "cuda", "lr": 1e-3},
-        "replay": {"ratio": 0.25, "source": "self_generated", "loss": "kl"},
-    })
+    config = TrialConfig.model_validate(
+        {
+            "world": {"num_stages": 2},
+            "method": {"name": method},
+            "train": {"steps_per_stage": 20, "device": "cuda", "lr": 1e-3},
+            "replay": {"ratio": 0.25, "source": "self_generated", "loss": "kl"},
+        }
+    )
     result = run_trial(config, tmp_path / method)
     assert math.isfinite(result.learning) and result.learning > 0.1
     assert 0 < result.peak_memory_bytes < 2**30  # CUDA's own peak, not the process's RSS
@@ -28,12 +30,14 @@ def test_trial_trains_under_bf16_autocast_on_cuda(tmp_path: Path, method: str) -
 
 
 def test_per_layer_galore_reports_its_steps_memory_from_the_cuda_allocator(tmp_path: Path) -> None:
-    config = TrialConfig.model_validate({
-        "world": {"num_stages": 1},
-        "method": {"name": "galore", "per_layer_updates": True},
-        "train": {"steps_per_stage": 10, "device": "cuda"},
-        "eval": {"benchmarks": {"tasks": []}},
-    })
+    config = TrialConfig.model_validate(
+        {
+            "world": {"num_stages": 1},
+            "method": {"name": "galore", "per_layer_updates": True},
+            "train": {"steps_per_stage": 10, "device": "cuda"},
+            "eval": {"benchmarks": {"tasks": []}},
+        }
+    )
     result = run_trial(config, tmp_path)
     # The step's peak (this model's weights, state and allocations) within the process's peak since it was measured.
     assert 0 < result.train_peak_bytes <= result.peak_memory_bytes

@@ -9,8 +9,8 @@ import pytest
 import torch
 from transformers import LlamaForCausalLM
 
-from raycl.world.corpus import generate_world_text
 from raycl.models.ladder import PretrainRecipe, budget_dirname, ladder_rung_dir, pretrain_record
+from raycl.world.corpus import generate_world_text
 from raycl.world.tokenizer import train_tokenizer
 
 pytestmark = pytest.mark.slow

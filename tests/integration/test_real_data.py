@@ -122,7 +122,10 @@ def test_medquad_topical_streams() -> None:
     stages = split_by_field(examples, "stream")
     assert [(name, len(items)) for name, items in stages] == list(Counter(r["stream"] for r in rows).items())
     assert len(stages) > 1
-    assert examples[0].content == [{"role": "user", "content": rows[0]["question"]}, {"role": "assistant", "content": rows[0]["answer"]}]
+    assert examples[0].content == [
+        {"role": "user", "content": rows[0]["question"]},
+        {"role": "assistant", "content": rows[0]["answer"]},
+    ]
 
 
 def test_pretrain_files_as_replay_documents() -> None:
@@ -152,8 +155,12 @@ def test_pretrain_files_as_replay_documents() -> None:
 
 def test_the_example_trial_builds_its_stream(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(ROOT)  # the example's paths are relative to the repository root
-    config = StreamConfig.model_validate(yaml.safe_load((ROOT / "examples" / "conversations_trial.yaml").read_text())["stream"])
-    tokenizer = train_tokenizer([(DATA / "pretrain" / "c4_demo.jsonl").read_text()[:300_000]], 512, tmp_path / "tokenizer")
+    config = StreamConfig.model_validate(
+        yaml.safe_load((ROOT / "examples" / "conversations_trial.yaml").read_text())["stream"]
+    )
+    tokenizer = train_tokenizer(
+        [(DATA / "pretrain" / "c4_demo.jsonl").read_text()[:300_000]], 512, tmp_path / "tokenizer"
+    )
     stream = build_stream(config, tokenizer, 128)
     assert [stage.name for stage in stream.stages] == ["1_CancerGov_QA", "5_NIDDK_QA", "9_CDC_QA"]
     held = round(config.shape.examples_per_stage * config.shape.heldout_fraction)
@@ -175,11 +182,19 @@ def test_raycl_run_learns_from_real_conversations_with_pretraining_text_as_repla
     config["train"]["steps_per_stage"] = 8
     path = tmp_path / "trial.yaml"
     path.write_text(yaml.safe_dump(config))
-    done = subprocess.run([sys.executable, "-m", "raycl.cli", "run", str(path), "--out", str(tmp_path / "out")],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "raycl.cli", "run", str(path), "--out", str(tmp_path / "out")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     result = json.loads((tmp_path / "out" / "result.json").read_text())
     assert result["stage_names"] == ["1_CancerGov_QA", "5_NIDDK_QA", "9_CDC_QA"]
     assert result["learning"] > 0.15 and isinstance(result["forgetting"], float)
     assert result["config"]["replay"]["ratio"] == 0.25
-    assert "medquad_qa_subset.jsonl" in result["data_summary"] and f"{len(jsonl(MEDQUAD))} examples" in result["data_summary"]
+    assert (
+        "medquad_qa_subset.jsonl" in result["data_summary"]
+        and f"{len(jsonl(MEDQUAD))} examples" in result["data_summary"]
+    )

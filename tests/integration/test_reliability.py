@@ -22,8 +22,11 @@ from raycl.training.trial import run_trial
 pytestmark = pytest.mark.slow
 
 # One stage of two steps, a few held-out examples, no lm-eval: seconds per trial.
-TINY = {"world": {"num_stages": 1}, "train": {"steps_per_stage": 2, "warmup_steps": 0},
-        "eval": {"max_examples": 8, "benchmarks": {"tasks": []}}}
+TINY = {
+    "world": {"num_stages": 1},
+    "train": {"steps_per_stage": 2, "warmup_steps": 0},
+    "eval": {"max_examples": 8, "benchmarks": {"tasks": []}},
+}
 
 
 def raycl(*args: str) -> subprocess.CompletedProcess:
@@ -50,7 +53,8 @@ def test_a_model_driven_above_a_uniform_guess_is_recorded_as_diverged(tmp_path: 
     """lr 0.9 on the ladder: the loss climbs far above ln(512) = 6.24 but, with the first loss's multiple
     out of reach (as on a stream whose first loss is near 6), only the uniform-guess bound stops it."""
     config = TrialConfig.model_validate(TINY).with_overrides(
-        {"train.lr": 0.9, "train.steps_per_stage": 20, "train.divergence_factor": 100.0})
+        {"train.lr": 0.9, "train.steps_per_stage": 20, "train.divergence_factor": 100.0}
+    )
     with pytest.raises(TrialDiverged) as diverged:
         run_trial(config, tmp_path / "wrecked")
     record = json.loads((tmp_path / "wrecked" / "result.json").read_text())
@@ -86,8 +90,12 @@ def test_no_planted_credential_in_any_file_a_sweep_leaves(tmp_path: Path, monkey
         searched = [tmp_path / "runs", *ray_temp_dirs]
         files = [file for root in searched for file in root.rglob("*") if file.is_file()]
         assert any(file.name.startswith("runtime_env") for file in files)  # Ray's logs were there to search
-        leaks = [(str(file), name) for file in files for name, value in PLANTED.items()
-                 if value.encode() in file.read_bytes()]
+        leaks = [
+            (str(file), name)
+            for file in files
+            for name, value in PLANTED.items()
+            if value.encode() in file.read_bytes()
+        ]
         assert leaks == []
     finally:
         for directory in ray_temp_dirs:

@@ -39,8 +39,9 @@ def test_self_generated_replay_with_kl_halves_forgetting(tmp_path: Path) -> None
 
 
 def test_replayed_trial_resumes_to_the_same_metrics(tmp_path: Path) -> None:
-    config = FORGETFUL.with_overrides({"replay.ratio": 0.25, "replay.source": "self_generated",
-                                       "replay.regenerate_every": 15, "ewc.weight": 10.0})
+    config = FORGETFUL.with_overrides(
+        {"replay.ratio": 0.25, "replay.source": "self_generated", "replay.regenerate_every": 15, "ewc.weight": 10.0}
+    )
     whole = run_trial(config, tmp_path / "whole")
     # Simulate a crash after the first stage: keep only its checkpoint, then rerun.
     run_trial(config, tmp_path / "crashed")

@@ -35,7 +35,9 @@ from raycl.sweep.study import storage_for
 
 pytestmark = pytest.mark.slow
 
-DRIVER = "import sys; from raycl.sweep import run_sweep; run_sweep(sys.argv[1], address=sys.argv[2], out_root=sys.argv[3])"
+DRIVER = (
+    "import sys; from raycl.sweep import run_sweep; run_sweep(sys.argv[1], address=sys.argv[2], out_root=sys.argv[3])"
+)
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +77,9 @@ def mlflow_runs(outcome: SweepOutcome):
     return client, parents, children
 
 
-def assert_sweep_complete(outcome: SweepOutcome, trials: int, tmp_path: Path, stages: int = 2, steps_per_stage: int = 30) -> list:
+def assert_sweep_complete(
+    outcome: SweepOutcome, trials: int, tmp_path: Path, stages: int = 2, steps_per_stage: int = 30
+) -> list:
     """One parent, one child per trial, a Pareto set that the children's metrics reproduce, a full study."""
     study = optuna.load_study(study_name=outcome.name, storage=outcome.storage)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * trials
@@ -98,9 +102,15 @@ def assert_sweep_complete(outcome: SweepOutcome, trials: int, tmp_path: Path, st
 
     artifacts = {item.path for item in client.list_artifacts(parent.info.run_id, "pareto")}
     assert artifacts == {
-        "pareto/frontier.csv", "pareto/trials.csv", "pareto/frontier.png", "pareto/hypervolume.json", "pareto/hypervolume.png"
+        "pareto/frontier.csv",
+        "pareto/trials.csv",
+        "pareto/frontier.png",
+        "pareto/hypervolume.json",
+        "pareto/hypervolume.png",
     }
-    record = json.loads(Path(client.download_artifacts(parent.info.run_id, "pareto/hypervolume.json", str(tmp_path))).read_text())
+    record = json.loads(
+        Path(client.download_artifacts(parent.info.run_id, "pareto/hypervolume.json", str(tmp_path))).read_text()
+    )
     assert len(record["history"]) == trials and len(record["reference"]) == 2
     assert all(a <= b for a, b in itertools.pairwise(record["history"]))
     assert record["history"][-1] == pytest.approx(parent.data.metrics["hypervolume"])
@@ -112,7 +122,9 @@ def assert_sweep_complete(outcome: SweepOutcome, trials: int, tmp_path: Path, st
         expected_steps = [steps_per_stage * (stage + 1) for stage in range(stages)]
         assert [m.step for m in client.get_metric_history(run_id, "eval/new_loss")] == expected_steps
         assert child.data.params["train.lr"] and child.data.params["model.name"] == "raycl-tiny-s"
-        matrix = json.loads(Path(client.download_artifacts(run_id, "stage_matrix.json", str(tmp_path / run_id))).read_text())
+        matrix = json.loads(
+            Path(client.download_artifacts(run_id, "stage_matrix.json", str(tmp_path / run_id))).read_text()
+        )
         assert len(matrix["stage_matrix"]) == stages + 1  # before training, then after each stage
     return children
 
@@ -143,9 +155,22 @@ def test_report_of_the_smoke_sweep(smoke_sweep, tmp_path: Path) -> None:
     outcome, out_root = smoke_sweep
     reports = tmp_path / "reports"
     done = subprocess.run(
-        [sys.executable, "-m", "raycl.cli", "report", "smoke", "--out-root", str(out_root), "--reports-dir", str(reports),
-         "--bootstrap", "20"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "raycl.cli",
+            "report",
+            "smoke",
+            "--out-root",
+            str(out_root),
+            "--reports-dir",
+            str(reports),
+            "--bootstrap",
+            "20",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     directory = reports / "smoke"
@@ -172,7 +197,9 @@ def test_report_of_the_smoke_sweep(smoke_sweep, tmp_path: Path) -> None:
         assert fits["targets"][target]["laws"] == [] and fits["targets"][target]["model_sizes"] == [base_size]
         assert any("at least 2 needed" in note for note in fits["targets"][target]["notes"])
     logged = {item.path for item in client.list_artifacts(parent.info.run_id, "report")}
-    assert {f"report/{name}" for name in ("report.html", "report.md", "pareto.csv", "fits.json", "pareto.png")} <= logged
+    assert {
+        f"report/{name}" for name in ("report.html", "report.md", "pareto.csv", "fits.json", "pareto.png")
+    } <= logged
 
 
 def wait_for(predicate, driver: subprocess.Popen, log: Path, timeout: float) -> None:
@@ -240,7 +267,9 @@ def test_resume_after_the_driver_was_killed(cluster, tmp_path: Path, executor: s
 
     with log.open("w") as output:
         driver = subprocess.Popen(
-            [sys.executable, "-c", DRIVER, str(path), cluster.address, str(out_root)], stdout=output, stderr=subprocess.STDOUT
+            [sys.executable, "-c", DRIVER, str(path), cluster.address, str(out_root)],
+            stdout=output,
+            stderr=subprocess.STDOUT,
         )
     try:
         wait_for(one_finished_and_one_checkpointed, driver, log, timeout=300)
@@ -256,7 +285,8 @@ def test_resume_after_the_driver_was_killed(cluster, tmp_path: Path, executor: s
     # A trial can finish its whole Train run after the driver's last look: it is not run again.
     finished_unrecorded = {
         key: (sweep_dir / "trials" / key / "result.json").read_text()
-        for key in interrupted if (sweep_dir / "trials" / key / "sweep_result.json").exists()
+        for key in interrupted
+        if (sweep_dir / "trials" / key / "sweep_result.json").exists()
     }
     for key in interrupted:
         shutil.rmtree(sweep_dir / "trials" / key / "checkpoints", ignore_errors=True)
@@ -299,7 +329,11 @@ def test_seeds_run_each_configuration_in_turn_and_report_the_mean(cluster, tmp_p
         assert trial.user_attrs["replicates"] == [{n: run[n] for n in ("learning", "forgetting")} for run in runs]
         child = next(c for c in children if c.data.tags["raycl.trial_id"] == f"t{trial.number:04d}")
         assert child.data.metrics["forgetting"] == pytest.approx(trial.values[1])
-        logged = json.loads(Path(client.download_artifacts(child.info.run_id, "replicates.json", str(tmp_path / child.info.run_id))).read_text())
+        logged = json.loads(
+            Path(
+                client.download_artifacts(child.info.run_id, "replicates.json", str(tmp_path / child.info.run_id))
+            ).read_text()
+        )
         assert [run["forgetting"] for run in logged] == [run["forgetting"] for run in runs]
 
     sweep = load_sweep("seeds", tmp_path / "runs")

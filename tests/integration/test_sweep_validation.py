@@ -89,7 +89,11 @@ def test_cli_validate_checks_every_shipped_space_and_rejects_a_bad_one(tmp_path:
     runner = CliRunner()
     shipped = runner.invoke(app, ["validate"])
     assert shipped.exit_code == 0, shipped.output
-    assert {line.split("/")[-1] for line in shipped.output.splitlines()} >= {"smoke.yaml", "methods.yaml", "scaling_laws.yaml"}
+    assert {line.split("/")[-1] for line in shipped.output.splitlines()} >= {
+        "smoke.yaml",
+        "methods.yaml",
+        "scaling_laws.yaml",
+    }
     bad = malformed_space(tmp_path, "unknown_key")
     rejected = runner.invoke(app, ["validate", str(bad)])
     assert rejected.exit_code == 2
@@ -125,7 +129,10 @@ seed: 0
     ("edit", "expected"),
     [
         (lambda text: text, None),
-        (lambda text: text.replace("examples_per_stage: {", "examples_per_stag: {"), "parameters.stream.shape.examples_per_stag: not a trial config key"),
+        (
+            lambda text: text.replace("examples_per_stage: {", "examples_per_stag: {"),
+            "parameters.stream.shape.examples_per_stag: not a trial config key",
+        ),
         (lambda text: text.replace("stages: 2}", "stages: 2, stagez: 3}"), "fixed.stream.shape.stagez: unknown key"),
         (lambda text: text.replace("chats.jsonl", "missing.jsonl"), "stream.source: "),
     ],
@@ -157,8 +164,20 @@ def test_cli_sweep_with_an_unreachable_tracking_server_fails_fast_in_one_line(tm
     out_root = tmp_path / "runs"
     started = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-m", "raycl.cli", "sweep", "smoke", "--tracking-uri", "http://u:pw@127.0.0.1:9", "--out-root", str(out_root)],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "raycl.cli",
+            "sweep",
+            "smoke",
+            "--tracking-uri",
+            "http://u:pw@127.0.0.1:9",
+            "--out-root",
+            str(out_root),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     elapsed = time.perf_counter() - started
     output = done.stdout + done.stderr

@@ -18,11 +18,30 @@ REPORTS = Path(__file__).resolve().parents[2] / "reports"
 
 def test_predict_verify_runs_the_pick_and_a_search_and_compares(tmp_path: Path) -> None:
     output = tmp_path / "transfer.json"
-    result = CliRunner().invoke(app, [
-        "predict", "scaling_laws", "--model", "raycl-tiny-m", "--verify", "--search-trials", "2", "--bootstrap", "3",
-        "--set", "train.steps_per_stage=30", "--set", "model.pretrain_tokens_per_param=40",
-        "--out-root", str(tmp_path / "runs"), "--reports-dir", str(REPORTS), "--output", str(output),
-    ])
+    result = CliRunner().invoke(
+        app,
+        [
+            "predict",
+            "scaling_laws",
+            "--model",
+            "raycl-tiny-m",
+            "--verify",
+            "--search-trials",
+            "2",
+            "--bootstrap",
+            "3",
+            "--set",
+            "train.steps_per_stage=30",
+            "--set",
+            "model.pretrain_tokens_per_param=40",
+            "--out-root",
+            str(tmp_path / "runs"),
+            "--reports-dir",
+            str(REPORTS),
+            "--output",
+            str(output),
+        ],
+    )
     assert result.exit_code == 0, result.output
     record = json.loads(output.read_text())
     # Fitted on the two smaller rungs only, from the report's table (no store under this out-root).

@@ -38,14 +38,27 @@ def test_default_run_learns_and_writes_its_result(tmp_path: Path) -> None:
     done = raycl("run", "--out", str(tmp_path / "trial"))
     assert done.returncode == 0, done.stderr
     result = json.loads((tmp_path / "trial" / "result.json").read_text())
-    for key in ("learning", "forgetting", "stage_matrix", "bwt", "fwt", "tokens_per_s", "peak_memory_bytes",
-                "optimizer_state_bytes", "eval_time_fraction", "config"):
+    for key in (
+        "learning",
+        "forgetting",
+        "stage_matrix",
+        "bwt",
+        "fwt",
+        "tokens_per_s",
+        "peak_memory_bytes",
+        "optimizer_state_bytes",
+        "eval_time_fraction",
+        "config",
+    ):
         assert key in result
     assert result["learning"] >= 0.15
     assert len(result["stage_matrix"]) == 4 and all(len(row) == 3 for row in result["stage_matrix"])
     assert result["config"] == TrialConfig().model_dump(mode="json")
     assert sorted(p.name for p in (tmp_path / "trial" / "checkpoints").iterdir()) == [
-        "stage_000", "stage_001", "stage_002"]
+        "stage_000",
+        "stage_001",
+        "stage_002",
+    ]
     assert "learning" in done.stdout and "forgetting" in done.stdout
 
 
@@ -71,8 +84,11 @@ def test_killed_trial_resumes_from_its_stage_checkpoint_with_the_same_metrics(tm
     config = tmp_path / "trial.yaml"
     config.write_text(yaml.safe_dump({**SMALL, "method": {"name": "galore", "galore_update_proj_gap": 10}}))
     killed = tmp_path / "killed"
-    process = subprocess.Popen([sys.executable, "-m", "raycl.cli", "run", str(config), "--out", str(killed)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "raycl.cli", "run", str(config), "--out", str(killed)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 300
     while not (killed / "checkpoints" / "stage_000").exists():
         assert process.poll() is None and time.monotonic() < deadline, "trial ended before its first checkpoint"
@@ -107,9 +123,14 @@ def test_a_local_model_directory_loads_by_path(tmp_path: Path) -> None:
     model, tokenizer = load_base_model(ModelConfig(), world)
     model.save_pretrained(tmp_path / "mine")
     tokenizer.save_pretrained(tmp_path / "mine")
-    result = run_trial(small_config(**{"model.name": str(tmp_path / "mine"), "train.steps_per_stage": 2, "train.warmup_steps": 0}), tmp_path / "t")
+    result = run_trial(
+        small_config(**{"model.name": str(tmp_path / "mine"), "train.steps_per_stage": 2, "train.warmup_steps": 0}),
+        tmp_path / "t",
+    )
     assert result.num_params == sum(p.numel() for p in model.parameters())
-    assert result.stage_matrix[0] == pytest.approx(run_trial(small_config(**{"train.steps_per_stage": 2, "train.warmup_steps": 0}), tmp_path / "u").stage_matrix[0])
+    assert result.stage_matrix[0] == pytest.approx(
+        run_trial(small_config(**{"train.steps_per_stage": 2, "train.warmup_steps": 0}), tmp_path / "u").stage_matrix[0]
+    )
 
 
 def test_lora_trial_reports_the_base_models_size_not_its_adapters(tmp_path: Path) -> None:

@@ -43,7 +43,9 @@ def make_sweep_stores(sweep_dir: Path) -> str:
     client.log_metric(child.info.run_id, "learning", 0.5)
     for finished in (child, run):
         client.set_terminated(finished.info.run_id)
-    study = optuna.create_study(storage=f"sqlite:///{sweep_dir / 'optuna.db'}", study_name="tiny", directions=["maximize", "minimize"])
+    study = optuna.create_study(
+        storage=f"sqlite:///{sweep_dir / 'optuna.db'}", study_name="tiny", directions=["maximize", "minimize"]
+    )
     study.optimize(lambda trial: (trial.suggest_float("lr", 1e-4, 1e-2, log=True), 0.1), n_trials=2)
     return run.info.run_id
 
@@ -58,29 +60,51 @@ def get(url: str, data: dict | None = None) -> tuple[int, str]:
 def test_a_folder_without_stores_is_refused_in_one_line(tmp_path: Path) -> None:
     ports = ["--mlflow-port", str(free_port()), "--optuna-port", str(free_port())]
     result = CliRunner().invoke(app, ["ui", "nothing", "--out-root", str(tmp_path), *ports])
-    assert result.exit_code == 2 and result.output.strip() == f"error: {tmp_path / 'nothing'}: no mlflow.db or optuna.db here: not a local sweep's folder"
+    assert (
+        result.exit_code == 2
+        and result.output.strip()
+        == f"error: {tmp_path / 'nothing'}: no mlflow.db or optuna.db here: not a local sweep's folder"
+    )
 
 
 def test_raycl_ui_serves_both_pages_and_stops_both_servers(tmp_path: Path) -> None:
     parent = make_sweep_stores(tmp_path / "tiny")
     mlflow_port, optuna_port = free_port(), free_port()
-    command = [sys.executable, "-m", "raycl.cli", "ui", "tiny", "--out-root", str(tmp_path),
-               "--mlflow-port", str(mlflow_port), "--optuna-port", str(optuna_port)]
-    ui = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ | {"PYTHONUNBUFFERED": "1"})
+    command = [
+        sys.executable,
+        "-m",
+        "raycl.cli",
+        "ui",
+        "tiny",
+        "--out-root",
+        str(tmp_path),
+        "--mlflow-port",
+        str(mlflow_port),
+        "--optuna-port",
+        str(optuna_port),
+    ]
+    ui = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ | {"PYTHONUNBUFFERED": "1"}
+    )
     try:
         lines = [ui.stdout.readline().strip()]
-        assert lines[0] == f"starting MLflow UI on 127.0.0.1 port {mlflow_port}, Optuna dashboard on 127.0.0.1 port {optuna_port}"
+        assert (
+            lines[0]
+            == f"starting MLflow UI on 127.0.0.1 port {mlflow_port}, Optuna dashboard on 127.0.0.1 port {optuna_port}"
+        )
         deadline = time.monotonic() + 240
         while len(lines) < 6 and time.monotonic() < deadline:  # as each server answers: its line, then its links
             lines.append(ui.stdout.readline().strip())
         mlflow_url, optuna_url = f"http://127.0.0.1:{mlflow_port}/", f"http://127.0.0.1:{optuna_port}/"
-        assert sorted(lines[1:]) == sorted([
-            f"MLflow UI: {mlflow_url}  (Ctrl-C stops)",
-            f"experiment: {mlflow_url}#/experiments/1/runs?viewStateShareKey=raycl-trials&compareRunsMode=TABLE",
-            f"parent run: {mlflow_url}#/experiments/1/runs/{parent}",
-            f"Optuna dashboard: {optuna_url}  (Ctrl-C stops)",
-            f"study: {optuna_url}dashboard/studies/1",
-        ]), lines
+        assert sorted(lines[1:]) == sorted(
+            [
+                f"MLflow UI: {mlflow_url}  (Ctrl-C stops)",
+                f"experiment: {mlflow_url}#/experiments/1/runs?viewStateShareKey=raycl-trials&compareRunsMode=TABLE",
+                f"parent run: {mlflow_url}#/experiments/1/runs/{parent}",
+                f"Optuna dashboard: {optuna_url}  (Ctrl-C stops)",
+                f"study: {optuna_url}dashboard/studies/1",
+            ]
+        ), lines
         # The experiment opens as model development (not GenAI), on a view of its trials with the objectives as columns.
         _, found = get(f"{mlflow_url}api/2.0/mlflow/experiments/get-by-name?experiment_name=raycl-tiny")
         tags = {tag["key"]: tag["value"] for tag in json.loads(found)["experiment"]["tags"]}

@@ -29,7 +29,10 @@ def test_yaml_sections_are_read(tmp_path: Path) -> None:
         ("method:\n  name: adapter\n", "trial.yaml: method.name: 'adapter' is not one of 'full', 'lora', 'galore'"),
         ("method:\n  name: galore\n  lora_rank: 4\n", "trial.yaml: method.lora_rank: not used by a galore method"),
         ("train:\n  lr: 0.1\n  lr: 0.2\n", "trial.yaml: line 3: key 'lr' is given twice"),
-        ("model:\n  pretrain_tokens_per_param: 7\n", "trial.yaml: model.pretrain_tokens_per_param: the ladder is pretrained to 5, 10, 20, 40"),
+        (
+            "model:\n  pretrain_tokens_per_param: 7\n",
+            "trial.yaml: model.pretrain_tokens_per_param: the ladder is pretrained to 5, 10, 20, 40",
+        ),
         ("world:\n  num_stages: 9\n", "trial.yaml: world.num_stages: Input should be less than or equal to 5"),
         ("train:\n  warmup_steps: 500\n", "trial.yaml: train.warmup_steps: longer than the whole stream"),
         ("- just\n- a list\n", "trial.yaml: the top level must be a mapping"),
@@ -64,7 +67,11 @@ def test_overrides_by_dotted_key() -> None:
 
 
 def test_switching_method_by_override_leaves_no_other_methods_defaults() -> None:
-    lora = TrialConfig().with_overrides({"method.name": "galore"}).with_overrides({"method.name": "lora", "method.lora_rank": 2})
+    lora = (
+        TrialConfig()
+        .with_overrides({"method.name": "galore"})
+        .with_overrides({"method.name": "lora", "method.lora_rank": 2})
+    )
     assert (lora.method.name, lora.method.lora_rank) == ("lora", 2)
     assert "galore_rank" not in lora.method.model_dump()
     # A key set for one method is an error under another, not silently ignored.

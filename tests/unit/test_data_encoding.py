@@ -89,7 +89,11 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 def topics_file(tmp_path: Path) -> Path:
     rows = [
-        {"question": f"What is fact {i} of {topic}?", "answer": f"Fact {i} of {topic} is that owls hunt.", "topic": topic}
+        {
+            "question": f"What is fact {i} of {topic}?",
+            "answer": f"Fact {i} of {topic} is that owls hunt.",
+            "topic": topic,
+        }
         for topic in ("owls", "bats", "moths")
         for i in range(10)
     ]
@@ -129,7 +133,10 @@ def test_stream_of_rolling_windows_has_exact_sizes(tokenizer, tmp_path: Path) ->
     documents = [f"Owls hunt at night number {i}. " * 3 for i in range(40)]
     write_jsonl(tmp_path / "docs.jsonl", [{"text": document} for document in documents])
     config = StreamConfig.model_validate(
-        {"source": {"path": str(tmp_path / "docs.jsonl")}, "shape": {"by": "window", "window": 160, "step": 96, "heldout_fraction": 0.25}}
+        {
+            "source": {"path": str(tmp_path / "docs.jsonl")},
+            "shape": {"by": "window", "window": 160, "step": 96, "heldout_fraction": 0.25},
+        }
     )
     stream = build_stream(config, tokenizer, 32, retention=[[1, 2]], replay_pool=torch.zeros(1, 32, dtype=torch.long))
     flat = [token for document in documents for token in encode_document(tokenizer, document)]

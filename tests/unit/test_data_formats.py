@@ -61,7 +61,9 @@ def test_oasst_best_ranked_threads() -> None:
         [user("Tell me a joke."), assistant("Why did the chicken cross the road?")],
     ]
     assert examples[1].meta["message_tree_id"] == "t2" and examples[1].number == 7
-    assert summary.skipped == {"parent missing or skipped": 1} and summary.skipped_at["parent missing or skipped"] == [9]
+    assert summary.skipped == {"parent missing or skipped": 1} and summary.skipped_at["parent missing or skipped"] == [
+        9
+    ]
     assert summary.dropped_turns == {"not on the best-ranked path": 2}
 
 
@@ -75,7 +77,13 @@ def test_oasst_all_paths() -> None:
     ("name", "first"),
     [
         ("alpaca.jsonl", [user("Give three tips for staying healthy."), assistant("Eat well, sleep, move.")]),
-        ("dolly.jsonl", [user("When was the telescope invented?\n\nThe first telescopes appeared in the Netherlands in 1608."), assistant("In 1608.")]),
+        (
+            "dolly.jsonl",
+            [
+                user("When was the telescope invented?\n\nThe first telescopes appeared in the Netherlands in 1608."),
+                assistant("In 1608."),
+            ],
+        ),
         ("prompt_response.jsonl", [user("Say hi."), assistant("Hi!")]),
     ],
 )
@@ -142,7 +150,9 @@ def test_a_broken_line_over_the_threshold_fails_in_one_line() -> None:
 def test_a_json_array_with_a_syntax_error_names_its_line(tmp_path: Path) -> None:
     path = tmp_path / "chats.json"
     path.write_text('[\n {"conversations": []},\n {"conversations": [}\n]\n')
-    with pytest.raises(DataError, match=r"chats.json: line 3: unparseable JSON \(Expecting value\); the whole array is unreadable"):
+    with pytest.raises(
+        DataError, match=r"chats.json: line 3: unparseable JSON \(Expecting value\); the whole array is unreadable"
+    ):
         load_examples(DataSourceConfig(path=str(path)))
 
 
@@ -165,12 +175,19 @@ def test_every_kind_of_bad_row_is_counted_by_reason() -> None:
 
 def test_required_fields_make_rows_without_them_malformed_and_no_usable_row_fails_at_once() -> None:
     # max_bad_fraction 1.0 tolerates any share of bad rows, but not a load that kept none.
-    with pytest.raises(DataError, match=r"dolly.jsonl: line 1: missing field 'year'; no usable rows \(2 of 2 malformed\)$"):
-        load_examples(DataSourceConfig(path=str(FIXTURES / "dolly.jsonl"), max_bad_fraction=1.0), required_fields=("year",))
+    with pytest.raises(
+        DataError, match=r"dolly.jsonl: line 1: missing field 'year'; no usable rows \(2 of 2 malformed\)$"
+    ):
+        load_examples(
+            DataSourceConfig(path=str(FIXTURES / "dolly.jsonl"), max_bad_fraction=1.0), required_fields=("year",)
+        )
 
 
 def test_clean_conversation_rules() -> None:
-    assert clean_conversation([("human", "a"), ("gpt", "b"), ("human", "c")]) == ([user("a"), assistant("b"), user("c")], 0)
+    assert clean_conversation([("human", "a"), ("gpt", "b"), ("human", "c")]) == (
+        [user("a"), assistant("b"), user("c")],
+        0,
+    )
     assert clean_conversation([("system", "s"), ("gpt", "x"), ("human", "a"), ("gpt", "b")])[1] == 1
     for turns, reason in [
         ([("human", "a"), ("system", "s"), ("gpt", "b")], "wrong role sequence"),
@@ -196,7 +213,9 @@ def test_text_files_become_documents_without_losing_a_character(tmp_path: Path) 
 def test_replay_documents_are_cut_per_file(tmp_path: Path) -> None:
     (tmp_path / "a.jsonl").write_text("".join(json.dumps({"body": f"a{i}"}) + "\n" for i in range(5)))
     (tmp_path / "b.jsonl").write_text("".join(json.dumps({"body": f"b{i}"}) + "\n" for i in range(5)))
-    config = ReplayCorpusConfig(paths=(str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")), text_field="body", max_documents=2)
+    config = ReplayCorpusConfig(
+        paths=(str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")), text_field="body", max_documents=2
+    )
     assert load_replay_documents(config) == ["a0", "a1", "b0", "b1"]
 
 
@@ -242,11 +261,27 @@ def write_gzip(path: Path, rows: list) -> Path:
 def two_speaker_chats(tmp_path: Path) -> Path:
     """Human-human conversations whose roles are the speakers' names, gzipped JSON lines."""
     chats = [
-        {"dialog_id": 1, "conversation": [{"role": "Alice", "content": "Hi Bob."}, {"role": "Bob", "content": "Hi Alice."},
-                                          {"role": "Alice", "content": "Lunch?"}, {"role": "Bob", "content": "Sure."}]},
-        {"dialog_id": 2, "conversation": [{"role": "Bob", "content": "Seen Carol?"}, {"role": "Alice", "content": "Not today."},
-                                          {"role": "Bob", "content": "Pity."}]},
-        {"dialog_id": 3, "conversation": [{"role": "Alice", "content": "Rain again."}, {"role": "Bob", "content": "As ever."}]},
+        {
+            "dialog_id": 1,
+            "conversation": [
+                {"role": "Alice", "content": "Hi Bob."},
+                {"role": "Bob", "content": "Hi Alice."},
+                {"role": "Alice", "content": "Lunch?"},
+                {"role": "Bob", "content": "Sure."},
+            ],
+        },
+        {
+            "dialog_id": 2,
+            "conversation": [
+                {"role": "Bob", "content": "Seen Carol?"},
+                {"role": "Alice", "content": "Not today."},
+                {"role": "Bob", "content": "Pity."},
+            ],
+        },
+        {
+            "dialog_id": 3,
+            "conversation": [{"role": "Alice", "content": "Rain again."}, {"role": "Bob", "content": "As ever."}],
+        },
     ]
     return write_gzip(tmp_path / "dialogs.jsonl.gz", chats)
 
@@ -283,7 +318,10 @@ def test_speaker_names_without_roles_fail_at_once_naming_file_line_and_role(tmp_
 def test_preference_transcripts_are_detected_through_fields(tmp_path: Path) -> None:
     # Anthropic HH-RLHF style: the transcript to train on is `chosen`, in a gzipped JSON array.
     rows = [
-        {"chosen": "\n\nHuman: Is tea hot?\n\nAssistant: Usually.", "rejected": "\n\nHuman: Is tea hot?\n\nAssistant: No."},
+        {
+            "chosen": "\n\nHuman: Is tea hot?\n\nAssistant: Usually.",
+            "rejected": "\n\nHuman: Is tea hot?\n\nAssistant: No.",
+        },
         {"chosen": "\n\nHuman: Hi\n\nAssistant: Hello!", "rejected": "\n\nHuman: Hi\n\nAssistant: Go away."},
     ]
     path = tmp_path / "hh.json.gz"
@@ -298,14 +336,24 @@ def test_preference_transcripts_are_detected_through_fields(tmp_path: Path) -> N
 
 
 def test_prompts_that_already_hold_a_template_are_counted_and_warned_about_once(tmp_path: Path, caplog) -> None:
-    alpaca = "Below is an instruction that describes a task. Write a " "response.\n\n### Instruction:\nAdd 2 and 2.\n\n### Response:"
-    rows = [{"prompt": alpaca, "response": "4"}, {"prompt": "Add 3 and 3.", "response": "6"}, {"prompt": "[INST] Hi [/INST]", "response": "Hello"}]
+    alpaca = (
+        "Below is an instruction that describes a task. Write a "
+        "response.\n\n### Instruction:\nAdd 2 and 2.\n\n### Response:"
+    )
+    rows = [
+        {"prompt": alpaca, "response": "4"},
+        {"prompt": "Add 3 and 3.", "response": "6"},
+        {"prompt": "[INST] Hi [/INST]", "response": "Hello"},
+    ]
     path = tmp_path / "templated.jsonl"
     path.write_text("\n".join(map(json.dumps, rows)) + "\n")
     with caplog.at_level(logging.WARNING, logger="raycl.data.sources"):
         _, summary = load_examples(DataSourceConfig(path=str(path)))
     assert summary.templated == [1, 3]
     warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
-    assert len(warnings) == 1 and "2 of 3 examples already hold a prompt template in a user turn (first: line 1)" in warnings[0]
+    assert (
+        len(warnings) == 1
+        and "2 of 3 examples already hold a prompt template in a user turn (first: line 1)" in warnings[0]
+    )
     _, plain = load("alpaca.jsonl")
     assert plain.templated == []

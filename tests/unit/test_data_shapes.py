@@ -58,7 +58,11 @@ def test_by_time_sorts_dates_of_any_spelling_then_splits() -> None:
     ]
     stages = split_by_time(examples(date=dates), "date", 3)
     assert [[e.number for e in items] for _, items in stages] == [[4, 2], [3, 5], [1, 6]]
-    assert [name for name, _ in stages] == ["2023-01-01..2023-01-05", "2023-02-01..2023-02-15", "2023-03-01..2023-03-02"]
+    assert [name for name, _ in stages] == [
+        "2023-01-01..2023-01-05",
+        "2023-02-01..2023-02-15",
+        "2023-03-01..2023-03-02",
+    ]
     with pytest.raises(DataError, match="row 2: date: "):
         split_by_time(examples(date=["2023-01-01", "last tuesday"]), "date", 1)
 
@@ -67,7 +71,12 @@ def test_split_stages_applies_the_limits() -> None:
     items = examples(topic=["a"] * 5 + ["b"] * 5 + ["c"] * 5)
     shape = StreamShapeConfig(by="field", field="topic", max_stages=2, examples_per_stage=3)
     assert names_and_sizes(split_stages(items, shape)) == [("a", 3), ("b", 3)]
-    assert names_and_sizes(split_stages(items, StreamShapeConfig(stages=4))) == [("part1", 4), ("part2", 4), ("part3", 4), ("part4", 3)]
+    assert names_and_sizes(split_stages(items, StreamShapeConfig(stages=4))) == [
+        ("part1", 4),
+        ("part2", 4),
+        ("part3", 4),
+        ("part4", 3),
+    ]
 
 
 def test_holdout_is_seeded_disjoint_and_keyed() -> None:

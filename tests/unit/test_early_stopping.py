@@ -94,7 +94,15 @@ def _trial(key_number: int, num_stages: int = 3) -> SimpleNamespace:
 
 def _stage(stage: int, learning: float, forgetting: float) -> dict:
     """A stage end's report, as Tune receives it."""
-    record = EvalRecord(stage=stage, step=10 * stage, new_loss=4.0, base_loss=1.0, full_eval=True, learning=learning, forgetting=forgetting)
+    record = EvalRecord(
+        stage=stage,
+        step=10 * stage,
+        new_loss=4.0,
+        base_loss=1.0,
+        full_eval=True,
+        learning=learning,
+        forgetting=forgetting,
+    )
     return record.to_report()
 
 
@@ -114,7 +122,9 @@ def test_scheduler_stops_at_stage_ends_only_and_records_why() -> None:
 
 
 def test_scheduler_with_a_grace_period_stops_nothing_before_its_first_rung() -> None:
-    scheduler = StageHalving({"learning": "maximize", "forgetting": "minimize"}, EarlyStopping(rungs="stages", reduction=3, first_rung=2))
+    scheduler = StageHalving(
+        {"learning": "maximize", "forgetting": "minimize"}, EarlyStopping(rungs="stages", reduction=3, first_rung=2)
+    )
     assert scheduler.on_trial_result(None, _trial(0, 4), _stage(1, 0.9, 0.0)) == "CONTINUE"
     assert scheduler.on_trial_result(None, _trial(1, 4), _stage(1, 0.1, 0.9)) == "CONTINUE"
     assert scheduler.on_trial_result(None, _trial(0, 4), _stage(2, 0.9, 0.0)) == "CONTINUE"
@@ -157,20 +167,40 @@ def test_space_early_stopping_key_validates_and_leaves_the_fingerprint_alone(tmp
     assert isinstance(StageHalving.of(space), StageHalving)
 
 
-@pytest.mark.parametrize(("extra", "message"), [
-    ({"early_stopping": {"reduction": 1}}, "early_stopping.reduction"),
-    ({"early_stopping": {"rungs": "steps"}}, "early_stopping.rungs"),
-    ({"early_stopping": {"rungs": "stages", "first_rung": 3}}, "early_stopping.first_rung: 3 leaves no rung before the last of 3 stages"),
-    ({"early_stopping": {"rungs": [1, 3]}}, "early_stopping.rungs: stage end 3 is not before the last of 3 stages"),
-    ({"early_stopping": {"rungs": [2, 1]}}, r"early_stopping.rungs: \[2, 1\] must list stage ends in increasing order"),
-    ({"early_stopping": {"rungs": [0]}}, "early_stopping.rungs"),
-    ({"early_stopping": {"first_rung": 2}}, "early_stopping.first_rung: only with rungs: stages"),
-    ({"early_stopping": {}, "objectives": {"learning": "maximize", "forgetting_fraction": "minimize"}},
-     "objective forgetting_fraction is not reported at stage ends"),
-    ({"early_stopping": {}, "budget": {"trials": 3, "seeds": 2}}, "early_stopping: ranks one run per trial at each stage end; budget.seeds is 2"),
-    ({"early_stopping": {}, "budget": {"trials": 3, "executor": "train"}}, "early_stopping: needs the tune executor"),
-    ({"early_stopping": {}, "budget": {"trials": 3, "workers_per_trial": 2}}, "early_stopping: needs the tune executor"),
-])
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"early_stopping": {"reduction": 1}}, "early_stopping.reduction"),
+        ({"early_stopping": {"rungs": "steps"}}, "early_stopping.rungs"),
+        (
+            {"early_stopping": {"rungs": "stages", "first_rung": 3}},
+            "early_stopping.first_rung: 3 leaves no rung before the last of 3 stages",
+        ),
+        ({"early_stopping": {"rungs": [1, 3]}}, "early_stopping.rungs: stage end 3 is not before the last of 3 stages"),
+        (
+            {"early_stopping": {"rungs": [2, 1]}},
+            r"early_stopping.rungs: \[2, 1\] must list stage ends in increasing order",
+        ),
+        ({"early_stopping": {"rungs": [0]}}, "early_stopping.rungs"),
+        ({"early_stopping": {"first_rung": 2}}, "early_stopping.first_rung: only with rungs: stages"),
+        (
+            {"early_stopping": {}, "objectives": {"learning": "maximize", "forgetting_fraction": "minimize"}},
+            "objective forgetting_fraction is not reported at stage ends",
+        ),
+        (
+            {"early_stopping": {}, "budget": {"trials": 3, "seeds": 2}},
+            "early_stopping: ranks one run per trial at each stage end; budget.seeds is 2",
+        ),
+        (
+            {"early_stopping": {}, "budget": {"trials": 3, "executor": "train"}},
+            "early_stopping: needs the tune executor",
+        ),
+        (
+            {"early_stopping": {}, "budget": {"trials": 3, "workers_per_trial": 2}},
+            "early_stopping: needs the tune executor",
+        ),
+    ],
+)
 def test_space_early_stopping_errors_name_the_key(tmp_path: Path, extra: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_space(_space_file(tmp_path, **extra))

@@ -58,7 +58,12 @@ def test_result_json_is_strict_json_with_null_for_non_finite_numbers(tmp_path: P
     def no_constants(name: str) -> None:
         raise AssertionError(f"non-standard JSON constant {name}")
 
-    assert json.loads(path.read_text(), parse_constant=no_constants) == {"loss": None, "matrix": [[1.0, None]], "nested": {"x": None}, "ok": 2.5}
+    assert json.loads(path.read_text(), parse_constant=no_constants) == {
+        "loss": None,
+        "matrix": [[1.0, None]],
+        "nested": {"x": None},
+        "ok": 2.5,
+    }
 
 
 def test_the_reason_is_unwrapped_from_ray_and_ray_train_errors() -> None:
@@ -70,7 +75,9 @@ def test_the_reason_is_unwrapped_from_ray_and_ray_train_errors() -> None:
     assert failure.diverged_step is None and failure.traceback.startswith("Failure # 1")
 
     diverged = RayTaskError("sweep_trial", "Traceback ...", TrialDiverged(divergence(None))).as_instanceof_cause()
-    assert TrialFailure.of(diverged, "") == TrialFailure("diverged at step 12 (stage 2): the loss is not finite", "", 12)
+    assert TrialFailure.of(diverged, "") == TrialFailure(
+        "diverged at step 12 (stage 2): the loss is not finite", "", 12
+    )
     # No pickled error (Tune could not pickle it): the last line of Tune's text.
     assert TrialFailure.of(None, "Traceback ...\n  File x\nKeyError: 'lr'\n").reason == "KeyError: 'lr'"
 

@@ -43,7 +43,9 @@ def test_busy_time_counts_overlapping_trials_once_and_skips_gaps() -> None:
 
 def test_the_cache_finds_a_trial_recorded_under_an_older_config_key(tmp_path: Path) -> None:
     overrides = {"model.name": "raycl-tiny-s", "train.seed": 1}
-    stale = json.dumps({"model": {"name": "raycl-tiny-s"}}, sort_keys=True)  # a key written when TrialConfig had fewer fields
+    stale = json.dumps(
+        {"model": {"name": "raycl-tiny-s"}}, sort_keys=True
+    )  # a key written when TrialConfig had fewer fields
     cache = tmp_path / "trials.jsonl"
     cache.write_text(json.dumps({"key": stale, "overrides": overrides, "learning": 0.5}) + "\n")
     assert load_cache(cache)[key(overrides)]["learning"] == 0.5

@@ -20,9 +20,7 @@ TRUE_INJECTION = {"A": 2.0, "a": 0.3, "b": 0.4, "B": 3.0}
 
 def injection_grid(replicates: int = 1) -> dict[str, np.ndarray]:
     """5 model sizes x 4 new-data sizes x 4 replay ratios, each run ``replicates`` times."""
-    n, d, r = np.meshgrid(
-        np.geomspace(1e5, 1e8, 5), [1e6, 1e7, 1e8, 1e9], [0.0, 0.1, 0.25, 0.5], indexing="ij"
-    )
+    n, d, r = np.meshgrid(np.geomspace(1e5, 1e8, 5), [1e6, 1e7, 1e8, 1e9], [0.0, 0.1, 0.25, 0.5], indexing="ij")
     return {k: np.tile(v.ravel(), replicates) for k, v in {"N": n, "D": d, "r": r}.items()}
 
 
@@ -39,9 +37,7 @@ def injection_fit() -> FitResult:
 
 
 @pytest.mark.parametrize("name", ["a", "b", "B"])
-def test_data_injection_recovers_exponents_and_replay_scale(
-    injection_fit: FitResult, name: str
-) -> None:
+def test_data_injection_recovers_exponents_and_replay_scale(injection_fit: FitResult, name: str) -> None:
     assert injection_fit.params[name] == pytest.approx(TRUE_INJECTION[name], rel=0.05)
 
 
@@ -54,9 +50,7 @@ def test_bootstrap_interval_covers_truth(injection_fit: FitResult, name: str) ->
 
 def test_fit_result_predicts_with_fitted_params(injection_fit: FitResult) -> None:
     data = injection_grid()
-    np.testing.assert_allclose(
-        injection_fit.predict(data), truth(DATA_INJECTION, injection_fit.params, data)
-    )
+    np.testing.assert_allclose(injection_fit.predict(data), truth(DATA_INJECTION, injection_fit.params, data))
     assert injection_fit.n_points == 160 and injection_fit.loss > 0
 
 

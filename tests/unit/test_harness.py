@@ -39,8 +39,14 @@ def world() -> World:
 def tiny_model(world: World) -> LlamaForCausalLM:
     torch.manual_seed(0)
     config = LlamaConfig(
-        vocab_size=len(world.tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-        num_key_value_heads=2, intermediate_size=32, max_position_embeddings=512, tie_word_embeddings=True,
+        vocab_size=len(world.tokenizer),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
     )
     return LlamaForCausalLM(config)
 
@@ -81,7 +87,9 @@ def test_default_config_runs_the_world_probes_and_validates_task_names() -> None
 
 def test_importing_the_config_loads_neither_torch_nor_lm_eval() -> None:
     # raycl.config holds BenchmarkConfig; validating a YAML must not pay for torch (seconds).
-    code = "import sys, raycl.evaluation.harness; print(sorted({'torch', 'transformers', 'lm_eval'} & set(sys.modules)))"
+    code = (
+        "import sys, raycl.evaluation.harness; print(sorted({'torch', 'transformers', 'lm_eval'} & set(sys.modules)))"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
 
@@ -145,12 +153,21 @@ def write_real_benchmark_files(directory: Path) -> dict[str, str]:
     directory.mkdir(parents=True, exist_ok=True)
     rows = {
         "raycl_arc_easy": [
-            {"query": "Question: Which river flows past the town?", "choices": ["Amber", "Grey", "Red", "Cold"], "gold": 1},
+            {
+                "query": "Question: Which river flows past the town?",
+                "choices": ["Amber", "Grey", "Red", "Cold"],
+                "gold": 1,
+            },
             {"query": "Question: What do towns trade?", "choices": ["wool", "salt", "glass", "fish"], "gold": 0},
         ],
         "raycl_hellaswag": [
-            {"ind": 0, "activity_label": "Trade", "ctx": "The town sells wool. the merchants",
-             "endings": ["buy salt.", "sing.", "sleep.", "swim."], "label": 0},
+            {
+                "ind": 0,
+                "activity_label": "Trade",
+                "ctx": "The town sells wool. the merchants",
+                "endings": ["buy salt.", "sing.", "sleep.", "swim."],
+                "label": 0,
+            },
         ],
         "raycl_lambada": [
             {"context": "The town of Bako stands on the Amber", "continuation": "River"},
@@ -175,10 +192,14 @@ def test_task_dir_points_every_yaml_at_its_absolute_data_file(world, tmp_path) -
         assert spec.get("tag") == (["raycl_acquisition"] if task in STAGE_TASKS else None)
     assert specs["raycl_arc_easy"]["dataset_kwargs"]["data_files"]["test"] == paths["raycl_arc_easy"]
     with pytest.raises(FileNotFoundError, match="task_paths.raycl_lambada: no such file"):
-        prepare_task_dir(world, BenchmarkConfig(task_paths={"raycl_lambada": str(tmp_path / "nope.jsonl")}), tmp_path / "t2")
+        prepare_task_dir(
+            world, BenchmarkConfig(task_paths={"raycl_lambada": str(tmp_path / "nope.jsonl")}), tmp_path / "t2"
+        )
     (tmp_path / "arc.jsonl").write_text('{"question": "Why?", "choices": ["a", "b"], "gold": 0}\n')
     with pytest.raises(ValueError, match="task_paths.raycl_arc_easy: the rows of .* lack query"):
-        prepare_task_dir(world, BenchmarkConfig(task_paths={"raycl_arc_easy": str(tmp_path / "arc.jsonl")}), tmp_path / "t4")
+        prepare_task_dir(
+            world, BenchmarkConfig(task_paths={"raycl_arc_easy": str(tmp_path / "arc.jsonl")}), tmp_path / "t4"
+        )
     with pytest.raises(ValueError, match="raycl_acquisition_music is not a stage of this world"):
         prepare_task_dir(world, BenchmarkConfig(tasks=("raycl_acquisition_music",)), tmp_path / "t3")
 
@@ -205,13 +226,17 @@ def test_run_benchmarks_reports_the_accuracy_a_hand_computation_gives(world, mod
     scores = run_benchmarks(model, world.tokenizer, BenchmarkConfig(batch_size=8), task_dir, limit=12)
     assert sorted(k for k in scores if "/" not in k) == sorted(["raycl_retention", "raycl_acquisition", *STAGE_TASKS])
     for task in ["raycl_retention", *STAGE_TASKS]:
-        assert scores[task] == pytest.approx(hand_accuracy(model, world.tokenizer, read_jsonl(task_dir / f"{task}.jsonl")[:12]))
+        assert scores[task] == pytest.approx(
+            hand_accuracy(model, world.tokenizer, read_jsonl(task_dir / f"{task}.jsonl")[:12])
+        )
         assert 0.0 <= scores[f"{task}/acc_norm"] <= 1.0
     # Equal stage sizes: the aggregate is the plain mean of the stages.
     assert scores["raycl_acquisition"] == pytest.approx(sum(scores[t] for t in STAGE_TASKS) / 3)
 
 
-def test_run_benchmarks_leaves_mode_and_random_state_alone_and_prints_no_progress(world, model, task_dir, capfd) -> None:
+def test_run_benchmarks_leaves_mode_and_random_state_alone_and_prints_no_progress(
+    world, model, task_dir, capfd
+) -> None:
     model.train()
     torch_state, python_state = torch.get_rng_state(), random.getstate()
     run_benchmarks(model, world.tokenizer, BenchmarkConfig(), task_dir, limit=4)
@@ -228,10 +253,16 @@ def test_shipped_real_benchmark_templates_run_on_local_files(world, model, tmp_p
     paths = write_real_benchmark_files(tmp_path / "data")
     config = BenchmarkConfig(tasks=tuple(paths), task_paths=paths)
     scores = run_benchmarks(model, world.tokenizer, config, prepare_task_dir(world, config, tmp_path / "tasks"))
-    assert sorted(scores) == sorted([
-        "raycl_arc_easy", "raycl_arc_easy/acc_norm", "raycl_hellaswag", "raycl_hellaswag/acc",
-        "raycl_lambada", "raycl_lambada/perplexity",
-    ])
+    assert sorted(scores) == sorted(
+        [
+            "raycl_arc_easy",
+            "raycl_arc_easy/acc_norm",
+            "raycl_hellaswag",
+            "raycl_hellaswag/acc",
+            "raycl_lambada",
+            "raycl_lambada/perplexity",
+        ]
+    )
     assert scores["raycl_arc_easy"] in (0.0, 0.5, 1.0) and scores["raycl_hellaswag"] in (0.0, 1.0)
     # A random model over a 512-token vocabulary: the last word costs several tokens of ~ln(512) nats.
     assert scores["raycl_lambada/perplexity"] > 100
@@ -240,7 +271,9 @@ def test_shipped_real_benchmark_templates_run_on_local_files(world, model, tmp_p
 def test_a_shipped_template_serves_several_tasks_under_their_own_names(world, model, tmp_path) -> None:
     paths = write_real_benchmark_files(tmp_path / "data")
     challenge = tmp_path / "data" / "arc_challenge.jsonl"
-    challenge.write_text(json.dumps({"query": "Question: Where is Bako?", "choices": ["north", "south"], "gold": 0}) + "\n")
+    challenge.write_text(
+        json.dumps({"query": "Question: Where is Bako?", "choices": ["north", "south"], "gold": 0}) + "\n"
+    )
     config = BenchmarkConfig(
         tasks=("raycl_arc_easy", "arc_challenge", "hellaswag_local"),
         task_paths={
@@ -262,18 +295,31 @@ def write_include_dir(directory: Path, dataset: dict) -> Path:
     """A directory of one lm-eval task YAML, as users write them for `lm_eval --include_path`."""
     directory.mkdir(parents=True, exist_ok=True)
     spec = {
-        "task": "town_words", "test_split": "test", "output_type": "multiple_choice",
-        "doc_to_text": "{{query}}", "doc_to_choice": "{{choices}}", "doc_to_target": "{{gold}}",
+        "task": "town_words",
+        "test_split": "test",
+        "output_type": "multiple_choice",
+        "doc_to_text": "{{query}}",
+        "doc_to_choice": "{{choices}}",
+        "doc_to_target": "{{gold}}",
         "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
     } | dataset
     (directory / "town_words.yaml").write_text(yaml.safe_dump(spec))
     return directory
 
 
-def test_include_path_tasks_run_beside_raycl_tasks_and_unknown_names_fail_in_one_line(world, model, task_dir, tmp_path) -> None:
+def test_include_path_tasks_run_beside_raycl_tasks_and_unknown_names_fail_in_one_line(
+    world, model, task_dir, tmp_path
+) -> None:
     data = tmp_path / "towns.jsonl"
-    data.write_text("".join(json.dumps({"query": f"Town {i} trades", "choices": ["wool", "salt"], "gold": i % 2}) + "\n" for i in range(4)))
-    include = write_include_dir(tmp_path / "mine", {"dataset_path": "json", "dataset_kwargs": {"data_files": {"test": str(data)}}})
+    data.write_text(
+        "".join(
+            json.dumps({"query": f"Town {i} trades", "choices": ["wool", "salt"], "gold": i % 2}) + "\n"
+            for i in range(4)
+        )
+    )
+    include = write_include_dir(
+        tmp_path / "mine", {"dataset_path": "json", "dataset_kwargs": {"data_files": {"test": str(data)}}}
+    )
     config = BenchmarkConfig(tasks=("raycl_retention", "town_words"), include_path=str(include))
     scores = run_benchmarks(model, world.tokenizer, config, task_dir)
     assert scores["town_words"] in (0.0, 0.25, 0.5, 0.75, 1.0) and "raycl_retention" in scores
@@ -281,7 +327,9 @@ def test_include_path_tasks_run_beside_raycl_tasks_and_unknown_names_fail_in_one
     with pytest.raises(ValueError, match=f"^tasks: hellaswag is not one of raycl's tasks, {include}$"):
         run_benchmarks(model, world.tokenizer, config.model_copy(update={"tasks": ("hellaswag",)}), task_dir)
     with pytest.raises(ValueError, match="include_path: no such directory"):
-        run_benchmarks(model, world.tokenizer, config.model_copy(update={"include_path": str(tmp_path / "none")}), task_dir)
+        run_benchmarks(
+            model, world.tokenizer, config.model_copy(update={"include_path": str(tmp_path / "none")}), task_dir
+        )
 
 
 def test_a_hub_task_offline_fails_in_one_line(world, model, task_dir, tmp_path, monkeypatch) -> None:
@@ -290,7 +338,9 @@ def test_a_hub_task_offline_fails_in_one_line(world, model, task_dir, tmp_path, 
     config = BenchmarkConfig(tasks=("town_words",), include_path=str(include))
     with pytest.raises(ValueError) as error:
         run_benchmarks(model, world.tokenizer, config, task_dir)
-    assert str(error.value).startswith("tasks: town_words: Couldn't reach 'allenai/ai2_arc' on the Hub") and "\n" not in str(error.value)
+    assert str(error.value).startswith(
+        "tasks: town_words: Couldn't reach 'allenai/ai2_arc' on the Hub"
+    ) and "\n" not in str(error.value)
 
 
 def test_task_files_are_checked_before_lm_eval_reads_them(tmp_path) -> None:
@@ -308,15 +358,27 @@ def test_task_files_are_checked_before_lm_eval_reads_them(tmp_path) -> None:
 
 
 def test_benchmark_deltas_in_points_with_the_largest_retention_drop() -> None:
-    before = {"raycl_retention": 0.50, "raycl_arc_easy": 0.40, "raycl_acquisition": 0.30, "raycl_lambada/perplexity": 90.0}
-    after = {"raycl_retention": 0.45, "raycl_arc_easy": 0.42, "raycl_acquisition": 0.10, "raycl_lambada/perplexity": 99.0}
+    before = {
+        "raycl_retention": 0.50,
+        "raycl_arc_easy": 0.40,
+        "raycl_acquisition": 0.30,
+        "raycl_lambada/perplexity": 90.0,
+    }
+    after = {
+        "raycl_retention": 0.45,
+        "raycl_arc_easy": 0.42,
+        "raycl_acquisition": 0.10,
+        "raycl_lambada/perplexity": 99.0,
+    }
     deltas = benchmark_deltas(before, after)
-    assert deltas == pytest.approx({
-        "bench_raycl_retention_delta": -5.0,
-        "bench_raycl_arc_easy_delta": 2.0,
-        "bench_raycl_acquisition_delta": -20.0,
-        "bench_max_drop": 5.0,  # acquisition is not retention
-    })
+    assert deltas == pytest.approx(
+        {
+            "bench_raycl_retention_delta": -5.0,
+            "bench_raycl_arc_easy_delta": 2.0,
+            "bench_raycl_acquisition_delta": -20.0,
+            "bench_max_drop": 5.0,  # acquisition is not retention
+        }
+    )
     assert benchmark_deltas({"a": 0.3}, {"a": 0.4})["bench_max_drop"] == 0.0
 
 
@@ -328,15 +390,21 @@ def test_exported_checkpoint_computes_what_the_trained_model_computed(world, tmp
     base = tmp_path / "base"
     tiny_model(world).save_pretrained(base)
     world.tokenizer.save_pretrained(base)
-    config = TrialConfig.model_validate({"model": {"name": str(base)}, "method": {"name": method} | ({"lora_rank": 2} if method == "lora" else {})})
+    config = TrialConfig.model_validate(
+        {"model": {"name": str(base)}, "method": {"name": method} | ({"lora_rank": 2} if method == "lora" else {})}
+    )
     model, _ = load_base_model(config.model, world)
     prepared = prepare_method(model, config.method, config.train)
     with torch.no_grad():
         for parameter in prepared.model.parameters():
             if parameter.requires_grad:
                 parameter.add_(0.1 * torch.randn_like(parameter))  # LoRA's B starts at zero: move it
-    checkpoint = save_checkpoint(tmp_path / "stage_000", prepared.model, prepared.optimizer,
-                                 {"stages_done": 1, "config": config.model_dump(mode="json")})
+    checkpoint = save_checkpoint(
+        tmp_path / "stage_000",
+        prepared.model,
+        prepared.optimizer,
+        {"stages_done": 1, "config": config.model_dump(mode="json")},
+    )
     assert load_checkpoint_config(checkpoint) == config
 
     hf_dir = export_checkpoint(checkpoint, config)
@@ -350,7 +418,9 @@ def test_exported_checkpoint_computes_what_the_trained_model_computed(world, tmp
     if method == "full":
         task_dir = prepare_task_dir(world, BenchmarkConfig(), tmp_path / "tasks")
         in_memory = run_benchmarks(prepared.model, world.tokenizer, BenchmarkConfig(), task_dir, limit=12)
-        assert evaluate_checkpoint(checkpoint, ["raycl_retention", "raycl_acquisition"], limit=12) == pytest.approx(in_memory)
+        assert evaluate_checkpoint(checkpoint, ["raycl_retention", "raycl_acquisition"], limit=12) == pytest.approx(
+            in_memory
+        )
 
 
 def test_a_checkpoint_never_turns_on_remote_code_by_itself(tmp_path) -> None:
@@ -362,7 +432,14 @@ def test_a_checkpoint_never_turns_on_remote_code_by_itself(tmp_path) -> None:
     marker = tmp_path / "code_ran"
     evil = tmp_path / "evil_model"
     evil.mkdir()
-    (evil / "config.json").write_text(json.dumps({"model_type": "evil", "auto_map": {"AutoConfig": "evil.EvilConfig", "AutoModelForCausalLM": "evil.EvilModel"}}))
+    (evil / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "evil",
+                "auto_map": {"AutoConfig": "evil.EvilConfig", "AutoModelForCausalLM": "evil.EvilModel"},
+            }
+        )
+    )
     (evil / "evil.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
     config = TrialConfig.model_validate({"model": {"name": str(evil), "trust_remote_code": True}})
     checkpoint = tmp_path / "stage_000"
@@ -373,7 +450,11 @@ def test_a_checkpoint_never_turns_on_remote_code_by_itself(tmp_path) -> None:
         evaluate_checkpoint(checkpoint, ["raycl_retention"])
     assert str(caught.value).startswith(f"{checkpoint / 'progress.json'}: model.trust_remote_code:")
     result = CliRunner().invoke(app, ["eval", str(checkpoint), "--tasks", "raycl_retention"])
-    assert result.exit_code == 2 and "--trust-remote-code" in result.output and len(result.output.strip().splitlines()) == 1
+    assert (
+        result.exit_code == 2
+        and "--trust-remote-code" in result.output
+        and len(result.output.strip().splitlines()) == 1
+    )
     assert not marker.exists()
 
 
@@ -403,9 +484,18 @@ def test_cli_eval_names_the_key_of_a_bad_task_or_data_file_in_one_line(tmp_path)
     checkpoint = str(tmp_path / "stage_001")
     cases = [
         (["--tasks", "nope"], "error: raycl eval: tasks: nope is not a raycl task (raycl_retention, "),
-        (["--tasks", "raycl_arc_easy", "--task-path", f"raycl_arc_easy={csv}"], f"error: task_paths.raycl_arc_easy: {csv} is not a JSON-lines file"),
-        (["--tasks", "arc2", "--task-path", f"arc2=raycl_arc_easy:{csv}"], f"error: task_paths.arc2: {csv} is not a JSON-lines file"),
-        (["--tasks", "mine", "--include-path", str(tmp_path / "none")], f"error: include_path: no such directory {tmp_path / 'none'}"),
+        (
+            ["--tasks", "raycl_arc_easy", "--task-path", f"raycl_arc_easy={csv}"],
+            f"error: task_paths.raycl_arc_easy: {csv} is not a JSON-lines file",
+        ),
+        (
+            ["--tasks", "arc2", "--task-path", f"arc2=raycl_arc_easy:{csv}"],
+            f"error: task_paths.arc2: {csv} is not a JSON-lines file",
+        ),
+        (
+            ["--tasks", "mine", "--include-path", str(tmp_path / "none")],
+            f"error: include_path: no such directory {tmp_path / 'none'}",
+        ),
     ]
     for options, expected in cases:
         result = CliRunner().invoke(app, ["eval", checkpoint, *options])

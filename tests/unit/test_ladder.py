@@ -103,7 +103,6 @@ def test_ladder_spans_thirty_fold_in_non_embedding_params() -> None:
     assert lrs == sorted(lrs, reverse=True), "narrower rungs get a higher LR"
 
 
-
 def test_ladder_violations_name_each_axis_where_loss_does_not_fall() -> None:
     good = {"a": {10.0: 3.0, 20.0: 2.5}, "b": {10.0: 2.0, 20.0: 1.5}}
     assert ladder_violations(good) == []

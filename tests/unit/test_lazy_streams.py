@@ -69,13 +69,16 @@ def test_the_cut_documents_hold_the_whole_file_in_order(tmp_path: Path) -> None:
 
 
 def test_a_window_stream_reads_only_what_its_windows_use(one_line_file: Path, tokenizer) -> None:
-    config = StreamConfig.model_validate({
-        "source": {"path": str(one_line_file)},
-        "shape": {"by": "window", "window": 2048, "step": 2048, "max_stages": 2},
-    })
+    config = StreamConfig.model_validate(
+        {
+            "source": {"path": str(one_line_file)},
+            "shape": {"by": "window", "window": 2048, "step": 2048, "max_stages": 2},
+        }
+    )
     pool = torch.zeros((1, 128), dtype=torch.long)
     stream, peak = peak_bytes(lambda: build_stream(config, tokenizer, 128, retention=[[1, 2, 3]], replay_pool=pool))
     assert [stage.name for stage in stream.stages] == ["window1", "window2"]
     assert peak < FILE_BYTES / 10
-    assert stream.summary is not None and stream.summary.rows < 20  # documents of 2000 characters read: a few thousand tokens' worth
-
+    assert (
+        stream.summary is not None and stream.summary.rows < 20
+    )  # documents of 2000 characters read: a few thousand tokens' worth

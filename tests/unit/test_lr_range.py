@@ -14,12 +14,14 @@ LRS = [1e-5, 1e-4, 1e-3, 1e-2, 1e-1]
 def test_a_drop_is_interpolated_on_log_lr_between_the_points_around_its_threshold() -> None:
     # Baseline 10: a 10% drop is 9.0, crossed halfway (in loss) between 1e-3 (9.5) and 1e-2 (8.5).
     lr = lr_at_drop(LRS, [10.0, 9.5, 9.5, 8.5, 8.0], baseline=10.0, drop=0.1, burn_in=1, consecutive=2)
-    assert lr == pytest.approx(10 ** -2.5)
+    assert lr == pytest.approx(10**-2.5)
 
 
 def test_a_single_dip_below_the_threshold_does_not_count() -> None:
     losses = [10.0, 8.0, 9.8, 8.9, 8.9]
-    assert lr_at_drop(LRS, losses, baseline=10.0, drop=0.1, burn_in=1, consecutive=2) == pytest.approx(10 ** (-3 + 0.8 / 0.9))
+    assert lr_at_drop(LRS, losses, baseline=10.0, drop=0.1, burn_in=1, consecutive=2) == pytest.approx(
+        10 ** (-3 + 0.8 / 0.9)
+    )
     assert lr_at_drop(LRS, losses, baseline=10.0, drop=0.1, burn_in=1, consecutive=3) is None
 
 

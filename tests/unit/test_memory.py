@@ -18,8 +18,15 @@ from raycl.training.galore import CompactProjector
 from raycl.training.memory import StepMemory, storage_bytes
 from raycl.training.methods import PerLayerOptimizer, build_optimizer, prepare_method
 
-TINY = LlamaConfig(vocab_size=128, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
-                   intermediate_size=64, tie_word_embeddings=True)
+TINY = LlamaConfig(
+    vocab_size=128,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    num_key_value_heads=2,
+    intermediate_size=64,
+    tie_word_embeddings=True,
+)
 NO_CLIP = 1e9  # a bound no gradient reaches: both modes take identical steps
 BATCH = torch.randint(0, 128, (2, 16), generator=torch.Generator().manual_seed(0))
 STEPS = 6
@@ -43,8 +50,11 @@ def losses(method: MethodConfig) -> list[float]:
     return [train_step(p.model, p.optimizer, BATCH, lr=1e-2 * (step + 1) / STEPS) for step in range(STEPS)]
 
 
-@pytest.mark.parametrize("method", [FullMethod(), GaLoreMethod(name="galore", galore_rank=4, galore_update_proj_gap=2)],
-                         ids=["adamw", "galore"])
+@pytest.mark.parametrize(
+    "method",
+    [FullMethod(), GaLoreMethod(name="galore", galore_rank=4, galore_update_proj_gap=2)],
+    ids=["adamw", "galore"],
+)
 def test_per_layer_updates_follow_the_same_loss_curve(method: MethodConfig) -> None:
     ordinary = losses(method)
     per_layer = losses(method.model_copy(update={"per_layer_updates": True}))
@@ -59,8 +69,9 @@ def test_per_layer_clipping_bounds_each_parameter_by_its_share_and_so_the_global
     parameters = list(model.parameters())
     before = [p.detach().clone() for p in parameters]
     # Held until the end: its hooks clip and step each parameter during backward.
-    _optimizer = build_optimizer(lambda groups: torch.optim.SGD(groups, lr=1.0), [{"params": parameters}],
-                                 per_layer=True, grad_clip=0.01)
+    _optimizer = build_optimizer(
+        lambda groups: torch.optim.SGD(groups, lr=1.0), [{"params": parameters}], per_layer=True, grad_clip=0.01
+    )
     (model(torch.randn(32, 8)) ** 2).sum().backward()
     updates = [(b - p.detach()).norm().item() for b, p in zip(before, parameters)]
     total = sum(p.numel() for p in parameters)
@@ -89,8 +100,9 @@ def test_per_layer_optimizer_state_survives_a_checkpoint(tmp_path: Path) -> None
     assert load_checkpoint(tmp_path / "ckpt", resumed.model, resumed.optimizer) == {"step": 2}
     projectors = [s["projector"] for s in resumed.optimizer.state.values() if "projector" in s]
     assert projectors and all(isinstance(p, CompactProjector) and p.ortho_matrix is not None for p in projectors)
-    assert [train_step(first.model, first.optimizer, BATCH) for _ in range(3)] == \
-        [train_step(resumed.model, resumed.optimizer, BATCH) for _ in range(3)]
+    assert [train_step(first.model, first.optimizer, BATCH) for _ in range(3)] == [
+        train_step(resumed.model, resumed.optimizer, BATCH) for _ in range(3)
+    ]
 
 
 def test_compact_projector_keeps_only_the_rank_it_uses() -> None:
@@ -157,4 +169,6 @@ def test_per_layer_updates_never_hold_more_than_one_gradient() -> None:
     ordinary, per_layer = step_memory(False), step_memory(True)
     assert ordinary["weights"] == per_layer["weights"] == 4 * matrix
     assert ordinary["gradients"] == 4 * matrix and per_layer["gradients"] == matrix
-    assert ordinary["optimizer_state"] == per_layer["optimizer_state"] == 4 * (2 * matrix + 4)  # moments and a step count
+    assert (
+        ordinary["optimizer_state"] == per_layer["optimizer_state"] == 4 * (2 * matrix + 4)
+    )  # moments and a step count

@@ -1,4 +1,3 @@
-
 import pytest
 import torch
 from transformers import LlamaForCausalLM
@@ -54,7 +53,9 @@ def test_target_modules_that_match_nothing_are_an_error(tokenizer) -> None:
         state_bytes_after_steps(tokenizer, "raycl-tiny-s", LoraMethod(name="lora", lora_target_modules=("dense",)))
 
 
-@pytest.mark.parametrize("method", [FullMethod(), LoraMethod(name="lora"), GaLoreMethod(name="galore")], ids=lambda m: m.name)
+@pytest.mark.parametrize(
+    "method", [FullMethod(), LoraMethod(name="lora"), GaLoreMethod(name="galore")], ids=lambda m: m.name
+)
 def test_layer_lr_slope_scales_each_layers_lr_linearly_with_depth(tokenizer, method: MethodConfig) -> None:
     model = LlamaForCausalLM(llama_config(LADDER["raycl-tiny-m"], tokenizer))  # 4 layers
     prepared = prepare_method(model, method, TrainConfig(layer_lr_slope=0.6))
@@ -62,4 +63,6 @@ def test_layer_lr_slope_scales_each_layers_lr_linearly_with_depth(tokenizer, met
     assert scales == pytest.approx([0.4, 0.8, 1.0, 1.2, 1.6] if method.name != "lora" else [0.4, 0.8, 1.2, 1.6])
     trained = {id(p) for group in prepared.optimizer.param_groups for p in group["params"]}
     assert trained == {id(p) for p in prepared.model.parameters() if p.requires_grad}
-    assert all("lr_scale" not in group for group in prepare_method(model, FullMethod(), TrainConfig()).optimizer.param_groups)
+    assert all(
+        "lr_scale" not in group for group in prepare_method(model, FullMethod(), TrainConfig()).optimizer.param_groups
+    )

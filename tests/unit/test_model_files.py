@@ -15,7 +15,12 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
-        vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2
+        vocab_size=64,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
     )
     path = tmp_path_factory.mktemp("model") / "tiny"
     LlamaForCausalLM(config).save_pretrained(path)
@@ -36,10 +41,19 @@ def truncate(path: Path) -> None:
 
 
 CASES = {
-    "corrupt config.json": (lambda d: (d / "config.json").write_text('{"model_type": "llama", "hidden_size": '), "config.json: not valid JSON"),
-    "config.json without model_type": (lambda d: (d / "config.json").write_text(json.dumps({"hidden_size": 16})), "config.json: no model_type key"),
+    "corrupt config.json": (
+        lambda d: (d / "config.json").write_text('{"model_type": "llama", "hidden_size": '),
+        "config.json: not valid JSON",
+    ),
+    "config.json without model_type": (
+        lambda d: (d / "config.json").write_text(json.dumps({"hidden_size": 16})),
+        "config.json: no model_type key",
+    ),
     "no config.json": (lambda d: (d / "config.json").unlink(), "config.json: no such file"),
-    "truncated weights": (lambda d: truncate(d / "model.safetensors"), "model.safetensors: truncated or corrupt safetensors file"),
+    "truncated weights": (
+        lambda d: truncate(d / "model.safetensors"),
+        "model.safetensors: truncated or corrupt safetensors file",
+    ),
     "no weights": (lambda d: (d / "model.safetensors").unlink(), "broken: no weights file"),
 }
 

@@ -13,9 +13,9 @@ from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from raycl.config import FullMethod, TrainConfig
+from raycl.models.ladder import PretrainRecipe, _Run, _train_steps, wsd_lr
 from raycl.models.optimizer_step import StepsInBackward, optimizer_step
 from raycl.training.methods import build_optimizer, prepare_method
-from raycl.models.ladder import PretrainRecipe, _Run, _train_steps, wsd_lr
 
 TINY = LlamaConfig(
     vocab_size=96,

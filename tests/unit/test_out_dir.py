@@ -76,8 +76,14 @@ def test_a_sweep_trial_folder_of_another_config_is_refused_before_its_result_is_
     folder = finished_folder(tmp_path / "trials" / "t0000", BASE)
     (folder / "sweep_result.json").write_text("{}")
     plan = plan_resources(load_space(SHIPPED_DIR / "smoke.yaml").budget, [NodeCapacity("local", 2.0)])
-    context = TrialContext(sweep="smoke", trials_dir=str(tmp_path / "trials"), train_storage=str(tmp_path / "train"),
-                           tune_storage=str(tmp_path / "tune"), plan=plan, max_failures=0)
+    context = TrialContext(
+        sweep="smoke",
+        trials_dir=str(tmp_path / "trials"),
+        train_storage=str(tmp_path / "train"),
+        tune_storage=str(tmp_path / "tune"),
+        plan=plan,
+        max_failures=0,
+    )
     assignment = TrialAssignment.create(0, {"train.lr": 1e-3}, BASE.with_overrides({"train.lr": 1e-3}))
     with pytest.raises(ForeignOutDir, match=r"t0000: holds a trial of another config \(train\.lr: 0\.0003 there"):
         run_replicate(Replicate(assignment, folder, 0, "t0000"), context)

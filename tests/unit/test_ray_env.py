@@ -22,10 +22,13 @@ def init_calls(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
     calls: list[dict] = []
 
     def record(**kwargs) -> None:
-        calls.append(kwargs | {
-            "env": dict(os.environ),
-            "clusters_enabled": ray_constants.ENABLE_RAY_CLUSTER,
-        })
+        calls.append(
+            kwargs
+            | {
+                "env": dict(os.environ),
+                "clusters_enabled": ray_constants.ENABLE_RAY_CLUSTER,
+            }
+        )
 
     monkeypatch.setattr(ray, "init", record)
     monkeypatch.setenv("HF_TOKEN", "hf_planted0123456789")
@@ -53,7 +56,9 @@ def test_a_local_ray_inherits_the_environment_and_binds_to_loopback(init_calls: 
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def test_library_log_lines_go_to_the_log_file_and_the_handlers_come_back(tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
+def test_library_log_lines_go_to_the_log_file_and_the_handlers_come_back(
+    tmp_path: Path, capfd: pytest.CaptureFixture
+) -> None:
     names = ("ray", "mlflow", "py.warnings")
     before = {name: (logging.getLogger(name).handlers[:], logging.getLogger(name).propagate) for name in names}
     log_file = tmp_path / "sweep.log"
@@ -63,7 +68,9 @@ def test_library_log_lines_go_to_the_log_file_and_the_handlers_come_back(tmp_pat
         warnings.warn("a library's deprecation notice", UserWarning, stacklevel=1)
     out, err = capfd.readouterr()
     assert out + err == ""
-    assert all(line in log_file.read_text() for line in ("snapshotting triggered", "Creating initial", "deprecation notice"))
+    assert all(
+        line in log_file.read_text() for line in ("snapshotting triggered", "Creating initial", "deprecation notice")
+    )
     assert {name: (logging.getLogger(name).handlers, logging.getLogger(name).propagate) for name in names} == before
 
 

@@ -24,7 +24,11 @@ TABLE = [
     {"trial": "t4", "learning": 1.0, "forgetting": 0.1, "num_params": 100.0, "model.name": "s"},
 ]
 FEASIBLE = [True, True, True, True, False]
-RECORD = {"stage_names": ["a", "b"], "stage_matrix": [[5.0, 6.0], [3.0, 5.5], [3.4, 2.0]], "retention_losses": [2.0, 2.5, 2.9]}
+RECORD = {
+    "stage_names": ["a", "b"],
+    "stage_matrix": [[5.0, 6.0], [3.0, 5.5], [3.4, 2.0]],
+    "retention_losses": [2.0, 2.5, 2.9],
+}
 
 
 def test_pareto_figure_marks_exactly_the_non_dominated_feasible_trials() -> None:
@@ -34,7 +38,13 @@ def test_pareto_figure_marks_exactly_the_non_dominated_feasible_trials() -> None
     assert [data.keys[i] for i in data.front_order] == ["t2", "t1", "t0"]  # by increasing learning
     assert (data.x_name, data.y_name, data.directions) == ("learning", "forgetting", ("maximize", "minimize"))
     assert data.sizes.tolist() == [100.0, 100.0, 1000.0, 1000.0, 100.0]  # coloured by base-model size
-    assert figures.pareto_figure(TABLE, frontier(keys, TABLE, OBJECTIVES)).pareto.tolist() == [False, False, False, False, True]
+    assert figures.pareto_figure(TABLE, frontier(keys, TABLE, OBJECTIVES)).pareto.tolist() == [
+        False,
+        False,
+        False,
+        False,
+        True,
+    ]
     with pytest.raises(ValueError, match="two objectives"):
         figures.pareto_figure(TABLE, frontier(keys, TABLE, {"learning": "maximize"}))
 
@@ -50,7 +60,9 @@ def test_hypervolume_history_grows_to_the_front_volume_and_keeps_its_reference()
 
     default = frontier(keys, TABLE, OBJECTIVES, FEASIBLE)
     # 10% of the feasible range past the worst feasible trial, as the sweep does.
-    assert default.reference == pytest.approx([0.5 - 0.04, 3.0 + 0.25]) and default.reference_source.startswith("default")
+    assert default.reference == pytest.approx([0.5 - 0.04, 3.0 + 0.25]) and default.reference_source.startswith(
+        "default"
+    )
 
 
 def test_heatmap_data_is_the_stage_matrix() -> None:
@@ -77,12 +89,25 @@ def test_learning_curves_sort_steps_and_flag_pareto_trials() -> None:
 def test_sensitivity_signs_categories_and_conditional_parameters() -> None:
     lrs = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2]
     rows = [
-        {"trial": f"t{i}", "train.lr": lr, "method.name": "lora" if i % 2 else "full", "forgetting": 10 * lr**0.5,
-         "learning": 1 - lr, **({"method.lora_rank": 2**i} if i % 2 else {})}
+        {
+            "trial": f"t{i}",
+            "train.lr": lr,
+            "method.name": "lora" if i % 2 else "full",
+            "forgetting": 10 * lr**0.5,
+            "learning": 1 - lr,
+            **({"method.lora_rank": 2**i} if i % 2 else {}),
+        }
         for i, lr in enumerate(lrs)
     ]
-    panels = {(p.objective, p.parameter): p for p in figures.sensitivity(
-        rows, ["learning", "forgetting"], ["train.lr", "method.name", "method.lora_rank"], log_parameters=["train.lr"])}
+    panels = {
+        (p.objective, p.parameter): p
+        for p in figures.sensitivity(
+            rows,
+            ["learning", "forgetting"],
+            ["train.lr", "method.name", "method.lora_rank"],
+            log_parameters=["train.lr"],
+        )
+    }
     assert panels["forgetting", "train.lr"].rank_correlation == pytest.approx(1.0)
     assert panels["learning", "train.lr"].rank_correlation == pytest.approx(-1.0)
     assert panels["forgetting", "train.lr"].log_x and not panels["forgetting", "method.lora_rank"].log_x
@@ -100,8 +125,14 @@ def power_table() -> list[dict]:
     """Noise-free forgetting = 3 * D**0.2 / N**0.5 over three model sizes and three data sizes; with a base
     loss of 0 the fitted quantity, the base loss after the stream, is the forgetting itself."""
     return [
-        {"trial": f"t{i}", "state": "COMPLETE", "num_params": n, "new_tokens": d, "base_loss_before": 0.0,
-         "forgetting": 3 * d**0.2 / n**0.5}
+        {
+            "trial": f"t{i}",
+            "state": "COMPLETE",
+            "num_params": n,
+            "new_tokens": d,
+            "base_loss_before": 0.0,
+            "forgetting": 3 * d**0.2 / n**0.5,
+        }
         for i, (n, d) in enumerate((n, d) for n in (1e4, 1e5, 1e6) for d in (1e5, 1e6, 1e7))
     ]
 
@@ -116,7 +147,9 @@ def test_fit_figure_marks_the_largest_size_and_rescales_points_onto_the_curve() 
     assert data.curve.held == {"D": 1e6}
     # Rescaled to D = 1e6, the exact law's points lie on its curve, held-out ones included.
     np.testing.assert_allclose(data.adjusted, 3 * 1e6**0.2 / data.x**0.5, rtol=1e-4)
-    assert np.all(data.curve.low <= data.curve.prediction + 1e-9) and np.all(data.curve.prediction <= data.curve.high + 1e-9)
+    assert np.all(data.curve.low <= data.curve.prediction + 1e-9) and np.all(
+        data.curve.prediction <= data.curve.high + 1e-9
+    )
 
 
 def test_report_of_a_three_size_sweep_is_self_contained(tmp_path: Path) -> None:
@@ -124,19 +157,34 @@ def test_report_of_a_three_size_sweep_is_self_contained(tmp_path: Path) -> None:
     space = load_space("scaling_laws")
     rows = []
     for i, row in enumerate(power_table()):
-        sampled = {"model.name": f"m{row['num_params']:g}", "train.lr": 1e-3 * (1 + i % 3), "replay.ratio": 0.0,
-                   "method.name": "lora" if i % 2 else "full", **({"method.lora_rank": 4} if i % 2 else {})}
+        sampled = {
+            "model.name": f"m{row['num_params']:g}",
+            "train.lr": 1e-3 * (1 + i % 3),
+            "replay.ratio": 0.0,
+            "method.name": "lora" if i % 2 else "full",
+            **({"method.lora_rank": 4} if i % 2 else {}),
+        }
         rows.append(row | sampled | {"learning": 0.5 + 0.01 * i, "sampled": sampled, "run_id": f"run{i}"})
     rows.append({"trial": "t99", "state": "FAIL", "train.lr": 1e-3, "sampled": {"train.lr": 1e-3}, "run_id": "run99"})
     sweep = SweepData(
-        name="synthetic", space=space, space_text=space.text, parent_run_id="", recorded_pareto=[], rows=rows,
-        curves={row["trial"]: {"eval/new_loss": [(0, 5.0), (10, 4.0)], "eval/base_loss": [(0, 2.0), (10, 2.5)]} for row in rows},
+        name="synthetic",
+        space=space,
+        space_text=space.text,
+        parent_run_id="",
+        recorded_pareto=[],
+        rows=rows,
+        curves={
+            row["trial"]: {"eval/new_loss": [(0, 5.0), (10, 4.0)], "eval/base_loss": [(0, 2.0), (10, 2.5)]}
+            for row in rows
+        },
         stage_records={row["trial"]: RECORD for row in rows[:-1]},
     )
     specs = [LawSpec(law_from_expression("power", "A * D**b / N**a", ["A", "a", "b"]), "forgetting")]
     fits = fit_sweep(sweep.rows, specs, bootstrap=10)
     blocks, pareto, feasible = build_blocks(sweep, fits, bootstrap=10)
-    expected = figures.pareto_figure(sweep.complete, frontier([row["trial"] for row in sweep.complete], sweep.complete, space.objectives))
+    expected = figures.pareto_figure(
+        sweep.complete, frontier([row["trial"] for row in sweep.complete], sweep.complete, space.objectives)
+    )
     assert pareto == {key for key, on in zip(expected.keys, expected.pareto) if on} and all(feasible.values())
     images = [block.name for block in blocks if isinstance(block, render.Image)]
     assert images == ["pareto", "hypervolume", "fits_forgetting", "stage_matrices", "learning_curves", "sensitivity"]
@@ -164,13 +212,29 @@ def test_report_of_a_one_size_sweep_shows_every_trial_and_leaves_out_what_has_no
     rows = []
     for i, (method, ratio) in enumerate([("full", 0.0), ("galore", 0.2), ("full", 0.4), ("galore", 0.6)]):
         sampled = {"method.name": method, "replay.ratio": ratio}
-        rows.append({"trial": f"t{i}", "run_id": f"run{i}", "state": "COMPLETE", "num_params": 3e4, "new_tokens": 1e5,
-                     "learning": 0.95 - 0.1 * ratio, "forgetting": 2.0 - 2.5 * ratio,
-                     "bench_raycl_retention_delta": -5.0 - 10.0 * i,
-                     **sampled, "sampled": sampled})
+        rows.append(
+            {
+                "trial": f"t{i}",
+                "run_id": f"run{i}",
+                "state": "COMPLETE",
+                "num_params": 3e4,
+                "new_tokens": 1e5,
+                "learning": 0.95 - 0.1 * ratio,
+                "forgetting": 2.0 - 2.5 * ratio,
+                "bench_raycl_retention_delta": -5.0 - 10.0 * i,
+                **sampled,
+                "sampled": sampled,
+            }
+        )
     sweep = SweepData(
-        name="smoke", space=space, space_text=space.text, parent_run_id="parent", recorded_pareto=[], rows=rows,
-        curves={row["trial"]: {"eval/new_loss": [(0, 5.0), (10, 4.0)]} for row in rows}, stage_records={},
+        name="smoke",
+        space=space,
+        space_text=space.text,
+        parent_run_id="parent",
+        recorded_pareto=[],
+        rows=rows,
+        curves={row["trial"]: {"eval/new_loss": [(0, 5.0), (10, 4.0)]} for row in rows},
+        stage_records={},
     )
     blocks, pareto, _ = build_blocks(sweep, fit_sweep(rows, [], bootstrap=0), bootstrap=0)
     assert pareto == {"t0", "t1", "t2", "t3"}

@@ -45,26 +45,31 @@ def sweep_table(sizes=SIZES, noise: float = 0.002, seed: int = 0, tokens=TOKENS)
             for r in RATIOS:
                 lora = len(rows) % 3 == 0
                 after = loss_after(n, d, r) * np.exp(rng.normal(0.0, noise))
-                rows.append({
-                    "trial": f"t{len(rows):04d}",
-                    "state": "COMPLETE",
-                    "model.name": f"m{n:g}",
-                    "method.name": "lora" if lora else "full",
-                    "num_params": n + LORA_EXTRA if lora else n,
-                    "new_tokens": d,
-                    "replay.ratio": r,
-                    "train.lr": 1e-3,
-                    "base_loss_before": base_loss(n),
-                    "forgetting": after - base_loss(n),
-                    "learning": 1 - 3.0 / (n**0.2 * d**0.1) * np.exp(rng.normal(0.0, noise)),
-                })
+                rows.append(
+                    {
+                        "trial": f"t{len(rows):04d}",
+                        "state": "COMPLETE",
+                        "model.name": f"m{n:g}",
+                        "method.name": "lora" if lora else "full",
+                        "num_params": n + LORA_EXTRA if lora else n,
+                        "new_tokens": d,
+                        "replay.ratio": r,
+                        "train.lr": 1e-3,
+                        "base_loss_before": base_loss(n),
+                        "forgetting": after - base_loss(n),
+                        "learning": 1 - 3.0 / (n**0.2 * d**0.1) * np.exp(rng.normal(0.0, noise)),
+                    }
+                )
     return rows
 
 
 def with_outliers(rows: list[dict]) -> list[dict]:
     """Two trials whose base loss fell or held, which are fitted like every other, and one failed trial."""
-    extra = [dict(rows[0], trial="t9000", forgetting=-0.02), dict(rows[1], trial="t9001", forgetting=0.0),
-             {"trial": "t9002", "state": "FAIL", "model.name": rows[0]["model.name"], "train.lr": 1e-3}]
+    extra = [
+        dict(rows[0], trial="t9000", forgetting=-0.02),
+        dict(rows[1], trial="t9001", forgetting=0.0),
+        {"trial": "t9002", "state": "FAIL", "model.name": rows[0]["model.name"], "train.lr": 1e-3},
+    ]
     return rows + extra
 
 
@@ -105,8 +110,14 @@ def test_collinear_variables_are_refused_with_a_note() -> None:
 
 def test_lora_trials_count_as_their_base_model_size(injection: TargetFits) -> None:
     assert injection.sizes == list(SIZES)
-    assert model_sizes([{"model.name": "s", "num_params": 10.0 + LORA_EXTRA}, {"model.name": "s", "num_params": 10.0},
-                        {"num_params": 7.0}, {"model.name": "s"}]).tolist() == [10.0, 10.0, 7.0, 10.0]
+    assert model_sizes(
+        [
+            {"model.name": "s", "num_params": 10.0 + LORA_EXTRA},
+            {"model.name": "s", "num_params": 10.0},
+            {"num_params": 7.0},
+            {"model.name": "s"},
+        ]
+    ).tolist() == [10.0, 10.0, 7.0, 10.0]
     # Non-embedding counts win where a trial reports them.
     assert model_sizes([{"num_params": 10.0, "num_params_non_embedding": 4.0}]).tolist() == [4.0]
 
@@ -126,7 +137,8 @@ def test_extrapolation_record_names_the_largest_size_and_its_error(injection: Ta
     assert extrapolation["mean_abs_rel_error"] == pytest.approx(np.mean(np.abs(errors)))
     assert extrapolation["mean_abs_rel_error"] < 0.02  # the true law extrapolates to within the noise
     assert extrapolation["mean_abs_error"] == pytest.approx(
-        np.mean(np.abs(np.array(extrapolation["predicted"]) - extrapolation["observed"])))
+        np.mean(np.abs(np.array(extrapolation["predicted"]) - extrapolation["observed"]))
+    )
 
 
 def test_extrapolation_needs_more_fit_sizes_than_size_parameters() -> None:
@@ -136,7 +148,9 @@ def test_extrapolation_needs_more_fit_sizes_than_size_parameters() -> None:
     # E + A / N**a has three parameters in N: three fit sizes below the largest are not enough.
     shifted = fit_target(sweep_table(), "forgetting", [SHIFTED_POWER_N], bootstrap=0)
     assert shifted.laws[0].extrapolation is None
-    assert "no extrapolation check: 3 distinct size(s) below the largest for 3 size parameter(s)" in shifted.laws[0].notes
+    assert (
+        "no extrapolation check: 3 distinct size(s) below the largest for 3 size parameter(s)" in shifted.laws[0].notes
+    )
     # The injection law has one parameter in N alone: two sizes below the largest suffice.
     three = fit_target(sweep_table(sizes=SIZES[:3]), "forgetting", [BETHUNE], bootstrap=0)
     assert three.laws[0].extrapolation is not None
@@ -144,8 +158,12 @@ def test_extrapolation_needs_more_fit_sizes_than_size_parameters() -> None:
 
 def test_a_parameter_on_its_bound_is_noted() -> None:
     # The loss falls as N**-8 over these sizes: steeper than the exponents' bound of 5 allows.
-    rows = [dict(row, base_loss_before=2.0, forgetting=2.0 * 0.5 / n**8) for row, n in
-            zip(sweep_table(sizes=(1.5, 2.0, 3.0, 4.0)), np.repeat((1.5, 2.0, 3.0, 4.0), len(TOKENS) * len(RATIOS)))]
+    rows = [
+        dict(row, base_loss_before=2.0, forgetting=2.0 * 0.5 / n**8)
+        for row, n in zip(
+            sweep_table(sizes=(1.5, 2.0, 3.0, 4.0)), np.repeat((1.5, 2.0, 3.0, 4.0), len(TOKENS) * len(RATIOS))
+        )
+    ]
     law = law_from_expression("size_only", "L0 * (1 + A / N**a)", ["A", "a"])
     result = fit_target(rows, "forgetting", [law], bootstrap=0)
     fit = result.laws[0].fit
@@ -181,7 +199,8 @@ def test_user_laws_are_loaded_and_fitted(tmp_path: Path) -> None:
     )
     specs = load_laws(path)
     assert [(s.law.name, s.target, s.law.variables) for s in specs] == [
-        ("no_replay", "forgetting", ("L0", "D", "N")), ("learning_power", "learning", ("N",))
+        ("no_replay", "forgetting", ("L0", "D", "N")),
+        ("learning_power", "learning", ("N",)),
     ]
     fits = fit_sweep(sweep_table(sizes=SIZES[:3]), specs[:1], bootstrap=0)
     assert list(fits) == ["forgetting"] and fits["forgetting"].laws[0].extrapolation is not None

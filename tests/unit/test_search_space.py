@@ -65,7 +65,11 @@ def test_space_loads_with_name_source_and_base_config(tmp_path: Path) -> None:
 MALFORMED = [
     ("unknown top-level key", lambda d: d.update(paramters={}), "paramters: unknown key"),
     ("unknown budget key", lambda d: d["budget"].update(concurrncy=2), "budget.concurrncy: unknown key"),
-    ("unknown parameter option", lambda d: d["parameters"]["train.lr"].update(hgh=1), "parameters.train.lr.hgh: not used by a log_uniform parameter"),
+    (
+        "unknown parameter option",
+        lambda d: d["parameters"]["train.lr"].update(hgh=1),
+        "parameters.train.lr.hgh: not used by a log_uniform parameter",
+    ),
     ("empty range", lambda d: d["parameters"]["train.lr"].update(low=1e-2), "parameters.train.lr.high: empty range"),
     ("log range through zero", lambda d: d["parameters"]["train.lr"].update(low=0.0), "parameters.train.lr.low"),
     (
@@ -83,30 +87,82 @@ MALFORMED = [
         lambda d: d["parameters"]["method.lora_rank"].update(when={"method.name": "lorra"}),
         "parameters.method.lora_rank.when.method.name: 'lorra' is not among its choices",
     ),
-    ("not a config key", lambda d: d["parameters"].update({"train.lrr": {"type": "uniform", "low": 0, "high": 1}}), "parameters.train.lrr: not a trial config key"),
-    ("choice the config rejects", lambda d: d["parameters"]["method.name"].update(choices=["full", "adapters"]), "parameters.method.name.choices: 'adapters'"),
-    ("bound the config rejects", lambda d: d["parameters"]["train.lr"].update(high=2.0), "parameters.train.lr.high: 2.0 is not a valid train.lr"),
+    (
+        "not a config key",
+        lambda d: d["parameters"].update({"train.lrr": {"type": "uniform", "low": 0, "high": 1}}),
+        "parameters.train.lrr: not a trial config key",
+    ),
+    (
+        "choice the config rejects",
+        lambda d: d["parameters"]["method.name"].update(choices=["full", "adapters"]),
+        "parameters.method.name.choices: 'adapters'",
+    ),
+    (
+        "bound the config rejects",
+        lambda d: d["parameters"]["train.lr"].update(high=2.0),
+        "parameters.train.lr.high: 2.0 is not a valid train.lr",
+    ),
     (
         "fractional values for an int key",
         lambda d: d["parameters"].update({"train.batch_size": {"type": "uniform", "low": 1, "high": 9}}),
         "parameters.train.batch_size.type: train.batch_size takes whole numbers",
     ),
-    ("option of another type", lambda d: d["parameters"]["train.lr"].update(choices=[1]), "parameters.train.lr.choices: not used by a log_uniform"),
-    ("no choices", lambda d: d["parameters"]["method.name"].update(choices=[]), "parameters.method.name.choices: needs at least one value"),
+    (
+        "option of another type",
+        lambda d: d["parameters"]["train.lr"].update(choices=[1]),
+        "parameters.train.lr.choices: not used by a log_uniform",
+    ),
+    (
+        "no choices",
+        lambda d: d["parameters"]["method.name"].update(choices=[]),
+        "parameters.method.name.choices: needs at least one value",
+    ),
     ("unknown fixed key", lambda d: d["fixed"]["train"].update(lrr=0.1), "fixed.train.lrr: unknown key"),
     ("invalid fixed value", lambda d: d["fixed"]["world"].update(num_stages=0), "fixed.world.num_stages"),
-    ("searched and fixed", lambda d: d["fixed"]["train"].update(lr=0.1), "parameters.train.lr: also set in fixed.train.lr"),
-    ("unknown objective metric", lambda d: d["objectives"].update(accuracy="maximize"), "objectives.accuracy: not a metric trials report"),
+    (
+        "searched and fixed",
+        lambda d: d["fixed"]["train"].update(lr=0.1),
+        "parameters.train.lr: also set in fixed.train.lr",
+    ),
+    (
+        "unknown objective metric",
+        lambda d: d["objectives"].update(accuracy="maximize"),
+        "objectives.accuracy: not a metric trials report",
+    ),
     ("bad direction", lambda d: d["objectives"].update(learning="up"), "objectives.learning"),
-    ("malformed constraint", lambda d: d.update(constraints=["forgetting < 0.05"]), "constraints[0]: 'forgetting < 0.05' is not of the form"),
-    ("constraint on an unknown metric", lambda d: d.update(constraints=["loss <= 1"]), "constraints[0]: 'loss' is not a metric"),
+    (
+        "malformed constraint",
+        lambda d: d.update(constraints=["forgetting < 0.05"]),
+        "constraints[0]: 'forgetting < 0.05' is not of the form",
+    ),
+    (
+        "constraint on an unknown metric",
+        lambda d: d.update(constraints=["loss <= 1"]),
+        "constraints[0]: 'loss' is not a metric",
+    ),
     ("sampler not pinned", lambda d: d.pop("sampler"), "sampler: Field required"),
-    ("sampler option of another sampler", lambda d: d["sampler"].update(population_size=8), "sampler.population_size: not an option of the tpe sampler"),
-    ("reference point misses an objective", lambda d: d.update(reference_point={"learning": 0.0}), "reference_point: needs exactly the objectives"),
+    (
+        "sampler option of another sampler",
+        lambda d: d["sampler"].update(population_size=8),
+        "sampler.population_size: not an option of the tpe sampler",
+    ),
+    (
+        "reference point misses an objective",
+        lambda d: d.update(reference_point={"learning": 0.0}),
+        "reference_point: needs exactly the objectives",
+    ),
     ("no budget", lambda d: d.pop("budget"), "budget: Field required"),
     ("zero trials", lambda d: d["budget"].update(trials=0), "budget.trials"),
-    ("NaN bound", lambda d: d["parameters"]["train.lr"].update(high=float("nan")), "parameters.train.lr.high: Input should be a finite number"),
-    ("infinite fixed value", lambda d: d["fixed"]["train"].update(grad_clip=float("inf")), "fixed.train.grad_clip: Input should be a finite number"),
+    (
+        "NaN bound",
+        lambda d: d["parameters"]["train.lr"].update(high=float("nan")),
+        "parameters.train.lr.high: Input should be a finite number",
+    ),
+    (
+        "infinite fixed value",
+        lambda d: d["fixed"]["train"].update(grad_clip=float("inf")),
+        "fixed.train.grad_clip: Input should be a finite number",
+    ),
 ]
 
 
@@ -255,7 +311,9 @@ def test_summary_pareto_set_leaves_out_infeasible_trials(tmp_path: Path) -> None
 
 
 def test_summary_uses_the_spaces_reference_point(tmp_path: Path) -> None:
-    space = load_space(write_space(tmp_path, edited(lambda d: d.update(reference_point={"learning": 0.0, "forgetting": 1.0}))))
+    space = load_space(
+        write_space(tmp_path, edited(lambda d: d.update(reference_point={"learning": 0.0, "forgetting": 1.0})))
+    )
     summary = space_frontier(space, ["t0000"], [{"learning": 0.5, "forgetting": 0.5}])
     assert summary.reference == [0.0, 1.0] and summary.reference_source == "search space"
     assert summary.hypervolume == pytest.approx(0.25)
@@ -271,13 +329,19 @@ def test_secrets_never_become_params() -> None:
     assert params == {"model.name": "raycl-tiny-s", "model.pretrain_tokens_per_param": "20.0", "train.lr": "0.001"}
     assert is_secret("aws.secret_access_key", "x") and is_secret("db.password", "x")
     assert not is_secret("train.cpu_threads", 1)
-    assert redact_url("postgresql://raycl:hunter2@10.0.0.5:5432/optuna") == "postgresql://raycl:***@10.0.0.5:5432/optuna"
+    assert (
+        redact_url("postgresql://raycl:hunter2@10.0.0.5:5432/optuna") == "postgresql://raycl:***@10.0.0.5:5432/optuna"
+    )
     assert redact_url("sqlite:///runs/smoke/optuna.db") == "sqlite:///runs/smoke/optuna.db"
 
 
 def test_benchmark_retention_can_be_a_constraint_or_objective(tmp_path: Path) -> None:
-    data = edited(lambda d: d.update(constraints=["bench_max_drop <= 3"],
-                                     objectives={"learning": "maximize", "bench_raycl_retention_delta": "maximize"}))
+    data = edited(
+        lambda d: d.update(
+            constraints=["bench_max_drop <= 3"],
+            objectives={"learning": "maximize", "bench_raycl_retention_delta": "maximize"},
+        )
+    )
     space = load_space(write_space(tmp_path, data))
     assert [str(c) for c in space.constraints] == ["bench_max_drop <= 3"]
     # A task the trials do not run is caught before anything starts.
@@ -285,7 +349,10 @@ def test_benchmark_retention_can_be_a_constraint_or_objective(tmp_path: Path) ->
     with pytest.raises(ConfigError, match=r"constraints\[0\]: 'bench_raycl_retension_delta' is not a metric"):
         load_space(write_space(tmp_path, typo))
     # Without benchmark tasks there is no benchmark metric.
-    off = edited(lambda d: d.update(constraints=["bench_max_drop <= 3"],
-                                    fixed={**d["fixed"], "eval": {"benchmarks": {"tasks": []}}}))
+    off = edited(
+        lambda d: d.update(
+            constraints=["bench_max_drop <= 3"], fixed={**d["fixed"], "eval": {"benchmarks": {"tasks": []}}}
+        )
+    )
     with pytest.raises(ConfigError, match="bench_max_drop"):
         load_space(write_space(tmp_path, off))

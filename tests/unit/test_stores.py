@@ -54,8 +54,16 @@ def test_every_cluster_url_names_the_driver_the_cluster_installs() -> None:
 @pytest.mark.parametrize(
     ("storage", "tracking_uri", "expected"),
     [
-        (None, "http://u:pw@127.0.0.1:9", "--tracking-uri http://u:***@127.0.0.1:9: cannot reach the MLflow tracking store"),
-        ("postgresql://u:pw@127.0.0.1:9/optuna", None, "--storage postgresql://u:***@127.0.0.1:9/optuna: cannot reach the Optuna storage"),
+        (
+            None,
+            "http://u:pw@127.0.0.1:9",
+            "--tracking-uri http://u:***@127.0.0.1:9: cannot reach the MLflow tracking store",
+        ),
+        (
+            "postgresql://u:pw@127.0.0.1:9/optuna",
+            None,
+            "--storage postgresql://u:***@127.0.0.1:9/optuna: cannot reach the Optuna storage",
+        ),
         ("postgresql://127.0.0.1:9/optuna?user=u&password=pw", None, "password=***: cannot reach the Optuna storage"),
         (None, "postgresql://u:pw@127.0.0.1:9/mlflow", "cannot reach the MLflow tracking store"),
         ("mysql://u:pw@127.0.0.1:9/optuna", None, "its driver is not installed"),

@@ -47,8 +47,12 @@ def space(tmp_path: Path):
 def final_result(learning: float, forgetting: float) -> dict[str, Any]:
     """What Tune hands the driver for a finished trial: a FinalReport plus Tune's own keys."""
     metrics = dict.fromkeys(REPORTED_METRICS, 1.0) | {"learning": learning, "forgetting": forgetting}
-    stages = {"stage_names": ["a", "b"], "stage_matrix": [[5.0, 5.0], [3.0, 4.5], [3.5, 3.0]],
-              "retention_losses": [1.0, 1.5, forgetting + 1.0], "stage_forgetting": [0.5, 0.0]}
+    stages = {
+        "stage_names": ["a", "b"],
+        "stage_matrix": [[5.0, 5.0], [3.0, 4.5], [3.5, 3.0]],
+        "retention_losses": [1.0, 1.5, forgetting + 1.0],
+        "stage_forgetting": [0.5, 0.0],
+    }
     report = FinalReport(**metrics, **stages, bench_max_drop=2.0, node_ids=["node-a"])
     return report.to_tune() | {"time_total_s": 9.0, "training_iteration": 3}
 
@@ -84,7 +88,9 @@ def test_the_searcher_hands_out_typed_assignments_and_tells_optuna_the_objective
 
 def test_tracker_keeps_one_parent_and_one_child_per_trial_across_a_restart(space, tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    assignment = TrialAssignment.create(7, {"train.lr": 0.001, "method.name": "full"}, space.trial_config({"train.lr": 0.001}))
+    assignment = TrialAssignment.create(
+        7, {"train.lr": 0.001, "method.name": "full"}, space.trial_config({"train.lr": 0.001})
+    )
     tune_trial = SimpleNamespace(config=assignment.model_dump(mode="json"), error_file=None)
 
     tracker = SweepTracker(uri, space, tmp_path / "artifacts")
@@ -112,11 +118,18 @@ def test_tracker_keeps_one_parent_and_one_child_per_trial_across_a_restart(space
     assert client.download_artifacts(child, Artifacts.TRIAL_CONFIG, str(tmp_path))
 
     front = space_frontier(space, ["t0007"], [{"learning": 0.7, "forgetting": 0.4}])
-    again.log_frontier(front, [{"trial": "t0007", "learning": 0.7, "forgetting": 0.4, "num_params": 10.0}], [assignment.params])
+    again.log_frontier(
+        front, [{"trial": "t0007", "learning": 0.7, "forgetting": 0.4, "num_params": 10.0}], [assignment.params]
+    )
     parent_run = client.get_run(parent)
-    assert parent_run.data.tags[Tags.PARETO_TRIALS] == "t0007" and client.get_run(child).data.tags[Tags.PARETO] == "true"
+    assert (
+        parent_run.data.tags[Tags.PARETO_TRIALS] == "t0007" and client.get_run(child).data.tags[Tags.PARETO] == "true"
+    )
     artifacts = {a.path for a in client.list_artifacts(parent, "pareto")}
-    assert artifacts == {f"pareto/{name}" for name in ("frontier.csv", "trials.csv", "hypervolume.json", "frontier.png", "hypervolume.png")}
+    assert artifacts == {
+        f"pareto/{name}"
+        for name in ("frontier.csv", "trials.csv", "hypervolume.json", "frontier.png", "hypervolume.png")
+    }
 
 
 def test_progress_table_follows_trials_and_marks_the_feasible_front(space) -> None:
@@ -127,7 +140,9 @@ def test_progress_table_follows_trials_and_marks_the_feasible_front(space) -> No
         assignment = TrialAssignment.create(number, {"train.lr": 0.001}, space.trial_config({}))
         trial = SimpleNamespace(config=assignment.model_dump(mode="json"), error_file=None)
         table.on_trial_start(0, [], trial)
-        stage_end = EvalRecord(stage=1, step=10, new_loss=4.0, base_loss=1.0, full_eval=True, learning=learning, forgetting=forgetting)
+        stage_end = EvalRecord(
+            stage=1, step=10, new_loss=4.0, base_loss=1.0, full_eval=True, learning=learning, forgetting=forgetting
+        )
         table.on_trial_result(0, [], trial, stage_end.to_report())
         table.on_trial_result(0, [], trial, final_result(learning, forgetting))
         trials.append(trial)
@@ -185,14 +200,35 @@ def test_the_mean_over_seeds_averages_metrics_and_stage_records_and_keeps_each_r
     from raycl.config.records import FinalReport
 
     def run(forgetting: float, offset: float) -> FinalReport:
-        fields = {name: 1.0 for name in FinalReport.model_fields if name not in {"stage_names", "stage_matrix", "retention_losses",
-                  "stage_forgetting", "node_ids", "replicates", "base_pretrain_tokens", "base_pretrain_loss"}}
-        return FinalReport(**fields | {"forgetting": forgetting}, stage_names=["a", "b"],
-                           stage_matrix=[[2.0 + offset, 2.0], [1.0, 2.0], [1.5, 1.0 + offset]], retention_losses=[1.0, 1.2 + offset, 1.4],
-                           stage_forgetting=[0.5 + offset], node_ids=[f"n{offset}"], bench_x=offset)
+        fields = {
+            name: 1.0
+            for name in FinalReport.model_fields
+            if name
+            not in {
+                "stage_names",
+                "stage_matrix",
+                "retention_losses",
+                "stage_forgetting",
+                "node_ids",
+                "replicates",
+                "base_pretrain_tokens",
+                "base_pretrain_loss",
+            }
+        }
+        return FinalReport(
+            **fields | {"forgetting": forgetting},
+            stage_names=["a", "b"],
+            stage_matrix=[[2.0 + offset, 2.0], [1.0, 2.0], [1.5, 1.0 + offset]],
+            retention_losses=[1.0, 1.2 + offset, 1.4],
+            stage_forgetting=[0.5 + offset],
+            node_ids=[f"n{offset}"],
+            bench_x=offset,
+        )
 
     mean = FinalReport.mean_of([run(0.2, 0.0), run(0.4, 1.0)])
     assert mean.forgetting == pytest.approx(0.3) and mean.model_extra["bench_x"] == pytest.approx(0.5)
     assert mean.stage_matrix == [[2.5, 2.0], [1.0, 2.0], [1.5, 1.5]] and mean.stage_forgetting == [1.0]
     assert mean.node_ids == ["n0.0", "n1.0"]
-    assert [r["forgetting"] for r in mean.replicates] == [0.2, 0.4] and mean.metrics()["forgetting"] == pytest.approx(0.3)
+    assert [r["forgetting"] for r in mean.replicates] == [0.2, 0.4] and mean.metrics()["forgetting"] == pytest.approx(
+        0.3
+    )

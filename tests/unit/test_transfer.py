@@ -41,14 +41,22 @@ def test_facts_of_a_model_the_sweep_never_ran_are_unknown(source: transfer.Sourc
     context = transfer.context_config(source, "raycl-tiny-xl", {"model.name": "raycl-tiny-xl"})
     assert transfer.model_facts(source.rows, context) is not None
     without_xl = dataclasses.replace(source, rows=[row for row in source.rows if row["model.name"] != "raycl-tiny-xl"])
-    with pytest.raises(ValueError, match="ran no complete trial of raycl-tiny-xl at pretraining budget 40: .* pass --verify"):
+    with pytest.raises(
+        ValueError, match="ran no complete trial of raycl-tiny-xl at pretraining budget 40: .* pass --verify"
+    ):
         transfer.predict(without_xl, "raycl-tiny-xl", overrides={"model.pretrain_tokens_per_param": 40}, bootstrap=0)
 
 
 def test_describe_says_inside_or_outside_and_when_there_is_no_interval() -> None:
     record = {
-        "sweep": "s", "model": "m", "model_size": 2e5, "fitted_sizes": [1e4, 5e4], "pick": {transfer.LR: 1e-4, transfer.REPLAY: 0.25},
-        "required_learning": 0.8, "meets_requirement": True, "laws": {"learning": {"name": "ratio_power_lr"}, "forgetting": {"name": "bethune"}},
+        "sweep": "s",
+        "model": "m",
+        "model_size": 2e5,
+        "fitted_sizes": [1e4, 5e4],
+        "pick": {transfer.LR: 1e-4, transfer.REPLAY: 0.25},
+        "required_learning": 0.8,
+        "meets_requirement": True,
+        "laws": {"learning": {"name": "ratio_power_lr"}, "forgetting": {"name": "bethune"}},
         "comparison": {
             "learning": {"predicted": 0.83, "low": 0.8, "high": 0.85, "measured": 0.9, "inside": False},
             "forgetting": {"predicted": 0.1, "low": None, "high": None, "measured": 0.05, "inside": None},

@@ -32,7 +32,16 @@ def test_the_online_and_data_size_spaces_validate_and_use_their_keys() -> None:
 def test_a_space_may_search_the_loss_drop_but_not_beside_a_fixed_lr(tmp_path: Path) -> None:
     path = tmp_path / "drops.yaml"
     path.write_text(SPACE)
-    assert load_space(path).trial_config({"train.lr_at_loss_drop": 0.05, "model.name": "raycl-tiny-xs"}).train.lr_at_loss_drop == 0.05
+    assert (
+        load_space(path)
+        .trial_config({"train.lr_at_loss_drop": 0.05, "model.name": "raycl-tiny-xs"})
+        .train.lr_at_loss_drop
+        == 0.05
+    )
     path.write_text(SPACE.replace("{steps_per_stage: 20}", "{steps_per_stage: 20, lr: 0.001}"))
-    with pytest.raises(ConfigError, match=r"drops.yaml: parameters.train.lr_at_loss_drop.choices: 0.01 is not a valid " r"train.lr_at_loss_drop \(give train.lr or train.lr_at_loss_drop, not both\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"drops.yaml: parameters.train.lr_at_loss_drop.choices: 0.01 is not a valid "
+        r"train.lr_at_loss_drop \(give train.lr or train.lr_at_loss_drop, not both\)",
+    ):
         load_space(path)

@@ -25,7 +25,10 @@ def write_data(directory: Path) -> dict[str, Path]:
     """A speaker-named chat file (gzipped), an original corpus, a benchmark file and a task directory."""
     directory.mkdir(parents=True, exist_ok=True)
     chats = directory / "dialogs.jsonl.gz"
-    rows = [{"conversation": [{"role": "Ann", "content": f"Hi {i}"}, {"role": "Ben", "content": f"Hello {i}"}]} for i in range(30)]
+    rows = [
+        {"conversation": [{"role": "Ann", "content": f"Hi {i}"}, {"role": "Ben", "content": f"Hello {i}"}]}
+        for i in range(30)
+    ]
     with gzip.open(chats, "wt", encoding="utf-8") as handle:
         handle.write("".join(json.dumps(row) + "\n" for row in rows))
     original = directory / "original"
@@ -46,11 +49,13 @@ def trial_yaml(path: Path, data: dict[str, Path], roles: dict | None = ROLES) ->
     source = {"path": str(data["chats"])} | ({"roles": roles} if roles else {})
     config = {
         "stream": {"source": source, "shape": {"stages": 2}, "original": {"paths": [str(data["original"])]}},
-        "eval": {"benchmarks": {
-            "tasks": ["raycl_retention", "arc2", "mine"],
-            "task_paths": {"arc2": {"template": "raycl_arc_easy", "path": str(data["arc"])}},
-            "include_path": str(data["tasks"]),
-        }},
+        "eval": {
+            "benchmarks": {
+                "tasks": ["raycl_retention", "arc2", "mine"],
+                "task_paths": {"arc2": {"template": "raycl_arc_easy", "path": str(data["arc"])}},
+                "include_path": str(data["tasks"]),
+            }
+        },
     }
     path.write_text(yaml.safe_dump(config))
     return path
@@ -67,7 +72,9 @@ def test_a_trial_config_is_validated_with_the_first_rows_of_each_data_file(tmp_p
     assert lines[2].startswith(f"  stream.original: {data['original'] / 'speeches.txt'} (text): ")
     assert lines[3] == f"  eval.benchmarks.task_paths.arc2: {data['arc']} (template raycl_arc_easy)"
     assert lines[4] == f"  eval.benchmarks.include_path: {data['tasks']}"
-    assert lines[5].startswith("note: model raycl-tiny-s was pretrained on the offline world's base corpus, not on stream.original")
+    assert lines[5].startswith(
+        "note: model raycl-tiny-s was pretrained on the offline world's base corpus, not on stream.original"
+    )
 
 
 @pytest.mark.parametrize(
@@ -93,7 +100,9 @@ def test_speaker_names_without_roles_fail_validation_naming_file_line_and_role(t
     trial = trial_yaml(tmp_path / "trial.yaml", data, roles=None)
     result = CliRunner().invoke(app, ["validate", str(trial)])
     assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
-    assert result.output.startswith(f"error: {trial}: stream.source: {data['chats']}: line 1: unknown role 'Ann'; map speakers")
+    assert result.output.startswith(
+        f"error: {trial}: stream.source: {data['chats']}: line 1: unknown role 'Ann'; map speakers"
+    )
 
 
 def test_validation_takes_a_second_and_loads_no_model_code(tmp_path: Path) -> None:
@@ -115,7 +124,10 @@ def test_a_stream_trial_with_default_settings_validates_without_the_world_stage_
     assert config.eval.benchmarks.tasks == ("raycl_retention",)
     assert TrialConfig().eval.benchmarks.tasks == ("raycl_retention", "raycl_acquisition")
     with pytest.raises(ValueError, match="trial.yaml: eval.benchmarks.tasks: the raycl_acquisition probes"):
-        validate_config({"stream": {"source": {"path": "c.jsonl"}}, "eval": {"benchmarks": {"tasks": ["raycl_acquisition"]}}}, "trial.yaml")
+        validate_config(
+            {"stream": {"source": {"path": "c.jsonl"}}, "eval": {"benchmarks": {"tasks": ["raycl_acquisition"]}}},
+            "trial.yaml",
+        )
 
 
 def test_the_guide_trial_config_example_validates() -> None:
@@ -127,10 +139,18 @@ def test_the_guide_trial_config_example_validates() -> None:
 def test_a_base_model_not_pretrained_on_the_probed_corpus_is_said_so() -> None:
     stream = {"source": {"path": "chats.jsonl"}}
     assert original_note(TrialConfig()) is None
-    assert original_note(validate_config({"stream": stream}, "t")) is None  # the world's corpus, the ladder's pretraining data
+    assert (
+        original_note(validate_config({"stream": stream}, "t")) is None
+    )  # the world's corpus, the ladder's pretraining data
     with_original = validate_config({"stream": stream | {"original": {"paths": ["docs"]}}}, "t")
-    assert "raycl-tiny-s was pretrained on the offline world's base corpus, not on stream.original" in original_note(with_original)
+    assert "raycl-tiny-s was pretrained on the offline world's base corpus, not on stream.original" in original_note(
+        with_original
+    )
     hub_model = validate_config({"model": {"name": "EleutherAI/pythia-70m"}, "stream": stream}, "t")
-    assert original_note(hub_model).startswith("model EleutherAI/pythia-70m was not pretrained on the offline world's base corpus")
-    hub_with_original = validate_config({"model": {"name": "EleutherAI/pythia-70m"}, "stream": stream | {"original": {"paths": ["d"]}}}, "t")
+    assert original_note(hub_model).startswith(
+        "model EleutherAI/pythia-70m was not pretrained on the offline world's base corpus"
+    )
+    hub_with_original = validate_config(
+        {"model": {"name": "EleutherAI/pythia-70m"}, "stream": stream | {"original": {"paths": ["d"]}}}, "t"
+    )
     assert original_note(hub_with_original) is None
