@@ -28,7 +28,7 @@ from raycl.world.stream import offline_stream
 
 def bare_loop_tokens_per_s(config: TrialConfig, steps: int) -> float:
     """Tokens/s of the plainest AdamW loop on the same model and batches: the floor raycl is held to."""
-    torch.set_num_threads(config.train.cpu_threads)
+    torch.set_num_threads(config.train.cpu_threads or 1)  # the ladder: one thread (resolve_threads)
     world = load_world(config.world)
     model, tokenizer = load_base_model(config.model, world)
     blocks = offline_stream(world, tokenizer, config.train.seq_len).stages[0].train_blocks

@@ -790,6 +790,7 @@ def models_get(
 
     if name not in PACKAGED:
         fail(f"{name} is not a packaged model (one of {', '.join(PACKAGED)})")
+
     def say(line: str) -> None:
         console.print(line, highlight=False, soft_wrap=True)
 

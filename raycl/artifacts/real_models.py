@@ -187,7 +187,8 @@ def verify_model_dir(directory: Path) -> Path:
     for name, digest in recorded.items():
         if sha256_file(directory / name) != digest:
             raise ValueError(
-                f"{directory / name}: SHA-256 differs from the one recorded at conversion; delete {directory} to rebuild"
+                f"{directory / name}: SHA-256 differs from the one recorded at conversion; "
+                f"delete {directory} to rebuild it"
             )
     return directory
 

@@ -126,6 +126,9 @@ class TrialResult(TrialSummary):
     config: dict[str, Any] = Field(description="the trial config, as JSON")
     drift: dict[str, float] = Field(description="relative weight drift of each 2-D weight")
     method_info: dict[str, Any]
+    dtype: Literal["fp32", "bf16"] = Field(default="fp32", description="train.dtype as resolved: bf16 autocast or fp32")
+    device: str = Field(default="cpu", description="where the trial trained: cpu, cuda")
+    cpu_threads: int | None = Field(default=None, description="torch threads (train.cpu_threads as resolved)")
     train_memory: dict[str, int] = Field(description="train_peak_bytes by part, measured on one dedicated step")
     resumed_after_stage: int
     stopped: str | None = Field(

@@ -189,10 +189,16 @@ class TrainConfig(StrictModel):
     )
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    cpu_threads: int = Field(
-        default=1,
+    dtype: Literal["auto", "fp32", "bf16"] = Field(
+        default="auto",
+        description="bf16 autocast or fp32 for training and evaluation; auto: bf16 on a GPU, and on a CPU with "
+        "native bf16 (AVX512-BF16 or AMX) for models of 30M parameters or more, else fp32",
+    )
+    cpu_threads: int | None = Field(
+        default=None,
         ge=1,
-        description="torch threads on CPU; tiny models run fastest on one, and more than the cores slows every trial",
+        description="torch threads on CPU; None: 1 for models under 30M parameters (tiny models run fastest on one), "
+        "else the cores the trial is given (OMP_NUM_THREADS, which Ray sets, else the CPUs this process may use)",
     )
 
     @model_validator(mode="before")

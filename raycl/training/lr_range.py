@@ -45,7 +45,15 @@ from raycl.models.heldout import heldout_loss
 from raycl.models.loading import load_base_model
 from raycl.models.optimizer_step import Optimizer, optimizer_step
 from raycl.training.methods import prepare_method
-from raycl.training.parts import autocast_for, load_stream, next_token_loss, resolve_device, write_json
+from raycl.training.parts import (
+    autocast_for,
+    load_stream,
+    next_token_loss,
+    resolve_device,
+    resolve_dtype,
+    resolve_threads,
+    write_json,
+)
 from raycl.world.offline import load_world
 
 DROPS = (0.01, 0.05, 0.1)
@@ -121,9 +129,11 @@ def measure_ramp(config: TrialConfig, settings: RangeSettings) -> RangeRecord:
     """Run the range test of `config`'s model and method on its first stage (uncached)."""
     started = time.perf_counter()
     device = resolve_device(config.train.device)
-    torch.set_num_threads(config.train.cpu_threads)
     world = load_world(config.world)
     base_model, tokenizer = load_base_model(config.model, world)
+    num_params = base_model.num_parameters()
+    torch.set_num_threads(resolve_threads(config.train.cpu_threads, num_params))
+    dtype = resolve_dtype(config.train.dtype, device, num_params)
     stream = load_stream(config, world, tokenizer)
     stage, count = stream.stages[0], settings.eval_examples
     # transformers wraps `to` with `functools.wraps(Module.to)`, which hides the bound `self` from pyright.
@@ -139,7 +149,7 @@ def measure_ramp(config: TrialConfig, settings: RangeSettings) -> RangeRecord:
             pad_id=pad_id,
             batch_size=config.eval.batch_size,
             device=device,
-            autocast=autocast_for(device),
+            autocast=autocast_for(device, dtype),
         )
 
     def fresh_model() -> tuple[torch.nn.Module, Optimizer]:
@@ -160,7 +170,7 @@ def measure_ramp(config: TrialConfig, settings: RangeSettings) -> RangeRecord:
                 step = local_step if settings.mode == "restart" else point * settings.steps_per_point + local_step
                 blocks = batch_at(stage.train_blocks, config.train.batch_size, step, config.train.seed).to(device)
                 labels = batch_at(stage.train_labels, config.train.batch_size, step, config.train.seed).to(device)
-                with autocast_for(device):
+                with autocast_for(device, dtype):
                     loss = next_token_loss(model(input_ids=blocks).logits, labels)
                 optimizer_step(loss, model, optimizer, lr, config.train.grad_clip)
             model.eval()

@@ -17,6 +17,7 @@ import contextlib
 import copy
 import math
 import resource
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -53,7 +54,16 @@ from raycl.training.checkpoint import (
 from raycl.training.lr_range import resolve_lr
 from raycl.training.memory import StepMemory
 from raycl.training.methods import Optimizer, optimizer_state_bytes, prepare_method
-from raycl.training.parts import autocast_for, finite_or_none, load_stream, next_token_loss, resolve_device, write_json
+from raycl.training.parts import (
+    autocast_for,
+    finite_or_none,
+    load_stream,
+    next_token_loss,
+    resolve_device,
+    resolve_dtype,
+    resolve_threads,
+    write_json,
+)
 from raycl.world.offline import World, load_world
 
 # A step's new rows, their labels, its replay rows and theirs.
@@ -102,6 +112,47 @@ class TrialProgress:
             self.train_time_s += seconds
         else:
             self.untimed_tokens += tokens
+
+
+def duration(seconds: float) -> str:
+    """`1h02m`, `4m05s` or `12s`."""
+    seconds = max(0, round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+@dataclass
+class ProgressLines:
+    """Off a terminal (a log file, CI), one line per evaluation and per stage end: step, losses, tokens/s and an
+    ETA from this run's pace so far. On a terminal the transient progress bar shows the same, and this is silent."""
+
+    total_steps: int
+    first_step: int  # the step this run (or resumed run) started from
+    enabled: bool = field(default_factory=lambda: not sys.stdout.isatty())
+    started: float = field(default_factory=time.perf_counter)
+
+    def line(self, record: EvalRecord, progress: TrialProgress, what: str, train_loss: float | None) -> str:
+        """The line of the evaluation `record` (labelled `what`) just taken."""
+        elapsed = time.perf_counter() - self.started
+        done = progress.step - self.first_step
+        parts = [f"step {progress.step}/{self.total_steps} {what}"]
+        if train_loss is not None:
+            parts.append(f"train loss {train_loss:.3f}")
+        parts.append(f"new loss {record.new_loss:.3f}, base loss {record.base_loss:.3f}")
+        if record.forgetting is not None and progress.step:
+            parts.append(f"learning {record.learning:.3f}, forgetting {record.forgetting:+.3f}")
+        timed = progress.train_tokens - progress.untimed_tokens
+        if progress.train_time_s > 0:
+            parts.append(f"{timed / progress.train_time_s:.0f} tokens/s")
+        if done > 0:
+            left = elapsed / done * (self.total_steps - progress.step)
+            parts.append(f"elapsed {duration(elapsed)}, ETA {duration(left)}")
+        return ", ".join(parts)
+
+    def say(self, record: EvalRecord, progress: TrialProgress, what: str, train_loss: float | None = None) -> None:
+        if self.enabled:
+            print(self.line(record, progress, what, train_loss), flush=True)
 
 
 def peak_memory_bytes(device: torch.device) -> int:
@@ -186,7 +237,13 @@ def effective_weights(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def evaluate(
-    model: nn.Module, stream: Stream, config: TrialConfig, pad_id: int, device: torch.device, max_examples: int | None
+    model: nn.Module,
+    stream: Stream,
+    config: TrialConfig,
+    pad_id: int,
+    device: torch.device,
+    max_examples: int | None,
+    dtype: torch.dtype = torch.float32,
 ) -> tuple[list[float], float]:
     """Held-out loss on every stage and on the retention probe (the first `max_examples` of each)."""
 
@@ -198,7 +255,7 @@ def evaluate(
             pad_id=pad_id,
             batch_size=config.eval.batch_size,
             device=device,
-            autocast=autocast_for(device),
+            autocast=autocast_for(device, dtype),
         )
 
     return [loss(stage.heldout, stage.heldout_labels) for stage in stream.stages], loss(stream.retention)
@@ -340,6 +397,8 @@ class TrialRun:
     initial_weights: dict[str, torch.Tensor]  # the base model's 2-D weights, from which drift is measured
     counts: dict[str, int]  # the base model's parameters, before any adapter
     vocab_size: int
+    dtype: torch.dtype  # of autocast (bf16), or fp32
+    cpu_threads: int
 
     @classmethod
     def build(cls, config: TrialConfig) -> TrialRun:
@@ -347,10 +406,12 @@ class TrialRun:
         rank, world_size = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
         device = resolve_device(config.train.device)
         torch.manual_seed(config.train.seed)
-        torch.set_num_threads(config.train.cpu_threads)
 
         world = load_world(config.world)
         base_model, tokenizer = load_base_model(config.model, world)
+        num_params = base_model.num_parameters()
+        cpu_threads = resolve_threads(config.train.cpu_threads, num_params)
+        torch.set_num_threads(cpu_threads)
         stream = load_stream(config, world, tokenizer)
         initial_weights = {name: t.detach().clone() for name, t in base_model.state_dict().items() if t.ndim == 2}
         # transformers wraps `to` with `functools.wraps(Module.to)`, which hides the bound `self` from pyright.
@@ -382,7 +443,8 @@ class TrialRun:
             stream=stream, steps_of_stage=[stage_steps(config, stage) for stage in stream.stages], model=model,
             train_model=train_model, optimizer=prepared.optimizer, method_info=prepared.info, frozen_base=frozen_base,
             replay=replay, ewc=ewc, task_dir=task_dir, initial_weights=initial_weights, counts=counts,
-            vocab_size=base_model.config.vocab_size,
+            vocab_size=base_model.config.vocab_size, dtype=resolve_dtype(config.train.dtype, device, num_params),
+            cpu_threads=cpu_threads,
         )  # fmt: skip
 
     def benchmarks(self, limit: int | None) -> dict[str, float]:
@@ -398,7 +460,8 @@ class TrialRun:
         started = time.perf_counter()
         # Online quick evaluations read the same held-out examples as stage ends, so that one curve runs through both.
         examples = config.eval.max_examples if full or config.train.online else config.eval.quick_max_examples
-        row, retention = evaluate(self.model, self.stream, config, self.tokenizer.pad_token_id, self.device, examples)
+        pad_id = self.tokenizer.pad_token_id
+        row, retention = evaluate(self.model, self.stream, config, pad_id, self.device, examples, self.dtype)
         if full:
             scores = self.benchmarks(bench.limit)
         else:
@@ -444,7 +507,7 @@ class TrialRun:
         with StepMemory(self.model, self.optimizer) if measuring else contextlib.nullcontext() as memory:
             started = time.perf_counter()
             batch = self.batch(progress.step, stage_index, local_step)
-            with autocast_for(self.device):
+            with autocast_for(self.device, self.dtype):
                 loss = step_loss(self.train_model, batch, config, self.frozen_base, self.ewc)
             loss_value = mean_over_ranks(loss, self.world_size)
             uniform_loss = metrics.untrained_loss(self.vocab_size)
@@ -475,6 +538,9 @@ class TrialRun:
             "num_params_non_embedding": self.counts["non_embedding_params"],
             **pretraining_facts(self.config.model, self.world),
             "method_info": self.method_info,
+            "dtype": "bf16" if self.dtype == torch.bfloat16 else "fp32",
+            "device": str(self.device),
+            "cpu_threads": self.cpu_threads,
             "resumed_after_stage": resumed_after_stage,
             "lr_range": lr_range,
         }
@@ -498,9 +564,12 @@ def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) 
     run = TrialRun.build(config)
     stages = run.stream.stages
 
+    lines = ProgressLines(sum(run.steps_of_stage), first_step=0)
+    lines.enabled &= run.rank == 0
     checkpoint = latest_checkpoint(out_dir)
     if checkpoint is not None:
         progress = TrialProgress(**load_checkpoint(checkpoint, run.model, run.optimizer))
+        lines.first_step = progress.step
         # The clocks go on from where the checkpoint left them.
         started -= progress.elapsed_s
         if run.replay is not None:
@@ -514,23 +583,27 @@ def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) 
             claim_out_dir(out_dir, given)
         progress = TrialProgress(config=config.model_dump(mode="json"), config_hash=config_hash(given))
         # Step 0; a stop_when metric the trial does not measure fails here, before any training.
-        stop_reason(config.train.stop_when, run.evaluate_and_record(progress), len(stages))
+        base = run.evaluate_and_record(progress)
+        lines.say(base, progress, f"base model evaluated in {duration(progress.eval_time_s)}")
+        stop_reason(config.train.stop_when, base, len(stages))
     resumed_after_stage = progress.stages_done
 
     last_stage = progress.stages_done if progress.stopped else len(stages)
-    with ProgressBar(transient=True, disable=run.rank != 0) as bar:
+    with ProgressBar(transient=True, disable=run.rank != 0 or lines.enabled) as bar:
         done = sum(run.steps_of_stage[: progress.stages_done])
         task = bar.add_task("training", total=sum(run.steps_of_stage), completed=done)
         for stage_index in range(progress.stages_done, last_stage):
             stage_started = time.perf_counter()
             steps = run.steps_of_stage[stage_index]
+            where = f"stage {stage_index + 1}/{len(stages)} {stages[stage_index].name}"
+            loss = None
             for local_step in range(steps):
                 loss = run.train_step(progress, stage_index, local_step, out_dir)
-                where = f"stage {stage_index + 1}/{len(stages)} {stages[stage_index].name}"
                 bar.update(task, advance=1, description=f"{where} loss {loss:.3f}")
                 every = config.eval.every_steps
                 if every and progress.step % every == 0 and local_step + 1 < steps:
                     quick = run.evaluate_and_record(progress, at=(stage_index, local_step + 1))
+                    lines.say(quick, progress, where, loss)
                     if report is not None:
                         report(quick, None)
 
@@ -538,6 +611,7 @@ def run_trial(config: TrialConfig, out_dir: Path, report: Report | None = None) 
             stage_end = run.evaluate_and_record(progress)
             progress.stage_time_s.append(time.perf_counter() - stage_started)
             progress.elapsed_s = time.perf_counter() - started
+            lines.say(stage_end, progress, f"{where} done", loss)
             progress.stopped = stop_reason(config.train.stop_when, stage_end, len(stages))
             checkpoint_dir = None
             if run.rank == 0:

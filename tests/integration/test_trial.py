@@ -60,6 +60,12 @@ def test_default_run_learns_and_writes_its_result(tmp_path: Path) -> None:
         "stage_002",
     ]
     assert "learning" in done.stdout and "forgetting" in done.stdout
+    # Off a terminal (a pipe here): one line per evaluation, step 0's, every quick one and every stage end's.
+    lines = [line for line in done.stdout.splitlines() if line.startswith("step ")]
+    assert len(lines) == 1 + len(result["curves"]) + 3
+    assert "base model evaluated" in lines[0]
+    assert sum(" done, " in line and "tokens/s" in line and "ETA" in line for line in lines) == 3
+    assert result["dtype"] == "fp32" and result["device"] == "cpu" and result["cpu_threads"] == 1
 
 
 def test_bad_config_fails_with_one_line_naming_the_key(tmp_path: Path) -> None:

@@ -59,7 +59,9 @@ def test_all_token_labels_are_the_ids(tokenizer) -> None:
 def test_assistant_loss_needs_marks_or_a_template_whose_renders_extend_each_other(tokenizer) -> None:
     counting = copy.deepcopy(tokenizer)
     # Each render starts with the number of messages, so a longer conversation does not extend a shorter one.
-    counting.chat_template = "{{ messages | length }}{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    counting.chat_template = (
+        "{{ messages | length }}{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    )
     with pytest.raises(ValueError, match=r"loss_on: assistant needs a chat template with \{% generation %\} marks"):
         encode_example(counting, CHAT, "assistant")
     assert encode_example(counting, CHAT, "all").ids  # all-token loss works with any template
