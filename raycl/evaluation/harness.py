@@ -237,8 +237,10 @@ def run_benchmarks(
     config: BenchmarkConfig,
     task_dir: Path,
     limit: int | None = None,
+    bf16: bool | None = None,
 ) -> dict[str, float]:
-    """Score the in-memory `model` on `config.tasks` from `task_dir` (first `limit` examples each).
+    """Score the in-memory `model` on `config.tasks` from `task_dir` (first `limit` examples each), under bf16
+    autocast where `bf16` (None: on GPU only, as training's default).
 
     Returns `{task: accuracy}` (acc_norm for HellaSwag, acc otherwise), `raycl_acquisition` as the
     mean over stages, and other scores as `task/metric` (e.g. `raycl_lambada/perplexity`). The
@@ -265,8 +267,8 @@ def run_benchmarks(
                 batch_size=config.batch_size,
                 # Resolved once here, as lm-eval would, instead of twice per request.
                 max_length=resolve_max_length(model_config, tokenizer, default=hflm._DEFAULT_MAX_LENGTH),
-                # fp32 weights on GPU run under bf16 autocast, as in training.
-                mixed_precision_dtype=torch.bfloat16 if device.type == "cuda" else None,
+                # fp32 weights run under bf16 autocast where the trial trains in it.
+                mixed_precision_dtype=torch.bfloat16 if (bf16 if bf16 is not None else device.type == "cuda") else None,
             )
             # `evaluate`, not `simple_evaluate`: the latter reseeds the global RNGs (the trial's),
             # and collects environment info through subprocesses on every call (seconds).

@@ -451,7 +451,8 @@ class TrialRun:
     def benchmarks(self, limit: int | None) -> dict[str, float]:
         if self.task_dir is None:
             return {}
-        return run_benchmarks(self.model, self.tokenizer, self.config.eval.benchmarks, self.task_dir, limit)
+        bf16 = self.dtype == torch.bfloat16
+        return run_benchmarks(self.model, self.tokenizer, self.config.eval.benchmarks, self.task_dir, limit, bf16)
 
     def evaluate_and_record(self, progress: TrialProgress, at: tuple[int, int] | None = None) -> EvalRecord:
         """Evaluate, append the outcome to `progress` and return its record: a full evaluation (stage end, step 0)
