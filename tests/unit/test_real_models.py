@@ -11,7 +11,7 @@ import pytest
 
 from raycl.artifacts import real_models
 from raycl.artifacts.hub import HubUnavailableError
-from raycl.artifacts.real_models import PACKAGED, PackagedModel, ModelNotFetchedError, assemble_gguf, is_real_model
+from raycl.artifacts.real_models import PACKAGED, ModelNotFetchedError, PackagedModel, assemble_gguf, is_real_model
 
 PARTS = (b"GGUF first half ", b"and second half")
 FAKE = PackagedModel(
