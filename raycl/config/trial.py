@@ -198,7 +198,8 @@ class TrainConfig(StrictModel):
         default=None,
         ge=1,
         description="torch threads on CPU; None: 1 for models under 30M parameters (tiny models run fastest on one), "
-        "else the cores the trial is given (OMP_NUM_THREADS, which Ray sets, else the CPUs this process may use)",
+        "else the cores the trial is given (OMP_NUM_THREADS, which Ray sets, else the CPUs this process may use "
+        "less the 1-minute load average)",
     )
 
     @model_validator(mode="before")

@@ -54,11 +54,18 @@ def resolve_dtype(choice: str, device: torch.device, num_params: int) -> torch.d
 
 
 def cores_given() -> int:
-    """The cores this process is given: OMP_NUM_THREADS (Ray sets it to a task's CPUs), else its CPU affinity."""
+    """The cores this process is given: OMP_NUM_THREADS (Ray sets it to a task's CPUs), else those of the CPUs it
+    may run on that other processes leave idle (their count less the 1-minute load average, at least 1).
+
+    Threads beyond the idle cores wait on each other: a SmolLM2-135M step (4 x 128 tokens, bf16) took 17.5 s on
+    2 threads against 4.0 s on 1 on a 2-core machine at load 4.6.
+    """
     given = os.environ.get("OMP_NUM_THREADS", "")
     if given.isdigit() and int(given) > 0:
         return int(given)
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    idle = cores - os.getloadavg()[0] if hasattr(os, "getloadavg") else cores
+    return max(1, min(cores, math.floor(idle + 0.5)))
 
 
 def resolve_threads(choice: int | None, num_params: int) -> int:

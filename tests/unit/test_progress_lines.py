@@ -47,3 +47,10 @@ def test_dtype_and_threads_follow_the_model_size(monkeypatch) -> None:
     assert resolve_threads(None, 1_000_000) == 1
     assert resolve_threads(None, LARGE_MODEL_PARAMS) == 3
     assert resolve_threads(2, 1_000_000) == 2
+    # Without OMP_NUM_THREADS: the CPUs this process may use, less those other processes keep busy.
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    monkeypatch.setattr(parts.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(parts.os, "getloadavg", lambda: (0.1, 0.0, 0.0))
+    assert resolve_threads(None, LARGE_MODEL_PARAMS) == 2
+    monkeypatch.setattr(parts.os, "getloadavg", lambda: (4.6, 0.0, 0.0))
+    assert resolve_threads(None, LARGE_MODEL_PARAMS) == 1
