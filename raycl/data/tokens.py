@@ -23,6 +23,12 @@ def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
+def adds_bos(tokenizer: PreTrainedTokenizerBase) -> bool:
+    """Whether the tokenizer starts every text with BOS by itself: its model expects one at position 0 (Gemma)."""
+    bos = tokenizer.bos_token_id
+    return isinstance(bos, int) and tokenizer("a").input_ids[:1] == [bos]
+
+
 def encode_conversation(tokenizer: PreTrainedTokenizerBase, conversation: Conversation) -> list[int]:
     """Token ids of a chat rendered with the tokenizer's chat template (BOS included once)."""
     # One conversation, tokenized, without a dict: a flat list of ids (the return type spans every option).
