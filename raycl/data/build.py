@@ -20,10 +20,12 @@ from raycl.data.stream import Stage, Stream
 from raycl.data.tokens import adds_bos, encode_document, pack_blocks
 
 
-def _stage(name: str, train: Sequence[Encoded], heldout: Sequence[Encoded], seq_len: int) -> Stage:
+def _stage(
+    name: str, train: Sequence[Encoded], heldout: Sequence[Encoded], seq_len: int, bos: int | None = None
+) -> Stage:
     if sum(len(example.ids) for example in train) < seq_len:
         raise DataError(f"stage {name!r}: its training examples cannot fill one block of {seq_len} tokens")
-    blocks, labels = pack_masked(train, seq_len)
+    blocks, labels = pack_masked(train, seq_len, bos)
     return Stage(
         name=name,
         train_blocks=blocks,
@@ -33,7 +35,9 @@ def _stage(name: str, train: Sequence[Encoded], heldout: Sequence[Encoded], seq_
     )
 
 
-def _window_stages(encoded: Sequence[Encoded], shape: StreamShapeConfig, seq_len: int) -> list[Stage]:
+def _window_stages(
+    encoded: Sequence[Encoded], shape: StreamShapeConfig, seq_len: int, bos: int | None = None
+) -> list[Stage]:
     """Rolling windows over the concatenated token stream; each window is cut into blocks, some held out."""
     window, step = shape.window, shape.step
     assert window is not None and step is not None  # the config requires both for by: window
@@ -48,7 +52,7 @@ def _window_stages(encoded: Sequence[Encoded], shape: StreamShapeConfig, seq_len
             Encoded(ids[s : s + seq_len], labels[s : s + seq_len]) for s in range(start, end - seq_len + 1, seq_len)
         ]
         train, heldout = holdout(blocks, shape.heldout_fraction, shape.seed, key=name)
-        stages.append(_stage(name, train, heldout, seq_len))
+        stages.append(_stage(name, train, heldout, seq_len, bos))
     return stages
 
 
@@ -85,7 +89,7 @@ def original_distribution(
 ) -> tuple[list[list[int]], torch.Tensor]:
     """(retention probe, replay pool) from the corpus: a seeded `heldout_fraction` of its documents,
     each cut into probe examples of `seq_len` tokens, and the rest packed into blocks; the two never
-    share a document. Cut, not truncated: a probe of long documents (speeches, books) would otherwise
+    share a document. For a model that expects BOS first, every probe example and block starts with it. Cut, not truncated: a probe of long documents (speeches, books) would otherwise
     see only their openings."""
     documents = load_replay_documents(config)
     replay, heldout = holdout(documents, config.heldout_fraction, config.seed, key="original")
@@ -93,7 +97,7 @@ def original_distribution(
     probe = [
         block for document in heldout for block in document_blocks(encode_document(tokenizer, document), seq_len, bos)
     ]
-    return probe, pack_blocks([encode_document(tokenizer, document) for document in replay], seq_len)
+    return probe, pack_blocks([encode_document(tokenizer, document) for document in replay], seq_len, bos)
 
 
 def document_blocks(ids: Sequence[int], seq_len: int, bos: int | None = None) -> list[list[int]]:
@@ -138,14 +142,16 @@ def build_stream(
     def encode(items: Sequence[Example]) -> list[Encoded]:
         return [encode_example(tokenizer, example.content, config.loss_on) for example in items]
 
+    # A model that expects BOS first (Gemma) gets it at the start of every training block too.
+    bos = tokenizer.bos_token_id if adds_bos(tokenizer) else None
     try:
         if config.shape.by == "window":
-            stages = _window_stages(encoded, config.shape, seq_len)
+            stages = _window_stages(encoded, config.shape, seq_len, bos)
         else:
             stages = []
             for name, items in split_stages(examples, config.shape):
                 train, heldout = holdout(items, config.shape.heldout_fraction, config.shape.seed, key=name)
-                stages.append(_stage(name, encode(train), encode(heldout), seq_len))
+                stages.append(_stage(name, encode(train), encode(heldout), seq_len, bos))
     except DataError as error:
         raise DataError(f"{config.source.name}: {error}") from None
     if config.original is not None:

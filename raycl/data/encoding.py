@@ -148,12 +148,15 @@ def encode_example(tokenizer: PreTrainedTokenizerBase, content: Conversation | s
     return Encoded(ids, [token if keep else IGNORE_INDEX for token, keep in zip(ids, mask)])
 
 
-def pack_masked(examples: Sequence[Encoded], block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def pack_masked(
+    examples: Sequence[Encoded], block_size: int, bos: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """`(blocks, labels)`, both `(n, block_size)`: the examples concatenated and cut as `pack_blocks` does.
 
     A block may hold no label at all (a long user turn under assistant-only loss): training code
-    should skip or weight such batches, as a mean over zero tokens is NaN.
+    should skip or weight such batches, as a mean over zero tokens is NaN. With `bos` every block starts with
+    it (a model that expects BOS first), unlabelled.
     """
-    blocks = pack_blocks([example.ids for example in examples], block_size)
-    labels = pack_blocks([example.labels for example in examples], block_size)
+    blocks = pack_blocks([example.ids for example in examples], block_size, bos)
+    labels = pack_blocks([example.labels for example in examples], block_size, None if bos is None else IGNORE_INDEX)
     return blocks, labels

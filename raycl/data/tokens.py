@@ -44,16 +44,21 @@ def encode_document(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
     return [bos, *ids, eos]
 
 
-def pack_blocks(sequences: Sequence[Sequence[int]], block_size: int) -> torch.Tensor:
-    """Concatenate sequences and cut them into `(n, block_size)` training blocks.
+def pack_blocks(sequences: Sequence[Sequence[int]], block_size: int, lead: int | None = None) -> torch.Tensor:
+    """Concatenate sequences and cut them into `(n, block_size)` training blocks; with `lead`, each block is
+    `lead` (a BOS, for a model that expects one first) and the next `block_size - 1` tokens.
 
     The remainder shorter than a block is dropped; an error if not even one block fits.
     """
     flat = [token for sequence in sequences for token in sequence]
-    count = len(flat) // block_size
+    width = block_size if lead is None else block_size - 1
+    count = len(flat) // width
     if count == 0:
         raise ValueError(f"{len(flat)} tokens cannot fill one block of {block_size}")
-    return torch.tensor(flat[: count * block_size], dtype=torch.long).view(count, block_size)
+    blocks = torch.tensor(flat[: count * width], dtype=torch.long).view(count, width)
+    if lead is None:
+        return blocks
+    return torch.cat([torch.full((count, 1), lead, dtype=torch.long), blocks], dim=1)
 
 
 def batch_at(blocks: torch.Tensor, batch_size: int, step: int, seed: int) -> torch.Tensor:

@@ -107,6 +107,10 @@ def test_masked_packing_keeps_labels_aligned(tokenizer) -> None:
     blocks, labels = pack_masked(examples, 4)
     assert blocks.tolist() == [[1, 2, 3, 4], [5, 6, 7, 8]]
     assert labels.tolist() == [[-100, 2, 3, 4], [-100, -100, -100, 8]]
+    # For a model that expects BOS first: every block starts with it, unlabelled.
+    blocks, labels = pack_masked(examples, 4, bos=0)
+    assert blocks.tolist() == [[0, 1, 2, 3], [0, 4, 5, 6], [0, 7, 8, 9]]
+    assert labels.tolist() == [[-100, -100, 2, 3], [-100, 4, -100, -100], [-100, -100, 8, 9]]
     # The trial draws labels with the same call as blocks: same rows.
     many = torch.arange(40).view(10, 4)
     assert torch.equal(batch_at(many, 3, 5, seed=1) + 100, batch_at(many + 100, 3, 5, seed=1))
