@@ -89,8 +89,8 @@ def original_distribution(
 ) -> tuple[list[list[int]], torch.Tensor]:
     """(retention probe, replay pool) from the corpus: a seeded `heldout_fraction` of its documents,
     each cut into probe examples of `seq_len` tokens, and the rest packed into blocks; the two never
-    share a document. For a model that expects BOS first, every probe example and block starts with it. Cut, not truncated: a probe of long documents (speeches, books) would otherwise
-    see only their openings."""
+    share a document. Cut, not truncated: a probe of long documents (speeches, books) would otherwise
+    see only their openings. For a model that expects BOS first, every probe example and block starts with it."""
     documents = load_replay_documents(config)
     replay, heldout = holdout(documents, config.heldout_fraction, config.seed, key="original")
     bos = tokenizer.bos_token_id if adds_bos(tokenizer) else None
