@@ -90,7 +90,11 @@ def next_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     targets = labels[:, 1:]
     if not (targets != IGNORE_INDEX).any():
         return logits.sum() * 0.0
-    return nn.functional.cross_entropy(logits[:, :-1].float().transpose(1, 2), targets, ignore_index=IGNORE_INDEX)
+    # Labels shifted left against all logits, flat (transformers' own loss): on a 49k vocabulary, slicing the logits
+    # and moving the vocabulary to dim 1 instead took 1.0-2.1 s for loss and backward against 0.8-1.5 s (CPU).
+    shifted = nn.functional.pad(targets, (0, 1), value=IGNORE_INDEX)
+    flat = logits.float().reshape(-1, logits.shape[-1])
+    return nn.functional.cross_entropy(flat, shifted.reshape(-1), ignore_index=IGNORE_INDEX)
 
 
 def load_stream(config: TrialConfig, world: World, tokenizer) -> Stream:
