@@ -415,6 +415,7 @@ def _launch(
     from raycl.sweep.study import OptunaSearcher
     from raycl.sweep.tracking import TrackingCallback
     from raycl.sweep.trainable import TrialContext, tune_trainable
+    from raycl.sweep.worker_groups import StageDecisions, orphaned_placement_groups_removed, start_stage_gate
 
     nodes = [
         NodeCapacity(node["NodeID"], node["Resources"].get("CPU", 0.0), node["Resources"].get("GPU", 0.0))
@@ -431,6 +432,8 @@ def _launch(
 
     defaults = {} if space.fixes("train.cpu_threads") else {"train.cpu_threads": plan.threads_per_worker}
     searcher = OptunaSearcher(study, space, interrupted, defaults, out_dir, scheduler)
+    # Under `train`, the workers of a trial wait at each stage end for the scheduler's decision.
+    gate = start_stage_gate() if scheduler is not None and plan.executor == "train" else None
     context = TrialContext(
         sweep=space.name,
         trials_dir=str(out_dir / "trials"),
@@ -439,6 +442,7 @@ def _launch(
         plan=plan,
         max_failures=space.budget.max_failures,
         seeds=space.budget.seeds,
+        stage_gate=gate,
     )
     tuner = tune.Tuner(
         tune_trainable(context),
@@ -449,11 +453,13 @@ def _launch(
             max_concurrent_trials=plan.concurrency,
             # The next trial reuses a finished trial's Tune actor, with ray, torch and (under the
             # `tune` executor) the engine already imported; Train workers are new processes.
-            # A stopped trial's actor too (early stopping runs only under `tune`): Ray 2.60's function
-            # trainable reports synchronously, so the engine waits in its stage-end `tune.report` while
-            # the scheduler decides, and the reset releases it into Ray's `sys.exit(0)` there, a clean
-            # end of the thread.
-            reuse_actors=True,
+            # A stopped trial's actor too under `tune`: Ray 2.60's function trainable reports
+            # synchronously, so the engine waits in its stage-end `tune.report` while the scheduler
+            # decides, and the reset releases it into Ray's `sys.exit(0)` there, a clean end of the
+            # thread. Under `train` a stopped trial's thread waits on its Train controller, the reset
+            # would fail (and fail the next trial): its actor is ended instead, and the controller and
+            # workers with it.
+            reuse_actors=plan.executor == "tune" or scheduler is None,
             trial_name_creator=lambda trial: trial.config["key"],
             trial_dirname_creator=lambda trial: trial.config["key"],
         ),
@@ -468,6 +474,7 @@ def _launch(
                 TrackingCallback(tracker, scheduler.stopped if scheduler else None),
                 progress,
                 JsonLoggerCallback(),
+                *([StageDecisions(gate, scheduler.stopped)] if gate is not None else []),
             ],
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             # Under `train` the worker group restarts inside the trial (Train's FailureConfig); under
@@ -483,8 +490,11 @@ def _launch(
         progress.live(),
         heartbeats(study, searcher.owned_trial_ids),
         without_tunes_trial_error_logs(),
+        orphaned_placement_groups_removed() as released,
     ):
         tuner.fit()
+    if released:
+        console.print(f"released {len(released)} placement group(s) of ended Train trials", highlight=False)
     return plan, progress.launched(), progress.trial_times()
 
 

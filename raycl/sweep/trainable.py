@@ -31,6 +31,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from raycl.config.records import NODE_KEY, EngineRun, FinalReport, TrialAssignment
 from raycl.config.result import Divergence, EvalRecord, TrialDiverged, TrialResult
 from raycl.sweep.plan import ResourcePlan
+from raycl.sweep.worker_groups import wait_at_stage_end
 from raycl.training.checkpoint import PROGRESS, check_out_dir, stage_checkpoint_dir
 
 REPLICATE = "replicate"  # in a stage checkpoint of the `tune` executor: the index of the seed run it belongs to
@@ -48,6 +49,7 @@ class TrialContext:
     plan: ResourcePlan
     max_failures: int
     seeds: int = 1  # runs per trial (budget.seeds)
+    stage_gate: Any = None  # under early stopping, the StageGate actor where `train` workers wait at stage ends
 
 
 def sweep_trial(config: dict[str, Any], context: TrialContext) -> None:
@@ -157,6 +159,7 @@ def run_in_train(replicate: Replicate, context: TrialContext) -> EngineRun:
         train_loop_config={
             "assignment": replicate.assignment.model_dump(mode="json"),
             "out_dir": str(replicate.out_dir),
+            "stage_gate": context.stage_gate,
         },
         scaling_config=ScalingConfig(
             num_workers=plan.workers_per_trial,
@@ -225,6 +228,8 @@ def train_worker(loop_config: dict[str, Any]) -> EngineRun:
 
     context = ray.train.get_context()
     out_dir = Path(loop_config["out_dir"])
+    assignment = TrialAssignment.model_validate(loop_config["assignment"])
+    gate = loop_config.get("stage_gate")
     node_id = ray.get_runtime_context().get_node_id()
     node_ids = [node_id]
     if dist.is_initialized() and dist.get_world_size() > 1:
@@ -247,8 +252,9 @@ def train_worker(loop_config: dict[str, Any]) -> EngineRun:
             # The engine owns its checkpoint directory and resumes from it.
             delete_local_checkpoint_after_upload=False,
         )
+        if checkpoint_dir and gate is not None:
+            wait_at_stage_end(gate, assignment.key, record.stage)
 
-    assignment = TrialAssignment.model_validate(loop_config["assignment"])
     try:
         result: TrialResult | Divergence = run_trial(assignment.trial_config, out_dir, report=report)
     except TrialDiverged as diverged:
