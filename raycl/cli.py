@@ -218,7 +218,8 @@ def run(
     console.print(result_table(result))
     if result.method_info.get("galore_saving_matrices") == 0:
         console.print(
-            "[yellow]warning:[/yellow] method.galore_rank is at or above every projected matrix's smaller side: GaLore saved no memory"
+            "[yellow]warning:[/yellow] method.galore_rank is at or above every projected matrix's smaller side: GaLore "
+            "saved no memory"
         )
     console.print(f"result: {out / 'result.json'}")
 
@@ -233,7 +234,7 @@ def lr_range(
         "restart", "--mode", help="restart: every LR from the base weights; single: one run whose LR rises"
     ),
 ) -> None:
-    """LR range test: the LRs at which the first stage's held-out loss falls by 1%, 5% and 10% (cached per model and stage)."""
+    """LR range test: the LRs where the first stage's held-out loss falls by 1%, 5% and 10% (cached)."""
     from raycl.artifacts.hub import HubUnavailableError
     from raycl.config import ConfigError, load_config
 
@@ -483,7 +484,8 @@ def report(
     except ValueError as error:
         fail(str(error))
     console.print(
-        f"report of {name}: {outcome.complete} complete, {outcome.failed} failed trials; Pareto set {', '.join(outcome.pareto_keys)}\n"
+        f"report of {name}: {outcome.complete} complete, {outcome.failed} failed trials; Pareto set "
+        f"{', '.join(outcome.pareto_keys)}\n"
         f"  {outcome.directory / 'report.html'} (and report.md, pareto.csv, fits.json)\n"
         f"  logged on MLflow parent run {outcome.parent_run_id} under report/",
         highlight=False,
@@ -521,11 +523,14 @@ def predict(
 ) -> None:
     """Predict the learning rate and replay ratio for a larger model from a sweep's scaling-law fits over smaller ones.
 
-    The best forgetting and learning laws (lowest held-out error), fitted on the sweep's trials of models smaller than MODEL, predict both objectives over the sweep's learning-rate x replay-ratio ranges.
+    The best forgetting and learning laws (lowest held-out error), fitted on the sweep's trials of models smaller than
+    MODEL, predict both objectives over the sweep's learning-rate x replay-ratio ranges.
 
-    The pick is the least predicted forgetting among the points predicted to reach --min-learning, with the 95% interval of the bootstrap refits.
+    The pick is the least predicted forgetting among the points predicted to reach --min-learning, with the 95% interval
+    of the bootstrap refits.
 
-    --verify runs the pick and a random search at MODEL, and reports predicted vs measured (inside the interval or not) and what a full search at MODEL would cost.
+    --verify runs the pick and a random search at MODEL, and reports predicted vs measured (inside the interval or not)
+    and what a full search at MODEL would cost.
 
     Logged on the sweep's MLflow parent run: transfer/MODEL.json and transfer.MODEL.* metrics.
     """

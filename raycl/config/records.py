@@ -98,7 +98,8 @@ def _mean_elementwise(values: list[Any]) -> Any:
 
 
 class PrunedRecord(StrictModel):
-    """A trial that early stopping ended at a stage boundary: where, its objectives there, and how many trials were at that rung."""
+    """A trial that early stopping ended at a stage boundary: where, its objectives there, and how many trials were
+    at that rung."""
 
     stage: int
     values: dict[str, float]

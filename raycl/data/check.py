@@ -153,7 +153,8 @@ def original_note(config: TrialConfig) -> str | None:
         )
     if not ladder and original is None:
         return (
-            f"model {model} was not pretrained on the offline world's base corpus, which is the retention probe without "
+            f"model {model} was not pretrained on the offline world's base corpus, which is the retention probe "
+            "without "
             "stream.original: forgetting means little; set stream.original to documents like its pretraining data"
         )
     return None

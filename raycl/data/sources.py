@@ -90,13 +90,14 @@ class LoadSummary:
             raise DataError(f"{self.source}: no rows")
         if self.examples == 0 and self.first_bad is not None:
             raise DataError(
-                f"{self.source}: {self.unit} {self.first_bad[0]}: {self.first_bad[1]}; no usable rows ({bad} of {self.rows} malformed)"
+                f"{self.source}: {self.unit} {self.first_bad[0]}: {self.first_bad[1]}; no usable rows ({bad} of "
+                f"{self.rows} malformed)"
             )
         if bad / self.rows > max_bad_fraction:
             assert self.first_bad is not None  # bad > 0: `skip` recorded one
             raise DataError(
-                f"{self.source}: {self.unit} {self.first_bad[0]}: {self.first_bad[1]}; {bad} of {self.rows} rows malformed ({bad / self.rows:.1%}), "
-                f"more than max_bad_fraction {max_bad_fraction:.1%}"
+                f"{self.source}: {self.unit} {self.first_bad[0]}: {self.first_bad[1]}; {bad} of {self.rows} rows "
+                f"malformed ({bad / self.rows:.1%}), more than max_bad_fraction {max_bad_fraction:.1%}"
             )
 
     def describe(self) -> str:
@@ -246,7 +247,8 @@ def iter_examples(
         schema = detect_schema([r for _, r in head if isinstance(r, dict)], config.format, config.fields, config.name)
     if config.roles == "alternate" and schema.format in ("oasst", "text"):
         raise DataError(
-            f"{config.name}: roles: alternate is for conversations, and format {schema.format} has no turns to alternate"
+            f"{config.name}: roles: alternate is for conversations, and format {schema.format} has no turns to "
+            "alternate"
         )
     schema = dataclasses.replace(schema, roles=config.roles)
     summary.format = schema.format

@@ -355,13 +355,15 @@ def ladder_violations(losses: dict[str, dict[float, float]]) -> list[str]:
         for budget, loss in losses[bigger].items():
             if loss >= losses[smaller][budget]:
                 problems.append(
-                    f"at {budget:g} tokens/param {bigger} ({loss:.3f}) is not below {smaller} ({losses[smaller][budget]:.3f})"
+                    f"at {budget:g} tokens/param {bigger} ({loss:.3f}) is not below {smaller} "
+                    f"({losses[smaller][budget]:.3f})"
                 )
     for name, by_budget in losses.items():
         budgets = sorted(by_budget)
         for fewer, more in itertools.pairwise(budgets):
             if by_budget[more] >= by_budget[fewer]:
                 problems.append(
-                    f"{name} at {more:g} tokens/param ({by_budget[more]:.3f}) is not below {fewer:g} ({by_budget[fewer]:.3f})"
+                    f"{name} at {more:g} tokens/param ({by_budget[more]:.3f}) is not below {fewer:g} "
+                    f"({by_budget[fewer]:.3f})"
                 )
     return problems

@@ -366,7 +366,8 @@ def _fit_blocks(fits: dict[str, scaling.TargetFits], bootstrap: int) -> list[Blo
                     law_fit.law.expression,
                     ", ".join(_interval(law_fit.fit, p) for p in law_fit.law.params) if law_fit.fit else "",
                     f"{extrapolation.held_out_size:.3g}" if extrapolation else "",
-                    f"{extrapolation.mean_abs_rel_error:.1%} ({np.mean(np.abs(extrapolation.predicted - extrapolation.observed)):.3g})"
+                    f"{extrapolation.mean_abs_rel_error:.1%} "
+                    f"({np.mean(np.abs(extrapolation.predicted - extrapolation.observed)):.3g})"
                     if extrapolation
                     else "",
                     "; ".join(law_fit.notes),
@@ -551,8 +552,10 @@ def _stopped_blocks(sweep: SweepData) -> list[Block]:
     return [
         Heading("Stopped early"),
         Text(
-            f"{len(stopped)} trials were stopped at a stage end (early_stopping, rungs {sweep.space.early_stopping.rungs}, "
-            f"reduction {sweep.space.early_stopping.reduction:g}): each ranked outside the top 1/reduction of the trials that had reached "
+            f"{len(stopped)} trials were stopped at a stage end (early_stopping, rungs "
+            f"{sweep.space.early_stopping.rungs}, "
+            f"reduction {sweep.space.early_stopping.reduction:g}): each ranked outside the top 1/reduction of the "
+            "trials that had reached "
             "that stage, by non-dominated sorting of the objectives so far and crowding distance. They are PRUNED in "
             "Optuna and enter neither the Pareto front nor the fits."
         )
@@ -604,8 +607,8 @@ def build_blocks(
     sizes = scaling.model_sizes(complete).tolist()
     blocks: list[Block] = [
         Text(
-            f"{space.description} {len(complete)} complete, {sweep.count('PRUNED')} stopped early and {sweep.count('FAIL')} "
-            "failed trials; model sizes "
+            f"{space.description} {len(complete)} complete, {sweep.count('PRUNED')} stopped early and "
+            f"{sweep.count('FAIL')} failed trials; model sizes "
             f"{', '.join(f'{s:.3g}' for s in sorted(set(sizes)) if np.isfinite(s)) or 'unknown'}; objectives "
             f"{', '.join(f'{k} ({v})' for k, v in space.objectives.items())}."
         ),

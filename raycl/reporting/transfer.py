@@ -143,7 +143,8 @@ def fit_smaller(
         )
         if best is None:
             raise ValueError(
-                f"no {target} law fits the {len(smaller)} trials below {size:g} parameters: {'; '.join(ranked.notes) or 'see raycl report'}"
+                f"no {target} law fits the {len(smaller)} trials below {size:g} parameters: "
+                f"{'; '.join(ranked.notes) or 'see raycl report'}"
             )
         chosen[target] = scaling.fit_target(
             smaller, target, [best.law], bootstrap=bootstrap, seed=seed, progress=progress
@@ -209,7 +210,8 @@ def predict(
     if facts is None:
         raise ValueError(
             f"sweep {source.name} ran no complete trial of {model} at pretraining budget "
-            f"{context.model.pretrain_tokens_per_param:g}: its size and base loss are unknown; pass --verify to measure them"
+            f"{context.model.pretrain_tokens_per_param:g}: its size and base loss are unknown; pass --verify to "
+            "measure them"
         )
     size, base_loss = facts
     fits = fit_smaller(source.rows, size, bootstrap, seed, progress)
@@ -419,8 +421,8 @@ def describe(record: dict[str, Any]) -> str:
     """The record in a few lines: the pick, each objective predicted [interval], and measured when verified."""
     lines = [
         f"transfer of {record['sweep']} to {record['model']} (N = {record['model_size']:.3g}; fitted on sizes "
-        f"{', '.join(f'{n:.3g}' for n in record['fitted_sizes'])}): lr {record['pick'][LR]:.3g}, replay ratio {record['pick'][REPLAY]:g}"
-        f" (least predicted forgetting at learning >= {record['required_learning']:.3g}"
+        f"{', '.join(f'{n:.3g}' for n in record['fitted_sizes'])}): lr {record['pick'][LR]:.3g}, replay ratio "
+        f"{record['pick'][REPLAY]:g} (least predicted forgetting at learning >= {record['required_learning']:.3g}"
         + ("" if record["meets_requirement"] else "; no point predicted to reach it, so the most learning")
         + ")"
     ]
@@ -436,11 +438,12 @@ def describe(record: dict[str, Any]) -> str:
     if "compute" in record:
         compute, search = record["compute"], record["random_search"]
         lines.append(
-            f"  random search at {record['model']}: {search['meeting_requirement']} of {search['trials']} trials reached the "
-            f"required learning; {search['picked_dominated_by']} dominate the pick"
+            f"  random search at {record['model']}: {search['meeting_requirement']} of {search['trials']} trials "
+            f"reached the required learning; {search['picked_dominated_by']} dominate the pick"
         )
         lines.append(
             f"  a {compute['search_at_target_trials']}-trial search at {record['model']} would cost about "
-            f"{compute['search_at_target_seconds']:.0f} s ({compute['search_at_target_flops']:.3g} FLOPs); the transfer ran 1 trial there"
+            f"{compute['search_at_target_seconds']:.0f} s ({compute['search_at_target_flops']:.3g} FLOPs); the "
+            "transfer ran 1 trial there"
         )
     return "\n".join(lines)

@@ -39,7 +39,8 @@ class StageHalving(FIFOScheduler):
 
     @classmethod
     def of(cls, space: SearchSpace, history: dict[str, dict[int, list[float]]] | None = None) -> StageHalving | None:
-        """The space's scheduler, seeded with the rung values of trials an earlier driver ran; None without `early_stopping`."""
+        """The space's scheduler, seeded with the rung values of trials an earlier driver ran; None without
+        `early_stopping`."""
         if space.early_stopping is None:
             return None
         return cls(dict(space.objectives), space.early_stopping, history)

@@ -368,7 +368,8 @@ def _record_frontier(
 
 def _print_end(outcome: SweepOutcome, reference: str, console: Console) -> None:
     console.print(
-        f"sweep {outcome.name}: {outcome.completed} complete, {len(outcome.stopped)} stopped early, {outcome.failed} failed; "
+        f"sweep {outcome.name}: {outcome.completed} complete, {len(outcome.stopped)} stopped early, {outcome.failed} "
+        "failed; "
         f"Pareto set {', '.join(outcome.pareto_keys)}; hypervolume {outcome.hypervolume:.4g} (reference: {reference})\n"
         f"  {outcome.wall_time_s:.0f} s in all: "
         + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in outcome.phases.items())

@@ -83,8 +83,8 @@ def open_study(space: SearchSpace, storage_url: str, *, resume: bool) -> optuna.
             study.set_metric_names(list(space.objectives))  # the dashboard's axes: learning, forgetting
     elif recorded != space.fingerprint():
         raise ConfigError(
-            f"{space.source}: the search (objectives, constraints, parameters, fixed, sampler, seed or budget.seeds) changed since "
-            f"study {space.name!r} started; only the rest of budget may change on --resume"
+            f"{space.source}: the search (objectives, constraints, parameters, fixed, sampler, seed or budget.seeds) "
+            f"changed since study {space.name!r} started; only the rest of budget may change on --resume"
         )
     if [d.name.lower() for d in study.directions] != space.directions:
         raise ConfigError(f"{space.source}: objectives: directions differ from the stored study's")

@@ -204,7 +204,8 @@ class SweepTracker:
 
 
 class TrackingCallback(Callback):
-    """Forwards Tune's trial events to the tracker (driver side); `stopped`: the early-stopping scheduler's decisions."""
+    """Forwards Tune's trial events to the tracker (driver side); `stopped`: the early-stopping scheduler's
+    decisions."""
 
     def __init__(self, tracker: SweepTracker, stopped: dict[str, PrunedRecord] | None = None):
         self.tracker = tracker

@@ -184,7 +184,8 @@ def measure_ramp(config: TrialConfig, settings: RangeSettings) -> RangeRecord:
     lrs = lrs[: len(new_losses)]
     if baseline is None:
         raise ValueError(
-            f"{config.model.name}: the LR range test diverged at lr {diverged_at_lr:.3g}, within its burn-in: no baseline to read drops from"
+            f"{config.model.name}: the LR range test diverged at lr {diverged_at_lr:.3g}, within its burn-in: no "
+            "baseline to read drops from"
         )
     finite = [(loss, lr) for loss, lr in zip(new_losses, lrs) if math.isfinite(loss)]
     best_loss, best_lr = min(finite)
@@ -291,8 +292,9 @@ def resolve_lr(config: TrialConfig) -> tuple[TrialConfig, dict[str, Any] | None]
     lr = lr_at_drop(record.lrs, record.new_losses, record.baseline_loss, drop, settings.burn_in, settings.consecutive)
     if lr is None:
         raise LossDropUnreachable(
-            f"train.lr_at_loss_drop: {drop:g}: the LR range test of {record.model} on stage {record.stage} never held a "
-            f"{drop:.1%} drop (best {record.best_drop:.1%} at lr {record.best_lr:.3g}; {directory / RECORD_FILE}); trial stopped before training"
+            f"train.lr_at_loss_drop: {drop:g}: the LR range test of {record.model} on stage {record.stage} never held "
+            f"a {drop:.1%} drop (best {record.best_drop:.1%} at lr {record.best_lr:.3g}; {directory / RECORD_FILE}); "
+            "trial stopped before training"
         )
     resolved = config.with_overrides({"train.lr": lr, "train.lr_at_loss_drop": None})
     return resolved, {"loss_drop": drop, "lr": lr, "record": str(directory / RECORD_FILE)}

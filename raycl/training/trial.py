@@ -124,7 +124,8 @@ def training_blocks(config: TrialConfig, stage: Stage) -> tuple[torch.Tensor, to
         return stage.train_blocks, stage.train_labels
     if count > len(stage.train_blocks):
         raise ValueError(
-            f"train.examples_per_stage: {count}, but stage {stage.name} has {len(stage.train_blocks)} training blocks of {config.train.seq_len} tokens"
+            f"train.examples_per_stage: {count}, but stage {stage.name} has {len(stage.train_blocks)} training blocks "
+            f"of {config.train.seq_len} tokens"
         )
     return stage.train_blocks[:count], stage.train_labels[:count]
 
