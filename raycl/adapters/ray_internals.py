@@ -81,17 +81,18 @@ def orphaned_placement_groups() -> list[Any]:
     from ray.core.generated import gcs_pb2
     from ray.util.placement_group import PlacementGroup
 
+    table_data = gcs_pb2.PlacementGroupTableData  # pyright: ignore[reportAttributeAccessIssue] (generated protobuf)
     job_id = ray.get_runtime_context().get_job_id()
     accessor = state._connect_and_get_accessor()
     orphans = []
     for serialized in accessor.get_placement_group_table():
-        record = gcs_pb2.PlacementGroupTableData.FromString(serialized)
+        record = table_data.FromString(serialized)
         created_by_an_actor = not ray.ActorID(record.creator_actor_id).is_nil() and not record.is_detached
         if (
             created_by_an_actor
             and record.creator_actor_dead
             and record.creator_job_id.hex() == job_id
-            and record.state != gcs_pb2.PlacementGroupTableData.REMOVED
+            and record.state != table_data.REMOVED
         ):
             orphans.append(PlacementGroup(ray.PlacementGroupID(record.placement_group_id)))
     return orphans

@@ -435,6 +435,7 @@ def _launch(
     searcher = OptunaSearcher(study, space, interrupted, defaults, out_dir, scheduler)
     # Under `train`, the workers of a trial wait at each stage end for the scheduler's decision.
     gate = start_stage_gate() if scheduler is not None and plan.executor == "train" else None
+    stage_decisions = [StageDecisions(gate, scheduler.stopped)] if gate is not None and scheduler is not None else []
     context = TrialContext(
         sweep=space.name,
         trials_dir=str(out_dir / "trials"),
@@ -475,7 +476,7 @@ def _launch(
                 TrackingCallback(tracker, scheduler.stopped if scheduler else None),
                 progress,
                 JsonLoggerCallback(),
-                *([StageDecisions(gate, scheduler.stopped)] if gate is not None else []),
+                *stage_decisions,
             ],
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             # Under `train` the worker group restarts inside the trial (Train's FailureConfig); under
