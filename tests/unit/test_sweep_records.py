@@ -199,7 +199,6 @@ def test_each_seed_run_of_a_trial_restarts_from_its_own_stage_checkpoints(tmp_pa
 
 
 def test_the_mean_over_seeds_averages_metrics_and_stage_records_and_keeps_each_run() -> None:
-    from raycl.config.records import FinalReport, GpuSlot
 
     def run(forgetting: float, offset: float) -> FinalReport:
         fields = {
