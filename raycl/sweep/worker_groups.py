@@ -70,6 +70,13 @@ def orphaned_placement_groups_removed(interval_s: float = REAP_INTERVAL_S) -> It
             logger.info("removed %d placement group(s) of ended Train trials: %s", len(removed), ", ".join(removed))
 
 
+def placement_groups_in_use() -> list[str]:
+    """The ids of the placement groups that still hold resources (state CREATED) on the connected Ray."""
+    from ray.util import placement_group_table
+
+    return [group_id for group_id, group in placement_group_table().items() if group["state"] == "CREATED"]
+
+
 class StageGate:
     """A driver-owned Ray actor holding the driver's decision on each trial's stage ends: go on, or stop."""
 

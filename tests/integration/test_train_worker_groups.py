@@ -95,7 +95,7 @@ def test_stopped_train_trials_release_their_placement_groups(
     assert f"released {len(stopped)} placement group(s) of ended Train trials" in console.export_text()
     [at_shutdown] = placement_groups_at_shutdown
     assert [group for group in at_shutdown["table"].values() if group["state"] == "CREATED"] == []
-    assert at_shutdown["workers"] == 0
+    assert at_shutdown["workers"] == 0 and outcome.placement_groups_left == []
 
 
 def test_a_sigkilled_train_trial_actor_leaves_no_placement_group_or_worker(
