@@ -5,6 +5,7 @@ real Ray Train worker groups of two, Optuna and MLflow sqlite, a tiny model."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
 import time
@@ -25,6 +26,7 @@ from raycl.training.checkpoint import stage_checkpoint_dir
 pytestmark = pytest.mark.slow
 
 TRAIN_WORKER = "RayTrainWorker"  # in the process title of a Train worker actor
+RAY_LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\s+[A-Z]+ ")  # Ray's log format
 
 
 def write_space(tmp_path: Path, name: str, trials: int, early_stopping: dict | None, steps: int = 6) -> Path:
@@ -73,7 +75,7 @@ def placement_groups_at_shutdown(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
 
 
 def test_stopped_train_trials_release_their_placement_groups(
-    tmp_path: Path, placement_groups_at_shutdown: list[dict]
+    tmp_path: Path, placement_groups_at_shutdown: list[dict], capfd: pytest.CaptureFixture[str]
 ) -> None:
     path = write_space(tmp_path, "train_es", trials=4, early_stopping={"rungs": [1], "reduction": 2})
     console = Console(record=True, width=200)
@@ -96,6 +98,11 @@ def test_stopped_train_trials_release_their_placement_groups(
     [at_shutdown] = placement_groups_at_shutdown
     assert [group for group in at_shutdown["table"].values() if group["state"] == "CREATED"] == []
     assert at_shutdown["workers"] == 0 and outcome.placement_groups_left == []
+    # Ray's, Tune's and Train's own lines (snapshot warnings, the token notice, deprecations) went to the log file.
+    terminal = capfd.readouterr()
+    assert [line for line in (terminal.out + terminal.err).splitlines() if RAY_LOG_LINE.match(line)] == []
+    if "RAY_AUTH_MODE" not in os.environ:  # set explicitly, Ray says nothing about it
+        assert "Token authentication is" in (outcome.out_dir / "sweep.log").read_text()
 
 
 def test_a_sigkilled_train_trial_actor_leaves_no_placement_group_or_worker(
