@@ -25,13 +25,14 @@ def write_report(
     rows: Sequence[Sequence[str]],
     notes: Sequence[str],
     data: dict[str, Any],
+    directory: Path = REPORTS,
 ) -> str:
-    """Write both files and return the markdown."""
+    """Write both files (into `directory`, reports/ by default) and return the markdown."""
     lines = [f"# {title}", "", *intro, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     lines += ["", *notes]
     markdown = "\n".join(lines) + "\n"
-    REPORTS.mkdir(exist_ok=True)
-    (REPORTS / f"{name}.json").write_text(json.dumps(data, indent=2))
-    (REPORTS / f"{name}.md").write_text(markdown)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / f"{name}.json").write_text(json.dumps(data, indent=2))
+    (directory / f"{name}.md").write_text(markdown)
     return markdown

@@ -64,3 +64,35 @@ def stop_tune_forwarding_credentials() -> list[str]:
     taken = sorted(forwarded & set(TUNE_FORWARDED_CREDENTIALS))
     forwarded.difference_update(taken)
     return taken
+
+
+def orphaned_placement_groups() -> list[Any]:
+    """The placement groups this job's actors created and outlived: creator actor dead, not yet removed.
+
+    Public API: none. `ray.util.placement_group_table()` leaves out who created a group; GCS's own record
+    (`PlacementGroupTableData`, read through Ray's global state accessor) says it. GCS removes such a group
+    itself only once its job is dead too, and Ray Train's PlacementGroupCleaner decides through the state
+    API, which a Ray started without its dashboard does not serve. A group the driver created has no creator
+    actor (its id is nil, and GCS marks it creator-dead from the start), so Tune's own trial groups are never
+    among these.
+    """
+    import ray
+    from ray._private.state import state
+    from ray.core.generated import gcs_pb2
+    from ray.util.placement_group import PlacementGroup
+
+    table_data = gcs_pb2.PlacementGroupTableData  # pyright: ignore[reportAttributeAccessIssue] (generated protobuf)
+    job_id = ray.get_runtime_context().get_job_id()
+    accessor = state._connect_and_get_accessor()
+    orphans = []
+    for serialized in accessor.get_placement_group_table():
+        record = table_data.FromString(serialized)
+        created_by_an_actor = not ray.ActorID(record.creator_actor_id).is_nil() and not record.is_detached
+        if (
+            created_by_an_actor
+            and record.creator_actor_dead
+            and record.creator_job_id.hex() == job_id
+            and record.state != table_data.REMOVED
+        ):
+            orphans.append(PlacementGroup(ray.PlacementGroupID(record.placement_group_id)))
+    return orphans

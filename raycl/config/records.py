@@ -42,6 +42,19 @@ class TrialAssignment(StrictModel):
         return cls(number=number, key=trial_key(number), params=params, trial_config=trial_config)
 
 
+class GpuSlot(StrictModel):
+    """A GPU one of a trial's workers held: its Ray node, its index there (Ray's GPU id, what the worker's
+    CUDA_VISIBLE_DEVICES names), and when the worker ran on it (Unix times)."""
+
+    node_id: str
+    gpu: str
+    since: float
+    until: float
+
+    def __str__(self) -> str:
+        return f"{self.node_id}:{self.gpu}"
+
+
 class FinalReport(TrialSummary):
     """A finished trial's last Tune result: its summary, and the Ray nodes its workers ran on.
 
@@ -53,6 +66,8 @@ class FinalReport(TrialSummary):
     replicates: list[dict[str, float]] = Field(
         default_factory=list, description="each seed's metrics; empty for one seed"
     )
+    gpus: list[GpuSlot] = Field(default_factory=list, description="the GPUs its workers held; empty without GPUs")
+    device: str | None = Field(default=None, description="the torch device type it trained on (cuda, cpu)")
 
     def to_tune(self) -> dict[str, Any]:
         return self.model_dump() | {FINAL_KEY: 1.0}
@@ -68,8 +83,10 @@ class FinalReport(TrialSummary):
             for name in ("stage_matrix", "retention_losses", "stage_forgetting")
         }
         nodes = sorted({node for report in reports for node in report.node_ids})
+        gpus = [slot for report in reports for slot in report.gpus]
         return cls.model_validate(
             {"stage_names": reports[0].stage_names, **record, **averaged, "node_ids": nodes, "replicates": runs}
+            | {"gpus": gpus, "device": reports[0].device}
         )
 
 
@@ -81,13 +98,17 @@ class EngineRun(BaseModel):
 
     result: TrialResult | Divergence
     node_ids: list[str]
+    gpus: list[GpuSlot] = Field(default_factory=list)
+    device: str | None = None
 
     def final_report(self) -> FinalReport:
         """The Tune trial's report of the run; raises `TrialDiverged` for a diverged one, so that the Tune trial
         fails like any error and is recorded as one."""
         if isinstance(self.result, Divergence):
             raise TrialDiverged(self.result)
-        return FinalReport(**self.result.summary().model_dump(), node_ids=self.node_ids)
+        return FinalReport(
+            **self.result.summary().model_dump(), node_ids=self.node_ids, gpus=self.gpus, device=self.device
+        )
 
 
 def _mean_elementwise(values: list[Any]) -> Any:
@@ -116,6 +137,7 @@ class Tags:
     SEARCHED = "raycl.searched"  # child: the searched parameters it sampled, comma-separated
     FINAL_LOGGED = "raycl.final_logged"  # child: "true" once its final metrics are logged
     NODE_IDS = "raycl.node_ids"
+    GPUS = "raycl.gpus"  # child: the GPUs its workers held, NODE_ID:GPU_INDEX, comma-separated
     PARETO = "raycl.pareto"  # child: on the Pareto front
     FEASIBLE = "raycl.feasible"  # child: meets the space's constraints
     PARETO_TRIALS = "raycl.pareto_trials"  # parent: the Pareto set's keys

@@ -409,14 +409,6 @@ class SearchSpace(StrictModel):
             raise ValueError(
                 f"early_stopping: ranks one run per trial at each stage end; budget.seeds is {self.budget.seeds}"
             )
-        if self.budget.resolved_executor()[0] == "train":
-            # Tune ends a stopped trial's actor, and with it the Train controller and workers; the worker group's
-            # placement group outlives them (job-scoped); its remover, Train's PlacementGroupCleaner, needs Ray's
-            # state API (a dashboard), which raycl's local Ray does not start, so the next trial waits forever.
-            raise ValueError(
-                "early_stopping: needs the tune executor (one process per trial) for now; under train a stopped "
-                "trial's worker group keeps its CPUs and the next trial waits forever (set budget.executor: tune)"
-            )
         rungs, num_stages = self.early_stopping.rungs, self.fixed.world.num_stages
         if "world.num_stages" not in self.parameters:
             if rungs == "stages" and self.early_stopping.first_rung >= num_stages:

@@ -185,7 +185,7 @@ class TrainConfig(StrictModel):
         default=10,
         ge=1,
         description="stop as diverged when the loss stays above ln(vocab), a uniform guess's loss, for this many "
-        "steps in a row after it was below",
+        "steps in a row after it was below in the same stage",
     )
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"

@@ -249,9 +249,22 @@ def pretrain_ladder_rung(
                 ),
             }
             directory = out / budget_dirname(budget)
-            run.model.save_pretrained(directory)
+            save_on_this_process(run.model, directory)
             (directory / "pretrain_losses.txt").write_text("\n".join(f"{loss:.5f}" for loss in run.losses))
             (directory / "pretrain.json").write_text(json.dumps(record, indent=2))
+
+
+def save_on_this_process(model: PreTrainedModel, directory: Path) -> None:
+    """What `save_pretrained` writes (config, generation config, safetensors weights), on whichever process calls
+    it: transformers writes nothing on a torch.distributed rank other than 0, and a cache entry is built by
+    whichever Ray Train worker takes its lock first."""
+    from safetensors.torch import save_model
+
+    directory.mkdir(parents=True, exist_ok=True)
+    model.config.save_pretrained(directory)
+    if model.generation_config is not None:
+        model.generation_config.save_pretrained(directory)
+    save_model(model, str(directory / "model.safetensors"), metadata={"format": "pt"})
 
 
 def pretrain_record(model_dir: Path) -> dict:

@@ -41,6 +41,7 @@ class ProgressTable(Callback):
         self.rows: dict[str, Row] = {}
         self.stopped = {} if stopped is None else stopped  # the early-stopping scheduler's decisions
         self._live: Live | None = None
+        self._noted_cpu_fallback = False
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its callbacks into tuner.pkl (for Tuner.restore, which raycl does not use);
@@ -131,6 +132,13 @@ class ProgressTable(Callback):
             row.trial_s, row.engine_s = result["time_total_s"], report.wall_time_s
             summary = ", ".join(f"{name}={_fmt(row.metrics.get(name, ''))}" for name in self.space.objectives)
             self._changed(f"{key} done: {summary}")
+            if report.gpus and report.device == "cpu" and not self._noted_cpu_fallback:
+                self._noted_cpu_fallback = True
+                gpus = ", ".join(sorted({slot.gpu for slot in report.gpus}))
+                self._changed(
+                    f"note: {key} held GPU {gpus} but found no CUDA there, and trained on CPU (a node that "
+                    "declares GPUs to Ray without having them; said once per sweep)"
+                )
             return
         if (record := EvalRecord.in_report(result)) is not None:
             measured = record.metrics()

@@ -66,6 +66,9 @@ class SweepOutcome:
     stopped: dict[str, int] = field(default_factory=dict)  # trial key -> the stage early stopping ended it at
     unfinished: int = 0  # trials of the budget not yet run to an end (the sweep was stopped)
     running_elsewhere: int = 0  # trials of a shared study that another live driver runs
+    # Placement groups still holding resources once this driver's trials had ended (a local Ray's own); none
+    # unless something leaked. Not checked on a cluster, where other jobs hold theirs.
+    placement_groups_left: list[str] = field(default_factory=list)
 
 
 def run_sweep(
@@ -174,7 +177,7 @@ def _run(
     interrupted = interrupted_trials(study, out_dir)
     finished = finished_trials(study)
     to_run = max(0, space.budget.trials - len(finished))
-    plan, launched, trial_times = None, [], {}
+    plan, launched, trial_times, left = None, [], {}, []
     with contextlib.ExitStack() as ray_session:
         tracker = _open_tracker_while_ray_starts(
             space,
@@ -190,7 +193,7 @@ def _run(
         scheduler, progress = _progress_of_earlier_trials(space, study, finished, interrupted, console)
         if to_run:
             with _timed(phases, "trials"), _ended_on_error(tracker):
-                plan, launched, trial_times = _launch(
+                plan, launched, trial_times, left = _launch(
                     space,
                     study,
                     interrupted,
@@ -214,6 +217,7 @@ def _run(
         plan=plan,
         trial_times=trial_times,
         phases=phases,
+        placement_groups_left=left,
     )
     _print_end(outcome, reference, console)
     return outcome
@@ -403,8 +407,9 @@ def _launch(
     ray_storage: str,
     elastic: bool,
     console: Console,
-) -> tuple[ResourcePlan, list[str], dict[str, dict[str, float]]]:
-    """Plan on the connected Ray's nodes and run `to_run` trials through Tune (stopped early by `scheduler`, if any)."""
+) -> tuple[ResourcePlan, list[str], dict[str, dict[str, float]], list[str]]:
+    """Plan on the connected Ray's nodes and run `to_run` trials through Tune (stopped early by `scheduler`, if any);
+    also returns, on a local Ray, the placement groups still holding resources afterwards (none unless leaked)."""
     import ray
     from ray import tune
     from ray.tune.logger import JsonLoggerCallback
@@ -416,6 +421,12 @@ def _launch(
     from raycl.sweep.study import OptunaSearcher
     from raycl.sweep.tracking import TrackingCallback
     from raycl.sweep.trainable import TrialContext, tune_trainable
+    from raycl.sweep.worker_groups import (
+        StageDecisions,
+        orphaned_placement_groups_removed,
+        placement_groups_in_use,
+        start_stage_gate,
+    )
 
     nodes = [
         NodeCapacity(node["NodeID"], node["Resources"].get("CPU", 0.0), node["Resources"].get("GPU", 0.0))
@@ -432,6 +443,9 @@ def _launch(
 
     defaults = {} if space.fixes("train.cpu_threads") else {"train.cpu_threads": plan.threads_per_worker}
     searcher = OptunaSearcher(study, space, interrupted, defaults, out_dir, scheduler)
+    # Under `train`, the workers of a trial wait at each stage end for the scheduler's decision.
+    gate = start_stage_gate() if scheduler is not None and plan.executor == "train" else None
+    stage_decisions = [StageDecisions(gate, scheduler.stopped)] if gate is not None and scheduler is not None else []
     context = TrialContext(
         sweep=space.name,
         trials_dir=str(out_dir / "trials"),
@@ -440,6 +454,7 @@ def _launch(
         plan=plan,
         max_failures=space.budget.max_failures,
         seeds=space.budget.seeds,
+        stage_gate=gate,
     )
     tuner = tune.Tuner(
         tune_trainable(context),
@@ -450,11 +465,13 @@ def _launch(
             max_concurrent_trials=plan.concurrency,
             # The next trial reuses a finished trial's Tune actor, with ray, torch and (under the
             # `tune` executor) the engine already imported; Train workers are new processes.
-            # A stopped trial's actor too (early stopping runs only under `tune`): Ray 2.60's function
-            # trainable reports synchronously, so the engine waits in its stage-end `tune.report` while
-            # the scheduler decides, and the reset releases it into Ray's `sys.exit(0)` there, a clean
-            # end of the thread.
-            reuse_actors=True,
+            # A stopped trial's actor too under `tune`: Ray 2.60's function trainable reports
+            # synchronously, so the engine waits in its stage-end `tune.report` while the scheduler
+            # decides, and the reset releases it into Ray's `sys.exit(0)` there, a clean end of the
+            # thread. Under `train` a stopped trial's thread waits on its Train controller, the reset
+            # would fail (and fail the next trial): its actor is ended instead, and the controller and
+            # workers with it.
+            reuse_actors=plan.executor == "tune" or scheduler is None,
             trial_name_creator=lambda trial: trial.config["key"],
             trial_dirname_creator=lambda trial: trial.config["key"],
         ),
@@ -469,6 +486,7 @@ def _launch(
                 TrackingCallback(tracker, scheduler.stopped if scheduler else None),
                 progress,
                 JsonLoggerCallback(),
+                *stage_decisions,
             ],
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             # Under `train` the worker group restarts inside the trial (Train's FailureConfig); under
@@ -484,9 +502,15 @@ def _launch(
         progress.live(),
         heartbeats(study, searcher.owned_trial_ids),
         without_tunes_trial_error_logs(),
+        orphaned_placement_groups_removed() as released,
     ):
         tuner.fit()
-    return plan, progress.launched(), progress.trial_times()
+    if released:
+        console.print(f"released {len(released)} placement group(s) of ended Train trials", highlight=False)
+    left = [] if elastic else placement_groups_in_use()
+    if left:
+        console.print(f"warning: {len(left)} placement group(s) still hold resources: {', '.join(left)}")
+    return plan, progress.launched(), progress.trial_times(), left
 
 
 def _tracking_failed(error: Exception, tracking_uri: str, study: Any) -> Exception:

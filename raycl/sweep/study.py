@@ -197,6 +197,10 @@ class OptunaSearcher(Searcher):
             trial.set_user_attr(name, value)
         trial.set_user_attr("stage_matrix", report.stage_matrix)
         trial.set_user_attr("node_ids", report.node_ids)
+        if report.gpus:
+            trial.set_user_attr("gpus", [slot.model_dump() for slot in report.gpus])
+        if report.device:
+            trial.set_user_attr("device", report.device)
         if report.replicates:
             trial.set_user_attr(
                 REPLICATES_ATTR, [{name: run[name] for name in self._space.objectives} for run in report.replicates]

@@ -123,7 +123,10 @@ class SweepTracker:
         if self.client.get_run(run_id).data.tags.get(Tags.FINAL_LOGGED) != "true":
             now = int(time.time() * 1000)
             metrics = [Metric(name, value, now, 0) for name, value in report.metrics().items()]
-            self.client.log_batch(run_id, metrics=metrics, tags=[RunTag(Tags.NODE_IDS, ",".join(report.node_ids))])
+            tags = [RunTag(Tags.NODE_IDS, ",".join(report.node_ids))]
+            if report.gpus:
+                tags.append(RunTag(Tags.GPUS, ",".join(sorted({str(slot) for slot in report.gpus}))))
+            self.client.log_batch(run_id, metrics=metrics, tags=tags)
             self.client.log_dict(run_id, report.stage_record().model_dump(), Artifacts.STAGE_RECORD)
             if report.replicates:
                 # MLflow annotates `dictionary` as a dict but serialises any JSON value; the artifact is a list.

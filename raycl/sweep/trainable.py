@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,12 +26,13 @@ import ray
 import ray.train
 from ray import tune
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-from ray.train.torch import TorchTrainer
+from ray.train.torch import TorchConfig, TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from raycl.config.records import NODE_KEY, EngineRun, FinalReport, TrialAssignment
+from raycl.config.records import NODE_KEY, EngineRun, FinalReport, GpuSlot, TrialAssignment
 from raycl.config.result import Divergence, EvalRecord, TrialDiverged, TrialResult
 from raycl.sweep.plan import ResourcePlan
+from raycl.sweep.worker_groups import wait_at_stage_end
 from raycl.training.checkpoint import PROGRESS, check_out_dir, stage_checkpoint_dir
 
 REPLICATE = "replicate"  # in a stage checkpoint of the `tune` executor: the index of the seed run it belongs to
@@ -48,6 +50,7 @@ class TrialContext:
     plan: ResourcePlan
     max_failures: int
     seeds: int = 1  # runs per trial (budget.seeds)
+    stage_gate: Any = None  # under early stopping, the StageGate actor where `train` workers wait at stage ends
 
 
 def sweep_trial(config: dict[str, Any], context: TrialContext) -> None:
@@ -134,6 +137,7 @@ def run_in_actor(replicate: Replicate, context: TrialContext) -> EngineRun:
     from raycl.training.trial import run_trial
 
     node_id = ray.get_runtime_context().get_node_id()
+    since = time.time()
     trial_storage = f"{context.tune_storage}/{replicate.assignment.key}"
     restore_stage_checkpoint(furthest_stage_checkpoint(trial_storage, replicate.index), replicate.out_dir)
 
@@ -146,7 +150,16 @@ def run_in_actor(replicate: Replicate, context: TrialContext) -> EngineRun:
         tune.report(record.to_report() | {NODE_KEY: node_id, REPLICATE_KEY: replicate.index}, checkpoint=checkpoint)
 
     result = run_trial(replicate.assignment.trial_config, replicate.out_dir, report=report)
-    return EngineRun(result=result, node_ids=[node_id])
+    gpus = [GpuSlot(node_id=node_id, gpu=str(gpu), since=since, until=time.time()) for gpu in ray.get_gpu_ids()]
+    return EngineRun(result=result, node_ids=[node_id], gpus=gpus, device=trained_on(replicate.assignment))
+
+
+def trained_on(assignment: TrialAssignment) -> str:
+    """The torch device type the engine picks for `assignment` on this process (cpu where a GPU was given
+    but CUDA is absent, as on a node that only declares GPUs to Ray)."""
+    from raycl.training.parts import resolve_device
+
+    return resolve_device(assignment.trial_config.train.device).type
 
 
 def run_in_train(replicate: Replicate, context: TrialContext) -> EngineRun:
@@ -154,9 +167,11 @@ def run_in_train(replicate: Replicate, context: TrialContext) -> EngineRun:
     plan = context.plan
     trainer = TorchTrainer(
         train_worker,
+        torch_config=TorchConfig(backend=process_group_backend(plan)),
         train_loop_config={
             "assignment": replicate.assignment.model_dump(mode="json"),
             "out_dir": str(replicate.out_dir),
+            "stage_gate": context.stage_gate,
         },
         scaling_config=ScalingConfig(
             num_workers=plan.workers_per_trial,
@@ -173,6 +188,15 @@ def run_in_train(replicate: Replicate, context: TrialContext) -> EngineRun:
         ),
     )
     return EngineRun.model_validate(trainer.fit().return_value)
+
+
+def process_group_backend(plan: ResourcePlan) -> str:
+    """NCCL for workers with GPUs where this node has CUDA, else gloo (Ray Train picks NCCL for any GPU worker, which
+    fails where the GPUs are only declared to Ray; gloo also reduces CUDA tensors, more slowly, should this
+    coordinator land on a CPU-only node of a GPU cluster)."""
+    import torch
+
+    return "nccl" if plan.gpus_per_worker > 0 and torch.cuda.is_available() else "gloo"
 
 
 def furthest_stage_checkpoint(trial_storage: str, replicate: int = 0) -> tune.Checkpoint | None:
@@ -225,12 +249,10 @@ def train_worker(loop_config: dict[str, Any]) -> EngineRun:
 
     context = ray.train.get_context()
     out_dir = Path(loop_config["out_dir"])
+    assignment = TrialAssignment.model_validate(loop_config["assignment"])
+    gate = loop_config.get("stage_gate")
     node_id = ray.get_runtime_context().get_node_id()
-    node_ids = [node_id]
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        gathered = [""] * dist.get_world_size()  # every slot is overwritten by its rank's node id
-        dist.all_gather_object(gathered, node_id)
-        node_ids = gathered
+    since = time.time()
 
     if context.get_local_rank() == 0:
         restore_stage_checkpoint(ray.train.get_checkpoint(), out_dir)
@@ -247,15 +269,23 @@ def train_worker(loop_config: dict[str, Any]) -> EngineRun:
             # The engine owns its checkpoint directory and resumes from it.
             delete_local_checkpoint_after_upload=False,
         )
+        if checkpoint_dir and gate is not None:
+            wait_at_stage_end(gate, assignment.key, record.stage)
 
-    assignment = TrialAssignment.model_validate(loop_config["assignment"])
     try:
         result: TrialResult | Divergence = run_trial(assignment.trial_config, out_dir, report=report)
     except TrialDiverged as diverged:
         # Returned, not raised: Ray Train would restart the worker group from the last stage
         # checkpoint, and the same steps would diverge again.
         result = diverged.divergence
-    return EngineRun(result=result, node_ids=sorted(set(node_ids)))
+    slots = [GpuSlot(node_id=node_id, gpu=str(gpu), since=since, until=time.time()) for gpu in ray.get_gpu_ids()]
+    placements: list[Any] = [(node_id, slots)]
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        placements = [None] * dist.get_world_size()  # every item is overwritten by its rank's placement
+        dist.all_gather_object(placements, (node_id, slots))
+    node_ids = sorted({node for node, _ in placements})
+    gpus = [slot for _, rank_slots in placements for slot in rank_slots]
+    return EngineRun(result=result, node_ids=node_ids, gpus=gpus, device=trained_on(assignment))
 
 
 def tune_trainable(context: TrialContext) -> Any:

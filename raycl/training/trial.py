@@ -92,8 +92,8 @@ class TrialProgress:
     replay_generation_s: float = 0.0
     elapsed_s: float = 0.0
     first_loss: float | None = None  # the reference of the divergence bound
-    below_uniform: bool = False  # whether the loss has been below a uniform guess's (ln vocab)
-    steps_above_uniform: int = 0  # steps in a row above it since
+    below_uniform_in_stage: int | None = None  # the stage in which the loss was last below ln(vocab)
+    steps_above_uniform: int = 0  # steps in a row above it since, in that stage
     train_memory: dict[str, int] = field(default_factory=dict)  # peak of one step by part, once measured
     untimed_tokens: int = 0  # tokens of that step, whose time (slowed by the tracker) is not counted
     stopped: str | None = None  # why train.stop_when ended the stream early
@@ -303,17 +303,22 @@ def has_diverged(loss: float, first_loss: float, factor: float) -> bool:
     return not math.isfinite(loss) or loss > factor * first_loss
 
 
-def stayed_above_uniform(progress: TrialProgress, loss: float, uniform_loss: float, steps: int) -> bool:
-    """Whether the loss has now been above `uniform_loss` (ln vocab) for `steps` steps in a row after it was below.
+def stayed_above_uniform(progress: TrialProgress, loss: float, uniform_loss: float, steps: int, stage: int) -> bool:
+    """Whether the loss has now been above `uniform_loss` (ln vocab) for `steps` steps in a row after it was below
+    in this `stage`.
 
     A model whose training loss is worse than a uniform guess on the very data it trains on has lost what it
     knew; that bound is right at every scale (6.24 nats for the ladder's 512 tokens, 10.8 for a 49152-token
-    model starting near 2.7), where a multiple of the first loss is not. Counted in `progress`, so it resumes.
+    model starting near 2.7), where a multiple of the first loss is not. Only a rise within a stage counts: a
+    new stage's data may start above it and a slow learner stay there (lr 1e-6 on the offline world's second
+    stage: 6.7 nats throughout, measured). Counted in `progress`, so it resumes.
     """
     if loss <= uniform_loss:
-        progress.below_uniform, progress.steps_above_uniform = True, 0
+        progress.below_uniform_in_stage, progress.steps_above_uniform = stage, 0
         return False
-    progress.steps_above_uniform += progress.below_uniform
+    if progress.below_uniform_in_stage != stage:
+        return False
+    progress.steps_above_uniform += 1
     return progress.steps_above_uniform >= steps
 
 
@@ -332,7 +337,7 @@ def stop_if_diverged(
         progress.first_loss = loss
     blown_up = has_diverged(loss, progress.first_loss, config.train.divergence_factor)
     patience = config.train.divergence_above_uniform_steps
-    above = math.isfinite(loss) and stayed_above_uniform(progress, loss, uniform_loss, patience)
+    above = math.isfinite(loss) and stayed_above_uniform(progress, loss, uniform_loss, patience, stage_index)
     if not blown_up and not above:
         return
     divergence = Divergence(

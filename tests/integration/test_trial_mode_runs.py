@@ -80,13 +80,13 @@ def test_stop_when_ends_the_stream_and_says_why_also_after_a_resume(tmp_path: Pa
         {"train.stop_when": {"metric": "learning", "at_least": 0.01}}
     )
     result = run_trial(config, tmp_path)
-    assert result["stopped"].startswith("train.stop_when: learning = ") and result["stopped"].endswith(
-        ">= 0.01 after stage 1 of 3"
-    )
-    assert len(result["stage_matrix"]) == 2 and result["stage_names"] == ["astronomy"] and result["learning"] > 0.01
+    assert result.stopped is not None
+    assert result.stopped.startswith("train.stop_when: learning = ")
+    assert result.stopped.endswith(">= 0.01 after stage 1 of 3")
+    assert len(result.stage_matrix) == 2 and result.stage_names == ["astronomy"] and result.learning > 0.01
     assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["stage_000"]
     resumed = run_trial(config, tmp_path)
-    assert resumed["resumed_after_stage"] == 1 and resumed["stopped"] == result["stopped"]
+    assert resumed.resumed_after_stage == 1 and resumed.stopped == result.stopped
     assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["stage_000"]
 
 

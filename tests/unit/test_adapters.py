@@ -160,3 +160,13 @@ def test_tune_no_longer_forwards_aws_credentials_to_its_trial_actors(monkeypatch
     env_vars = remote._default_options["runtime_env"]["env_vars"]
     assert env_vars["RAY_CHDIR_TO_TRIAL_DIR"] == "0"
     assert not set(env_vars) & set(ray_internals.TUNE_FORWARDED_CREDENTIALS)
+
+
+def test_gcs_placement_group_records_still_name_their_creator() -> None:
+    from ray._private.state import GlobalState
+    from ray.core.generated import gcs_pb2
+
+    fields = {field.name for field in gcs_pb2.PlacementGroupTableData.DESCRIPTOR.fields}
+    assert {"placement_group_id", "creator_actor_id", "creator_actor_dead", "creator_job_id", "is_detached"} <= fields
+    assert hasattr(GlobalState, "_connect_and_get_accessor")
+    assert "get_placement_group_table" in inspect.getsource(GlobalState.placement_group_table)

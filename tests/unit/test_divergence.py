@@ -11,10 +11,16 @@ from raycl.training.trial import TrialProgress, stayed_above_uniform
 LADDER, SMOLLM2 = math.log(512), math.log(49152)
 
 
-def steps_until_diverged(losses: list[float], uniform: float, steps: int = 3) -> int | None:
+def steps_until_diverged(
+    losses: list[float], uniform: float, steps: int = 3, stage_starts: tuple[int, ...] = ()
+) -> int | None:
+    """The 1-based step at which the rule fires, or None; a new stage begins at each index in `stage_starts`."""
     progress = TrialProgress(config={})
-    diverged = (index + 1 for index, loss in enumerate(losses) if stayed_above_uniform(progress, loss, uniform, steps))
-    return next(diverged, None)
+    for index, loss in enumerate(losses):
+        stage = sum(start <= index for start in stage_starts)
+        if stayed_above_uniform(progress, loss, uniform, steps, stage):
+            return index + 1
+    return None
 
 
 def test_a_model_driven_above_a_uniform_guess_diverges_after_the_patience() -> None:
@@ -34,6 +40,17 @@ def test_healthy_streams_and_single_spikes_do_not_diverge() -> None:
     assert steps_until_diverged(lr_09, LADDER, steps=10) == 11
     # A model that never was below a uniform guess (trained from scratch) is not judged by it.
     assert steps_until_diverged([6.3, 6.4, 6.35, 6.3, 6.28], LADDER) is None
+
+
+def test_a_new_stage_that_starts_above_a_uniform_guess_is_not_a_divergence() -> None:
+    # lr 1e-6 on the offline world: stage 1 below ln(512), stage 2's new data at 6.7 nats throughout.
+    slow_learner = [6.1, 5.9, 5.8, 5.8] + [6.72] * 12
+    assert steps_until_diverged(slow_learner, LADDER, steps=10, stage_starts=(4,)) is None
+    # The same losses within one stage are a rise from below, and fire after the patience.
+    assert steps_until_diverged(slow_learner, LADDER, steps=10) == 14
+    # Within the new stage, a dip below and a rise again counts as before.
+    dips = [6.1, 5.9] + [6.72, 6.0] + [6.9] * 10
+    assert steps_until_diverged(dips, LADDER, steps=10, stage_starts=(2,)) == 14
 
 
 def test_the_record_says_which_rule_stopped_it() -> None:

@@ -191,19 +191,17 @@ def test_space_early_stopping_key_validates_and_leaves_the_fingerprint_alone(tmp
             {"early_stopping": {}, "budget": {"trials": 3, "seeds": 2}},
             "early_stopping: ranks one run per trial at each stage end; budget.seeds is 2",
         ),
-        (
-            {"early_stopping": {}, "budget": {"trials": 3, "executor": "train"}},
-            "early_stopping: needs the tune executor",
-        ),
-        (
-            {"early_stopping": {}, "budget": {"trials": 3, "workers_per_trial": 2}},
-            "early_stopping: needs the tune executor",
-        ),
     ],
 )
 def test_space_early_stopping_errors_name_the_key(tmp_path: Path, extra: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_space(_space_file(tmp_path, **extra))
+
+
+@pytest.mark.parametrize("budget", [{"executor": "train"}, {"workers_per_trial": 2}, {"gpus_per_worker": 0.5}])
+def test_early_stopping_is_accepted_under_the_train_executor(tmp_path: Path, budget: dict) -> None:
+    space = load_space(_space_file(tmp_path, early_stopping={}, budget={"trials": 3} | budget))
+    assert space.budget.resolved_executor()[0] == "train" and space.early_stopping is not None
 
 
 def test_every_arrival_order_promotes_the_dominating_trial() -> None:

@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from rich.console import Console
 
 from raycl.analysis.frontier import space_frontier
-from raycl.config.records import FINAL_KEY, NODE_KEY, Artifacts, FinalReport, Tags, TrialAssignment
+from raycl.config.records import FINAL_KEY, NODE_KEY, Artifacts, FinalReport, GpuSlot, Tags, TrialAssignment
 from raycl.config.result import REPORTED_METRICS, EvalRecord
 from raycl.config.space import load_space
 from raycl.sweep.progress import ProgressTable
@@ -53,7 +53,8 @@ def final_result(learning: float, forgetting: float) -> dict[str, Any]:
         "retention_losses": [1.0, 1.5, forgetting + 1.0],
         "stage_forgetting": [0.5, 0.0],
     }
-    report = FinalReport(**metrics, **stages, bench_max_drop=2.0, node_ids=["node-a"])
+    gpus = [GpuSlot(node_id="node-a", gpu="1", since=10.0, until=20.0)]
+    report = FinalReport(**metrics, **stages, bench_max_drop=2.0, node_ids=["node-a"], gpus=gpus, device="cuda")
     return report.to_tune() | {"time_total_s": 9.0, "training_iteration": 3}
 
 
@@ -71,7 +72,8 @@ def test_the_searcher_hands_out_typed_assignments_and_tells_optuna_the_objective
     trial = study.trials[0]
     assert trial.state == optuna.trial.TrialState.COMPLETE and trial.values == [0.8, 2.5]
     assert completed_metrics(trial)["bench_max_drop"] == 2.0 and completed_metrics(trial)["num_params"] == 1.0
-    assert trial.user_attrs["node_ids"] == ["node-a"]
+    assert trial.user_attrs["node_ids"] == ["node-a"] and trial.user_attrs["device"] == "cuda"
+    assert trial.user_attrs["gpus"] == [{"node_id": "node-a", "gpu": "1", "since": 10.0, "until": 20.0}]
     # Optuna's convention: a constraint value above 0 is a violation (2.5 > 2.0).
     assert trial.system_attrs["constraints:forgetting <= 2"] == pytest.approx(0.5)
 
@@ -197,7 +199,6 @@ def test_each_seed_run_of_a_trial_restarts_from_its_own_stage_checkpoints(tmp_pa
 
 
 def test_the_mean_over_seeds_averages_metrics_and_stage_records_and_keeps_each_run() -> None:
-    from raycl.config.records import FinalReport
 
     def run(forgetting: float, offset: float) -> FinalReport:
         fields = {
@@ -211,6 +212,8 @@ def test_the_mean_over_seeds_averages_metrics_and_stage_records_and_keeps_each_r
                 "stage_forgetting",
                 "node_ids",
                 "replicates",
+                "gpus",
+                "device",
                 "base_pretrain_tokens",
                 "base_pretrain_loss",
             }
@@ -222,6 +225,8 @@ def test_the_mean_over_seeds_averages_metrics_and_stage_records_and_keeps_each_r
             retention_losses=[1.0, 1.2 + offset, 1.4],
             stage_forgetting=[0.5 + offset],
             node_ids=[f"n{offset}"],
+            gpus=[GpuSlot(node_id=f"n{offset}", gpu="0", since=offset, until=offset + 1)],
+            device="cuda",
             bench_x=offset,
         )
 
@@ -229,6 +234,7 @@ def test_the_mean_over_seeds_averages_metrics_and_stage_records_and_keeps_each_r
     assert mean.forgetting == pytest.approx(0.3) and mean.model_extra["bench_x"] == pytest.approx(0.5)
     assert mean.stage_matrix == [[2.5, 2.0], [1.0, 2.0], [1.5, 1.5]] and mean.stage_forgetting == [1.0]
     assert mean.node_ids == ["n0.0", "n1.0"]
+    assert [str(slot) for slot in mean.gpus] == ["n0.0:0", "n1.0:0"] and mean.device == "cuda"
     assert [r["forgetting"] for r in mean.replicates] == [0.2, 0.4] and mean.metrics()["forgetting"] == pytest.approx(
         0.3
     )
