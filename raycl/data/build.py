@@ -17,7 +17,7 @@ from raycl.data.formats import DataError
 from raycl.data.shapes import holdout, split_stages, window_spans
 from raycl.data.sources import Example, LoadSummary, finish_load, iter_examples, load_replay_documents
 from raycl.data.stream import Stage, Stream
-from raycl.data.tokens import adds_bos, encode_document, pack_blocks
+from raycl.data.tokens import encode_document, leading_bos, pack_blocks
 
 
 def _stage(
@@ -93,7 +93,7 @@ def original_distribution(
     see only their openings. For a model that expects BOS first, every probe example and block starts with it."""
     documents = load_replay_documents(config)
     replay, heldout = holdout(documents, config.heldout_fraction, config.seed, key="original")
-    bos = tokenizer.bos_token_id if adds_bos(tokenizer) else None
+    bos = leading_bos(tokenizer)
     probe = [
         block for document in heldout for block in document_blocks(encode_document(tokenizer, document), seq_len, bos)
     ]
@@ -143,7 +143,7 @@ def build_stream(
         return [encode_example(tokenizer, example.content, config.loss_on) for example in items]
 
     # A model that expects BOS first (Gemma) gets it at the start of every training block too.
-    bos = tokenizer.bos_token_id if adds_bos(tokenizer) else None
+    bos = leading_bos(tokenizer)
     try:
         if config.shape.by == "window":
             stages = _window_stages(encoded, config.shape, seq_len, bos)

@@ -23,10 +23,11 @@ def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
-def adds_bos(tokenizer: PreTrainedTokenizerBase) -> bool:
-    """Whether the tokenizer starts every text with BOS by itself: its model expects one at position 0 (Gemma)."""
+def leading_bos(tokenizer: PreTrainedTokenizerBase) -> int | None:
+    """The BOS id where the tokenizer starts every text with it by itself, as its model expects one at position 0
+    (Gemma); else None."""
     bos = tokenizer.bos_token_id
-    return isinstance(bos, int) and tokenizer("a").input_ids[:1] == [bos]
+    return bos if isinstance(bos, int) and tokenizer("a").input_ids[:1] == [bos] else None
 
 
 def encode_conversation(tokenizer: PreTrainedTokenizerBase, conversation: Conversation) -> list[int]:
