@@ -3,6 +3,7 @@
     raycl models get smollm2-135m-instruct && raycl models get gemma-3-270m
     python bench/real_models.py                                    # both models; writes reports/real_models.{md,json}
     python bench/real_models.py --models smollm2-135m-instruct --trial gemma-3-270m=runs/gemma/result.json
+    python bench/real_models.py --rows-from reports/real_models.json --trial NAME=RESULT   # add trials only
 
 Per model and method (full fine-tuning with AdamW, LoRA, GaLore with per-layer updates; and full in fp32 for the
 bf16 comparison) the trial of examples/real_trial.yaml is built as `raycl run` builds it (model, stream, replay,
@@ -125,10 +126,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4, help="timed steps of each loop per method")
     parser.add_argument("--trial", action="append", default=[], help="NAME=RESULT_JSON of a finished trial")
     parser.add_argument("--skip", action="append", default=[], help="MODEL:METHOD label not to run")
+    parser.add_argument("--rows-from", type=Path, help="an earlier report's JSON: its rows, not measured again")
     args = parser.parse_args()
 
-    rows = []
-    for model in args.models:
+    earlier = json.loads(args.rows_from.read_text()) if args.rows_from else {"rows": [], "machine": machine()}
+    rows, where = earlier["rows"], earlier["machine"]
+    for model in [] if args.rows_from else args.models:
         for label, overrides in METHODS.items():
             if f"{model}:{label}" in args.skip or (model != args.models[0] and "fp32" in label):
                 continue
@@ -141,13 +144,13 @@ def main() -> None:
                 row["speed_ratio_vs_adamw"] = row["raycl_tokens_per_s"] / adamw["raycl_tokens_per_s"]
     trials = {}
     for spec in args.trial:
-        name, path = spec.split("=", 1)
+        name, path = spec.rsplit("=", 1)
         result = json.loads(Path(path).read_text())
         trials[name] = {
             key: result.get(key)
             for key in (
                 "wall_time_s", "train_time_s", "eval_time_fraction", "tokens_per_s", "learning_nats", "forgetting",
-                "base_loss_before", "base_loss_after", "dtype", "cpu_threads", "peak_memory_bytes",
+                "base_loss_before", "base_loss_after", "dtype", "cpu_threads", "peak_memory_bytes", "lr",
             )
         } | {key: value for key, value in result.items() if key.startswith("bench_")}  # fmt: skip
 
@@ -159,15 +162,24 @@ def main() -> None:
         ]
         for row in rows
     ]  # fmt: skip
+    loads = ", ".join(f"{row['load_average']:.1f}" for row in rows)
     notes = [
-        f"Machine: {machine()}; load average {os.getloadavg()[0]:.1f} at the end (other jobs shared the 2 cores).",
+        f"Machine: {where}; load average {loads} after each row (other jobs shared the 2 cores).",
         "Steps: batch 4 x 128 tokens (1 replay row), examples/real_trial.yaml's trial; tokens/s from median steps.",
+    ]
+    measured = {row["model"] for row in rows}
+    notes += [
+        f"{model}: no loop or memory rows in this report (not run: `python bench/real_models.py --models {model}`)."
+        for model in PACKAGED
+        if model not in measured
     ]
     for name, trial in trials.items():
         notes.append(
             f"Trial {name}: {trial['wall_time_s']:.0f} s wall, {trial['tokens_per_s']:.0f} tokens/s in training "
-            f"({trial['dtype']}), learning_nats {trial['learning_nats']:.3f}, forgetting {trial['forgetting']:+.3f} "
-            f"nats, eval share {trial['eval_time_fraction']:.2f}."
+            f"({trial['dtype']}, lr {trial['lr']:g}), learning_nats {trial['learning_nats']:.3f}, forgetting "
+            f"{trial['forgetting']:+.3f} nats (C4/WikiText {trial['base_loss_before']:.3f} -> "
+            f"{trial['base_loss_after']:.3f}), eval share {trial['eval_time_fraction']:.2f}, peak resident "
+            f"{trial['peak_memory_bytes'] / 2**30:.1f} GiB."
         )
     markdown = write_report(
         "real_models",
@@ -179,7 +191,7 @@ def main() -> None:
         ],
         table,
         notes,
-        {"machine": machine(), **headline(rows), "rows": rows, "trials": trials},
+        {"machine": where, **headline(rows), "rows": rows, "trials": trials},
     )  # fmt: skip
     print(markdown)
 
