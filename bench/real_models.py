@@ -35,7 +35,7 @@ from report import machine, write_report
 
 from raycl.artifacts.real_models import PACKAGED
 from raycl.config import load_config
-from raycl.training.parts import autocast_for
+from raycl.training.parts import autocast_for, cores_given
 from raycl.training.trial import TrialProgress, TrialRun
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -131,11 +131,12 @@ def main() -> None:
 
     earlier = json.loads(args.rows_from.read_text()) if args.rows_from else {"rows": [], "machine": machine()}
     rows, where = earlier["rows"], earlier["machine"]
+    threads = f"train.cpu_threads={cores_given()}"  # one count for every row, so that their speeds compare
     for model in [] if args.rows_from else args.models:
         for label, overrides in METHODS.items():
             if f"{model}:{label}" in args.skip or (model != args.models[0] and "fp32" in label):
                 continue
-            rows.append(measure(model, label, overrides, args.steps))
+            rows.append(measure(model, label, [*overrides, threads], args.steps))
             gc.collect()  # the last run's model and optimizer
         adamw = next((row for row in rows if row["model"] == model and row["method"] == "full (AdamW)"), None)
         for row in rows:

@@ -199,7 +199,7 @@ class TrainConfig(StrictModel):
         ge=1,
         description="torch threads on CPU; None: 1 for models under 30M parameters (tiny models run fastest on one), "
         "else the cores the trial is given (OMP_NUM_THREADS, which Ray sets, else the CPUs this process may use "
-        "less the 1-minute load average)",
+        "less those the 1-minute load average shows in full use)",
     )
 
     @model_validator(mode="before")

@@ -64,15 +64,16 @@ def cores_given() -> int:
     if given.isdigit() and int(given) > 0:
         return int(given)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    idle = cores - os.getloadavg()[0] if hasattr(os, "getloadavg") else cores
-    return max(1, min(cores, math.floor(idle + 0.5)))
+    busy = math.floor(os.getloadavg()[0]) if hasattr(os, "getloadavg") else 0  # cores in full use elsewhere
+    return max(1, cores - busy)
 
 
-def resolve_threads(choice: int | None, num_params: int) -> int:
-    """`train.cpu_threads` resolved: as given, else 1 for a small model and the cores given for a large one."""
+def resolve_threads(choice: int | None, num_params: int, cores: int | None = None) -> int:
+    """`train.cpu_threads` resolved: as given, else 1 for a small model and the cores given (`cores`, counted
+    before the trial's own work raised the load, else now) for a large one."""
     if choice is not None:
         return choice
-    return cores_given() if num_params >= LARGE_MODEL_PARAMS else 1
+    return (cores or cores_given()) if num_params >= LARGE_MODEL_PARAMS else 1
 
 
 def autocast_for(device: torch.device, dtype: torch.dtype = torch.float32) -> contextlib.AbstractContextManager:

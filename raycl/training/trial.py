@@ -56,6 +56,7 @@ from raycl.training.memory import StepMemory
 from raycl.training.methods import Optimizer, optimizer_state_bytes, prepare_method
 from raycl.training.parts import (
     autocast_for,
+    cores_given,
     finite_or_none,
     load_stream,
     next_token_loss,
@@ -412,11 +413,12 @@ class TrialRun:
         rank, world_size = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
         device = resolve_device(config.train.device)
         torch.manual_seed(config.train.seed)
+        cores = cores_given()  # before loading the model adds to the load average
 
         world = load_world(config.world)
         base_model, tokenizer = load_base_model(config.model, world)
         num_params = base_model.num_parameters()
-        cpu_threads = resolve_threads(config.train.cpu_threads, num_params)
+        cpu_threads = resolve_threads(config.train.cpu_threads, num_params, cores)
         torch.set_num_threads(cpu_threads)
         stream = load_stream(config, world, tokenizer)
         initial_weights = {name: t.detach().clone() for name, t in base_model.state_dict().items() if t.ndim == 2}

@@ -50,7 +50,7 @@ def test_dtype_and_threads_follow_the_model_size(monkeypatch) -> None:
     # Without OMP_NUM_THREADS: the CPUs this process may use, less those other processes keep busy.
     monkeypatch.delenv("OMP_NUM_THREADS")
     monkeypatch.setattr(parts.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
-    monkeypatch.setattr(parts.os, "getloadavg", lambda: (0.1, 0.0, 0.0))
+    monkeypatch.setattr(parts.os, "getloadavg", lambda: (0.9, 0.0, 0.0))  # no core in full use
     assert resolve_threads(None, LARGE_MODEL_PARAMS) == 2
     monkeypatch.setattr(parts.os, "getloadavg", lambda: (4.6, 0.0, 0.0))
     assert resolve_threads(None, LARGE_MODEL_PARAMS) == 1
