@@ -129,9 +129,11 @@ def main() -> None:
     parser.add_argument("--rows-from", type=Path, help="an earlier report's JSON: its rows, not measured again")
     args = parser.parse_args()
 
+    cores = cores_given()
+    threads = f"train.cpu_threads={cores}"  # one count for every row, so that their speeds compare
+    torch.set_num_threads(cores)  # as the rows run, for `machine()`
     earlier = json.loads(args.rows_from.read_text()) if args.rows_from else {"rows": [], "machine": machine()}
     rows, where = earlier["rows"], earlier["machine"]
-    threads = f"train.cpu_threads={cores_given()}"  # one count for every row, so that their speeds compare
     for model in [] if args.rows_from else args.models:
         for label, overrides in METHODS.items():
             if f"{model}:{label}" in args.skip or (model != args.models[0] and "fp32" in label):
