@@ -1,10 +1,14 @@
-"""Fixtures shared by every test: one offline-world cache per session, one torch thread, the GPU marker's
-skip, and the rule that slow tests live in tests/integration/ and only there."""
+"""Fixtures shared by every test: one offline-world cache per session, one torch thread, local Ray clusters of
+several nodes, the GPU marker's skip, and the rule that slow tests live in tests/integration/ and only there."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,6 +41,38 @@ def one_thread() -> None:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def start_cluster() -> Iterator[Callable[..., Any]]:
+    """`start_cluster(head, *nodes)`: a Ray cluster of several nodes on this machine (`ray.cluster_utils.Cluster`),
+    each node's resources as `add_node` keywords, shut down after the module. It runs in a private, short temp
+    dir: Unix socket paths stay short, and the address file it writes is not the one other Ray users read."""
+    from ray.cluster_utils import Cluster
+
+    temp_dir = tempfile.mkdtemp(prefix="rcl-", dir="/tmp")
+    previous = os.environ.get("RAY_TMPDIR")
+    os.environ["RAY_TMPDIR"] = temp_dir
+    clusters: list[Any] = []
+
+    def start(head: dict[str, Any], *nodes: dict[str, Any]) -> Any:
+        cluster = Cluster(initialize_head=True, head_node_args=head | {"include_dashboard": False})
+        clusters.append(cluster)
+        for node in nodes:
+            cluster.add_node(**node)
+        cluster.wait_for_nodes()
+        return cluster
+
+    try:
+        yield start
+    finally:
+        for cluster in clusters:
+            cluster.shutdown()
+        if previous is None:
+            os.environ.pop("RAY_TMPDIR", None)
+        else:
+            os.environ["RAY_TMPDIR"] = previous
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 SLOW_FOLDER = Path(__file__).parent / "integration"

@@ -5,11 +5,8 @@ of one. Without CUDA the trials train on CPU; what is checked is where Ray put t
 from __future__ import annotations
 
 import itertools
-import os
-import shutil
-import tempfile
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,26 +26,9 @@ NODES = 3
 
 
 @pytest.fixture(scope="module")
-def gpu_cluster() -> Iterator[Any]:
+def gpu_cluster(start_cluster: Callable[..., Any]) -> Any:
     """Three nodes of two CPUs and one declared GPU each."""
-    from ray.cluster_utils import Cluster
-
-    temp_dir = tempfile.mkdtemp(prefix="rcg-", dir="/tmp")  # short Unix socket paths, an address file of its own
-    previous = os.environ.get("RAY_TMPDIR")
-    os.environ["RAY_TMPDIR"] = temp_dir
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "num_gpus": 1, "include_dashboard": False})
-    try:
-        for _ in range(NODES - 1):
-            cluster.add_node(num_cpus=2, num_gpus=1)
-        cluster.wait_for_nodes()
-        yield cluster
-    finally:
-        cluster.shutdown()
-        if previous is None:
-            os.environ.pop("RAY_TMPDIR", None)
-        else:
-            os.environ["RAY_TMPDIR"] = previous
-        shutil.rmtree(temp_dir, ignore_errors=True)
+    return start_cluster(*[{"num_cpus": 2, "num_gpus": 1}] * NODES)
 
 
 def gpu_sweep(

@@ -10,16 +10,15 @@ from __future__ import annotations
 import csv
 import itertools
 import json
-import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import optuna
@@ -41,27 +40,9 @@ DRIVER = (
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[object]:
+def cluster(start_cluster: Callable[..., Any]) -> Any:
     """Head and one worker node with one CPU each: two concurrent 1-worker trials must use both."""
-    from ray.cluster_utils import Cluster
-
-    # A private, short Ray temp dir: Unix socket paths stay short, and the address file this test
-    # cluster writes is not the one other Ray users on the machine read.
-    temp_dir = tempfile.mkdtemp(prefix="rcl-", dir="/tmp")
-    previous = os.environ.get("RAY_TMPDIR")
-    os.environ["RAY_TMPDIR"] = temp_dir
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-    try:
-        cluster.add_node(num_cpus=1)
-        cluster.wait_for_nodes()
-        yield cluster
-    finally:
-        cluster.shutdown()
-        if previous is None:
-            os.environ.pop("RAY_TMPDIR", None)
-        else:
-            os.environ["RAY_TMPDIR"] = previous
-        shutil.rmtree(temp_dir, ignore_errors=True)
+    return start_cluster({"num_cpus": 1}, {"num_cpus": 1})
 
 
 def node_ids(cluster) -> set[str]:
