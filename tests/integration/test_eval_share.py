@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from raycl.artifacts.real_models import is_real_model
 from raycl.config.space import load_space, shipped_spaces
 from raycl.models.loading import load_base_model
 from raycl.training.trial import run_trial
@@ -48,6 +49,8 @@ def test_evaluation_takes_at_most_three_fifths_of_a_trial(path: Path, tmp_path: 
     config = space.trial_config(middle_params(space))
     if config.stream is not None and not SHARED.is_dir():
         pytest.skip(f"{path.name} reads real data: needs the samples at {SHARED}")
+    if is_real_model(config.model.name):  # minutes a trial on 2 cores
+        pytest.skip(f"{path.name} trains a real model: its evaluation share is in reports/real_models.md")
     load_base_model(config.model, load_world(config.world))  # built outside the timed trial
     result = run_trial(config, tmp_path / "trial")
     assert 0 < result.eval_time_fraction <= 0.6, (path.stem, result.eval_time_s, result.wall_time_s)

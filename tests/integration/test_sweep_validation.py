@@ -29,11 +29,6 @@ MALFORMED = {
         ),
         "parameters.method.galore_rank.when.method.nam: condition on a parameter that is not searched",
     ),
-    # A stopped `train` trial's worker group would keep its CPUs, and the next trial would wait forever.
-    "early_stopping_under_train": (
-        lambda s: s.update(early_stopping={"rungs": "stages"}, budget=s["budget"] | {"executor": "train"}),
-        "early_stopping: needs the tune executor",
-    ),
 }
 
 
