@@ -288,4 +288,4 @@ def test_two_drivers_on_one_study_run_each_trial_once_and_stop_at_the_budget(tmp
             [client.get_experiment_by_name("raycl-shared").experiment_id], "tags.`mlflow.parentRunId` != ''"
         )
         assert sorted(run.data.tags[Tags.TRIAL] for run in children) == sorted(ran[root])
-        assert {run.info.status for run in children} == {"FINISHED"}
+        assert all(run.info.status == "FINISHED" for run in children)  # none where that driver ran no trial
