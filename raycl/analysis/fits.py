@@ -19,14 +19,21 @@ Method (Hoffmann et al. 2022, "Approach 3", as re-done by Besiroglu et al. 2024,
 * uncertainty comes from a bootstrap over points (percentile 95% intervals); each refit starts
   from the full-data optimum *and* from random points of the start grid, so a parameter the data
   do not determine gets a wide interval instead of staying where the full-data fit left it;
+* inside a `parallel_fits` block the starts and the bootstrap refits run in worker processes; every
+  resample and start is drawn up front from the one seeded generator, so the results are the same
+  bit for bit whatever the number of workers;
 * a law is judged by extrapolation: fit without the largest model size, predict it.
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
 import functools
-from collections.abc import Callable, Collection, Mapping, Sequence
+import multiprocessing
+import os
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from itertools import product
 from typing import Any
@@ -41,6 +48,8 @@ _DEFAULT_SCALE_GRID = (1e-2, 1.0, 1e2, 1e4)
 _DEFAULT_EXPONENT_GRID = (0.1, 0.5, 1.0)
 _SCALE_BOUND, _EXPONENT_BOUND = 1e12, 5.0  # |log| of scale parameters, |value| of the others
 _BOOTSTRAP_STARTS = 8  # starts per bootstrap refit: the full-data optimum and random grid points
+_TASKS_PER_WORKER = 8  # chunks of starts or refits per worker and phase: small enough to balance the load
+_pool: tuple[Executor, int] | None = None  # the process pool of the enclosing `parallel_fits` block, its workers
 
 # A value and its gradient w.r.t. the parameter vector, shape (n_params, 1 or n_points),
 # or None when the value does not depend on any parameter.
@@ -174,6 +183,13 @@ def _compile(node: ast.expr) -> Callable[[Mapping[str, _Dual]], _Dual]:
 
 
 @functools.cache
+def _unit_columns(size: int) -> tuple[np.ndarray, ...]:
+    """The gradient of each parameter w.r.t. the parameter vector: the columns of the identity, shape (size, 1)."""
+    eye = np.eye(size)
+    return tuple(eye[:, j : j + 1] for j in range(size))
+
+
+@functools.cache
 def _program(expression: str) -> Callable[[Mapping[str, _Dual]], _Dual]:
     return _compile(_parse(expression))
 
@@ -221,14 +237,16 @@ class Law:
     def _evaluate(
         self, theta: np.ndarray, columns: Mapping[str, np.ndarray], n: int, gradient: bool
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        eye = np.eye(len(self.params))
+        units = _unit_columns(len(self.params))
         env: dict[str, _Dual] = {v: (columns[v], None) for v in self.variables}
         for j, p in enumerate(self.params):
-            env[p] = (theta[j], eye[:, j : j + 1] if gradient else None)
+            env[p] = (theta[j], units[j] if gradient else None)
         with np.errstate(all="ignore"):
             value, grad = _program(self.expression)(env)
-        value = np.broadcast_to(np.asarray(value, dtype=float), (n,))
-        if grad is not None:
+        value = np.asarray(value, dtype=float)
+        if value.shape != (n,):
+            value = np.broadcast_to(value, (n,))
+        if grad is not None and grad.shape != (len(self.params), n):
             grad = np.broadcast_to(grad, (len(self.params), n))
         return value, grad
 
@@ -314,7 +332,7 @@ class _Objective:
         log_mask: np.ndarray,
         delta: float,
     ) -> None:
-        self.law, self.columns, self.log_mask, self.delta = law, columns, log_mask, delta
+        self.law, self.columns, self.target, self.log_mask, self.delta = law, columns, target, log_mask, delta
         self.log_target = np.log(target)
         self.n = len(target)
 
@@ -341,7 +359,69 @@ class _Objective:
         return float(result.fun), result.x
 
     def best_of(self, starts: Sequence[np.ndarray], bounds: list[tuple[float, float]]) -> tuple[float, np.ndarray]:
+        """The lowest minimum over `starts`; the first of equal ones."""
         return min((self.minimize(z0, bounds) for z0 in starts), key=lambda result: result[0])
+
+    def resampled(self, idx: np.ndarray) -> _Objective:
+        """The objective over the points `idx` (a bootstrap resample)."""
+        columns = {v: c[idx] for v, c in self.columns.items()}
+        return _Objective(self.law, columns, self.target[idx], self.log_mask, self.delta)
+
+
+def _best_of(objective: _Objective, starts: list[np.ndarray], bounds: list[tuple[float, float]]) -> tuple[float, np.ndarray]:
+    with threadpool_limits(limits=1, user_api="blas"):
+        return objective.best_of(starts, bounds)
+
+
+def _refits(
+    objective: _Objective, resamples: list[tuple[np.ndarray, list[np.ndarray]]], bounds: list[tuple[float, float]]
+) -> list[np.ndarray]:
+    """The best parameters (natural units) of each bootstrap resample: (point indices, starts)."""
+    with threadpool_limits(limits=1, user_api="blas"):
+        return [objective.theta(objective.resampled(idx).best_of(starts, bounds)[1]) for idx, starts in resamples]
+
+
+def _chunks(items: list[Any]) -> list[list[Any]]:
+    """`items` in order, cut into about `_TASKS_PER_WORKER` chunks per worker of the pool (one chunk without)."""
+    workers = _pool[1] if _pool is not None else 1
+    if workers <= 1:
+        return [items] if items else []
+    size = max(1, -(-len(items) // (workers * _TASKS_PER_WORKER)))
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _run(function: Callable[..., Any], objective: _Objective, chunks: list[list[Any]], bounds: list[Any]) -> list[Any]:
+    """`function(objective, chunk, bounds)` per chunk, in order: on the pool of `parallel_fits`, else here."""
+    if _pool is None or len(chunks) <= 1:
+        return [function(objective, chunk, bounds) for chunk in chunks]
+    pool = _pool[0]
+    return [future.result() for future in [pool.submit(function, objective, chunk, bounds) for chunk in chunks]]
+
+
+def _limit_blas() -> None:
+    threadpool_limits(limits=1, user_api="blas")
+
+
+@contextlib.contextmanager
+def parallel_fits(workers: int | None = None) -> Iterator[None]:
+    """Run the starts and bootstrap refits of every `fit_law` inside the block on `workers` processes (default:
+    the CPUs this process may use). The fits are the same whatever the count; 1 runs them here."""
+    global _pool
+    if workers is None:
+        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    if workers == 1 or _pool is not None:
+        yield
+        return
+    # spawn: a forked child of a process with threads (MLflow's, Ray's) can inherit a held lock.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_limit_blas) as pool:
+        _pool = (pool, workers)
+        try:
+            yield
+        finally:
+            _pool = None
 
 
 def _start_grid(law: Law, log_mask: np.ndarray, grid: Mapping[str, Sequence[float]] | None) -> list[np.ndarray]:
@@ -397,19 +477,19 @@ def fit_law(
         for is_log in log_mask
     ]
     objective = _Objective(law, columns, target, log_mask, huber_delta)
+    # L-BFGS-B calls BLAS on tiny arrays thousands of times; multi-threaded BLAS makes that several times slower,
+    # worst on a busy machine: `_best_of` and `_refits` limit it to one thread.
+    best_loss, best_z = min(_run(_best_of, objective, _chunks(starts), bounds), key=lambda result: result[0])
+    if best_loss >= _PENALTY:
+        raise ValueError(f"{law.name}: no initial value gives positive finite predictions")
     rng = np.random.default_rng(seed)
-    samples = np.empty((bootstrap, len(law.params)))
-    # L-BFGS-B calls BLAS on tiny arrays thousands of times; multi-threaded BLAS makes
-    # that several times slower, worst on a busy machine.
-    with threadpool_limits(limits=1, user_api="blas"):
-        best_loss, best_z = objective.best_of(starts, bounds)
-        if best_loss >= _PENALTY:
-            raise ValueError(f"{law.name}: no initial value gives positive finite predictions")
-        for i in range(bootstrap):
-            idx = rng.integers(0, n, n)
-            resampled = _Objective(law, {v: c[idx] for v, c in columns.items()}, target[idx], log_mask, huber_delta)
-            picks = rng.choice(len(starts), size=min(_BOOTSTRAP_STARTS - 1, len(starts)), replace=False)
-            samples[i] = resampled.theta(resampled.best_of([best_z, *(starts[j] for j in picks)], bounds)[1])
+    resamples = []
+    for _ in range(bootstrap):
+        idx = rng.integers(0, n, n)
+        picks = rng.choice(len(starts), size=min(_BOOTSTRAP_STARTS - 1, len(starts)), replace=False)
+        resamples.append((idx, [best_z, *(starts[j] for j in picks)]))
+    refits = [theta for chunk in _run(_refits, objective, _chunks(resamples), bounds) for theta in chunk]
+    samples = np.array(refits).reshape(bootstrap, len(law.params))
     if bootstrap:
         low, high = np.percentile(samples, [2.5, 97.5], axis=0)
     else:

@@ -36,7 +36,7 @@ import numpy as np
 import yaml
 
 from raycl.analysis import figures, render, scaling
-from raycl.analysis.fits import FitResult
+from raycl.analysis.fits import FitResult, parallel_fits
 from raycl.analysis.frontier import Frontier, space_frontier
 from raycl.analysis.render import Block, Code, Heading, Image, Table, Text
 from raycl.analysis.seeds import seed_intervals
@@ -663,6 +663,7 @@ def build_report(
     laws_file: str | Path | None = None,
     bootstrap: int = 200,
     seed: int = 0,
+    workers: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> ReportOutcome:
     """Read sweep `name`, fit its laws, write the report and log it on the parent run.
@@ -670,7 +671,8 @@ def build_report(
     The report goes to `out`, else REPORTS_DIR/NAME/ with `reports_dir`, else OUT_ROOT/NAME/report/.
 
     Laws: the defaults of `raycl.analysis.scaling` plus those of `laws_file` (default
-    search_spaces/laws/NAME.yaml when it exists). Raises a one-line ValueError for a missing sweep or
+    search_spaces/laws/NAME.yaml when it exists), fitted on `workers` processes (default: every CPU this process
+    may use; the fits do not depend on the count). Raises a one-line ValueError for a missing sweep or
     a malformed laws file, before writing anything.
     """
     if bootstrap < 0:
@@ -678,7 +680,8 @@ def build_report(
     laws_file = laws_file or default_laws_file(name)
     specs = scaling.default_laws() + (scaling.load_laws(laws_file) if laws_file else [])
     sweep = load_sweep(name, out_root)
-    fits = scaling.fit_sweep(sweep.rows, specs, bootstrap=bootstrap, seed=seed, progress=progress)
+    with parallel_fits(workers):
+        fits = scaling.fit_sweep(sweep.rows, specs, bootstrap=bootstrap, seed=seed, progress=progress)
     blocks, pareto_keys, feasible = build_blocks(sweep, fits, bootstrap)
     directory = Path(out) if out else Path(reports_dir) / name if reports_dir else Path(out_root) / name / "report"
     files = render.write_report(directory, f"Sweep report: {name}", blocks)

@@ -13,6 +13,7 @@ from raycl.analysis.fits import (
     fit_curve,
     fit_law,
     law_from_expression,
+    parallel_fits,
 )
 
 TRUE_INJECTION = {"A": 2.0, "a": 0.3, "b": 0.4, "B": 3.0}
@@ -210,3 +211,15 @@ def test_law_declarations_are_checked() -> None:
         Law("bad", "A * N", ("A", "a"), ("N",))
     with pytest.raises(ValueError, match="lacks"):
         DATA_INJECTION.predict(np.ones(4), {"N": np.ones(2), "D": np.ones(2)})
+
+
+def test_parallel_fit_equals_serial_fit_bit_for_bit() -> None:
+    """Starts and bootstrap refits on two worker processes give exactly the in-process fit."""
+    data = {"N": np.tile(np.geomspace(1e5, 1e8, 4), 2)}
+    target = truth(SHIFTED_POWER_N, {"E": 1.7, "A": 400.0, "a": 0.34}, data)
+    target = target * np.exp(np.random.default_rng(3).normal(0.0, 0.01, 8))
+    serial = fit_law(SHIFTED_POWER_N, data, target, bootstrap=12, seed=5)
+    with parallel_fits(2):
+        parallel = fit_law(SHIFTED_POWER_N, data, target, bootstrap=12, seed=5)
+    assert parallel.params == serial.params and parallel.loss == serial.loss
+    np.testing.assert_array_equal(parallel.samples, serial.samples)
