@@ -16,6 +16,7 @@ from rich.table import Table
 from typer.core import TyperCommand, TyperGroup
 
 from raycl import __version__
+from raycl.analysis.reproduction import DEFAULT_TOLERANCE, Comparison
 from raycl.config.result import TrialResult
 from raycl.config.space import shipped_spaces
 
@@ -468,21 +469,36 @@ def report(
         "default search_spaces/laws/NAME.yaml if present",
     ),
     bootstrap: int = typer.Option(200, "--bootstrap", help="bootstrap resamples per fit (0: no intervals)"),
+    workers: int | None = typer.Option(
+        None, "--workers", help="processes fitting the laws (default: every CPU; the fits do not depend on it)"
+    ),
+    compare: Path | None = typer.Option(
+        None,
+        "--compare",
+        help="a report's folder (e.g. reports/scaling_laws): compare this run's per-trial forgetting, learning and "
+        "base loss with its pareto.csv, and fail above --tolerance",
+    ),
+    tolerance: float = typer.Option(
+        DEFAULT_TOLERANCE, "--tolerance", help="largest relative difference --compare accepts (0.005: 0.5%)"
+    ),
 ) -> None:
     """Report a finished sweep: every trial, the Pareto front, hypervolume, per-method summary, benchmark deltas,
     scaling-law fits where sizes vary, figures (also logged on its MLflow parent run)."""
-    from raycl.reporting.report import build_report
+    from raycl.reporting.report import build_report, compare_reports, read_committed
 
     directory = out or (reports_dir / name if reports_dir else None)
     try:
+        committed = read_committed(compare) if compare is not None else None
         outcome = build_report(
             name,
             out_root=out_root,
             out=directory,
             laws_file=laws,
             bootstrap=bootstrap,
+            workers=workers,
             progress=lambda line: console.print(line, highlight=False),
         )
+        comparison = compare_reports(outcome.directory / "pareto.csv", committed, tolerance) if committed else None
     except ValueError as error:
         fail(str(error))
     console.print(
@@ -492,6 +508,27 @@ def report(
         f"  logged on MLflow parent run {outcome.parent_run_id} under report/",
         highlight=False,
     )
+    if comparison is not None:
+        _print_comparison(comparison)
+        if not comparison.passed:
+            fail(f"the run does not reproduce {compare}: {comparison.summary()}")
+
+
+def _print_comparison(comparison: Comparison) -> None:
+    """One row per trial: each metric fresh / committed and the relative difference; then the summary."""
+    table = Table("trial", *(f"{m} (fresh / committed, rel. diff)" for m in comparison.metrics), "within")
+    for trial in comparison.trials:
+        cells = [
+            f"{_number(trial.fresh[m])} / {_number(trial.committed[m])}, {trial.relative[m]:.3%}"
+            for m in comparison.metrics
+        ]
+        table.add_row(trial.trial, *cells, "yes" if trial.worst <= comparison.tolerance else "[red]no[/red]")
+    console.print(table)
+    console.print(comparison.summary(), highlight=False)
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.6g}"
 
 
 @app.command()

@@ -368,7 +368,9 @@ class _Objective:
         return _Objective(self.law, columns, self.target[idx], self.log_mask, self.delta)
 
 
-def _best_of(objective: _Objective, starts: list[np.ndarray], bounds: list[tuple[float, float]]) -> tuple[float, np.ndarray]:
+def _best_of(
+    objective: _Objective, starts: list[np.ndarray], bounds: list[tuple[float, float]]
+) -> tuple[float, np.ndarray]:
     with threadpool_limits(limits=1, user_api="blas"):
         return objective.best_of(starts, bounds)
 

@@ -39,6 +39,7 @@ from raycl.analysis import figures, render, scaling
 from raycl.analysis.fits import FitResult, parallel_fits
 from raycl.analysis.frontier import Frontier, space_frontier
 from raycl.analysis.render import Block, Code, Heading, Image, Table, Text
+from raycl.analysis.reproduction import Comparison, compare_tables, read_table
 from raycl.analysis.seeds import seed_intervals
 from raycl.config import TrialConfig
 from raycl.config.base import dotted
@@ -701,4 +702,24 @@ def build_report(
         pareto_keys=sorted(pareto_keys),
         complete=complete,
         failed=sweep.count("FAIL"),
+    )
+
+
+def read_committed(directory: str | Path) -> tuple[Path, str]:
+    """DIRECTORY/pareto.csv and its text, read before a report that may overwrite it; a one-line ValueError without."""
+    path = Path(directory) / "pareto.csv"
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file (--compare takes a report's folder, e.g. reports/scaling_laws)")
+    return path, path.read_text()
+
+
+def compare_reports(fresh: Path, committed: tuple[Path, str], tolerance: float) -> Comparison:
+    """The fresh report's pareto.csv against a committed one (see `raycl.analysis.reproduction`)."""
+    committed_path, committed_text = committed
+    return compare_tables(
+        read_table(fresh.read_text(), str(fresh)),
+        read_table(committed_text, str(committed_path)),
+        tolerance=tolerance,
+        fresh_source=str(fresh),
+        committed_source=str(committed_path),
     )
