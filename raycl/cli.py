@@ -516,10 +516,10 @@ def report(
 
 def _print_comparison(comparison: Comparison) -> None:
     """One row per trial: each metric fresh / committed and the relative difference; then the summary."""
-    table = Table("trial", *(f"{m} (fresh / committed, rel. diff)" for m in comparison.metrics), "within")
+    table = Table("trial", *comparison.metrics, "within", caption="each cell: fresh / committed (relative difference)")
     for trial in comparison.trials:
         cells = [
-            f"{_number(trial.fresh[m])} / {_number(trial.committed[m])}, {trial.relative[m]:.3%}"
+            f"{_number(trial.fresh[m])} / {_number(trial.committed[m])} ({trial.relative[m]:.3%})"
             for m in comparison.metrics
         ]
         table.add_row(trial.trial, *cells, "yes" if trial.worst <= comparison.tolerance else "[red]no[/red]")

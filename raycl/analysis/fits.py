@@ -194,6 +194,89 @@ def _program(expression: str) -> Callable[[Mapping[str, _Dual]], _Dual]:
     return _compile(_parse(expression))
 
 
+class _Emitter:
+    """Straight-line Python source for the value and gradient of a validated tree: the operations of `_compile`'s
+    rules in the same order, so the same floats, without a call per node. Which nodes have a gradient is known
+    when emitting (those that contain a parameter), so no line tests for None."""
+
+    def __init__(self, params: Sequence[str]) -> None:
+        self.params, self.lines, self.count = list(params), [], 0
+        self.constants: dict[str, float] = {}
+
+    def _new(self, value: str, gradient: str | None) -> tuple[str, str | None]:
+        self.count += 1
+        v = f"v{self.count}"
+        self.lines.append(f"{v} = {value}")
+        if gradient is None:
+            return v, None
+        self.lines.append(f"g{self.count} = {gradient}")
+        return v, f"g{self.count}"
+
+    @staticmethod
+    def _sum(a: str | None, b: str | None) -> str | None:
+        if a is None:
+            return b
+        return a if b is None else f"{a} + {b}"
+
+    def emit(self, node: ast.expr) -> tuple[str, str | None]:
+        if isinstance(node, ast.Constant):
+            name = f"c{len(self.constants)}"
+            self.constants[name] = float(node.value)  # type: ignore[arg-type]  # validated: numeric constants only
+            return name, None
+        if isinstance(node, ast.Name):
+            if node.id in self.params:
+                j = self.params.index(node.id)
+                return f"theta[{j}]", f"units[{j}]"
+            return f"columns[{node.id!r}]", None
+        if isinstance(node, ast.UnaryOp):
+            v, g = self.emit(node.operand)
+            return self._new(f"-{v}", None if g is None else f"{g} * -1.0")
+        if isinstance(node, ast.Call):
+            v, g = self.emit(node.args[0])
+            name = node.func.id  # type: ignore[attr-defined]  # validated: a Name
+            if name == "exp":
+                out = self._new(f"np.exp({v})", None)[0]
+                return self._new(out, None if g is None else f"{g} * {out}")
+            if name == "log":
+                return self._new(f"np.log({v})", None if g is None else f"{g} * (1.0 / {v})")
+            out = self._new(f"np.sqrt({v})", None)[0]
+            return self._new(out, None if g is None else f"{g} * (0.5 / {out})")
+        assert isinstance(node, ast.BinOp)
+        (a, ga), (b, gb) = self.emit(node.left), self.emit(node.right)
+        op = type(node.op)
+        if op is ast.Add:
+            return self._new(f"{a} + {b}", self._sum(ga, gb))
+        if op is ast.Sub:
+            return self._new(f"{a} - {b}", self._sum(ga, None if gb is None else f"{gb} * -1.0"))
+        if op is ast.Mult:
+            return self._new(
+                f"{a} * {b}", self._sum(None if ga is None else f"{ga} * {b}", None if gb is None else f"{gb} * {a}")
+            )
+        out = self._new(f"{a} / {b}" if op is ast.Div else f"{a} ** {b}", None)[0]
+        if op is ast.Div:
+            gradient = self._sum(
+                None if ga is None else f"{ga} * (1.0 / {b})", None if gb is None else f"{gb} * (-{out} / {b})"
+            )
+        else:
+            gradient = self._sum(
+                None if ga is None else f"{ga} * ({b} * {a} ** ({b} - 1))",
+                None if gb is None else f"{gb} * ({out} * np.log({a}))",
+            )
+        return self._new(out, gradient)
+
+
+@functools.cache
+def _straight_line(expression: str, params: tuple[str, ...]) -> Callable[..., tuple[Any, np.ndarray | None]]:
+    """`f(theta, columns, units)`: value and gradient of `expression`, as `_program` computes them."""
+    emitter = _Emitter(params)
+    value, gradient = emitter.emit(_parse(expression))
+    body = "".join(f"    {line}\n" for line in emitter.lines)
+    source = f"def f(theta, columns, units):\n{body}    return {value}, {gradient}\n"
+    namespace: dict[str, Any] = {"np": np, **emitter.constants}
+    exec(compile(source, f"<law {expression}>", "exec"), namespace)  # noqa: S102  # built from a validated tree
+    return namespace["f"]
+
+
 def _columns(data: Mapping[str, Any], variables: Sequence[str]) -> tuple[dict[str, np.ndarray], int]:
     missing = [v for v in variables if v not in data]
     if missing:
@@ -237,12 +320,14 @@ class Law:
     def _evaluate(
         self, theta: np.ndarray, columns: Mapping[str, np.ndarray], n: int, gradient: bool
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        units = _unit_columns(len(self.params))
-        env: dict[str, _Dual] = {v: (columns[v], None) for v in self.variables}
-        for j, p in enumerate(self.params):
-            env[p] = (theta[j], units[j] if gradient else None)
         with np.errstate(all="ignore"):
-            value, grad = _program(self.expression)(env)
+            if gradient:
+                units = _unit_columns(len(self.params))
+                value, grad = _straight_line(self.expression, self.params)(theta, columns, units)
+            else:
+                env: dict[str, _Dual] = {v: (columns[v], None) for v in self.variables}
+                env |= {p: (theta[j], None) for j, p in enumerate(self.params)}
+                value, grad = _program(self.expression)(env)
         value = np.asarray(value, dtype=float)
         if value.shape != (n,):
             value = np.broadcast_to(value, (n,))
