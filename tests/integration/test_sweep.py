@@ -322,3 +322,38 @@ def test_seeds_run_each_configuration_in_turn_and_report_the_mean(cluster, tmp_p
     for row in table:
         assert row["seeds"] == "2"
         assert float(row["forgetting_ci_low"]) < float(row["forgetting"]) < float(row["forgetting_ci_high"])
+
+
+def test_report_compare_passes_on_its_own_table_and_fails_on_a_changed_one(smoke_sweep, tmp_path: Path) -> None:
+    """`raycl report smoke --compare DIR`: per-trial differences against DIR/pareto.csv, non-zero exit above 0.5%."""
+    _, out_root = smoke_sweep
+
+    def report(compare: Path) -> subprocess.CompletedProcess:
+        command = ["report", "smoke", "--out-root", str(out_root), "--out", str(tmp_path / "fresh"), "--bootstrap", "0"]
+        return subprocess.run(
+            [sys.executable, "-m", "raycl.cli", *command, "--compare", str(compare)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    first = tmp_path / "first"
+    first.mkdir()
+    (first / "pareto.csv").write_text("trial\n")  # no trials: the fresh run's trials are "only in" it
+    refused = report(first)
+    assert refused.returncode != 0 and "the trials differ" in refused.stdout + refused.stderr
+    (first / "pareto.csv").write_text((tmp_path / "fresh" / "pareto.csv").read_text())
+    same = report(first)
+    assert same.returncode == 0, same.stdout + same.stderr
+    assert "max relative difference 0.000%" in same.stdout and "0 trial(s) over the tolerance 0.50%" in same.stdout
+
+    with (first / "pareto.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    rows[0]["forgetting"] = str(float(rows[0]["forgetting"]) * 1.02 + 1e-3)
+    with (first / "pareto.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    changed = report(first)
+    assert changed.returncode != 0
+    assert f"does not reproduce {first}" in changed.stdout + changed.stderr and "1 trial(s) over" in changed.stdout
