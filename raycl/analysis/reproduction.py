@@ -1,8 +1,8 @@
 """Whether a fresh run reproduces a committed report: per-trial relative differences of two pareto.csv tables.
 
 Trials are matched by key, and each pair must have run the same configuration (model, pretraining budget,
-learning rate, replay ratio, steps per stage): otherwise the numbers are not comparable and `compare_tables`
-raises. A metric differs by |fresh - committed| / |committed| (the absolute difference where the committed value
+learning rate, replay ratio, steps per stage, as far as the tables have them: pareto.csv holds the searched
+parameters): otherwise the numbers are not comparable and `compare_tables` raises. A metric differs by |fresh - committed| / |committed| (the absolute difference where the committed value
 is 0); a value present in one table only counts as an infinite difference.
 """
 
@@ -122,15 +122,18 @@ def compare_tables(
             f"the trials differ: only in {fresh_source}: {', '.join(only_fresh) or '-'}; "
             f"only in {committed_source}: {', '.join(only_committed) or '-'}"
         )
+    # pareto.csv holds the searched parameters only: a setting neither table has was fixed by the space.
+    present = {c for table in (fresh, committed) for c in next(iter(table.values()), {})}
+    settings = [c for c in CONFIG_COLUMNS if c in present]
     for source, table in ((fresh_source, fresh), (committed_source, committed)):
         columns = set(next(iter(table.values()), {}))
-        missing = [c for c in (*CONFIG_COLUMNS, *metrics) if table and c not in columns]
+        missing = [c for c in (*settings, *metrics) if table and c not in columns]
         if missing:
             raise ValueError(f"{source}: no column(s) {', '.join(missing)}")
     trials = []
     for key in sorted(committed):
         new, old = fresh[key], committed[key]
-        changed = [c for c in CONFIG_COLUMNS if not _same_setting(new[c], old[c])]
+        changed = [c for c in settings if not _same_setting(new[c], old[c])]
         if changed:
             settings = "; ".join(f"{c} {new[c]} in {fresh_source}, {old[c]} in {committed_source}" for c in changed)
             raise ValueError(f"trial {key} ran another configuration: {settings}")
