@@ -3,7 +3,8 @@
 Trials are matched by key, and each pair must have run the same configuration (model, pretraining budget,
 learning rate, replay ratio, steps per stage, as far as the tables have them: pareto.csv holds the searched
 parameters): otherwise the numbers are not comparable and `compare_tables` raises. A metric differs by
-|fresh - committed| / |committed| (the absolute difference where the committed value is 0); a value present in one table only counts as an infinite difference.
+|fresh - committed| / |committed| (the absolute difference where the committed value is 0); a value present in
+one table only counts as an infinite difference.
 """
 
 from __future__ import annotations
