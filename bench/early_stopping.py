@@ -3,6 +3,7 @@
     python bench/early_stopping.py                    # 4 seeds x 36 trials, both sweeps per seed (~30 min on 2 cores)
     python bench/early_stopping.py --seeds 0 1 --trials 9
     python bench/early_stopping.py --design reports/early_stopping_design.json  # the rule's settings, replayed (~3 min)
+    python bench/early_stopping.py --replay reports/early_stopping.json  # the report from its records (~1 min)
 
 For each seed the same random-sampler space runs twice on the offline world: once to the end
 (every trial runs every stage) and once with `early_stopping: {rungs: [1], reduction: 3}`.
@@ -16,7 +17,13 @@ hold the same trials and differ only in which were stopped. Per seed:
 - the rank correlation (Spearman, Kendall) between each trial's NSGA-II rank at every stage end
   and its rank at the end, and each objective's Spearman correlation with its final value, over the
   full sweep's trials.
-Intervals are 95% t-intervals over seeds. Writes reports/early_stopping.json and .md.
+- against its baselines, replayed on the same records: random pruning of the same number of trials at
+  stage 1 (expected over draws) and Syne Tune's MOASHA (non-dominated sorting without crowding distance),
+  each with hypervolume, trial-step and wall ratios, and the rule's hypervolume ratio minus random's;
+- candidate rules (NSGA-II or front-only order on stage-1 values or on a forecast of the final values)
+  scored on sweeps drawn from the design records only, the registered choice replayed once on these seeds.
+Intervals are 95% t-intervals over seeds. Writes reports/early_stopping.json and .md; `--replay` recomputes
+both from a run's json without running a sweep.
 
 `--design RECORDS` chooses the rule's setting without running a sweep: it pools the full sweeps'
 trials of an earlier run's json, draws sweeps of 18 to 54 trials from them (a random sampler's
