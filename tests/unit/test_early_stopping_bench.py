@@ -16,6 +16,7 @@ from early_stopping import (  # noqa: E402
     chosen,
     fit_forecast,
     front_continues,
+    greedy_hypervolume_continues,
     moasha_continues,
     nsga2_continues,
     random_pruning,
@@ -121,3 +122,14 @@ def test_the_choice_skips_baselines_and_candidates_short_of_the_target() -> None
     scores[3] = score(CANDIDATES[3].name, 0.97, 0.65, 0.3)  # over the target's compute
     scores[4] = score(CANDIDATES[4].name, 0.96, 0.58, 0.01)
     assert chosen(scores) == CANDIDATES[4].name
+
+
+def test_greedy_hypervolume_keeps_the_trials_that_add_most_volume() -> None:
+    # One kept of three: the arriving trial dominates the other two, so it alone adds the most volume.
+    assert greedy_hypervolume_continues(3.0)("t", 1, [[0.5, 0.5], [0.1, 0.9], [0.9, 0.1]])
+    assert not greedy_hypervolume_continues(3.0)("t", 1, [[0.9, 0.1], [0.5, 0.5]])  # dominated: adds nothing
+    # One kept of a front of three: the knee (0.48 x 0.48 against the rung's reference) adds more than either end
+    # (0.08 x 0.88), where NSGA-II's crowding distance puts the ends first.
+    front = [[0.1, 0.1], [0.9, 0.9], [0.5, 0.5]]
+    assert greedy_hypervolume_continues(3.0)("t", 1, front)
+    assert not nsga2_continues(3.0)("t", 1, front)
