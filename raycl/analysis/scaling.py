@@ -384,9 +384,7 @@ class PairedDifference:
         return self.ci_high < 0 or self.ci_low > 0
 
 
-def paired_difference(
-    law: LosoScore, baseline: LosoScore, resamples: int, level: float, seed: int
-) -> PairedDifference:
+def paired_difference(law: LosoScore, baseline: LosoScore, resamples: int, level: float, seed: int) -> PairedDifference:
     """The difference of mean relative errors, resampling trials with the same indices for both predictors."""
     errors = law.relative_errors - baseline.relative_errors
     rng = np.random.default_rng(seed)
@@ -624,6 +622,12 @@ def _fit_law(law: Law, data: dict[str, np.ndarray], target: np.ndarray, bootstra
         except ValueError as error:
             notes.append(f"no extrapolation check: {error}")
     return LawFit(law, fit, extrapolation, notes)
+
+
+def refit(result: TargetFits, law: Law, *, bootstrap: int, seed: int = 0) -> LawFit:
+    """`law` fitted again on the trials of `result`, with `bootstrap` resamples (and its extrapolation check)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return _fit_law(law, result.data, result.values, bootstrap, seed)
 
 
 def fit_sweep(
