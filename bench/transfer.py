@@ -136,9 +136,8 @@ def _verdict(entry: dict) -> str:
 def _difference(comparison: dict | None) -> str:
     if comparison is None:
         return "not computed"
-    return (
-        f"{comparison['mean']:+.1%} [{comparison['ci_low']:+.1%}, {comparison['ci_high']:+.1%}]"
-        + (" (excludes zero)" if comparison["excludes_zero"] else " (includes zero)")
+    return f"{comparison['mean']:+.1%} [{comparison['ci_low']:+.1%}, {comparison['ci_high']:+.1%}]" + (
+        " (excludes zero)" if comparison["excludes_zero"] else " (includes zero)"
     )
 
 

@@ -284,7 +284,7 @@ class TargetFits:
         return next((law for law in self.laws if best is not None and law.law.name == best.name), None)
 
 
-def _number(value: Any) -> float:
+def number(value: Any) -> float:
     """A finite float, or NaN for anything else (None, text, a failed trial's missing metric)."""
     try:
         number = float(value)
@@ -300,7 +300,7 @@ def model_sizes(rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
     Older results counted LoRA adapters in `num_params`, so without the minimum the LoRA trials of one
     model would pose as a size of their own. Trials without a model name keep their own count.
     """
-    counts = np.array([_number(row.get("num_params_non_embedding", row.get("num_params"))) for row in rows])
+    counts = np.array([number(row.get("num_params_non_embedding", row.get("num_params"))) for row in rows])
     names = [row.get("model.name") for row in rows]
     smallest: dict[Any, float] = {}
     for name, count in zip(names, counts):
@@ -312,8 +312,8 @@ def model_sizes(rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
 def target_values(rows: Sequence[Mapping[str, Any]], target: str) -> np.ndarray:
     """What the laws of `target` predict, per trial (see TARGETS): positive whatever the outcome."""
     if target == "forgetting":
-        return np.array([_number(row.get("base_loss_before")) + _number(row.get("forgetting")) for row in rows])
-    return np.array([1.0 - _number(row.get("learning")) for row in rows])
+        return np.array([number(row.get("base_loss_before")) + number(row.get("forgetting")) for row in rows])
+    return np.array([1.0 - number(row.get("learning")) for row in rows])
 
 
 def objective_of(target: str, fitted: np.ndarray, base_loss: Any) -> np.ndarray:
@@ -541,7 +541,7 @@ def fit_target(
     needed = {v for law in laws for v in law.variables} | baseline_symbols | {SIZE_SYMBOL}
     symbols = sorted(needed | ({"L0"} if target == "forgetting" else set()))
     complete = [row for row in rows if row.get("state", "COMPLETE") == "COMPLETE"]
-    columns = {s: np.array([_number(row.get(SYMBOLS[s])) for row in complete]) for s in symbols if s != SIZE_SYMBOL}
+    columns = {s: np.array([number(row.get(SYMBOLS[s])) for row in complete]) for s in symbols if s != SIZE_SYMBOL}
     columns[SIZE_SYMBOL] = model_sizes(complete)
     values = target_values(complete, target)
     used = (values > 0) & np.all([np.isfinite(c) for c in columns.values()], axis=0)

@@ -66,9 +66,13 @@ def load_source(name: str, out_root: str | Path = "runs", reports_dir: str | Pat
         raise ValueError(
             f"{db}: no such sweep, and no {table} from its report (run `raycl sweep {name}` and `raycl report {name}`)"
         )
-    with table.open() as handle:
-        rows = [{key: _cell(value) for key, value in row.items()} for row in csv.DictReader(handle)]
-    return Source(name, rows, load_space(name), f"{table} (the sweep's store is absent)", None, None)
+    return Source(name, read_table(table), load_space(name), f"{table} (the sweep's store is absent)", None, None)
+
+
+def read_table(path: Path) -> list[dict[str, Any]]:
+    """The rows of a report's pareto.csv, numbers as floats."""
+    with path.open() as handle:
+        return [{key: _cell(value) for key, value in row.items()} for row in csv.DictReader(handle)]
 
 
 def _cell(text: str) -> Any:

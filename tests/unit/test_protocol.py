@@ -99,7 +99,7 @@ def test_protocol_hash_is_the_hash_of_the_file_bytes(protocol: scaling.Protocol,
 def test_shipped_fits_were_scored_by_the_registered_protocol() -> None:
     fits = json.loads((REPORTS / "scaling_laws" / "fits.json").read_text())
     if "protocol_sha256" not in fits:
-        pytest.skip("reports/scaling_laws/fits.json predates the protocol: regenerate it (bench/scaling_laws_report.py)")
+        pytest.skip("reports/scaling_laws/fits.json predates the protocol: run bench/scaling_laws_report.py")
     assert fits["protocol_sha256"] == hashlib.sha256(scaling.PROTOCOL_PATH.read_bytes()).hexdigest()
     for target in fits["targets"].values():
         assert all("loso_error" in law and "loso_abs_error" in law for law in target["laws"])
