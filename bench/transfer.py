@@ -61,13 +61,7 @@ def markdown(record: dict, summary: str) -> str:
         f"{record['laws'][name]['name']}: `{record['laws'][name]['expression']}` |"
         for name, entry in record["comparison"].items()
     ]
-    selection = [
-        f"- {name}: {law['name']}, leave-one-size-out error {law['loso_error']:.1%} over the fitted sizes "
-        f"against the best baseline's {law['best_baseline']['loso_error']:.1%} ({law['best_baseline']['name']}); "
-        f"difference {_difference(law['best_law_vs_best_baseline'])}."
-        for name, law in record["laws"].items()
-        if law.get("loso_error") is not None and law.get("best_baseline")
-    ]
+    selection = [f"- {name}: {law['name']}, {law['selection']}{_score(law)}." for name, law in record["laws"].items()]
     search = record["random_search"]
     least = search["least_forgetting_meeting_requirement"]
     return "\n".join(
@@ -95,9 +89,7 @@ def markdown(record: dict, summary: str) -> str:
             "Inside is not the same as close: an interval whose high end exceeds its low end more than "
             "tenfold (the protocol's ratio) is marked uninformative and not counted as a hit.",
             "",
-            "Laws: the registered protocol's ranking (raycl/analysis/protocol.yaml), each size below "
-            f"{record['model']} held out in turn; a law rather than a baseline because the pick needs predictions "
-            "that vary with learning rate and replay ratio.",
+            f"Laws (each size below {record['model']} held out in turn):",
             "",
             *selection,
             "",
@@ -131,6 +123,16 @@ def _verdict(entry: dict) -> str:
     if entry.get("uninformative"):
         return "uninformative interval"
     return "no interval" if entry["inside"] is None else "yes" if entry["inside"] else "no"
+
+
+def _score(law: dict) -> str:
+    if law.get("loso_error") is None or not law.get("best_baseline"):
+        return ""
+    return (
+        f"; leave-one-size-out error {law['loso_error']:.1%} against the best baseline's "
+        f"{law['best_baseline']['loso_error']:.1%} ({law['best_baseline']['name']}), difference "
+        f"{_difference(law['best_law_vs_best_baseline'])}"
+    )
 
 
 def _difference(comparison: dict | None) -> str:

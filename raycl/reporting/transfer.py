@@ -131,12 +131,20 @@ def model_facts(rows: Sequence[Mapping[str, Any]], config: TrialConfig) -> tuple
     return float(scaling.model_sizes(same)[0]), statistics.median(float(row["base_loss_before"]) for row in same)
 
 
+RANKED = (
+    "the registered protocol's best law (raycl/analysis/protocol.yaml): lowest leave-one-size-out error over the "
+    "fitted sizes; a law rather than a baseline because the pick needs predictions that vary with learning rate and "
+    "replay ratio"
+)
+
+
 @dataclass(frozen=True)
 class Chosen:
     """The law chosen for one target, and the registered ranking it was chosen by."""
 
     fit: scaling.LawFit
-    scores: scaling.Scoreboard
+    scores: scaling.Scoreboard | None
+    selection: str
 
 
 def fit_smaller(
@@ -153,13 +161,20 @@ def fit_smaller(
     for target in scaling.TARGETS:
         laws = [spec.law for spec in protocol.specs() if spec.target == target]
         ranked = scaling.fit_target(smaller, target, laws, bootstrap=0, seed=seed, protocol=protocol, progress=progress)
-        best = ranked.best
-        if best is None or ranked.scores is None:
-            raise ValueError(
-                f"no {target} law predicts every held-out size of the {len(smaller)} trials below {size:g} "
-                f"parameters: {'; '.join(ranked.notes) or 'see raycl report'}"
+        best, selection = ranked.best, RANKED
+        if best is None:
+            best = next((law for law in ranked.laws if law.fit is not None), None)
+            selection = (
+                f"the first registered law that fits: with {len(ranked.sizes)} size(s) below {size:g} no law "
+                "predicts every held-out size, so the protocol ranks none"
             )
-        chosen[target] = Chosen(scaling.refit(ranked, best.law, bootstrap=bootstrap, seed=seed), ranked.scores)
+        if best is None:
+            raise ValueError(
+                f"no {target} law fits the {len(smaller)} trials below {size:g} parameters: "
+                f"{'; '.join(ranked.notes) or 'see raycl report'}"
+            )
+        refitted = scaling.refit(ranked, best.law, bootstrap=bootstrap, seed=seed)
+        chosen[target] = Chosen(refitted, ranked.scores, selection)
     return chosen
 
 
@@ -287,20 +302,18 @@ def predict(
 def _law_record(choice: Chosen) -> dict[str, Any]:
     """The chosen law, the rule that chose it and its score against the best baseline."""
     fit, scores = choice.fit, choice.scores
-    score = scores.of(fit.law.name)
-    baseline = scores.best_baseline
+    score = scores.of(fit.law.name) if scores else None
+    baseline = scores.best_baseline if scores else None
     return {
         "name": fit.law.name,
         "expression": fit.law.expression,
         "params": _fitted(fit).params,
-        "selection": "the registered protocol's best law (raycl/analysis/protocol.yaml): lowest leave-one-size-out "
-        "error over the fitted sizes; a law rather than a baseline because the pick needs predictions that vary "
-        "with learning rate and replay ratio",
-        "protocol_sha256": scores.protocol_sha256,
+        "selection": choice.selection,
+        "protocol_sha256": scaling.load_protocol().sha256,
         "loso_error": score.loso_error if score else None,
         "loso_abs_error": score.loso_abs_error if score else None,
         "best_baseline": {"name": baseline.name, "loso_error": baseline.loso_error} if baseline else None,
-        "best_law_vs_best_baseline": scaling.comparison_record(scores.comparison),
+        "best_law_vs_best_baseline": scaling.comparison_record(scores.comparison if scores else None),
         "heldout_error": fit.extrapolation.mean_abs_rel_error if fit.extrapolation else None,
     }
 
