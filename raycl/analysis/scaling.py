@@ -694,11 +694,11 @@ def fits_record(fits: dict[str, TargetFits], protocol: Protocol | None = None) -
     }
     for target, result in fits.items():
         scores = result.scores
-        for entry in protocol.baselines_of(target):
-            score = next((s for s in scores.baselines if s.name == entry.name), None) if scores else None
+        for baseline in protocol.baselines_of(target):
+            score = next((s for s in scores.baselines if s.name == baseline.name), None) if scores else None
             record["baselines"].append(
-                {"target": target, "name": entry.name, "kind": entry.kind, "description": entry.description}
-                | ({"expression": entry.expression} if entry.expression else {})
+                {"target": target, "name": baseline.name, "kind": baseline.kind, "description": baseline.description}
+                | ({"expression": baseline.expression} if baseline.expression else {})
                 | _score_entry(score)
             )
         laws = []

@@ -47,7 +47,7 @@ def git_commit(directory: Path) -> dict[str, Any]:
 
 
 def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
 def _inputs(row: Mapping[str, Any], size: float, base_loss: float) -> dict[str, float]:

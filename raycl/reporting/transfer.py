@@ -210,8 +210,10 @@ def compare(interval: Mapping[str, Any], measured: float) -> dict[str, Any]:
     """A prediction against its measurement: `inside` the interval, or None without an interval or with an
     uninformative one (a hit there says nothing)."""
     low, high = interval["low"], interval["high"]
-    counted = low is not None and high is not None and not interval.get("uninformative")
-    return {**interval, "measured": measured, "inside": bool(low <= measured <= high) if counted else None}
+    inside = None
+    if low is not None and high is not None and not interval.get("uninformative"):
+        inside = bool(low <= measured <= high)
+    return {**interval, "measured": measured, "inside": inside}
 
 
 def _axis(space: SearchSpace, name: str, fallback: float) -> list[float]:
@@ -246,8 +248,8 @@ def predict(
             "measure them"
         )
     size, base_loss = facts
-    chosen = fit_smaller(source.rows, size, bootstrap, seed, progress)
-    fits = {target: choice.fit for target, choice in chosen.items()}
+    choices = fit_smaller(source.rows, size, bootstrap, seed, progress)
+    fits = {target: choice.fit for target, choice in choices.items()}
     sizes = scaling.model_sizes(source.rows)
     complete = [row for row, n in zip(source.rows, sizes) if row.get("state") == "COMPLETE" and n < size]
     required = (
@@ -289,7 +291,7 @@ def predict(
             for name in source.space.parameters
             if name not in (LR, REPLAY)
         },
-        "laws": {target: _law_record(choice) for target, choice in chosen.items()},
+        "laws": {target: _law_record(choice) for target, choice in choices.items()},
         "bootstrap": bootstrap,
         "required_learning": required,
         "meets_requirement": bool(meeting),
