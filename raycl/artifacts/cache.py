@@ -23,13 +23,18 @@ def fingerprint(spec: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def cache_entry(kind: str, spec: dict[str, Any]) -> Path:
+    """Where the artifact `spec` lives once built."""
+    return cache_root() / kind / fingerprint(spec)
+
+
 def cached_build(kind: str, spec: dict[str, Any], build: Callable[[Path], None]) -> Path:
     """The directory of the artifact `spec`, calling `build(tmp_dir)` once if it is missing.
 
     A file lock makes concurrent trials wait for one builder; the build goes to a temporary
     directory renamed into place, so a crash never leaves a half-built artifact behind.
     """
-    target = cache_root() / kind / fingerprint(spec)
+    target = cache_entry(kind, spec)
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ fails in well under a second, before Ray, MLflow or Optuna are imported.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import operator
 import re
@@ -335,6 +336,16 @@ class SearchSpace(StrictModel):
             if all(_holds(params.get(key), allowed) for key, allowed in parameter.when.items()):
                 params[name] = parameter.suggest(trial, name)
         return params
+
+    def possible_configs(self, prefixes: tuple[str, ...]) -> list[TrialConfig]:
+        """Every trial config the categorical parameters named under `prefixes` can give, the others left as
+        `fixed` has them (for building what trials will need before they start)."""
+        choices = {
+            name: parameter.choices
+            for name, parameter in self.parameters.items()
+            if isinstance(parameter, Categorical) and name.startswith(prefixes)
+        }
+        return [self.trial_config(dict(zip(choices, values))) for values in itertools.product(*choices.values())]
 
     def trial_config(self, params: dict[str, Scalar]) -> TrialConfig:
         return self.fixed.with_overrides(params)

@@ -14,6 +14,10 @@ demand would change a cache entry after it was built.
 
 A size is one cache entry (a hash of everything that defines it), built once under a file lock:
 one `save_pretrained` directory per budget, each with a `pretrain.json` record (`pretrain_record`).
+
+Pretraining runs on `PRETRAIN_THREADS` torch threads whatever the machine or caller, so a rung's weights
+are the same on every machine with the same CPU kind and torch version (both in the cache key).
+`raycl.models.builds` builds several rungs at once, one process each.
 """
 
 from __future__ import annotations
@@ -24,22 +28,13 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import cast
 
 import torch
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
 from raycl.artifacts.cache import cached_build
@@ -51,7 +46,12 @@ from raycl.world.corpus import Domain
 from raycl.world.stream import base_corpus_blocks, split_examples
 
 # Bump when pretraining changes in a way the spec below does not capture: old caches then rebuild.
-PRETRAIN_VERSION = 2
+PRETRAIN_VERSION = 3
+
+# CPU kernels split their sums by thread, so weights depend on the thread count: after 300 steps of
+# raycl-tiny-xl, 3 threads gave other weights than 1, 2 or 4. One thread per rung, rungs in parallel, is
+# also the best use of the cores: 2 threads ran raycl-tiny-xl's step only 1.2x faster than 1 (53 vs 63 ms).
+PRETRAIN_THREADS = 1
 
 
 @dataclass(frozen=True)
@@ -180,14 +180,34 @@ class _Run:
     losses: list[float]
 
 
+class StepLines:
+    """Progress of a pretraining run as one line per tenth of its steps, with an ETA (rungs build in
+    parallel processes, where live bars would overwrite each other)."""
+
+    def __init__(self, label: str, total: int, say: Callable[[str], None] | None = None) -> None:
+        self.label, self.total, self.say = label, total, say or (lambda line: print(line, flush=True))
+        self.done, self.started, self.next_tenth = 0, time.perf_counter(), 1
+
+    def __call__(self, loss: float) -> None:
+        self.done += 1
+        if self.done * 10 < self.next_tenth * self.total:
+            return
+        self.next_tenth = self.done * 10 // self.total + 1
+        elapsed = time.perf_counter() - self.started
+        left = elapsed * (self.total - self.done) / self.done
+        self.say(
+            f"pretraining {self.label}: {self.done:,}/{self.total:,} steps, loss {loss:.3f}, "
+            f"{elapsed / 60:.1f} min so far, about {left / 60:.1f} min left"
+        )
+
+
 def _train_steps(
     run: _Run,
     blocks: torch.Tensor,
     steps: range,
     lr_at: Callable[[int], float],
     recipe: PretrainRecipe,
-    progress: Progress,
-    task: TaskID,
+    tick: Callable[[float], None],
 ) -> None:
     run.model.train()
     for step in steps:
@@ -195,7 +215,7 @@ def _train_steps(
         loss = run.model(input_ids=batch, labels=batch).loss
         optimizer_step(loss, run.model, run.optimizer, lr_at(step), grad_clip=1.0)
         run.losses.append(loss.item())
-        progress.update(task, advance=1, loss=f"{loss.item():.3f}")
+        tick(run.losses[-1])
 
 
 def pretrain_ladder_rung(
@@ -218,40 +238,35 @@ def pretrain_ladder_rung(
     steps = {b: budget_steps(b, counts["non_embedding_params"], tokens_per_step) for b in sorted(recipe.budgets)}
     warmup = budget_steps(recipe.warmup_tokens_per_param, counts["non_embedding_params"], tokens_per_step)
     main = _Run(model, torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.1), [])
-    columns = (
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
-        TimeElapsedColumn(), TimeRemainingColumn(),
-    )  # fmt: skip
     total = steps[max(steps)] + sum(cooldown_steps(s, recipe.cooldown) for b, s in steps.items() if b != max(steps))
+    tick = StepLines(label, total)
     done = 0  # steps of the main run so far
-    with Progress(*columns, transient=True) as progress:
-        task = progress.add_task(f"pretraining {label}", total=total, loss="-")
-        for budget, budget_total in steps.items():
-            cooldown = cooldown_steps(budget_total, recipe.cooldown)
-            decay_start = budget_total - cooldown
+    for budget, budget_total in steps.items():
+        cooldown = cooldown_steps(budget_total, recipe.cooldown)
+        decay_start = budget_total - cooldown
 
-            def lr_at(step: int, budget_total: int = budget_total, cooldown: int = cooldown) -> float:
-                return wsd_lr(step, lr, warmup, budget_total, cooldown)
+        def lr_at(step: int, budget_total: int = budget_total, cooldown: int = cooldown) -> float:
+            return wsd_lr(step, lr, warmup, budget_total, cooldown)
 
-            _train_steps(main, blocks, range(done, decay_start), lr_at, recipe, progress, task)
-            done = decay_start
-            # The largest budget's cool-down ends the main run; the others decay a copy.
-            run = main if budget == max(steps) else copy.deepcopy(main)
-            _train_steps(run, blocks, range(decay_start, budget_total), lr_at, recipe, progress, task)
-            record = counts | {
-                "tokens_per_param": budget,
-                "pretrain_tokens": budget_total * tokens_per_step,
-                "steps": budget_total,
-                "peak_lr": lr,
-                "final_train_loss": sum(run.losses[-20:]) / len(run.losses[-20:]),
-                "heldout_base_loss": heldout_loss(
-                    run.model, heldout, pad_id=pad_id, batch_size=32, device=torch.device("cpu")
-                ),
-            }
-            directory = out / budget_dirname(budget)
-            save_on_this_process(run.model, directory)
-            (directory / "pretrain_losses.txt").write_text("\n".join(f"{loss:.5f}" for loss in run.losses))
-            (directory / "pretrain.json").write_text(json.dumps(record, indent=2))
+        _train_steps(main, blocks, range(done, decay_start), lr_at, recipe, tick)
+        done = decay_start
+        # The largest budget's cool-down ends the main run; the others decay a copy.
+        run = main if budget == max(steps) else copy.deepcopy(main)
+        _train_steps(run, blocks, range(decay_start, budget_total), lr_at, recipe, tick)
+        record = counts | {
+            "tokens_per_param": budget,
+            "pretrain_tokens": budget_total * tokens_per_step,
+            "steps": budget_total,
+            "peak_lr": lr,
+            "final_train_loss": sum(run.losses[-20:]) / len(run.losses[-20:]),
+            "heldout_base_loss": heldout_loss(
+                run.model, heldout, pad_id=pad_id, batch_size=32, device=torch.device("cpu")
+            ),
+        }
+        directory = out / budget_dirname(budget)
+        save_on_this_process(run.model, directory)
+        (directory / "pretrain_losses.txt").write_text("\n".join(f"{loss:.5f}" for loss in run.losses))
+        (directory / "pretrain.json").write_text(json.dumps(record, indent=2))
 
 
 def save_on_this_process(model: PreTrainedModel, directory: Path) -> None:
@@ -278,14 +293,29 @@ def pretrain_record(model_dir: Path) -> dict:
 
 
 def ladder_spec(name: str, world_id: str, recipe: PretrainRecipe) -> dict:
-    """Everything that defines the cache entry of rung `name` (all budgets)."""
+    """Everything the weights of rung `name` (all budgets) depend on: the rung, recipe and world, and the
+    kernels that compute them (torch version, the CPU instruction set torch dispatches to, the threads)."""
     return {
         "name": name,
         "rung": asdict(check_rung(name)),
         "recipe": asdict(recipe),
         "world": world_id,
         "version": PRETRAIN_VERSION,
+        "torch": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": PRETRAIN_THREADS,
     }
+
+
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run the block on `count` torch threads, then restore the caller's count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def ladder_rung_dir(
@@ -302,6 +332,10 @@ def ladder_rung_dir(
     rung = check_rung(name)
 
     def build(out: Path) -> None:
+        with torch_threads(PRETRAIN_THREADS):
+            pretrain(out)
+
+    def pretrain(out: Path) -> None:
         start, cpu_start, load_start = time.perf_counter(), time.process_time(), os.getloadavg()[0]
         torch.manual_seed(recipe.seed)
         model = LlamaForCausalLM(llama_config(rung, tokenizer))
@@ -322,9 +356,10 @@ def ladder_rung_dir(
             "load_average": [load_start, os.getloadavg()[0]],
         }
         (out / "rung.json").write_text(json.dumps(build | counts, indent=2))
-        Console().print(
+        print(
             f"pretrained {label}: {build['build_minutes']:.1f} min ({build['build_cpu_minutes']:.1f} CPU min) "
-            f"on {build['threads']} thread(s)"
+            f"on {build['threads']} thread(s)",
+            flush=True,
         )
 
     return cached_build("models", ladder_spec(name, world_id, recipe), build)

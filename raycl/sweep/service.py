@@ -169,6 +169,7 @@ def _run(
     started: float,
 ) -> SweepOutcome:
     # Heavy imports only now that the space is known to be valid.
+    from raycl.models.builds import build_rungs, rungs_of
     from raycl.sweep.study import finished_trials, interrupted_trials, open_study
 
     phases: dict[str, float] = {}
@@ -177,6 +178,10 @@ def _run(
     interrupted = interrupted_trials(study, out_dir)
     finished = finished_trials(study)
     to_run = max(0, space.budget.trials - len(finished))
+    if to_run and address is None:
+        # On a cluster each node builds what its trials need (into its own cache) on first use.
+        with _timed(phases, "models"):
+            build_rungs(rungs_of(space.possible_configs(("model.", "world."))), num_cpus, say=console.print)
     plan, launched, trial_times, left = None, [], {}, []
     with contextlib.ExitStack() as ray_session:
         tracker = _open_tracker_while_ray_starts(

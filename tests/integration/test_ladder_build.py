@@ -41,3 +41,25 @@ def test_tiny_ladder_build_saves_every_budget_and_more_tokens_help(tmp_path, mon
     branched = LlamaForCausalLM.from_pretrained(rung_dir / budget_dirname(5.0)).state_dict()
     standalone = LlamaForCausalLM.from_pretrained(alone / budget_dirname(5.0)).state_dict()
     assert all(torch.equal(branched[key], standalone[key]) for key in branched)
+
+
+def test_world_build_pretrains_missing_rungs_in_parallel_then_finds_them(tmp_path, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from raycl.cli import app
+
+    monkeypatch.setenv("RAYCL_CACHE", str(tmp_path / "cache"))
+    first = CliRunner().invoke(app, ["world", "build", "--sizes", "raycl-tiny-xs,raycl-tiny-s", "--processes", "2"])
+    assert first.exit_code == 0, first.output
+    assert "pretraining 2 ladder rung(s) before any trial, 2 at a time (one thread each)" in first.output
+    assert {"ladder rung ready: raycl-tiny-xs", "ladder rung ready: raycl-tiny-s"} <= {
+        line.split(" (")[0] for line in first.output.splitlines()
+    }
+    rungs = [json.loads(path.read_text()) for path in (tmp_path / "cache" / "models").glob("*/rung.json")]
+    assert sorted(rung["name"] for rung in rungs) == ["raycl-tiny-s", "raycl-tiny-xs"]
+    assert {rung["threads"] for rung in rungs} == {1}
+
+    again = CliRunner().invoke(app, ["world", "build", "--sizes", "raycl-tiny-xs,raycl-tiny-s"])
+    assert again.exit_code == 0 and "built 0 rung(s); 2 were in the cache already" in again.output
+    wrong = CliRunner().invoke(app, ["world", "build", "--sizes", "raycl-tiny-xxs"])
+    assert wrong.exit_code == 2 and "raycl-tiny-xxs not a ladder rung" in wrong.output
