@@ -469,6 +469,12 @@ def loso_score(
     """Leave-one-size-out predictions of the objective by a law (fitted on the other sizes) or a baseline."""
     observed = objective_of(target, values, data.get("L0"))
     predicted = np.full(len(values), np.nan)
+    reads = [*(law.variables if law is not None else ()), *(baseline.match if baseline is not None else ())]
+    lacking = sorted({v for v in reads if not np.all(np.isfinite(data.get(v, np.array([np.nan]))))})
+    if lacking:
+        return LosoScore(
+            name, kind, predicted, observed, [f"no prediction: {', '.join(lacking)} missing in some trials"]
+        )
     notes = []
     for size in sorted(set(data[SIZE_SYMBOL].tolist())):
         held = data[SIZE_SYMBOL] == size
@@ -531,20 +537,24 @@ def fit_target(
     protocol: Protocol | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> TargetFits:
-    """Fit each law to `target` over every complete trial of `rows` that has the columns the laws and the
-    baselines need, and score laws and baselines by `protocol` (default: the registered one).
+    """Fit each law to `target` over every complete trial of `rows` that has the columns the laws need, and
+    score laws and baselines by `protocol` (default: the registered one) over the same trials.
 
     `progress` hears one line before each law's fits (seconds to minutes each on a large sweep).
     """
     protocol = protocol or load_protocol()
-    baseline_symbols = {v for entry in protocol.baselines_of(target) for v in entry.symbols()}
-    needed = {v for law in laws for v in law.variables} | baseline_symbols | {SIZE_SYMBOL}
-    symbols = sorted(needed | ({"L0"} if target == "forgetting" else set()))
+    needed = {v for law in laws for v in law.variables} | {SIZE_SYMBOL} | ({"L0"} if target == "forgetting" else set())
+    # Columns only a baseline reads do not exclude trials; a baseline lacking one in some trial is not ranked.
+    extra = {v for entry in protocol.baselines_of(target) for v in entry.symbols()} - needed
     complete = [row for row in rows if row.get("state", "COMPLETE") == "COMPLETE"]
-    columns = {s: np.array([number(row.get(SYMBOLS[s])) for row in complete]) for s in symbols if s != SIZE_SYMBOL}
+    columns = {
+        s: np.array([number(row.get(SYMBOLS[s])) for row in complete])
+        for s in sorted(needed | extra)
+        if s != SIZE_SYMBOL
+    }
     columns[SIZE_SYMBOL] = model_sizes(complete)
     values = target_values(complete, target)
-    used = (values > 0) & np.all([np.isfinite(c) for c in columns.values()], axis=0)
+    used = (values > 0) & np.all([np.isfinite(columns[s]) for s in needed], axis=0)
     data = {s: c[used] for s, c in columns.items()}
     sizes = sorted(set(data[SIZE_SYMBOL].tolist()))
     notes = []
