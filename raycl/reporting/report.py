@@ -353,8 +353,8 @@ def _ranking_blocks(scores: scaling.Scoreboard | None) -> list[Block]:
         )
         blocks.append(
             Text(
-                f"Best law {comparison.law} minus best baseline {comparison.baseline}: {comparison.mean:+.1%} "
-                f"[{comparison.ci_low:+.1%}, {comparison.ci_high:+.1%}] ({comparison.level:.0%} paired bootstrap "
+                f"Best law {comparison.law} minus best baseline {comparison.baseline}: {comparison.mean:+.2%} "
+                f"[{comparison.ci_low:+.2%}, {comparison.ci_high:+.2%}] ({comparison.level:.0%} paired bootstrap "
                 f"over trials, {comparison.resamples} resamples): {verdict}."
             )
         )
