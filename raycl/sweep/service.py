@@ -385,6 +385,14 @@ def _print_end(outcome: SweepOutcome, reference: str, console: Console) -> None:
         + (" (mlflow and ray in parallel)" if "ray" in outcome.phases else ""),
         highlight=False,
     )
+    if outcome.trial_times and outcome.plan and "trials" in outcome.phases:
+        compute = sum(times["trial_s"] for times in outcome.trial_times.values())
+        ideal = compute / outcome.plan.concurrency
+        console.print(
+            f"  trials: {compute:.0f} s of trial time over {outcome.plan.concurrency} slot(s), {ideal:.0f} s if packed "
+            f"without a gap; the trial phase took {outcome.phases['trials'] / ideal:.2f}x that",
+            highlight=False,
+        )
     for key, reason in outcome.failures.items():
         console.print(f"  {key} failed: {reason}", highlight=False, soft_wrap=True)
     if outcome.stopped:
