@@ -3,8 +3,9 @@
     python bench/transfer.py              # runs/scaling_laws, raycl-tiny-xl (~10 min on 2 busy cores)
     python bench/transfer.py --out-root /path/to/runs --model raycl-tiny-xl
 
-What `raycl predict scaling_laws --model raycl-tiny-xl --verify` does: the laws are fitted on the
-trials of the four smaller rungs only, the pick (least predicted forgetting at the fitted trials'
+What `raycl predict scaling_laws --model raycl-tiny-xl --verify` does: the registered laws are ranked
+leave-one-size-out on the trials of the four smaller rungs only (raycl/analysis/protocol.yaml) and the best
+fitted on them, the pick (least predicted forgetting at the fitted trials'
 median learning) and a random search over the same ranges run at raycl-tiny-xl, and the measured
 objectives are compared with the bootstrap intervals. Writes reports/transfer.json and .md.
 """
@@ -56,10 +57,11 @@ def main() -> None:
 def markdown(record: dict, summary: str) -> str:
     rows = [
         f"| {name} | {entry['predicted']:.4g} | [{entry['low']:.4g}, {entry['high']:.4g}] | {entry['measured']:.4g} | "
-        f"{entry['measured'] - entry['predicted']:+.3g} | {'yes' if entry['inside'] else 'no'} | "
+        f"{entry['measured'] - entry['predicted']:+.3g} | {_verdict(entry)} | "
         f"{record['laws'][name]['name']}: `{record['laws'][name]['expression']}` |"
         for name, entry in record["comparison"].items()
     ]
+    selection = [f"- {name}: {law['name']}, {law['selection']}{_score(law)}." for name, law in record["laws"].items()]
     search = record["random_search"]
     least = search["least_forgetting_meeting_requirement"]
     return "\n".join(
@@ -84,9 +86,12 @@ def markdown(record: dict, summary: str) -> str:
             "|---|---|---|---|---|---|---|",
             *rows,
             "",
-            "Inside is not the same as close: an interval as wide as "
-            "the forgetting one above says the smaller sizes pin the "
-            "forgetting law's exponents down poorly (see reports/scaling_laws for the same laws' held-out errors).",
+            "Inside is not the same as close: an interval whose high end exceeds its low end more than "
+            "tenfold (the protocol's ratio) is marked uninformative and not counted as a hit.",
+            "",
+            f"Laws (each size below {record['model']} held out in turn):",
+            "",
+            *selection,
             "",
             f"Random search at {record['model']} over the sweep's ranges: {search['trials']} trials, "
             f"{search['meeting_requirement']} reached the required learning (least forgetting among them: "
@@ -111,6 +116,30 @@ def markdown(record: dict, summary: str) -> str:
             "```",
             "",
         ]
+    )
+
+
+def _verdict(entry: dict) -> str:
+    if entry.get("uninformative"):
+        return "uninformative interval"
+    return "no interval" if entry["inside"] is None else "yes" if entry["inside"] else "no"
+
+
+def _score(law: dict) -> str:
+    if law.get("loso_error") is None or not law.get("best_baseline"):
+        return ""
+    return (
+        f"; leave-one-size-out error {law['loso_error']:.1%} against the best baseline's "
+        f"{law['best_baseline']['loso_error']:.1%} ({law['best_baseline']['name']}), difference "
+        f"{_difference(law['best_law_vs_best_baseline'])}"
+    )
+
+
+def _difference(comparison: dict | None) -> str:
+    if comparison is None:
+        return "not computed"
+    return f"{comparison['mean']:+.1%} [{comparison['ci_low']:+.1%}, {comparison['ci_high']:+.1%}]" + (
+        " (excludes zero)" if comparison["excludes_zero"] else " (includes zero)"
     )
 
 

@@ -569,14 +569,16 @@ def predict(
 ) -> None:
     """Predict the learning rate and replay ratio for a larger model from a sweep's scaling-law fits over smaller ones.
 
-    The best forgetting and learning laws (lowest held-out error), fitted on the sweep's trials of models smaller than
-    MODEL, predict both objectives over the sweep's learning-rate x replay-ratio ranges.
+    The registered ranking's best forgetting and learning laws (raycl/analysis/protocol.yaml: lowest
+    leave-one-size-out error over the sizes smaller than MODEL), fitted on those sizes' trials, predict both
+    objectives over the sweep's learning-rate x replay-ratio ranges; the record gives each law's score and its
+    interval against the best baseline.
 
     The pick is the least predicted forgetting among the points predicted to reach --min-learning, with the 95% interval
-    of the bootstrap refits.
+    of the bootstrap refits (marked uninformative when it spans more than the protocol's uninformative_ratio).
 
-    --verify runs the pick and a random search at MODEL, and reports predicted vs measured (inside the interval or not)
-    and what a full search at MODEL would cost.
+    --verify runs the pick and a random search at MODEL, and reports predicted vs measured (inside the interval or not;
+    no verdict for an uninformative interval) and what a full search at MODEL would cost.
 
     Logged on the sweep's MLflow parent run: transfer/MODEL.json and transfer.MODEL.* metrics.
     """

@@ -15,7 +15,7 @@ PNGs, pareto.csv
 (every finished trial, with `feasible` and `pareto` columns) and fits.json; all of it is also logged
 on the sweep's MLflow parent run under `report/`, and each fitted parameter as a metric
 `fit.TARGET.LAW.PARAM` (plus `fit.TARGET.LAW.heldout_error`, the mean |relative error| on the
-largest size).
+largest size, and `fit.TARGET.LAW.loso_error`, the registered protocol's leave-one-size-out score).
 """
 
 from __future__ import annotations
@@ -330,19 +330,56 @@ def _interval(fit: FitResult, name: str) -> str:
     return f"{name}={fit.params[name]:.4g}{band}"
 
 
+def _ranking_blocks(scores: scaling.Scoreboard | None) -> list[Block]:
+    """The protocol's ranking of laws and baselines, and the best law against the best baseline."""
+    if scores is None:
+        return []
+    rows = [
+        [str(rank), score.name, score.kind, f"{score.loso_error:.1%}", f"{score.loso_abs_error:.3g}"]
+        for rank, score in enumerate(scores.ranking, 1)
+    ]
+    unscored = [s for s in [*scores.laws, *scores.baselines] if not s.complete]
+    blocks: list[Block] = [
+        Table(["rank", "predictor", "kind", "leave-one-size-out error", "absolute error"], rows),
+        *(Text(f"Not ranked: {s.name}: {'; '.join(s.notes) or 'no prediction'}") for s in unscored),
+    ]
+    comparison = scores.comparison
+    if comparison is not None:
+        verdict = (
+            "the law is better"
+            if comparison.ci_high < 0
+            else "the baseline is better"
+            if comparison.ci_low > 0
+            else "no difference is established"
+        )
+        blocks.append(
+            Text(
+                f"Best law {comparison.law} minus best baseline {comparison.baseline}: {comparison.mean:+.2%} "
+                f"[{comparison.ci_low:+.2%}, {comparison.ci_high:+.2%}] ({comparison.level:.0%} paired bootstrap "
+                f"over trials, {comparison.resamples} resamples): {verdict}."
+            )
+        )
+    return blocks
+
+
 def _fit_blocks(fits: dict[str, scaling.TargetFits], bootstrap: int) -> list[Block]:
     """The scaling-law section; none where no law could be fitted (one model size: fits.json says why)."""
     if not any(result.laws for result in fits.values()):
         return []
+    sha = next((result.scores.protocol_sha256 for result in fits.values() if result.scores is not None), "")
     blocks: list[Block] = [
         Heading("Scaling laws"),
         Text(
             f"Symbols: {', '.join(f'{s} = {c}' for s, c in scaling.SYMBOLS.items())}. Each law is fitted by "
             "minimizing the summed Huber loss (delta 1e-3) of log-space residuals with bounded L-BFGS-B from a grid "
             f"of initial values; intervals are bootstrap 95% percentile intervals over {bootstrap} resamples of the "
-            "trials, each refitted from the full-data optimum and from random grid points. Extrapolation check: "
-            "refit without the largest model size, predict it; laws are ranked by that held-out error (mean "
-            "|relative error| of the fitted quantity; beside it the mean absolute error in its units)."
+            "trials, each refitted from the full-data optimum and from random grid points. Laws and the trivial "
+            "baselines are ranked by the registered protocol (raycl/analysis/protocol.yaml, sha256 "
+            f"{sha[:12]}...): each size held out in turn, the mean |relative error| of the "
+            "objective per trial (forgetting or learning itself), beside it the mean absolute error; the best law "
+            "is called better than the best baseline only when the paired bootstrap interval of their difference "
+            "excludes zero. Extrapolation check: refit without the largest model size, predict it (mean |relative "
+            "error| of the fitted quantity; beside it the mean absolute error in its units)."
         ),
     ]
     for target, result in fits.items():
@@ -358,6 +395,7 @@ def _fit_blocks(fits: dict[str, scaling.TargetFits], bootstrap: int) -> list[Blo
         blocks += [Text(note) for note in result.notes]
         if not result.laws:
             continue
+        blocks += _ranking_blocks(result.scores)
         table = []
         for law_fit in result.laws:
             extrapolation = law_fit.extrapolation
@@ -641,6 +679,9 @@ def _fit_metrics(fits: dict[str, scaling.TargetFits]) -> dict[str, float]:
                 metrics |= {f"{prefix}.{name}": value for name, value in law_fit.fit.params.items()}
             if law_fit.extrapolation is not None:
                 metrics[f"{prefix}.heldout_error"] = law_fit.extrapolation.mean_abs_rel_error
+            score = result.scores.of(law_fit.law.name) if result.scores is not None else None
+            if score is not None and score.loso_error is not None:
+                metrics[f"{prefix}.loso_error"] = score.loso_error
     return {name: value for name, value in metrics.items() if np.isfinite(value)}
 
 
@@ -679,10 +720,13 @@ def build_report(
     if bootstrap < 0:
         raise ValueError(f"--bootstrap must be >= 0, got {bootstrap}")
     laws_file = laws_file or default_laws_file(name)
-    specs = scaling.default_laws() + (scaling.load_laws(laws_file) if laws_file else [])
+    protocol = scaling.load_protocol()
+    specs = protocol.specs() + (scaling.load_laws(laws_file) if laws_file else [])
     sweep = load_sweep(name, out_root)
     with parallel_fits(workers):
-        fits = scaling.fit_sweep(sweep.rows, specs, bootstrap=bootstrap, seed=seed, progress=progress)
+        fits = scaling.fit_sweep(
+            sweep.rows, specs, bootstrap=bootstrap, seed=seed, protocol=protocol, progress=progress
+        )
     blocks, pareto_keys, feasible = build_blocks(sweep, fits, bootstrap)
     directory = Path(out) if out else Path(reports_dir) / name if reports_dir else Path(out_root) / name / "report"
     files = render.write_report(directory, f"Sweep report: {name}", blocks)
@@ -691,7 +735,7 @@ def build_report(
         pareto_csv(sweep.rows, list(sweep.space.objectives), feasible, pareto_keys, list(sweep.space.parameters))
     )
     record = {"sweep": name, "bootstrap": bootstrap, "seed": seed, "laws_file": str(laws_file) if laws_file else None}
-    fits_path.write_text(json.dumps(record | scaling.fits_record(fits), indent=2))
+    fits_path.write_text(json.dumps(record | scaling.fits_record(fits, protocol), indent=2))
     tracking_uri = f"sqlite:///{(Path(out_root) / name / 'mlflow.db').resolve()}"
     log_report(tracking_uri, sweep.parent_run_id, directory, _fit_metrics(fits))
     complete = len(sweep.complete)

@@ -1,13 +1,14 @@
 """Scaling-law-guided transfer: from a finished sweep's fits over smaller models, the learning rate and
 replay ratio to use on a larger one, with the fits' bootstrap interval; optionally verified by running them.
 
-The laws of each target (`scaling.default_laws`) are fitted on the sweep's complete trials of models
-smaller than the target, and the best one (lowest held-out error at the largest fitted size; else the
-first that fitted) predicts the target's objectives over a grid of learning rate x replay ratio (the
-sweep's own ranges), every other setting held at the context (`context_config`). The pick is the
+The registered laws of each target (raycl/analysis/protocol.yaml) are scored leave-one-size-out on the
+sweep's complete trials of models smaller than the target, and the ranking's best law predicts the
+target's objectives over a grid of learning rate x replay ratio (the sweep's own ranges), every other
+setting held at the context (`context_config`). The pick is the
 grid point with the least predicted forgetting among those predicted to learn at least the required
 amount (default: the median learning of the fitted trials); its interval is the 2.5-97.5 percentile of
-the predictions of the bootstrap refits. The model's own inputs (size N, base loss L0) come from the
+the predictions of the bootstrap refits, flagged uninformative (and not counted as a hit) when its high
+end exceeds its low end by more than the protocol's ratio. The model's own inputs (size N, base loss L0) come from the
 sweep's trials of that model at the context's pretraining budget, or, with `--verify`, from the runs
 at that size (their objectives are not used for the prediction).
 """
@@ -65,9 +66,13 @@ def load_source(name: str, out_root: str | Path = "runs", reports_dir: str | Pat
         raise ValueError(
             f"{db}: no such sweep, and no {table} from its report (run `raycl sweep {name}` and `raycl report {name}`)"
         )
-    with table.open() as handle:
-        rows = [{key: _cell(value) for key, value in row.items()} for row in csv.DictReader(handle)]
-    return Source(name, rows, load_space(name), f"{table} (the sweep's store is absent)", None, None)
+    return Source(name, read_table(table), load_space(name), f"{table} (the sweep's store is absent)", None, None)
+
+
+def read_table(path: Path) -> list[dict[str, Any]]:
+    """The rows of a report's pareto.csv, numbers as floats."""
+    with path.open() as handle:
+        return [{key: _cell(value) for key, value in row.items()} for row in csv.DictReader(handle)]
 
 
 def _cell(text: str) -> Any:
@@ -126,35 +131,51 @@ def model_facts(rows: Sequence[Mapping[str, Any]], config: TrialConfig) -> tuple
     return float(scaling.model_sizes(same)[0]), statistics.median(float(row["base_loss_before"]) for row in same)
 
 
+RANKED = (
+    "the registered protocol's best law (raycl/analysis/protocol.yaml): lowest leave-one-size-out error over the "
+    "fitted sizes; a law rather than a baseline because the pick needs predictions that vary with learning rate and "
+    "replay ratio"
+)
+
+
+@dataclass(frozen=True)
+class Chosen:
+    """The law chosen for one target, and the registered ranking it was chosen by."""
+
+    fit: scaling.LawFit
+    scores: scaling.Scoreboard | None
+    selection: str
+
+
 def fit_smaller(
     rows: list[dict[str, Any]], size: float, bootstrap: int, seed: int, progress: Callable[[str], None] | None = None
-) -> dict[str, scaling.LawFit]:
-    """Per target, the best law fitted on the complete trials of models smaller than `size`: every law is
-    fitted once without bootstrap to rank them, then the best one again with `bootstrap` resamples."""
+) -> dict[str, Chosen]:
+    """Per target, the registered ranking's best law (protocol.yaml: lowest leave-one-size-out error over the
+    sizes below `size`), fitted on the complete trials of those sizes with `bootstrap` resamples.
+
+    A law, not a baseline, because the pick needs predictions that vary with learning rate and replay ratio; the
+    record says whether that law beats the best baseline."""
     smaller = [row for row, n in zip(rows, scaling.model_sizes(rows)) if n < size]
+    protocol = scaling.load_protocol()
     chosen = {}
     for target in scaling.TARGETS:
-        laws = [spec.law for spec in scaling.default_laws() if spec.target == target]
-        ranked = scaling.fit_target(smaller, target, laws, bootstrap=0, seed=seed, progress=progress)
-        best = (
-            ranked.best
-            if ranked.best is not None and ranked.best.fit is not None
-            else next((law for law in ranked.laws if law.fit is not None), None)
-        )
+        laws = [spec.law for spec in protocol.specs() if spec.target == target]
+        ranked = scaling.fit_target(smaller, target, laws, bootstrap=0, seed=seed, protocol=protocol, progress=progress)
+        best, selection = ranked.best, RANKED
+        if best is None:
+            best = next((law for law in ranked.laws if law.fit is not None), None)
+            selection = (
+                f"the first registered law that fits: with {len(ranked.sizes)} size(s) below {size:g} no law "
+                "predicts every held-out size, so the protocol ranks none"
+            )
         if best is None:
             raise ValueError(
                 f"no {target} law fits the {len(smaller)} trials below {size:g} parameters: "
                 f"{'; '.join(ranked.notes) or 'see raycl report'}"
             )
-        chosen[target] = scaling.fit_target(
-            smaller, target, [best.law], bootstrap=bootstrap, seed=seed, progress=progress
-        ).laws[0]
+        refitted = scaling.refit(ranked, best.law, bootstrap=bootstrap, seed=seed)
+        chosen[target] = Chosen(refitted, ranked.scores, selection)
     return chosen
-
-
-def _objective(target: str, fitted: np.ndarray, base_loss: float) -> np.ndarray:
-    """A target's objective from its fitted quantity (scaling.TARGETS)."""
-    return fitted - base_loss if target == "forgetting" else 1.0 - fitted
 
 
 def _fitted(law_fit: scaling.LawFit) -> FitResult:
@@ -163,23 +184,36 @@ def _fitted(law_fit: scaling.LawFit) -> FitResult:
     return law_fit.fit
 
 
-def predict_objectives(fits: Mapping[str, scaling.LawFit], inputs: Mapping[str, float]) -> dict[str, dict[str, float]]:
-    """Each objective at `inputs`: the best fit's value and the 95% interval of its bootstrap refits."""
+def predict_objectives(fits: Mapping[str, scaling.LawFit], inputs: Mapping[str, float]) -> dict[str, dict[str, Any]]:
+    """Each objective at `inputs`: the best fit's value and the 95% interval of its bootstrap refits, flagged
+    `uninformative` when the interval spans more than the protocol's ratio (or reaches zero)."""
+    ratio = scaling.load_protocol().scoring.uninformative_ratio
     data = {symbol: np.array([value]) for symbol, value in inputs.items()}
     out = {}
     for target, law_fit in fits.items():
         fit = _fitted(law_fit)
-        value = float(_objective(target, fit.predict(data), inputs["L0"])[0])
+        value = float(scaling.objective_of(target, fit.predict(data), inputs["L0"])[0])
         with np.errstate(all="ignore"):
             samples = (
                 np.array([law_fit.law.predict(theta, data)[0] for theta in fit.samples])
                 if len(fit.samples)
                 else np.array([])
             )
-        samples = _objective(target, samples[np.isfinite(samples)], inputs["L0"])
+        samples = scaling.objective_of(target, samples[np.isfinite(samples)], inputs["L0"])
         low, high = np.percentile(samples, [2.5, 97.5]).tolist() if len(samples) else (None, None)  # None: no bootstrap
-        out[target] = {"predicted": value, "low": low, "high": high}
+        uninformative = scaling.interval_uninformative(low, high, ratio)
+        out[target] = {"predicted": value, "low": low, "high": high, "uninformative": uninformative}
     return out
+
+
+def compare(interval: Mapping[str, Any], measured: float) -> dict[str, Any]:
+    """A prediction against its measurement: `inside` the interval, or None without an interval or with an
+    uninformative one (a hit there says nothing)."""
+    low, high = interval["low"], interval["high"]
+    inside = None
+    if low is not None and high is not None and not interval.get("uninformative"):
+        inside = bool(low <= measured <= high)
+    return {**interval, "measured": measured, "inside": inside}
 
 
 def _axis(space: SearchSpace, name: str, fallback: float) -> list[float]:
@@ -214,7 +248,8 @@ def predict(
             "measure them"
         )
     size, base_loss = facts
-    fits = fit_smaller(source.rows, size, bootstrap, seed, progress)
+    choices = fit_smaller(source.rows, size, bootstrap, seed, progress)
+    fits = {target: choice.fit for target, choice in choices.items()}
     sizes = scaling.model_sizes(source.rows)
     complete = [row for row, n in zip(source.rows, sizes) if row.get("state") == "COMPLETE" and n < size]
     required = (
@@ -227,7 +262,9 @@ def predict(
             inputs = law_inputs(config, size, base_loss)
             point = {
                 name: float(
-                    _objective(name, _fitted(fit).predict({k: np.array([v]) for k, v in inputs.items()}), base_loss)[0]
+                    scaling.objective_of(
+                        name, _fitted(fit).predict({k: np.array([v]) for k, v in inputs.items()}), base_loss
+                    )[0]
                 )
                 for name, fit in fits.items()
             }
@@ -254,21 +291,32 @@ def predict(
             for name in source.space.parameters
             if name not in (LR, REPLAY)
         },
-        "laws": {
-            target: {
-                "name": fit.law.name,
-                "expression": fit.law.expression,
-                "params": _fitted(fit).params,
-                "heldout_error": fit.extrapolation.mean_abs_rel_error if fit.extrapolation else None,
-            }
-            for target, fit in fits.items()
-        },
+        "laws": {target: _law_record(choice) for target, choice in choices.items()},
         "bootstrap": bootstrap,
         "required_learning": required,
         "meets_requirement": bool(meeting),
         "pick": {LR: pick[LR], REPLAY: pick[REPLAY]},
         "predicted": predict_objectives(fits, law_inputs(chosen, size, base_loss)),
         "predicted_front": _front(grid),
+    }
+
+
+def _law_record(choice: Chosen) -> dict[str, Any]:
+    """The chosen law, the rule that chose it and its score against the best baseline."""
+    fit, scores = choice.fit, choice.scores
+    score = scores.of(fit.law.name) if scores else None
+    baseline = scores.best_baseline if scores else None
+    return {
+        "name": fit.law.name,
+        "expression": fit.law.expression,
+        "params": _fitted(fit).params,
+        "selection": choice.selection,
+        "protocol_sha256": scaling.load_protocol().sha256,
+        "loso_error": score.loso_error if score else None,
+        "loso_abs_error": score.loso_abs_error if score else None,
+        "best_baseline": {"name": baseline.name, "loso_error": baseline.loso_error} if baseline else None,
+        "best_law_vs_best_baseline": scaling.comparison_record(scores.comparison if scores else None),
+        "heldout_error": fit.extrapolation.mean_abs_rel_error if fit.extrapolation else None,
     }
 
 
@@ -358,14 +406,7 @@ def verify(
     if not measured:
         raise ValueError(f"the picked trial at {model} did not complete")
     trial = measured[0]
-    comparison = {
-        name: interval
-        | {
-            "measured": trial[name],
-            "inside": None if interval["low"] is None else interval["low"] <= trial[name] <= interval["high"],
-        }
-        for name, interval in record["predicted"].items()
-    }
+    comparison = {name: compare(interval, trial[name]) for name, interval in record["predicted"].items()}
     meeting = [row for row in searched if row["learning"] >= record["required_learning"]]
     trial_seconds = statistics.fmean(row["wall_time_s"] for row in [*searched, trial])
     flops = 6 * record["model_size"] * trial["train_tokens"]
@@ -410,7 +451,7 @@ def log_on_parent(source: Source, record: dict[str, Any]) -> bool:
         values |= {
             f"{prefix}.{name}.{key}": float(value)
             for key, value in entry.items()
-            if key != "inside" and value is not None
+            if key not in ("inside", "uninformative") and value is not None
         }
     client.log_batch(source.parent_run_id, metrics=[Metric(key, value, 0, 0) for key, value in values.items()])
     client.log_text(source.parent_run_id, json.dumps(record, indent=2), f"transfer/{record['model']}.json")
@@ -430,7 +471,13 @@ def describe(record: dict[str, Any]) -> str:
         interval = (
             "no interval (no bootstrap)" if entry["low"] is None else f"[{entry['low']:.4g}, {entry['high']:.4g}]"
         )
-        line = f"  {name}: predicted {entry['predicted']:.4g} {interval} ({record['laws'][name]['name']})"
+        if entry.get("uninformative"):
+            interval += " uninformative (wider than the protocol's ratio)"
+        law = record["laws"][name]
+        loso = law.get("loso_error")
+        line = f"  {name}: predicted {entry['predicted']:.4g} {interval} ({law['name']}" + (
+            f", leave-one-size-out error {loso:.1%})" if loso is not None else ")"
+        )
         if "measured" in entry:
             where = "" if entry["inside"] is None else f": {'inside' if entry['inside'] else 'outside'} the interval"
             line += f", measured {entry['measured']:.4g}{where}"

@@ -49,7 +49,8 @@ def test_predict_verify_runs_the_pick_and_a_search_and_compares(tmp_path: Path) 
     assert record["context"]["train.steps_per_stage"] == 30
     for name in ("learning", "forgetting"):
         entry = record["comparison"][name]
-        assert entry["inside"] == (entry["low"] <= entry["measured"] <= entry["high"])
+        counted = not entry["uninformative"]  # a hit inside an interval wider than the protocol's ratio says nothing
+        assert entry["inside"] == ((entry["low"] <= entry["measured"] <= entry["high"]) if counted else None)
         assert f"{name}: predicted" in result.output
     assert record["random_search"]["trials"] == 2 and record["compute"]["search_at_target_trials"] == 40
     # The pick ran as a one-trial sweep with exactly the predicted settings.

@@ -7,9 +7,6 @@ import pytest
 
 from raycl.analysis.fits import SHIFTED_POWER_N, law_from_expression
 from raycl.analysis.scaling import (
-    BETHUNE,
-    BETHUNE_LR,
-    RATIO_POWER,
     TARGETS,
     TargetFits,
     default_laws,
@@ -18,7 +15,11 @@ from raycl.analysis.scaling import (
     fits_record,
     load_laws,
     model_sizes,
+    registered_law,
 )
+
+BETHUNE, BETHUNE_LR = registered_law("bethune"), registered_law("bethune_lr")
+RATIO_POWER = registered_law("ratio_power", "learning")
 
 TRUE = {"A": 2.0, "a": 0.3, "b": 0.4, "B": 3.0}
 SIZES = (4.3e4, 2.46e5, 8.6e5, 3.0e6)
@@ -183,7 +184,9 @@ def test_default_laws_cover_both_targets_with_positive_quantities() -> None:
     specs = default_laws()
     assert {spec.target for spec in specs} == set(TARGETS)
     forgetting = {spec.law for spec in specs if spec.target == "forgetting"}
-    assert BETHUNE in forgetting and BETHUNE_LR in forgetting and all("L0" in law.variables for law in forgetting)
+    assert BETHUNE in forgetting and BETHUNE_LR in forgetting
+    # Every form but D-CPT's (which models the loss itself) scales the measured base loss.
+    assert all("L0" in law.variables for law in forgetting if law.name != "dcpt")
     assert RATIO_POWER in {spec.law for spec in specs if spec.target == "learning"}
     learning = fit_target(sweep_table(), "learning", [RATIO_POWER], bootstrap=0)
     assert learning.laws[0].fit.params["a"] == pytest.approx(0.2, rel=0.05)
@@ -227,7 +230,7 @@ def test_malformed_laws_fail_with_one_line_naming_the_file(tmp_path: Path, text:
 
 
 def test_saturating_law_rises_from_the_base_loss_to_a_ceiling_that_replay_and_size_lower() -> None:
-    from raycl.analysis.scaling import SATURATING
+    SATURATING = registered_law("saturating")
 
     theta = np.array([1.0, 0.3, 1.0, 4.0, 1.0, 1.0, 0.5])  # A, a, b, B, c, C, e
     assert SATURATING.params == ("A", "a", "b", "B", "c", "C", "e")
