@@ -47,7 +47,10 @@ _OPTIONS = {"ftol": 1e-12, "gtol": 1e-12, "maxiter": 10_000, "maxfun": 20_000}
 _DEFAULT_SCALE_GRID = (1e-2, 1.0, 1e2, 1e4)
 _DEFAULT_EXPONENT_GRID = (0.1, 0.5, 1.0)
 _SCALE_BOUND, _EXPONENT_BOUND = 1e12, 5.0  # |log| of scale parameters, |value| of the others
-_BOOTSTRAP_STARTS = 8  # starts per bootstrap refit: the full-data optimum and random grid points
+_BOOTSTRAP_STARTS = 8  # starts per bootstrap refit: the full-data optimum and random screened starts
+# Grid starts optimized in full: those whose loss is lowest where they start. The grids hold 1,296 to 2,187
+# starts per law, and on the scaling_laws sweep the best of the 32 lowest reached the best fit of them all.
+_SCREENED_STARTS = 32
 _TASKS_PER_WORKER = 8  # chunks of starts or refits per worker and phase: small enough to balance the load
 _pool: tuple[Executor, int] | None = None  # the process pool of the enclosing `parallel_fits` block, its workers
 
@@ -468,6 +471,15 @@ def _refits(
         return [objective.theta(objective.resampled(idx).best_of(starts, bounds)[1]) for idx, starts in resamples]
 
 
+def _screened(objective: _Objective, starts: list[np.ndarray]) -> list[np.ndarray]:
+    """The `_SCREENED_STARTS` starts with the lowest loss, in grid order among equals."""
+    if len(starts) <= _SCREENED_STARTS:
+        return starts
+    with threadpool_limits(limits=1, user_api="blas"):
+        losses = np.array([objective(z)[0] for z in starts])
+    return [starts[i] for i in np.argsort(losses, kind="stable")[:_SCREENED_STARTS]]
+
+
 def _chunks(items: list[Any]) -> list[list[Any]]:
     """`items` in order, cut into about `_TASKS_PER_WORKER` chunks per worker of the pool (one chunk without)."""
     workers = _pool[1] if _pool is not None else 1
@@ -558,12 +570,12 @@ def fit_law(
     if grid is None and law.scale_starts is not None:
         grid = {p: law.scale_starts for p in log_params}
 
-    starts = _start_grid(law, log_mask, grid)
     bounds = [
         (-np.log(_SCALE_BOUND), np.log(_SCALE_BOUND)) if is_log else (-_EXPONENT_BOUND, _EXPONENT_BOUND)
         for is_log in log_mask
     ]
     objective = _Objective(law, columns, target, log_mask, huber_delta)
+    starts = _screened(objective, _start_grid(law, log_mask, grid))
     # L-BFGS-B calls BLAS on tiny arrays thousands of times; multi-threaded BLAS makes that several times slower,
     # worst on a busy machine: `_best_of` and `_refits` limit it to one thread.
     best_loss, best_z = min(_run(_best_of, objective, _chunks(starts), bounds), key=lambda result: result[0])
