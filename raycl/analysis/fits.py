@@ -47,7 +47,7 @@ _OPTIONS = {"ftol": 1e-12, "gtol": 1e-12, "maxiter": 10_000, "maxfun": 20_000}
 _DEFAULT_SCALE_GRID = (1e-2, 1.0, 1e2, 1e4)
 _DEFAULT_EXPONENT_GRID = (0.1, 0.5, 1.0)
 _SCALE_BOUND, _EXPONENT_BOUND = 1e12, 5.0  # |log| of scale parameters, |value| of the others
-_BOOTSTRAP_STARTS = 8  # starts per bootstrap refit: the full-data optimum and random screened starts
+_BOOTSTRAP_STARTS = 8  # starts per bootstrap refit: the full-data optimum and random grid points
 # Grid starts optimized in full: those whose loss is lowest where they start. The grids hold 1,296 to 2,187
 # starts per law, and on the scaling_laws sweep the best of the 32 lowest reached the best fit of them all.
 _SCREENED_STARTS = 32
@@ -575,7 +575,8 @@ def fit_law(
         for is_log in log_mask
     ]
     objective = _Objective(law, columns, target, log_mask, huber_delta)
-    starts = _screened(objective, _start_grid(law, log_mask, grid))
+    grid_starts = _start_grid(law, log_mask, grid)
+    starts = _screened(objective, grid_starts)
     # L-BFGS-B calls BLAS on tiny arrays thousands of times; multi-threaded BLAS makes that several times slower,
     # worst on a busy machine: `_best_of` and `_refits` limit it to one thread.
     best_loss, best_z = min(_run(_best_of, objective, _chunks(starts), bounds), key=lambda result: result[0])
@@ -585,8 +586,9 @@ def fit_law(
     resamples = []
     for _ in range(bootstrap):
         idx = rng.integers(0, n, n)
-        picks = rng.choice(len(starts), size=min(_BOOTSTRAP_STARTS - 1, len(starts)), replace=False)
-        resamples.append((idx, [best_z, *(starts[j] for j in picks)]))
+        # From the whole grid: refits started only near the full-data optimum make the intervals too narrow.
+        picks = rng.choice(len(grid_starts), size=min(_BOOTSTRAP_STARTS - 1, len(grid_starts)), replace=False)
+        resamples.append((idx, [best_z, *(grid_starts[j] for j in picks)]))
     refits = [theta for chunk in _run(_refits, objective, _chunks(resamples), bounds) for theta in chunk]
     samples = np.array(refits).reshape(bootstrap, len(law.params))
     if bootstrap:
