@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from raycl.artifacts.cache import cache_entry
 from raycl.config import TrialConfig, WorldConfig
-from raycl.models.ladder import LADDER, PretrainRecipe, check_rung, ladder_rung_dir, ladder_spec
+from raycl.models.ladder import LADDER, check_rung, ladder_rung_dir, ladder_spec, rung_recipe
 from raycl.world.offline import load_world
 
 
@@ -51,11 +51,10 @@ def rungs_of(configs: Iterable[TrialConfig]) -> list[RungBuild]:
 
 def missing(builds: Iterable[RungBuild]) -> list[RungBuild]:
     """The rungs of `builds` not in the cache yet, largest first."""
-    recipe = PretrainRecipe()
     absent = []
     for build in builds:
         world = load_world(build.world)
-        if not cache_entry("models", ladder_spec(build.name, world.id, recipe)).exists():
+        if not cache_entry("models", ladder_spec(build.name, world.id, rung_recipe(build.name))).exists():
             absent.append(build)
     return sorted(absent, key=lambda build: build.cost, reverse=True)
 

@@ -74,6 +74,9 @@ def test_ladder_model_dir_checks_name_and_budget_before_building() -> None:
     with pytest.raises(ValueError, match="pretrain_tokens_per_param"):
         ladder_model_dir("raycl-tiny-s", None, None, "world", 7.0)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="raycl-tiny-xs"):
+        ladder_model_dir("raycl-tiny-huge", None, None, "world", 20.0)  # type: ignore[arg-type]
+    # The out-of-sample rung is pretrained to 10 tokens per parameter at most.
+    with pytest.raises(ValueError, match="the budgets available are 5, 10 "):
         ladder_model_dir("raycl-tiny-xxl", None, None, "world", 20.0)  # type: ignore[arg-type]
 
 
