@@ -15,6 +15,7 @@ import pytest
 
 from raycl.artifacts.real_models import is_real_model
 from raycl.config.space import load_space, shipped_spaces
+from raycl.models.ladder import BUDGET_CAPS
 from raycl.models.loading import load_base_model
 from raycl.training.trial import run_trial
 from raycl.world.offline import load_world
@@ -51,6 +52,8 @@ def test_evaluation_takes_at_most_three_fifths_of_a_trial(path: Path, tmp_path: 
         pytest.skip(f"{path.name} reads real data: needs the samples at {SHARED}")
     if is_real_model(config.model.name):  # minutes a trial on 2 cores
         pytest.skip(f"{path.name} trains a real model: its evaluation share is in reports/real_models.md")
+    if config.model.name in BUDGET_CAPS:  # 13 CPU minutes to pretrain; scaling_laws measures the same settings
+        pytest.skip(f"{path.name} trains the out-of-sample rung {config.model.name}")
     load_base_model(config.model, load_world(config.world))  # built outside the timed trial
     result = run_trial(config, tmp_path / "trial")
     assert 0 < result.eval_time_fraction <= 0.6, (path.stem, result.eval_time_s, result.wall_time_s)
