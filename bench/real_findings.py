@@ -72,7 +72,7 @@ class Scale:
 
 
 # Batch 4 x 128 tokens (1 replay row in 4 at 25%); 24 steps, evaluated every 3: 9 points of each curve, the whole
-# run (18 trials) about 50 minutes on a shared 2-core box.
+# run (18 trials) 58 minutes on a 2-core box shared with other jobs (reports/findings_real_run.json).
 SCALE = Scale(steps=24, every=3, max_examples=16, bench_limit=20)
 
 
