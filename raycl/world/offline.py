@@ -45,6 +45,7 @@ def load_world(config: WorldConfig) -> World:
         num_stages=config.num_stages,
         base_entities=config.base_entities,
         stage_entities=config.stage_entities,
+        familiar_entities=config.familiar_entities,
     )
 
     def build(out: Path) -> None:
@@ -53,5 +54,8 @@ def load_world(config: WorldConfig) -> World:
     # Only what shapes the base side (text, tokenizer) keys the cache, so base models are shared by
     # every stream length and stage size.
     base_side = {"seed": config.seed, "base_entities": config.base_entities, "vocab_size": config.vocab_size}
+    if config.familiar_entities:  # only then, so the keys of worlds without familiar domains stay as they were
+        # (their names follow every stage's, so the base text depends on stage_entities too)
+        base_side |= {"familiar_entities": config.familiar_entities, "stage_entities": config.stage_entities}
     path = cached_build("worlds", base_side | {"version": WORLD_VERSION}, build)
     return World(config=config, text=text, path=path)
