@@ -26,6 +26,7 @@ reported. Finished trials are appended to `runs/findings/trials.jsonl`; a rerun 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import multiprocessing
@@ -49,7 +50,7 @@ import yaml  # noqa: E402
 from report import REPORTS  # noqa: E402
 
 from raycl.analysis.seeds import mean_interval  # noqa: E402
-from raycl.config import TrialConfig  # noqa: E402
+from raycl.config import TrialConfig, WorldConfig  # noqa: E402
 from raycl.evaluation.metrics import untrained_loss  # noqa: E402
 from raycl.models.builds import build_rungs, missing, rungs_of  # noqa: E402
 from raycl.models.ladder import LADDER, PretrainRecipe, peak_lr  # noqa: E402
@@ -209,10 +210,11 @@ def lr_replay_design(s: Scale) -> Design:
 # ---- running the trials --------------------------------------------------------------------------------------
 
 
-def stage_tokens(config: TrialConfig) -> int:
-    """Tokens in the trial's first stage's train blocks: what one epoch of the stage is."""
-    world = load_world(config.world)
-    return offline_stream(world, world.tokenizer, config.train.seq_len).stages[0].train_blocks.numel()
+@functools.cache
+def stage_tokens(world_json: str, seq_len: int) -> int:
+    """Tokens in the first stage's train blocks of the world of `world_json`: what one epoch of the stage is."""
+    world = load_world(WorldConfig.model_validate_json(world_json))
+    return offline_stream(world, world.tokenizer, seq_len).stages[0].train_blocks.numel()
 
 
 def run_one(overrides: dict[str, Any]) -> dict[str, Any]:
@@ -241,7 +243,7 @@ def run_one(overrides: dict[str, Any]) -> dict[str, Any]:
                 "wall_time_s",
             )
         },
-        "epochs_per_stage": r.new_tokens / stage_tokens(config),
+        "epochs_per_stage": r.new_tokens / stage_tokens(config.world.model_dump_json(), config.train.seq_len),
         "base_loss_init": untrained_loss(r.config["world"]["vocab_size"]),
         "curve": curve,
         "started_at": started_at,
@@ -760,6 +762,166 @@ def run_world(args: argparse.Namespace, scale: Scale) -> None:
     print(f"computed {len(pending)} of {len(wanted)} trials in {(time.perf_counter() - started) / 60:.1f} minutes")
 
 
+# ---- the real model beside the world ---------------------------------------------------------------------------
+
+REAL_CACHE = REPORTS.parent / "runs" / "findings_real" / "trials.jsonl"
+REAL_PILOT = REPORTS / "findings_real_pilot.json"
+# The findings one real model can test: (protocol key, its conditions in real_findings.py, analysis). Size and
+# pretraining budget cannot be varied on one pretrained model.
+REAL_FINDINGS: tuple[tuple[str, tuple[str, ...], Callable[[Runs, Sequence[float]], Finding]], ...] = (
+    (
+        "replay_ratio",
+        ("none", "replay 25%"),
+        lambda r, lv: finding_replay_ratio(r, lv, "none", "replay 25%", "1/4 (25%)"),
+    ),
+    ("self_replay", ("none", "replay 25%", "self-generated 25% + KL"), lambda r, lv: finding_self_replay(r, lv, *r)),
+    ("methods", ("none", "LoRA r8", "GaLore"), lambda r, lv: finding_methods(r, lv, "none", "LoRA r8")),
+    ("power_law", ("LoRA r8",), lambda r, lv: finding_power_law(r)),
+    ("lr_replay", ("none", "replay 25%", "lr/3"), lambda r, lv: finding_lr_replay(r, lv, "none", "lr/3", "replay 25%")),
+)
+# Where magnitudes are compared: each side's plain full fine-tuning without replay (the world's on raycl-tiny-m).
+WORLD_REFERENCE = ("self_replay", "none")
+
+
+def real_runs(records: Sequence[dict[str, Any]], model: str, labels: Sequence[str]) -> Runs:
+    """The real model's records by condition and (0, data seed): one pretrained model, so one "world"."""
+    mine = [r for r in records if r["overrides"]["model.name"] == model]
+    return {
+        label: {(0, r["seed"]): r for r in sorted(mine, key=lambda r: r["seed"]) if r["label"] == label}
+        for label in labels
+    }
+
+
+def middle_fractions(runs: dict[Cell, dict[str, Any]], level: float) -> list[float]:
+    """Each trial's forgetting fraction where its new loss has dropped by `level` (trials that never do: left out)."""
+    points = [at_level(r, level) for r in runs.values()]
+    return [p["forgetting_fraction"] for p in points if p is not None]
+
+
+def benchmark_deltas(runs: Runs) -> dict[str, dict[str, dict[str, float]]]:
+    """Per condition and benchmark, accuracy after minus before, mean and interval over the data seeds."""
+    deltas: dict[str, dict[str, dict[str, float]]] = {}
+    for label, rs in runs.items():
+        tasks = sorted({t for r in rs.values() for t in r.get("benchmarks", {})})
+        deltas[label] = {
+            t: seed_summary({c: r["benchmarks"][t]["after"] - r["benchmarks"][t]["before"] for c, r in rs.items()})
+            for t in tasks
+        }
+    return deltas
+
+
+def world_vs_real(args: argparse.Namespace) -> None:
+    """The real model's findings (trials from real_findings.py's cache) beside the world's, and their magnitudes."""
+    records = [json.loads(line) for line in (args.cache or REAL_CACHE).read_text().splitlines()]
+    pilot = json.loads(REAL_PILOT.read_text())
+    levels = band_levels(pilot["final_learning_nats"])
+    world_rows = {r["finding"].split(".")[0]: r for r in json.loads((REPORTS / "findings.json").read_text())}
+    keys = {name: i for i, (name, _, _) in enumerate(WORLD_FINDINGS, 1)}
+    rows, findings = [], {}
+    for name, labels, analyse in REAL_FINDINGS:
+        finding = analyse(real_runs(records, args.model, labels), levels)
+        real, world = finding.as_json(), world_rows[str(keys[name])]
+        findings[name] = finding
+        rows.append(
+            {
+                "finding": world["finding"],
+                "key": name,
+                "direction": real["direction"],
+                "world": {k: world[k] for k in ("metric", "effect", "ci_low", "ci_high", "reproduced", "band")},
+                "real": {k: real[k] for k in ("metric", "effect", "ci_low", "ci_high", "reproduced", "band")},
+                "real_seeds": real["seeds"],
+                "world_seeds": world["world_seeds"],
+                "agree": bool(np.sign(world["effect"]) == np.sign(real["effect"])),
+                "real_note": real["note"],
+            }
+        )
+    world_bands = json.loads(BANDS.read_text())
+    world_design = dict((n, d) for n, d, _ in WORLD_FINDINGS)[WORLD_REFERENCE[0]](FULL)
+    world_records = load_cache(REPORTS / "findings_trials.jsonl")
+    world_none = world_runs(world_design, FULL, world_records)[WORLD_REFERENCE[1]]
+    world_middle = world_bands[WORLD_REFERENCE[0]]["levels"][len(levels) // 2]
+    real_none = real_runs(records, args.model, ("none",))["none"]
+    world_ff = float(np.median(middle_fractions(world_none, world_middle)))
+    real_ff = float(np.median(middle_fractions(real_none, levels[len(levels) // 2])))
+    all_real = real_runs(records, args.model, sorted({r["label"] for r in records}))
+    others = sorted({r["overrides"]["model.name"] for r in records} - {args.model})
+    summary = {
+        "model": args.model,
+        "findings": rows,
+        "agree": sum(r["agree"] for r in rows),
+        "forgetting_fraction_ratio": world_ff / real_ff,
+        "world_forgetting_fraction_at_band_middle": world_ff,
+        "real_forgetting_fraction_at_band_middle": real_ff,
+        "world_band_middle_nats": world_middle,
+        "real_band_middle_nats": levels[len(levels) // 2],
+        "real_band": levels,
+        "benchmark_deltas": benchmark_deltas(all_real),
+        "descriptive": {
+            m: {
+                k: float(np.mean([r[k] for r in records if r["overrides"]["model.name"] == m and r["label"] == "none"]))
+                for k in ("learning_nats", "forgetting", "forgetting_fraction", "wall_time_s")
+            }
+            for m in [args.model, *others]
+        },
+        "real_wall_s": busy_seconds([(r["started_at"], r["finished_at"]) for r in records]),
+        "real_trial_s": sum(r["wall_time_s"] for r in records),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "world_vs_real.json").write_text(json.dumps(summary, indent=2))
+    (args.out / "world_vs_real.md").write_text(world_vs_real_text(summary))
+    print((args.out / "world_vs_real.md").read_text())
+
+
+def world_vs_real_text(summary: dict[str, Any]) -> str:
+    def cell(side: dict[str, Any]) -> str:
+        return f"{side['effect']:+.3f} [{side['ci_low']:+.3f}, {side['ci_high']:+.3f}]"
+
+    lines = [
+        f"# The offline world beside a real model ({summary['model']})",
+        "",
+        f"Every finding one pretrained model can test, run by `python bench/findings.py --model {summary['model']}` "
+        f"({summary['real_wall_s'] / 60:.0f} minutes of wall time, {summary['real_trial_s'] / 60:.0f} trial-minutes "
+        "on the 2 CPU cores), beside the world's (reports/findings.md). Same protocol: effects are means over a band "
+        "of learning levels set by a pilot that is never scored (data seed 99 here); the real model's intervals are "
+        "over its data seeds only, the world's over world seeds. `agree`: the two effects have the same sign. Size "
+        "and pretraining budget (findings 3 and 4) cannot be varied on one pretrained model.",
+        "",
+        "| finding | world effect | world reproduced | real effect | real reproduced | real seeds | agree |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in summary["findings"]:
+        lines.append(
+            f"| {r['finding']} | {cell(r['world'])} | {r['world']['reproduced']} | {cell(r['real'])} | "
+            f"{r['real']['reproduced']} | {r['real_seeds']} | {'yes' if r['agree'] else '**no**'} |"
+        )
+    lines += [
+        "",
+        f"**The world agrees in direction on {summary['agree']} of {len(summary['findings'])}.**",
+        "",
+        "**Magnitude**: forgetting fraction of plain full fine-tuning at the band's middle: world (raycl-tiny-m, "
+        f"{summary['world_band_middle_nats']:g} nats learned) "
+        f"{summary['world_forgetting_fraction_at_band_middle']:.4f}, real ({summary['real_band_middle_nats']:g} nats "
+        f"learned) {summary['real_forgetting_fraction_at_band_middle']:.4f}: "
+        f"ratio **{summary['forgetting_fraction_ratio']:.2f}**.",
+        "",
+        "Benchmark accuracy after minus before (lm-eval on local subsets), mean [95% CI] over the data seeds:",
+        "",
+    ]
+    for label, tasks in summary["benchmark_deltas"].items():
+        lines.append(
+            f"- {label}: "
+            + "; ".join(f"{t} {s['effect']:+.3f} [{s['ci_low']:+.3f}, {s['ci_high']:+.3f}]" for t, s in tasks.items())
+        )
+    lines += ["", "Descriptive, plain full fine-tuning (not a size law: two model families):", ""]
+    for model, d in summary["descriptive"].items():
+        lines.append(
+            f"- {model}: learning {d['learning_nats']:.3f} nats, forgetting {d['forgetting']:+.3f} nats "
+            f"(fraction {d['forgetting_fraction']:.4f}), {d['wall_time_s']:.0f} s a trial"
+        )
+    lines += ["", *(f"- {r['finding']} (real): {r['real_note']}" for r in summary["findings"]), ""]
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short trials of the two smallest rungs, 2 x 2 seeds")
@@ -771,9 +933,7 @@ def main() -> None:
     parser.add_argument("--fresh", action="store_true", help="ignore (and replace) the trial cache")
     args = parser.parse_args()
     if args.model:
-        from real_findings import compare_with_world
-
-        compare_with_world(args)
+        world_vs_real(args)
         return
     run_world(args, QUICK if args.quick else FULL)
 
