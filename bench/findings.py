@@ -711,6 +711,10 @@ def write(out: Path, findings: list[Finding], run: dict[str, Any]) -> None:
         "so stages start below a uniform guess. Its fine-tuning LR is a thirtieth of each rung's peak "
         "pretraining LR; that ratio was chosen on the pilot world, after seeing its forgetting.",
         "",
+        "Held-out new-data loss before fine-tuning, mean over the trials of each base (every world and budget): "
+        + listing(run["start"], " nats")
+        + f", against a uniform guess of {run['uniform']:.2f} nats (ln V).",
+        "",
         *table(rows),
         "",
         f"**{sum(r['reproduced'] is True for r in rows)} of {len(rows)} reproduced, "
@@ -756,6 +760,11 @@ def run_world(args: argparse.Namespace, scale: Scale) -> None:
             "busy_s": busy_seconds([(r["started_at"], r["finished_at"]) for r in records]),
             "trial_s": sum(r["wall_time_s"] for r in records),
             "load": np.percentile([r["load_average"] for r in records], [0, 50, 100]),
+            "start": {
+                m: float(np.mean([r["curve"][0][1] for r in records if r["overrides"]["model.name"] == m]))
+                for m in dict.fromkeys(r["overrides"]["model.name"] for r in records)
+            },
+            "uniform": records[0]["base_loss_init"],
         },
     )
     print((args.out / "findings.md").read_text())
@@ -764,7 +773,6 @@ def run_world(args: argparse.Namespace, scale: Scale) -> None:
 
 # ---- the real model beside the world ---------------------------------------------------------------------------
 
-REAL_CACHE = REPORTS.parent / "runs" / "findings_real" / "trials.jsonl"
 REAL_PILOT = REPORTS / "findings_real_pilot.json"
 # The findings one real model can test: (protocol key, its conditions in real_findings.py, analysis). Size and
 # pretraining budget cannot be varied on one pretrained model.
@@ -810,16 +818,35 @@ def benchmark_deltas(runs: Runs) -> dict[str, dict[str, dict[str, float]]]:
     return deltas
 
 
+def direction_of(row: dict[str, Any], finding: Finding | None = None) -> int:
+    """The sign a finding's result points in: of the mean pointwise difference in nats over the band where it is
+    banded (for finding 2 that is forgetting without minus with self-generated replay, whose sign the share loses
+    when there is no forgetting to remove), else of the effect; where a power-law exponent is undefined because
+    forgetting never rises above zero, of the slope of forgetting on log step."""
+    if row["pointwise"]:
+        return int(np.sign(np.mean([p["effect"] for p in row["pointwise"]])))
+    if not math.isnan(row["effect"]) or finding is None:
+        return int(np.sign(row["effect"]))
+    curves = finding.raw["curves"]
+    slopes = [slope(np.log([p[0] for p in c[1:]]), [p[2] - c[0][2] for p in c[1:]]) for c in curves]
+    return int(np.sign(np.mean(slopes)))
+
+
 def world_vs_real(args: argparse.Namespace) -> None:
     """The real model's findings (trials from real_findings.py's cache) beside the world's, and their magnitudes."""
-    records = [json.loads(line) for line in (args.cache or REAL_CACHE).read_text().splitlines()]
+    records = [
+        json.loads(line)
+        for path in sorted(REPORTS.glob("findings_real*_trials.jsonl"))  # the model's, and others' descriptive rows
+        for line in path.read_text().splitlines()
+    ]
     pilot = json.loads(REAL_PILOT.read_text())
-    levels = band_levels(pilot["final_learning_nats"])
+    model = pilot["model"]  # the scored model; others' trials are descriptive rows
+    levels = band_levels(pilot["curve"][0][1] - pilot["curve"][-1][1])
     world_rows = {r["finding"].split(".")[0]: r for r in json.loads((REPORTS / "findings.json").read_text())}
     keys = {name: i for i, (name, _, _) in enumerate(WORLD_FINDINGS, 1)}
     rows, findings = [], {}
     for name, labels, analyse in REAL_FINDINGS:
-        finding = analyse(real_runs(records, args.model, labels), levels)
+        finding = analyse(real_runs(records, model, labels), levels)
         real, world = finding.as_json(), world_rows[str(keys[name])]
         findings[name] = finding
         rows.append(
@@ -831,7 +858,9 @@ def world_vs_real(args: argparse.Namespace) -> None:
                 "real": {k: real[k] for k in ("metric", "effect", "ci_low", "ci_high", "reproduced", "band")},
                 "real_seeds": real["seeds"],
                 "world_seeds": world["world_seeds"],
-                "agree": bool(np.sign(world["effect"]) == np.sign(real["effect"])),
+                "world_direction": direction_of(world),
+                "real_direction": direction_of(real, finding),
+                "agree": direction_of(world) == direction_of(real, finding),
                 "real_note": real["note"],
             }
         )
@@ -840,13 +869,13 @@ def world_vs_real(args: argparse.Namespace) -> None:
     world_records = load_cache(REPORTS / "findings_trials.jsonl")
     world_none = world_runs(world_design, FULL, world_records)[WORLD_REFERENCE[1]]
     world_middle = world_bands[WORLD_REFERENCE[0]]["levels"][len(levels) // 2]
-    real_none = real_runs(records, args.model, ("none",))["none"]
+    real_none = real_runs(records, model, ("none",))["none"]
     world_ff = float(np.median(middle_fractions(world_none, world_middle)))
     real_ff = float(np.median(middle_fractions(real_none, levels[len(levels) // 2])))
-    all_real = real_runs(records, args.model, sorted({r["label"] for r in records}))
-    others = sorted({r["overrides"]["model.name"] for r in records} - {args.model})
+    all_real = real_runs(records, model, sorted({r["label"] for r in records}))
+    others = sorted({r["overrides"]["model.name"] for r in records} - {model})
     summary = {
-        "model": args.model,
+        "model": model,
         "findings": rows,
         "agree": sum(r["agree"] for r in rows),
         "forgetting_fraction_ratio": world_ff / real_ff,
@@ -861,7 +890,7 @@ def world_vs_real(args: argparse.Namespace) -> None:
                 k: float(np.mean([r[k] for r in records if r["overrides"]["model.name"] == m and r["label"] == "none"]))
                 for k in ("learning_nats", "forgetting", "forgetting_fraction", "wall_time_s")
             }
-            for m in [args.model, *others]
+            for m in [model, *others]
         },
         "real_wall_s": busy_seconds([(r["started_at"], r["finished_at"]) for r in records]),
         "real_trial_s": sum(r["wall_time_s"] for r in records),
@@ -933,6 +962,9 @@ def main() -> None:
     parser.add_argument("--fresh", action="store_true", help="ignore (and replace) the trial cache")
     args = parser.parse_args()
     if args.model:
+        from real_findings import main as run_real
+
+        run_real(["--model", args.model, "--workers", str(args.workers)])
         world_vs_real(args)
         return
     run_world(args, QUICK if args.quick else FULL)

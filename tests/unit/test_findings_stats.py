@@ -20,6 +20,7 @@ from findings import (  # noqa: E402
     band_values,
     busy_seconds,
     covered,
+    direction_of,
     key,
     load_cache,
     seed_summary,
@@ -96,3 +97,13 @@ def test_the_cache_finds_a_trial_recorded_under_an_older_config_key(tmp_path: Pa
     cache = tmp_path / "trials.jsonl"
     cache.write_text(json.dumps({"key": stale, "overrides": overrides, "learning": 0.5}) + "\n")
     assert load_cache(cache)[key(overrides)]["learning"] == 0.5
+
+
+def test_the_direction_compared_with_a_real_model() -> None:
+    # Banded: the sign of the mean pointwise difference, even where the effect (a share) has the other sign.
+    assert direction_of({"pointwise": [{"effect": 0.02}, {"effect": 0.04}], "effect": -3.0}) == 1
+    assert direction_of({"pointwise": None, "effect": -0.5}) == -1
+    # An undefined exponent (forgetting never positive): the sign of forgetting's slope on log step.
+    falling = [[0, 2.0, 3.0], [10, 1.9, 2.95], [20, 1.8, 2.9], [30, 1.7, 2.85]]
+    power_law = Finding("power_law", "f", "s", {}, "m", {(0, 0): math.nan}, {}, raw={"curves": [falling]})
+    assert direction_of({"pointwise": None, "effect": math.nan}, power_law) == -1
