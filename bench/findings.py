@@ -418,7 +418,11 @@ def band_of(levels: Sequence[float], used: Sequence[float]) -> dict[str, Any]:
 
 
 def epochs(runs: Runs) -> float:
-    return max(r["epochs_per_stage"] for rs in runs.values() for r in rs.values() if "epochs_per_stage" in r)
+    """The most any trial of a finding trained on its stage, in epochs (NaN where the records do not say)."""
+    return max(
+        (r["epochs_per_stage"] for rs in runs.values() for r in rs.values() if "epochs_per_stage" in r),
+        default=math.nan,
+    )
 
 
 # ---- the findings, each from its runs and its band --------------------------------------------------------------
