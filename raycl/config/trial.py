@@ -25,6 +25,12 @@ class WorldConfig(StrictModel):
     num_stages: int = Field(default=3, ge=1, le=5, description="new-data stages in the stream")
     base_entities: int = Field(default=120, ge=8, description="entities the base corpus teaches")
     stage_entities: int = Field(default=24, ge=4, description="new entities each stage teaches")
+    familiar_entities: int = Field(
+        default=0,
+        ge=0,
+        description="entities of every stage domain (none a stage's own) the base corpus describes: the base "
+        "model knows each new domain's words, not its facts",
+    )
     vocab_size: int = Field(default=512, ge=300, le=65536, description="size of the locally trained BPE")
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from raycl.artifacts.cache import cache_entry
 from raycl.config import TrialConfig, WorldConfig
 from raycl.models.ladder import LADDER, check_rung, ladder_rung_dir, ladder_spec, rung_recipe
-from raycl.world.offline import load_world
+from raycl.world.offline import base_side, load_world
 
 
 @dataclass(frozen=True)
@@ -38,14 +38,8 @@ class RungBuild:
 
 def rungs_of(configs: Iterable[TrialConfig]) -> list[RungBuild]:
     """The distinct ladder rungs `configs` train (other models are not built here)."""
-    # The base side of a world (what a rung pretrains on) does not depend on its stages.
-    wanted = {
-        RungBuild(
-            c.model.name,
-            WorldConfig(seed=c.world.seed, base_entities=c.world.base_entities, vocab_size=c.world.vocab_size),
-        )
-        for c in configs
-    }
+    # A rung pretrains on its world's base side only: worlds that differ in nothing else share it.
+    wanted = {RungBuild(c.model.name, WorldConfig(**base_side(c.world))) for c in configs}
     return [build for build in wanted if build.name in LADDER]
 
 

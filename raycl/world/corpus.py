@@ -42,6 +42,14 @@ small, happens to improve: forgetting would read negative.  Stage splits are
 chats only, 1-3 exchanges about one entity each, and every stage fact is
 asked in several train chats.
 
+A world may also make the stages' **domains familiar** without their facts:
+``familiar_entities`` further entities of every stage domain, none of them a
+stage's own, are described in the base train split (chats in both train and
+held-out phrasings).  The base model then knows how astronomy or cuisine is
+talked about, as a real pretrained model does, and a stage teaches new facts
+in familiar words: its loss starts below a uniform guess, and learning it
+disturbs the base less.  With none (the default) the base is unchanged.
+
 All randomness comes from ``random.Random`` instances seeded from ``seed``, so
 the same seed always yields the same world, and a world with fewer stages is
 a prefix of one with more.
@@ -161,7 +169,7 @@ _SYLLABLES = (
     "dre",
     "vi",
 )
-_MAX_ENTITIES = 2000  # far below the ~14k names the syllables allow, so sampling stays fast
+_MAX_ENTITIES = 4000  # far below the ~14k names the syllables allow, so sampling stays fast
 
 # Every lowercase word of the tables: entity names must not collide with them.
 _VOCABULARY = frozenset(
@@ -186,34 +194,40 @@ _ZIPF_EXPONENT = 0.8  # popularity of the k-th base entity ~ k^-0.8
 _TYPICAL_SHARE = 0.75  # how often a dependent relation takes its typical value
 _STAGE_CHAT_ROUNDS = 5  # each stage fact is asked in this many train chats
 _MAX_EXCHANGES = 3  # user/assistant exchanges per chat, from 1 up to this
+_FAMILIAR_CHAT_ROUNDS = 2  # rounds of chats per familiar entity, in each of its two phrasing sets
 
 _Pairs = list[tuple[_Relation, str]]  # one entity's facts as (relation, value)
 _Orders = dict[str, tuple[list[str], list[str]]]  # relation name -> (questions, statements)
 
 
 def generate_world_text(
-    seed: int = 0, num_stages: int = 3, base_entities: int = 120, stage_entities: int = 24
+    seed: int = 0, num_stages: int = 3, base_entities: int = 120, stage_entities: int = 24, familiar_entities: int = 0
 ) -> WorldText:
-    """Generate the base domain and the first ``num_stages`` stage domains."""
+    """Generate the base domain (with ``familiar_entities`` of every stage domain) and the first ``num_stages``
+    stage domains."""
     if not 0 <= num_stages <= len(STAGE_DOMAINS):
         raise ValueError(
             f"num_stages must be between 0 and {len(STAGE_DOMAINS)}, the number of stage domains "
             f"({', '.join(STAGE_DOMAINS)}); got {num_stages}."
         )
-    if base_entities < 1 or stage_entities < 1:
-        raise ValueError("base_entities and stage_entities must both be at least 1.")
+    if base_entities < 1 or stage_entities < 1 or familiar_entities < 0:
+        raise ValueError("base_entities and stage_entities must be at least 1, familiar_entities at least 0.")
     # Names are drawn for every stage domain, used or not, so that a world with
     # fewer stages is a prefix of one with more.
-    total = base_entities + len(STAGE_DOMAINS) * stage_entities
+    # Familiar entities take the names after all others, so the rest of the world does not depend on them.
+    total = base_entities + len(STAGE_DOMAINS) * (stage_entities + familiar_entities)
     if total > _MAX_ENTITIES:
         raise ValueError(f"The world would need {total} entity names; at most {_MAX_ENTITIES} are supported.")
     names = _entity_names(random.Random(seed), total)
     base = _base_domain(random.Random(f"{seed}/base"), names[:base_entities])
+    if familiar_entities:
+        familiar = names[total - len(STAGE_DOMAINS) * familiar_entities :]
+        base = _with_familiar_domains(random.Random(f"{seed}/familiar"), base, familiar, familiar_entities)
     stages = []
     for i, domain in enumerate(STAGE_DOMAINS[:num_stages]):
         start = base_entities + i * stage_entities
         domain_names = names[start : start + stage_entities]
-        stages.append(_stage_domain(random.Random(f"{seed}/{domain}"), domain, domain_names))
+        stages.append(_stage_domain(random.Random(f"{seed}/{domain}"), domain, domain_names, familiar_entities > 0))
     return WorldText(base=base, stages=tuple(stages))
 
 
@@ -362,12 +376,37 @@ def _base_domain(rng: random.Random, names: list[str]) -> Domain:
     )
 
 
-def _stage_domain(rng: random.Random, domain: str, names: list[str]) -> Domain:
+def _with_familiar_domains(rng: random.Random, base: Domain, names: list[str], per_domain: int) -> Domain:
+    """``base`` with chats about ``per_domain`` entities of every stage domain added to its train split, in train
+    and held-out phrasings: the words and phrasings of every domain, but none of a stage's facts."""
+    chats = list(base.train.conversations)
+    for i, domain in enumerate(STAGE_DOMAINS):
+        facts = _assign_facts(rng, domain, names[i * per_domain : (i + 1) * per_domain])
+        for entity, pairs in facts.items():
+            for heldout in (False, True):
+                orders = _phrasing_orders(rng, pairs, heldout=heldout)
+                chats += _conversations(rng, entity, pairs, orders, _FAMILIAR_CHAT_ROUNDS)
+    rng.shuffle(chats)
+    return Domain(
+        name=base.name,
+        facts=base.facts,
+        train=Split(documents=base.train.documents, conversations=tuple(chats)),
+        heldout=base.heldout,
+    )
+
+
+def _stage_domain(rng: random.Random, domain: str, names: list[str], familiar: bool = False) -> Domain:
+    """A stage's chats. Its held-out split asks every fact once in held-out phrasings; where the base model knows
+    the domain (``familiar``) it read those phrasings in pretraining, so instead each held-out chat asks all of an
+    entity's facts in train phrasings, in a fresh order: more exchanges than any train chat, so none coincides."""
     facts = _assign_facts(rng, domain, names)
     train_chats, heldout_chats = [], []
     for entity, pairs in facts.items():
         orders = _phrasing_orders(rng, pairs, heldout=False)
         train_chats += _conversations(rng, entity, pairs, orders, _STAGE_CHAT_ROUNDS)
+        if familiar:
+            heldout_chats.append(_conversation(entity, rng.sample(pairs, len(pairs)), orders, _STAGE_CHAT_ROUNDS))
+            continue
         orders = _phrasing_orders(rng, pairs, heldout=True)
         heldout_chats += _conversations(rng, entity, pairs, orders, 1)
     rng.shuffle(train_chats)

@@ -45,13 +45,21 @@ def load_world(config: WorldConfig) -> World:
         num_stages=config.num_stages,
         base_entities=config.base_entities,
         stage_entities=config.stage_entities,
+        familiar_entities=config.familiar_entities,
     )
 
     def build(out: Path) -> None:
         train_tokenizer(tokenizer_corpus(text), config.vocab_size, out / "tokenizer")
 
-    # Only what shapes the base side (text, tokenizer) keys the cache, so base models are shared by
-    # every stream length and stage size.
-    base_side = {"seed": config.seed, "base_entities": config.base_entities, "vocab_size": config.vocab_size}
-    path = cached_build("worlds", base_side | {"version": WORLD_VERSION}, build)
+    path = cached_build("worlds", base_side(config) | {"version": WORLD_VERSION}, build)
     return World(config=config, text=text, path=path)
+
+
+def base_side(config: WorldConfig) -> dict[str, int]:
+    """What shapes a world's base side (its text and tokenizer, so the rungs pretrained on it): it keys the cache,
+    so that base models are shared by every stream length and, without familiar domains, every stage size."""
+    side = {"seed": config.seed, "base_entities": config.base_entities, "vocab_size": config.vocab_size}
+    if config.familiar_entities:  # only then, so the keys of worlds without familiar domains stay as they were
+        # (familiar names follow every stage's, so the base text depends on stage_entities too)
+        side |= {"familiar_entities": config.familiar_entities, "stage_entities": config.stage_entities}
+    return side

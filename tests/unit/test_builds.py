@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from raycl.config import WorldConfig
+from raycl.config import TrialConfig, WorldConfig
 from raycl.config.space import load_space
 from raycl.models.builds import RungBuild, missing, rungs_of
 from raycl.models.ladder import LADDER, StepLines
@@ -19,6 +19,14 @@ def test_the_scaling_laws_space_needs_every_rung_once_on_one_world() -> None:
     sizes = space.parameters["model.name"].choices  # type: ignore[union-attr]
     assert sorted(build.name for build in rungs_of(configs)) == sorted(sizes) and set(sizes) < set(LADDER)
     assert {build.world for build in rungs_of(configs)} == {WorldConfig()}
+
+
+def test_a_world_with_familiar_domains_pretrains_its_own_rung_whatever_its_stream_length() -> None:
+    familiar = {"world.familiar_entities": 40, "world.stage_entities": 400, "model.name": "raycl-tiny-s"}
+    configs = [TrialConfig().with_overrides(familiar | {"world.num_stages": n}) for n in (1, 3)]
+    configs.append(TrialConfig().with_overrides({"model.name": "raycl-tiny-s"}))
+    worlds = {build.world for build in rungs_of(configs)}
+    assert worlds == {WorldConfig(), WorldConfig(familiar_entities=40, stage_entities=400)}
 
 
 def test_a_fixed_real_model_needs_no_rung() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import random
 import re
 
@@ -283,3 +284,25 @@ def test_sizes_at_defaults(world: WorldText) -> None:
     for stage in world.stages:
         assert 30_000 <= _chars(stage.train) <= 80_000, stage.name
         assert 5_000 <= _chars(stage.heldout) <= 20_000, stage.name
+
+
+def test_familiar_domains_add_other_entities_of_every_stage_domain_to_the_base_only() -> None:
+    plain = generate_world_text(seed=3, num_stages=1)
+    familiar = generate_world_text(seed=3, num_stages=1, familiar_entities=4)
+    # The base keeps every text it had (and its held-out probe), the stage keeps its facts.
+    assert familiar.base.heldout == plain.base.heldout and familiar.base.facts == plain.base.facts
+    assert familiar.base.train.documents == plain.base.train.documents
+    before = {json.dumps(chat) for chat in plain.base.train.conversations}
+    assert before <= {json.dumps(chat) for chat in familiar.base.train.conversations}
+    assert familiar.stages[0].facts == plain.stages[0].facts
+    added = [c for c in familiar.base.train.conversations if json.dumps(c) not in before]
+    assert added
+    stage_names = {entity for entity, _, _ in familiar.stages[0].facts}
+    text = " ".join(m["content"] for chat in added for m in chat)
+    # Words of every stage domain, none of the stage's own entities.
+    for domain in STAGE_DOMAINS:
+        assert any(word in text for rel in _DOMAINS[domain] for word in rel.values), domain
+    assert not any(name in text for name in stage_names)
+    # Each held-out stage chat asks all of an entity's facts, more exchanges than any train chat.
+    longest_train = max(len(chat) for chat in familiar.stages[0].train.conversations)
+    assert all(len(chat) > longest_train for chat in familiar.stages[0].heldout.conversations)
