@@ -261,7 +261,7 @@ def run_summary(records: list[dict[str, Any]], workers: int) -> dict[str, Any]:
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=list(MODELS), default="smollm2-135m-instruct")
     parser.add_argument("--seeds", type=int, default=len(SEEDS), help="data seeds 0..N-1 per condition")
@@ -269,7 +269,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None, help="trials at a time, one torch thread each")
     parser.add_argument("--steps", type=int, default=SCALE.steps, help="steps at the full LR (smoke checks only)")
     parser.add_argument("--cache", type=Path, default=CACHE, help=f"trial cache (default {CACHE})")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     os.chdir(ROOT)
     missing = [path for path in (CONVERSATIONS, *ORIGINAL, *BENCHMARKS.values()) if not path.exists()]
     if missing:
