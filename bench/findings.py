@@ -217,6 +217,33 @@ def stage_tokens(world_json: str, seq_len: int) -> int:
     return offline_stream(world, world.tokenizer, seq_len).stages[0].train_blocks.numel()
 
 
+# What a trial record keeps of a trial's result, beside its curve.
+METRICS = (
+    "learning",
+    "learning_nats",
+    "forgetting",
+    "forgetting_fraction",
+    "base_loss_before",
+    "num_params_non_embedding",
+    "train_tokens",
+    "new_tokens",
+    "wall_time_s",
+)
+
+
+def trial_record(overrides: dict[str, Any], result: Any, curve: list[list[float]], started_at: float) -> dict[str, Any]:
+    """The record of a finished trial: its overrides, final metrics, (step, new loss, retention loss) curve, times."""
+    return {
+        "key": key(overrides),
+        "overrides": overrides,
+        **{name: getattr(result, name) for name in METRICS},
+        "curve": curve,
+        "started_at": started_at,
+        "finished_at": time.time(),
+        "load_average": os.getloadavg()[0],
+    }
+
+
 def run_one(overrides: dict[str, Any]) -> dict[str, Any]:
     """Train one trial and keep what the findings read: final metrics and the (step, new loss, base loss) curve."""
     config, started_at = TrialConfig().with_overrides(overrides), time.time()
@@ -226,29 +253,9 @@ def run_one(overrides: dict[str, Any]) -> dict[str, Any]:
     curve = [[0, matrix[0][0], retention[0]]]
     curve += [[c["step"], c["stage_losses"][0], c["base_loss"]] for c in r.curves]
     curve.append([config.train.steps_per_stage, matrix[-1][0], retention[-1]])
-    return {
-        "key": key(overrides),
-        "overrides": overrides,
-        **{
-            name: getattr(r, name)
-            for name in (
-                "learning",
-                "learning_nats",
-                "forgetting",
-                "forgetting_fraction",
-                "base_loss_before",
-                "num_params_non_embedding",
-                "train_tokens",
-                "new_tokens",
-                "wall_time_s",
-            )
-        },
+    return trial_record(overrides, r, curve, started_at) | {
         "epochs_per_stage": r.new_tokens / stage_tokens(config.world.model_dump_json(), config.train.seq_len),
         "base_loss_init": untrained_loss(r.config["world"]["vocab_size"]),
-        "curve": curve,
-        "started_at": started_at,
-        "finished_at": time.time(),
-        "load_average": os.getloadavg()[0],
     }
 
 

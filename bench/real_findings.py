@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from findings import busy_seconds, key, load_cache
+from findings import busy_seconds, key, load_cache, trial_record
 from report import REPORTS
 
 from raycl.artifacts.real_models import ModelNotFetchedError, real_model_dir
@@ -185,35 +185,12 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     ]
     curve.append([config.train.steps_per_stage, matrix[-1][0], retention[-1]])
     before, after = r.benchmarks[0], r.benchmarks[-1]
-    return {
-        "key": key(overrides),
+    return trial_record(overrides, r, curve, started_at) | {
         "label": job["label"],
         "seed": config.train.seed,
-        "overrides": overrides,
-        **{
-            name: getattr(r, name)
-            for name in (
-                "learning",
-                "learning_nats",
-                "forgetting",
-                "forgetting_fraction",
-                "base_loss_before",
-                "num_params_non_embedding",
-                "train_tokens",
-                "new_tokens",
-                "wall_time_s",
-                "eval_time_fraction",
-                "replay_generation_fraction",
-                "device",
-                "dtype",
-            )
-        },
+        **{name: getattr(r, name) for name in ("eval_time_fraction", "replay_generation_fraction", "device", "dtype")},
         "base_loss_init": base_loss_init,
-        "curve": curve,
         "benchmarks": {task: {"before": before[task], "after": after[task]} for task in before},
-        "started_at": started_at,
-        "finished_at": time.time(),
-        "load_average": os.getloadavg()[0],
     }
 
 
