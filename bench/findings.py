@@ -103,9 +103,16 @@ FULL = Scale(
     slow_factor=3,
 )
 QUICK = replace(
-    FULL, world_seeds=(0, 1), data_seeds=(0, 1), steps=10, max_examples=16, sizes=SIZES[:2], model="raycl-tiny-xs"
+    FULL,
+    world_seeds=(0, 1),
+    data_seeds=(0, 1),
+    steps=10,
+    max_examples=16,
+    sizes=SIZES[:2],
+    model="raycl-tiny-xs",
+    small="raycl-tiny-xs",
+    slow_factor=2,
 )
-QUICK = replace(QUICK, small="raycl-tiny-xs", slow_factor=2)
 
 
 def finetune_lr(model: str) -> float:
@@ -262,7 +269,6 @@ def run_one(overrides: dict[str, Any]) -> dict[str, Any]:
 def run_all(pending: list[dict[str, Any]], cache: Path, workers: int) -> None:
     """Build the rungs the trials need, then run the trials `workers` at a time, appending each to `cache`."""
     build_rungs(missing(rungs_of(TrialConfig().with_overrides(o) for o in pending)), processes=workers)
-    cache.parent.mkdir(parents=True, exist_ok=True)
     # Longest first (by steps x batch x width), so the last trials to start are short ones.
     pending = sorted(
         pending,
@@ -270,13 +276,26 @@ def run_all(pending: list[dict[str, Any]], cache: Path, workers: int) -> None:
             -o["train.steps_per_stage"] * o.get("train.batch_size", 16) * LADDER[o["model.name"]].hidden_size ** 2
         ),
     )
+    run_pool(pending, run_one, cache, workers, lambda record: json.dumps(record["overrides"]))
+
+
+def run_pool(
+    jobs: list[Any],
+    run: Callable[[Any], dict[str, Any]],
+    cache: Path,
+    workers: int,
+    describe: Callable[[dict[str, Any]], str],
+) -> None:
+    """`run` every job, `workers` at a time in spawned processes, appending each record to `cache` as it finishes
+    (so a crash loses no finished trial) and printing a line per trial."""
+    cache.parent.mkdir(parents=True, exist_ok=True)
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool, cache.open("a") as sink:
-        futures = [pool.submit(run_one, o) for o in pending]
+        futures = [pool.submit(run, job) for job in jobs]
         for done, future in enumerate(as_completed(futures), 1):
             record = future.result()
             sink.write(json.dumps(record) + "\n")
             sink.flush()
-            print(f"[{done}/{len(pending)}] {record['wall_time_s']:.0f}s {json.dumps(record['overrides'])}", flush=True)
+            print(f"[{done}/{len(jobs)}] {record['wall_time_s']:.0f}s {describe(record)}", flush=True)
 
 
 def load_cache(cache: Path) -> dict[str, dict[str, Any]]:
@@ -379,21 +398,23 @@ class Finding:
     note: str = ""
     raw: dict[str, Any] = field(default_factory=dict)
 
-    def verdict(self, summary: dict[str, float]) -> bool | str:
+    def level_summaries(self) -> list[dict[str, float]] | None:
+        """The effect and its interval at each covered level of the band (None for a finding read over steps)."""
+        if not self.pointwise:
+            return None
+        return [seed_summary({c: v[i] for c, v in self.pointwise.items()}) for i in range(len(self.band["covered"]))]
+
+    def verdict(self, summary: dict[str, float], levels: list[dict[str, float]] | None) -> bool | str:
         """The protocol's rule: a sign change inside the band first, then the interval against the threshold."""
-        if self.pointwise:
-            levels = [
-                seed_summary({c: v[i] for c, v in self.pointwise.items()}) for i in range(len(self.band["covered"]))
-            ]
-            if any(p["ci_low"] > 0 for p in levels) and any(p["ci_high"] < 0 for p in levels):
-                return "depends on the level"
+        if levels and any(p["ci_low"] > 0 for p in levels) and any(p["ci_high"] < 0 for p in levels):
+            return "depends on the level"
         rule = PROTOCOL["findings"][self.name]
         if rule["direction"] > 0:
             return summary["ci_low"] > rule["threshold"]
         return summary["ci_high"] < rule["threshold"]
 
     def as_json(self) -> dict[str, Any]:
-        summary = seed_summary(self.per_cell)
+        summary, levels = seed_summary(self.per_cell), self.level_summaries()
         rule = PROTOCOL["findings"][self.name]
         worlds = sorted({w for w, _ in self.per_cell})
         return {
@@ -407,15 +428,12 @@ class Finding:
             "world_seeds": len(worlds),
             "direction": rule["direction"],
             "threshold": rule["threshold"],
-            "reproduced": self.verdict(summary),
+            "reproduced": self.verdict(summary, levels),
             "epochs_per_stage": self.epochs_per_stage,
             "epochs_trained": self.epochs_trained,
             "pointwise": None
-            if not self.pointwise
-            else [
-                {"level": lv, **seed_summary({c: v[i] for c, v in self.pointwise.items()})}
-                for i, lv in enumerate(self.band["covered"])
-            ],
+            if levels is None
+            else [{"level": lv, **p} for lv, p in zip(self.band["covered"], levels)],
             "note": self.note,
             "per_cell_effect": [[w, d, v] for (w, d), v in self.per_cell.items()],
             "raw": self.raw,
@@ -437,12 +455,27 @@ def epochs(runs: Runs, upto: float | None = None) -> float:
     return max(read, default=math.nan)
 
 
+def banded(
+    runs: Runs, levels: Sequence[float], value: Callable[[dict[str, float]], float]
+) -> tuple[list[float], dict[str, Any]]:
+    """A comparison read over the band: the levels every trial reaches, and the `Finding` fields of `value` there
+    (per cell its mean over those levels, the band, the pointwise values, and how much of the stage was trained)."""
+    used = covered(runs, levels)
+    pointwise = band_values(runs, used, value)
+    return used, {
+        "per_cell": mean_over_band(pointwise),
+        "band": band_of(levels, used),
+        "pointwise": pointwise,
+        "epochs_per_stage": epochs(runs, used[-1] if used else None),
+        "epochs_trained": epochs(runs),
+    }
+
+
 # ---- the findings, each from its runs and its band --------------------------------------------------------------
 
 
 def finding_replay_ratio(runs: Runs, levels: Sequence[float], none: str, replay: str, share: str) -> Finding:
-    used = covered(runs, levels)
-    pointwise = band_values(runs, used, lambda f: f[none] - f[replay])
+    used, fields = banded(runs, levels, lambda f: f[none] - f[replay])
     end = {label: {c: r["forgetting"] for c, r in rs.items()} for label, rs in runs.items()}
     at_end = {c: end[none][c] - end[replay][c] for c in end[none]}
     return Finding(
@@ -451,10 +484,7 @@ def finding_replay_ratio(runs: Runs, levels: Sequence[float], none: str, replay:
         "Ibrahim et al. 2024; Bethune et al. 2025",
         {"conditions": list(runs), "replay_share": share},
         f"forgetting (nats) without replay minus with {share} replay, mean over the band; positive: replay helps",
-        mean_over_band(pointwise),
-        band_of(levels, used),
-        pointwise,
-        epochs(runs, used[-1] if used else None),
+        **fields,
         note=(
             f"At equal steps (Ibrahim et al.'s comparison) the difference is {ci_text(at_end)} nats. Mean forgetting "
             f"at the end of the stage: {listing({k: float(np.mean(list(v.values()))) for k, v in end.items()})} nats."
@@ -464,12 +494,11 @@ def finding_replay_ratio(runs: Runs, levels: Sequence[float], none: str, replay:
 
 
 def finding_self_replay(runs: Runs, levels: Sequence[float], none: str, real: str, self_kl: str) -> Finding:
-    used = covered(runs, levels)
+    used, fields = banded(runs, levels, lambda f: f[none] - f[self_kl])
     mean_f = {lb: band_values({lb: rs}, used, lambda f, lb=lb: f[lb]) for lb, rs in runs.items()}
     band_mean = {lb: mean_over_band(v) for lb, v in mean_f.items()}
     share = {c: 1 - band_mean[self_kl][c] / band_mean[none][c] for c in band_mean[none]}
     real_share = {c: 1 - band_mean[real][c] / band_mean[none][c] for c in band_mean[none]}
-    pointwise = band_values(runs, used, lambda f: f[none] - f[self_kl])
     return Finding(
         "self_replay",
         "2. Self-generated replay with KL to the base removes most forgetting",
@@ -477,10 +506,7 @@ def finding_self_replay(runs: Runs, levels: Sequence[float], none: str, real: st
         {"conditions": list(runs)},
         "share of forgetting removed over the band, 1 - F(self-generated + KL) / F(none), forgetting averaged over "
         "the band's levels; reproduced when the interval lies above one half ('most')",
-        share,
-        band_of(levels, used),
-        pointwise,
-        epochs(runs, used[-1] if used else None),
+        **(fields | {"per_cell": share}),
         note=f"Real replay at the same ratio removes {ci_text(real_share)} of the forgetting. The pointwise curve "
         "(figure, and the sign rule) is forgetting without replay minus with self-generated replay + KL, in nats.",
         raw={"band_mean_forgetting": {lb: list(v.values()) for lb, v in band_mean.items()}},
@@ -488,9 +514,8 @@ def finding_self_replay(runs: Runs, levels: Sequence[float], none: str, real: st
 
 
 def finding_size(runs: Runs, levels: Sequence[float]) -> Finding:
-    used = covered(runs, levels)
     log_n = [float(np.log10(next(iter(rs.values()))["num_params_non_embedding"])) for rs in runs.values()]
-    pointwise = band_values(runs, used, lambda f: slope(log_n, list(f.values())))
+    used, fields = banded(runs, levels, lambda f: slope(log_n, list(f.values())))
     frac = band_values(runs, used, lambda f: slope(log_n, list(f.values())), "forgetting_fraction")
     start = {lb: float(np.mean([r["curve"][0][1] for r in rs.values()])) for lb, rs in runs.items()}
     return Finding(
@@ -500,19 +525,15 @@ def finding_size(runs: Runs, levels: Sequence[float]) -> Finding:
         {"sizes": list(runs), "log10_non_embedding_params": log_n},
         "least-squares slope of forgetting (nats) on log10(non-embedding parameters), mean over the band; "
         "negative: larger forget less",
-        mean_over_band(pointwise),
-        band_of(levels, used),
-        pointwise,
-        epochs(runs, used[-1] if used else None),
+        **fields,
         note=f"In forgetting fraction the slope is {ci_text(mean_over_band(frac))} per decade. Held-out new loss "
         f"before fine-tuning: {listing(start, ' nats')}; every size is matched on its own drop.",
     )
 
 
 def finding_budget(runs: Runs, levels: Sequence[float]) -> Finding:
-    used = covered(runs, levels)
     log_b = [math.log2(float(lb)) for lb in runs]
-    pointwise = band_values(runs, used, lambda f: slope(log_b, list(f.values())))
+    used, fields = banded(runs, levels, lambda f: slope(log_b, list(f.values())))
     start = {f"{lb} tokens/param": float(np.mean([r["curve"][0][1] for r in rs.values()])) for lb, rs in runs.items()}
     return Finding(
         "budget",
@@ -521,17 +542,13 @@ def finding_budget(runs: Runs, levels: Sequence[float]) -> Finding:
         {"pretrain_tokens_per_param": [float(lb) for lb in runs]},
         "least-squares slope of forgetting (nats) per doubling of pretraining tokens per parameter, mean over the "
         "band; positive: more pretraining, more forgetting",
-        mean_over_band(pointwise),
-        band_of(levels, used),
-        pointwise,
-        epochs(runs, used[-1] if used else None),
+        **fields,
         note=f"Held-out new loss before fine-tuning: {listing(start, ' nats')}.",
     )
 
 
 def finding_methods(runs: Runs, levels: Sequence[float], full: str, lora: str) -> Finding:
-    used = covered(runs, levels)
-    pointwise = band_values(runs, used, lambda f: f[full] - f[lora])
+    used, fields = banded(runs, levels, lambda f: f[full] - f[lora])
     others = {lb: mean_over_band(band_values(runs, used, lambda f, lb=lb: f[full] - f[lb])) for lb in runs}
     learned = {c: runs[full][c]["learning_nats"] - runs[lora][c]["learning_nats"] for c in runs[full]}
     return Finding(
@@ -540,10 +557,7 @@ def finding_methods(runs: Runs, levels: Sequence[float], full: str, lora: str) -
         "Biderman et al. 2024",
         {"conditions": list(runs)},
         "forgetting (nats) of full fine-tuning minus LoRA r8 (10x LR), mean over the band; positive: LoRA forgets less",
-        mean_over_band(pointwise),
-        band_of(levels, used),
-        pointwise,
-        epochs(runs, used[-1] if used else None),
+        **fields,
         note=f"At equal steps full learns {ci_text(learned)} nats more than LoRA. Full minus each method over the "
         f"band: {'; '.join(f'{lb} {ci_text(v)}' for lb, v in others.items() if lb != full)} nats.",
     )
@@ -568,14 +582,14 @@ def finding_power_law(runs: Runs) -> Finding:
         fits,
         {"metric": "step", "levels": [10, last], "covered": [10, last]},
         epochs_per_stage=epochs(runs),
+        epochs_trained=epochs(runs),
         note="Kalajdzievski reports about 0.15. Not a matched comparison: the band is the range of steps fitted.",
         raw={"curves": [r["curve"] for r in rs.values()]},
     )
 
 
 def finding_lr_replay(runs: Runs, levels: Sequence[float], lr: str, slow: str, replay: str) -> Finding:
-    used = covered(runs, levels)
-    pointwise = band_values(runs, used, lambda f: f[slow] - f[replay])
+    used, fields = banded(runs, levels, lambda f: f[slow] - f[replay])
     premise = mean_over_band(band_values(runs, used, lambda f: f[lr] - f[slow]))
     cost = mean_over_band(band_values(runs, used, lambda f: f[slow] / f[replay], "step"))
     return Finding(
@@ -585,21 +599,11 @@ def finding_lr_replay(runs: Runs, levels: Sequence[float], lr: str, slow: str, r
         {"conditions": list(runs)},
         f"forgetting (nats) of the LR lowered ({slow}) minus the full LR with replay, mean over the band; positive: "
         "replay forgets less",
-        mean_over_band(pointwise),
-        band_of(levels, used),
-        pointwise,
-        epochs(runs, used[-1] if used else None),
+        **fields,
         note=f"The premise, forgetting at the full LR minus the lowered LR without replay: {ci_text(premise)} nats "
         f"(positive: the lower LR forgets less, as published). The lowered LR takes {ci_text(cost, 1)} times the "
         "steps of replay to reach the same levels.",
     )
-
-
-def analysed(analyse: Callable[[Runs, Sequence[float]], Finding], runs: Runs, levels: Sequence[float]) -> Finding:
-    """A finding from its runs and band, with how much of its stage its trials trained in all."""
-    finding = analyse(runs, levels)
-    finding.epochs_trained = epochs(runs)
-    return finding
 
 
 def slowed(runs: Runs) -> str:
@@ -770,7 +774,7 @@ def run_world(args: argparse.Namespace, scale: Scale) -> None:
     run_all(pending, cache, args.workers)
     results = load_cache(cache)
     findings = [
-        analysed(analyse, world_runs(design(scale), scale, results), bands[name]["levels"])
+        analyse(world_runs(design(scale), scale, results), bands[name]["levels"])
         for name, design, analyse in WORLD_FINDINGS
     ]
     records = [results[k] for k in wanted]
@@ -872,7 +876,7 @@ def world_vs_real(args: argparse.Namespace) -> None:
     keys = {name: i for i, (name, _, _) in enumerate(WORLD_FINDINGS, 1)}
     rows, findings = [], {}
     for name, labels, analyse in REAL_FINDINGS:
-        finding = analysed(analyse, real_runs(records, model, labels), levels)
+        finding = analyse(real_runs(records, model, labels), levels)
         real, world = finding.as_json(), world_rows[str(keys[name])]
         findings[name] = finding
         rows.append(

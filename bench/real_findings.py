@@ -23,21 +23,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import platform
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from findings import busy_seconds, key, load_cache, trial_record
+from findings import busy_seconds, key, load_cache, run_pool, trial_record
 from report import REPORTS
 
 from raycl.artifacts.real_models import ModelNotFetchedError, real_model_dir
@@ -196,20 +194,18 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
 
 def run_all(jobs: list[dict[str, Any]], cache: Path, workers: int) -> None:
     """Run the trials not in `cache` yet, `workers` at a time, appending each to the cache as it finishes."""
-    cache.parent.mkdir(parents=True, exist_ok=True)
     # Longest first, so the last trials to start are short ones.
     jobs = sorted(jobs, key=lambda job: -job["overrides"]["train.steps_per_stage"])
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool, cache.open("a") as sink:
-        futures = [pool.submit(run_one, job) for job in jobs]
-        for done, future in enumerate(as_completed(futures), 1):
-            record = future.result()
-            sink.write(json.dumps(record) + "\n")
-            sink.flush()
-            print(
-                f"[{done}/{len(jobs)}] {record['wall_time_s']:.0f}s {record['label']} seed {record['seed']}: "
-                f"learning {record['learning_nats']:+.3f} nats, forgetting {record['forgetting']:+.3f} nats",
-                flush=True,
-            )
+    run_pool(
+        jobs,
+        run_one,
+        cache,
+        workers,
+        lambda record: (
+            f"{record['label']} seed {record['seed']}: learning {record['learning_nats']:+.3f} nats, "
+            f"forgetting {record['forgetting']:+.3f} nats"
+        ),
+    )
 
 
 def base_loss_init(model: str) -> float:
